@@ -1,0 +1,130 @@
+"""Framework-neutral facts about CIFAR-10/100 and a validating reader.
+
+Reads the official python layout (``cifar-10-batches-py/``, ``cifar-100-python/``)
+into numpy arrays: images as uint8 (N, 3, 32, 32), labels as int64 (N,).
+Content is validated (shape, dtype, label range, counts) rather than md5 sums,
+so a losslessly rebuilt copy of the data reads as well as the official one.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class CIFARDataError(RuntimeError):
+    """The data on disk is missing, truncated or not in the expected layout."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    folder: str  # the folder the official archive extracts to
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    label_key: str  # key of the labels inside each batch
+    names_key: str  # key of the class names inside the meta file
+    num_classes: int
+    mean: tuple[float, float, float]  # per channel, on [0, 1] pixels
+    std: tuple[float, float, float]
+
+
+DATASETS = {
+    "cifar10": DatasetInfo(
+        name="cifar10",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        meta_file="batches.meta",
+        label_key="labels",
+        names_key="label_names",
+        num_classes=10,
+        mean=(0.4914, 0.4822, 0.4465),
+        std=(0.2470, 0.2435, 0.2616),
+    ),
+    "cifar100": DatasetInfo(
+        name="cifar100",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_files=("test",),
+        meta_file="meta",
+        label_key="fine_labels",
+        names_key="fine_label_names",
+        num_classes=100,
+        mean=(0.5071, 0.4865, 0.4409),
+        std=(0.2673, 0.2564, 0.2762),
+    ),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}: expected one of {sorted(DATASETS)}") from None
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise CIFARDataError(f"missing file {path}") from None
+    except Exception as e:  # truncated or not a pickle: name the file, not the traceback
+        raise CIFARDataError(f"cannot read {path}: corrupt or truncated ({type(e).__name__}: {e})") from None
+
+
+def dataset_present(data_dir: str | Path, name: str) -> bool:
+    info = dataset_info(name)
+    root = Path(data_dir) / info.folder
+    return all((root / f).is_file() for f in (*info.train_files, *info.test_files, info.meta_file))
+
+
+def read_class_names(data_dir: str | Path, name: str) -> list[str]:
+    info = dataset_info(name)
+    path = Path(data_dir) / info.folder / info.meta_file
+    meta = _unpickle(path)
+    names = meta.get(info.names_key) if isinstance(meta, dict) else None
+    if not isinstance(names, list) or len(names) != info.num_classes:
+        raise CIFARDataError(f"{path}: expected {info.num_classes} names under {info.names_key!r}")
+    return [str(n) for n in names]
+
+
+def _read_batch(path: Path, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
+    batch = _unpickle(path)
+    if not isinstance(batch, dict) or "data" not in batch or info.label_key not in batch:
+        raise CIFARDataError(f"{path}: expected a dict with 'data' and {info.label_key!r}")
+    data, labels = batch["data"], np.asarray(batch[info.label_key])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        dtype = getattr(data, "dtype", type(data).__name__)
+        raise CIFARDataError(f"{path}: expected uint8 data of shape (N, 3072), got {dtype} {shape}")
+    if labels.shape != (len(data),):
+        raise CIFARDataError(f"{path}: {len(data)} images but {labels.size} labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= info.num_classes):
+        raise CIFARDataError(
+            f"{path}: labels must lie in [0, {info.num_classes - 1}], got [{labels.min()}, {labels.max()}]"
+        )
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def read_split(data_dir: str | Path, name: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one split."""
+    info = dataset_info(name)
+    root = Path(data_dir) / info.folder
+    if not root.is_dir():
+        raise CIFARDataError(
+            f"no {name} data in {Path(data_dir).resolve()}: expected the folder {info.folder}/ "
+            f"holding {', '.join((*info.train_files, *info.test_files, info.meta_file))} "
+            "(the official python version, extracted)"
+        )
+    parts = [_read_batch(root / f, info) for f in (info.train_files if train else info.test_files)]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    if len(images) == 0:
+        raise CIFARDataError(f"{root}: the {'train' if train else 'test'} split holds no images")
+    return images, labels

@@ -1,0 +1,214 @@
+"""Run logs (run.json), plots, and Results.md generated from committed logs.
+
+Shared by both frameworks: the MLX trainer writes the same run.json schema.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+RUN_SCHEMA_KEYS = (
+    "framework", "versions", "hardware", "dataset", "model", "parameters", "hyperparameters", "seed",
+    "epochs", "train_time_s", "test_accuracy", "per_class_accuracy", "final_train_loss", "checkpoint",
+)  # fmt: skip
+
+
+def _cpu_model() -> str:
+    if sys.platform == "darwin":
+        try:
+            return subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+        except OSError:
+            pass
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def hardware_info(accelerator: str) -> dict:
+    """What the run ran on; `accelerator` is the one actually used (cpu, mps, cuda, metal)."""
+    info = {
+        "os": f"{platform.system()} {platform.release()}",
+        "machine": platform.machine(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "accelerator": accelerator,
+    }
+    if accelerator == "cuda":
+        import torch
+
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def package_versions(*names: str) -> dict:
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def write_json_atomic(path: str | Path, data: dict) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+
+
+def per_class_dict(values, class_names: list[str]) -> dict[str, float]:
+    return {name: round(float(v), 6) for name, v in zip(class_names, values)}
+
+
+def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(max(6, n * 0.5), max(5, n * 0.45)))
+    im = ax.imshow(matrix, cmap="Blues")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if n <= 20:
+        ax.set_xticks(range(n), class_names, rotation=45, ha="right")
+        ax.set_yticks(range(n), class_names)
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7)
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def read_metrics_csv(path: str | Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def plot_curves(metrics_csv: str | Path, path: str | Path, title: str) -> None:
+    """Training loss per step and validation accuracy per epoch from a metrics.csv."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics_csv(metrics_csv)
+    series = lambda key: [(float(r["step"]), float(r[key])) for r in rows if r.get(key)]  # noqa: E731
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("train/loss_step", a), ("train/loss", a), ("val/acc", b)):
+        pts = series(key)
+        if pts:
+            ax.plot(*zip(*pts), label=key, marker="o" if key == "val/acc" else None, markersize=3)
+    a.set_xlabel("step")
+    a.set_ylabel("loss")
+    b.set_xlabel("step")
+    b.set_ylabel("accuracy")
+    for ax in (a, b):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def final_train_loss(metrics_csv: str | Path) -> float | None:
+    rows = [r for r in read_metrics_csv(metrics_csv) if r.get("train/loss_epoch")]
+    return float(rows[-1]["train/loss_epoch"]) if rows else None
+
+
+# ------------------------------------------------------------------ Results.md
+
+
+def load_runs(root: str | Path) -> list[dict]:
+    runs = []
+    for path in sorted(Path(root).rglob("run.json")):
+        run = json.loads(path.read_text())
+        run["_path"] = path.parent.as_posix()
+        runs.append(run)
+    return runs
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _hardware(run: dict) -> str:
+    h = run["hardware"]
+    return f"{h['cpu']} ({h['cpu_count']} cores), {h['os']}, {h['accelerator']}"
+
+
+def _run_row(run: dict) -> str:
+    extra = run.get("test_accuracy_no_tta")
+    return (
+        f"| `{run['_path']}` | {run['framework']} | {run['model']} | {run['dataset']} | {run['epochs']} "
+        f"| {_pct(run['test_accuracy'])} | {_pct(extra) if extra is not None else '-'} "
+        f"| {run['train_time_s']:.0f} s | {_hardware(run)} |"
+    )
+
+
+def render_results(runs: list[dict], extra_sections: list[str] = ()) -> str:
+    lines = [
+        "# Results",
+        "",
+        "Generated by `python scripts/report.py` from the `run.json` logs committed under `runs/`;",
+        "do not edit by hand. Every figure below was measured on the hardware its row names.",
+        "",
+        "## All runs",
+        "",
+        "| run | framework | model | dataset | epochs | test acc | test acc, no TTA | train time | hardware |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *[_run_row(r) for r in runs],
+        "",
+    ]
+    if len(runs) > 1:
+        lines += _side_by_side(runs)
+    for run in runs:
+        lines += [f"## `{run['_path']}`", "", f"- seed {run['seed']}, {run['parameters']:,} parameters"]
+        if run.get("note"):
+            lines.append(f"- {run['note']}")
+        lines += ["", "| class | accuracy |", "|---|---|"]
+        lines += [f"| {k} | {_pct(v)} |" for k, v in run["per_class_accuracy"].items()]
+        lines.append("")
+    lines += list(extra_sections)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _side_by_side(runs: list[dict]) -> list[str]:
+    """Per-class accuracy of every run, one column each, for runs on the same dataset."""
+    by_dataset: dict[str, list[dict]] = {}
+    for r in runs:
+        by_dataset.setdefault(r["dataset"], []).append(r)
+    lines = []
+    for dataset, group in by_dataset.items():
+        if len(group) < 2:
+            continue
+        classes = list(group[0]["per_class_accuracy"])
+        lines += [f"## Side by side: {dataset}", ""]
+        lines.append("| class | " + " | ".join(f"`{r['_path'].split('/')[-1]}` ({r['framework']})" for r in group) + " |")
+        lines.append("|---|" + "---|" * len(group))
+        for c in ["overall", *classes]:
+            vals = [r["test_accuracy"] if c == "overall" else r["per_class_accuracy"].get(c) for r in group]
+            lines.append(f"| {c} | " + " | ".join(_pct(v) for v in vals) + " |")
+        lines.append("")
+    return lines

@@ -1,0 +1,147 @@
+"""What ``scripts/fit.py`` runs: train, test, and log one PyTorch/Lightning run."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+from .cli import UsageError, common_parser, exit_with, recipe_overrides
+from .datasets import CIFARDataError
+from .weights import WeightsMismatchError
+
+
+def parser() -> argparse.ArgumentParser:
+    p = common_parser("Train a CIFAR classifier with PyTorch Lightning.")
+    p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "mps", "cuda"))
+    p.add_argument("--devices", default="auto", help="number of devices, or auto")
+    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed, bf16-mixed")
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices")
+    p.add_argument("--num-workers", type=int, default=0)
+    return p
+
+
+def check_accelerator(name: str) -> str:
+    """The accelerator that will be used; one clear line if the one asked for is absent."""
+    import torch
+
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--accelerator mps: MPS is not available here (it needs Apple silicon, macOS 12.3+ "
+                         "and a torch build with MPS); use --accelerator cpu or auto")  # fmt: skip
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--accelerator cuda: no CUDA GPU is visible to torch; use --accelerator cpu or auto")
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    return name
+
+
+def run(args: argparse.Namespace) -> dict:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from . import reporting
+    from .data import CIFARDataModule
+    from .fast import LookaheadAveraging, init_whitening
+    from .models import count_parameters
+    from .module import CIFARClassifier
+    from .recipes import get_recipe, total_steps
+    from .weights import load_into_torch
+
+    recipe = get_recipe(args.model).with_overrides(**recipe_overrides(args))
+    accelerator = check_accelerator(args.accelerator)
+    out = Path(args.output_dir or f"runs/torch-{args.model}-{args.dataset}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    dm = CIFARDataModule(
+        args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
+        download=not args.no_download, seed=recipe.seed, num_workers=args.num_workers,
+        crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode, flip=recipe.flip, cutout=recipe.cutout,
+        train_subset=args.train_subset,
+    )  # fmt: skip
+    dm.prepare_data()
+    dm.setup()
+    L.seed_everything(recipe.seed, workers=True)
+    module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes)
+    if args.weights:
+        load_into_torch(module.model, args.weights)
+    elif recipe.whiten_bias_epochs and not args.resume:
+        init_whitening(module.model, dm.normalize(dm.train_images[:5000]))
+
+    steps = total_steps(recipe, len(dm.train_dataloader()))
+    if steps == 0:
+        raise UsageError(f"--batch-size {recipe.batch_size} exceeds the {len(dm.train_images)} training images")
+    callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_last=True, save_top_k=1)]  # fmt: skip
+    if recipe.average_every:
+        callbacks.append(LookaheadAveraging(recipe.average_every))
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
+        max_epochs=math.ceil(recipe.epochs), max_steps=steps, callbacks=callbacks,
+        logger=CSVLogger(out, name="", version=""), default_root_dir=out, num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, steps // 20)),
+    )  # fmt: skip
+
+    train_time = 0.0
+    final_ckpt = args.weights
+    if not args.test_only:
+        start = time.perf_counter()
+        trainer.fit(module, datamodule=dm, ckpt_path=args.resume)
+        train_time = time.perf_counter() - start
+        final_ckpt = str(out / "checkpoints" / "final.ckpt")
+        trainer.save_checkpoint(final_ckpt)
+    results = trainer.test(module, datamodule=dm, verbose=False)[0]
+    if trainer.global_rank != 0:
+        return {}
+
+    classes = dm.classes
+    per_class = reporting.per_class_dict(module.per_class_accuracy.numpy(), classes)
+    metrics_csv = out / "metrics.csv"
+    record = {
+        "framework": "pytorch",
+        "versions": reporting.package_versions("torch", "lightning", "torchmetrics", "torchvision"),
+        "hardware": reporting.hardware_info(accelerator),
+        "dataset": args.dataset,
+        "model": args.model,
+        "parameters": count_parameters(module.model),
+        "hyperparameters": {**recipe.to_dict(), "precision": args.precision, "val_size": args.val_size,
+                            "train_subset": args.train_subset, "total_steps": steps},  # fmt: skip
+        "seed": recipe.seed,
+        "epochs": recipe.epochs if not args.test_only else 0,
+        "train_time_s": round(train_time, 2),
+        "test_accuracy": round(results["test/acc"], 6),
+        "test_accuracy_no_tta": round(results["test/acc_no_tta"], 6) if recipe.tta else None,
+        "per_class_accuracy": per_class,
+        "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
+        "checkpoint": final_ckpt,
+        "command": "python scripts/fit.py " + " ".join(args.argv),
+    }
+    reporting.write_json_atomic(out / "run.json", record)
+    title = f"pytorch {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
+    reporting.plot_confusion(module.confusion_matrix.numpy(), classes, out / "confusion.png", title)
+    if metrics_csv.exists():
+        reporting.plot_curves(metrics_csv, out / "curves.png", title)
+    print_summary(record)
+    return record
+
+
+def print_summary(record: dict) -> None:
+    print(f"\ntest accuracy {100 * record['test_accuracy']:.2f}%", end="")
+    if record.get("test_accuracy_no_tta") is not None:
+        print(f" (without TTA {100 * record['test_accuracy_no_tta']:.2f}%)", end="")
+    print(f", trained in {record['train_time_s']:.0f} s")
+    for name, acc in record["per_class_accuracy"].items():
+        print(f"  {name:>12s} {100 * acc:6.2f}%")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    args.argv = argv
+    try:
+        return run(args)
+    except (UsageError, CIFARDataError, WeightsMismatchError, FileNotFoundError) as e:
+        exit_with(str(e))

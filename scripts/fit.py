@@ -1,0 +1,10 @@
+"""Train a CIFAR-10/100 classifier with PyTorch Lightning (cpu, mps or cuda).
+
+    python scripts/fit.py --accelerator mps                     # SmallCNN, its recipe
+    python scripts/fit.py --model fast --data-dir ../shared/data
+"""
+
+from cifar_lightning.runner import main
+
+if __name__ == "__main__":
+    main()
