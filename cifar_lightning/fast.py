@@ -31,6 +31,17 @@ def tta_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return 0.5 * mirrored(images) + 0.5 * shifted
 
 
+class StopAtStep(L.Callback):
+    """Stop after `steps` optimizer steps (a fractional number of epochs), at a batch boundary."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.steps:
+            trainer.should_stop = True
+
+
 class LookaheadAveraging(L.Callback):
     """Every `every` steps blend the weights into a running average and copy it back.
 
@@ -57,7 +68,7 @@ class LookaheadAveraging(L.Callback):
         step = trainer.global_step
         if step % self.every:
             return
-        decay = averaging_decay(step, trainer.max_steps if trainer.max_steps > 0 else trainer.estimated_stepping_batches)
+        decay = averaging_decay(step, pl_module.total_training_steps())
         for k, v in self._floats(pl_module).items():
             self.average[k].lerp_(v, 1 - decay)
             v.copy_(self.average[k])

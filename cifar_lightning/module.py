@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -105,10 +107,17 @@ class CIFARClassifier(L.LightningModule):
             groups[0]["params"] = others + biases
         return groups
 
+    def total_training_steps(self) -> int:
+        """Optimizer steps of the whole run: the trainer's estimated_stepping_batches, cut
+        to a fractional ``recipe.epochs`` (the trainer runs ceil(epochs) epochs and is
+        stopped by ``StopAtStep``; Lightning 2.6 cannot resume runs that set max_steps)."""
+        t = self.trainer
+        return math.ceil(t.estimated_stepping_batches * min(1.0, self.recipe.epochs / t.max_epochs))
+
     def configure_optimizers(self):
         r = self.recipe
         optimizer = torch.optim.SGD(self.param_groups(), lr=r.lr, momentum=r.momentum, nesterov=r.nesterov)
-        total = int(self.trainer.estimated_stepping_batches)
+        total = self.total_training_steps()
         if r.schedule == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,

@@ -36,7 +36,7 @@ def check_accelerator(name: str) -> str:
     return name
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from . import reporting
     from .data import CIFARDataModule
-    from .fast import LookaheadAveraging, init_whitening
+    from .fast import LookaheadAveraging, StopAtStep, init_whitening
     from .models import count_parameters
     from .module import CIFARClassifier
     from .recipes import get_recipe, total_steps
@@ -74,11 +74,13 @@ def run(args: argparse.Namespace) -> dict:
     if steps == 0:
         raise UsageError(f"--batch-size {recipe.batch_size} exceeds the {len(dm.train_images)} training images")
     callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_last=True, save_top_k=1)]  # fmt: skip
+    callbacks.append(StopAtStep(steps))
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
+    callbacks += list(extra_callbacks)
     trainer = L.Trainer(
         accelerator=accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
-        max_epochs=math.ceil(recipe.epochs), max_steps=steps, callbacks=callbacks,
+        max_epochs=math.ceil(recipe.epochs), callbacks=callbacks,
         logger=CSVLogger(out, name="", version=""), default_root_dir=out, num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, steps // 20)),
     )  # fmt: skip
@@ -135,13 +137,13 @@ def print_summary(record: dict) -> None:
         print(f"  {name:>12s} {100 * acc:6.2f}%")
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, extra_callbacks: tuple = ()) -> dict:
     import sys
 
     argv = sys.argv[1:] if argv is None else argv
     args = parser().parse_args(argv)
     args.argv = argv
     try:
-        return run(args)
+        return run(args, extra_callbacks)
     except (UsageError, CIFARDataError, WeightsMismatchError, FileNotFoundError) as e:
         exit_with(str(e))

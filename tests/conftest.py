@@ -1,0 +1,63 @@
+"""Fixtures that write tiny CIFAR folders in the real on-disk format (python pickles)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifar_lightning.datasets import DATASETS
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def learnable_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """uint8 (N, 3072) images whose mean colour depends on the label, plus noise."""
+    n = len(labels)
+    base = (labels[:, None] * 37 % 200 + 28).astype(np.float64)  # per-class brightness
+    tint = np.concatenate([base, 255 - base, (base * 3) % 256], axis=1)  # (N, 3)
+    images = tint[:, :, None] + rng.normal(0, 20, (n, 3, 1024))  # (N, 3, 1024)
+    return np.clip(images, 0, 255).astype(np.uint8).reshape(n, 3072)
+
+
+def write_cifar(root: Path, dataset: str = "cifar10", n_train: int = 100, n_test: int = 40, seed: int = 0) -> Path:
+    info = DATASETS[dataset]
+    folder = root / info.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    k = info.num_classes
+
+    def dump(name, n):
+        labels = np.arange(n) % k
+        rng.shuffle(labels)
+        batch = {"data": learnable_images(labels, rng), info.label_key: labels.tolist(), "filenames": [f"{i}.png" for i in range(n)]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+
+    per_file = n_train // len(info.train_files)
+    for name in info.train_files:
+        dump(name, per_file)
+    for name in info.test_files:
+        dump(name, n_test)
+    with open(folder / info.meta_file, "wb") as f:
+        pickle.dump({info.names_key: [f"class{i}" for i in range(k)]}, f)
+    return root
+
+
+@pytest.fixture
+def cifar10_dir(tmp_path) -> Path:
+    return write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=50)
+
+
+@pytest.fixture
+def cifar100_dir(tmp_path) -> Path:
+    return write_cifar(tmp_path / "data", "cifar100", n_train=300, n_test=200)
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").is_file():
+        pytest.skip(f"real CIFAR-10 not found at {SHARED_DATA}")
+    return SHARED_DATA

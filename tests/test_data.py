@@ -1,0 +1,139 @@
+import numpy as np
+import pytest
+import torch
+
+from cifar_lightning import CIFARDataError, CIFARDataModule
+from cifar_lightning.augment import Augmentation, augment, draw_epoch
+from cifar_lightning.data import EpochSampler, stratified_split
+
+
+def make_dm(root, **kw):
+    kw.setdefault("batch_size", 32)
+    dm = CIFARDataModule("cifar10", root, download=False, **kw)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_prepare_data_sets_no_state(cifar10_dir):
+    dm = CIFARDataModule("cifar10", cifar10_dir, download=False)
+    before = dict(vars(dm))
+    dm.prepare_data()
+    assert dict(vars(dm)) == before
+
+
+def test_batches_sizes_dtypes_and_normalisation(cifar10_dir):
+    dm = make_dm(cifar10_dir)
+    assert dm.num_classes == 10 and dm.classes[0] == "class0"
+    loader = dm.train_dataloader()
+    batches = list(loader)
+    assert len(batches) == len(loader) == 200 // 32  # last partial batch dropped
+    x, y = batches[0]
+    assert x.shape == (32, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64
+    test = list(dm.test_dataloader())
+    assert sum(len(b[1]) for b in test) == 50  # default: evaluate on the test set, nothing dropped
+    assert len(list(dm.val_dataloader())) == len(test)
+    # normalised with CIFAR-10's own statistics: un-normalising gives back the raw uint8 test images
+    raw = torch.from_numpy(np.asarray(dm._test[0][:50])).float() / 255
+    mean, std = torch.tensor(dm.info.mean).view(1, 3, 1, 1), torch.tensor(dm.info.std).view(1, 3, 1, 1)
+    assert torch.allclose(test[0][0] * std + mean, raw, atol=1e-5)
+
+
+def test_val_size_holds_out_a_stratified_fixed_split(cifar10_dir):
+    dm = make_dm(cifar10_dir, val_size=50, seed=3)
+    assert len(dm._train[0]) == 150 and len(dm._val[0]) == 50
+    assert torch.bincount(dm._val[1], minlength=10).tolist() == [5] * 10
+    again = make_dm(cifar10_dir, val_size=50, seed=3)
+    assert torch.equal(again._val[0], dm._val[0])
+    other = make_dm(cifar10_dir, val_size=50, seed=4)
+    assert not torch.equal(other._val[0], dm._val[0])
+
+
+def test_stratified_split_rejects_bad_size():
+    with pytest.raises(ValueError, match="val_size must lie in"):
+        stratified_split(np.zeros(10, dtype=int), 10, 0)
+
+
+def test_same_seed_same_batches_other_seed_other_batches(cifar10_dir):
+    first = [b[0] for b in make_dm(cifar10_dir, seed=1).train_dataloader()]
+    second = [b[0] for b in make_dm(cifar10_dir, seed=1).train_dataloader()]
+    third = [b[0] for b in make_dm(cifar10_dir, seed=2).train_dataloader()]
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
+    assert not torch.equal(first[0], third[0])
+
+
+def test_epochs_reshuffle(cifar10_dir):
+    loader = make_dm(cifar10_dir).train_dataloader()
+    y0 = torch.cat([b[1] for b in loader])
+    loader.sampler.set_epoch(1)
+    y1 = torch.cat([b[1] for b in loader])
+    assert not torch.equal(y0, y1)
+
+
+def test_crop_and_flip_happen_and_keep_pixels():
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    index = torch.arange(64)
+    aug = Augmentation(crop_padding=4, flip="random")
+    draws = draw_epoch(aug, 64, seed=0, epoch=0)
+    out = augment(images, draws, index, aug)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    # an image with no shift is either itself or its mirror, as its flip says
+    centred = ((draws.shift == 4).all(1)).nonzero().flatten()
+    for i in centred.tolist():
+        expected = images[i].flip(-1) if draws.flip[i] else images[i]
+        assert torch.equal(out[i], expected)
+    assert 10 < int(draws.flip.sum()) < 54
+    assert (draws.shift != 4).any(1).float().mean() > 0.5  # most images are shifted
+    # a shift of (0, 0) moves the image down-right by the padding, zeros fill in
+    shifted = ((draws.shift == 0).all(1) & ~draws.flip).nonzero().flatten()
+    for i in shifted.tolist():
+        assert torch.equal(out[i, :, 4:, 4:], images[i, :, :28, :28]) and out[i, :, :4].eq(0).all()
+
+
+def test_alternating_flip_mirrors_every_image_once_per_two_epochs():
+    aug = Augmentation(crop_padding=2, pad_mode="reflect", flip="alternating")
+    even, odd = draw_epoch(aug, 1000, 0, 4).flip, draw_epoch(aug, 1000, 0, 5).flip
+    assert torch.equal(even, ~odd)
+    assert 400 < int(even.sum()) < 600
+
+
+def test_cutout_zeroes_a_square():
+    images = torch.full((8, 3, 32, 32), 200, dtype=torch.uint8)
+    aug = Augmentation(crop_padding=0, flip="none", cutout=8)
+    out = augment(images, draw_epoch(aug, 8, 0, 0), torch.arange(8), aug)
+    assert (out == 0).sum(dim=(1, 2, 3)).tolist() == [3 * 64] * 8
+
+
+def test_bad_augmentation_settings():
+    with pytest.raises(ValueError, match="flip must be"):
+        Augmentation(flip="sometimes")
+
+
+def test_epoch_sampler_shards_disjointly():
+    shards = [EpochSampler(103, shuffle=True, seed=5, rank=r, world_size=2) for r in range(2)]
+    a, b = (set(s.indices().tolist()) for s in shards)
+    assert not a & b and len(a) == len(b) == 51
+    with pytest.raises(ValueError, match="rank must lie"):
+        EpochSampler(10, True, rank=2, world_size=2)
+
+
+def test_missing_data_without_download_names_the_folder(tmp_path):
+    dm = CIFARDataModule("cifar100", tmp_path / "nowhere", download=False)
+    with pytest.raises(CIFARDataError, match="cifar-100-python/"):
+        dm.prepare_data()
+
+
+def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
+    import torchvision.datasets.utils as tvu
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tvu, "download_and_extract_archive", offline)
+    with pytest.raises(CIFARDataError, match="download of cifar10 .* failed .*--data-dir"):
+        CIFARDataModule("cifar10", tmp_path, download=True).prepare_data()
+
+
+def test_batch_larger_than_dataset(cifar10_dir):
+    with pytest.raises(ValueError, match="batch_size 512 exceeds the 200 training images"):
+        make_dm(cifar10_dir, batch_size=512).train_dataloader()

@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from cifar_lightning import CIFARClassifier, get_recipe
+from cifar_lightning.recipes import lr_at, momentum_at
+
+
+def torch_schedule(module: CIFARClassifier, total: int):
+    """(lr, momentum) per step from the module's own configure_optimizers."""
+
+    class FakeTrainer:
+        estimated_stepping_batches = total
+        max_epochs = module.recipe.epochs
+
+    module._trainer = FakeTrainer()  # what configure_optimizers reads
+    config = module.configure_optimizers()
+    assert config["lr_scheduler"]["interval"] == "step"
+    opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    out = []
+    for _ in range(total):
+        g = opt.param_groups[0]
+        out.append((g["lr"], g["momentum"]))
+        opt.step()
+        sched.step()
+    return out
+
+
+@pytest.mark.parametrize("model,total", [("resnet18", 97), ("small_cnn", 10), ("fast", 476)])
+def test_neutral_schedule_matches_torch_at_every_step(model, total):
+    module = CIFARClassifier(model, 10)
+    recipe = module.recipe
+    for step, (lr, mom) in enumerate(torch_schedule(module, total)):
+        assert lr == pytest.approx(lr_at(recipe, step, total), rel=1e-9)
+        assert mom == pytest.approx(momentum_at(recipe, step, total), rel=1e-9)
+
+
+def test_onecycle_shape():
+    r = get_recipe("resnet18")
+    total = 1000
+    assert lr_at(r, 0, total) == pytest.approx(0.1 / 25)
+    assert lr_at(r, 299, total) == pytest.approx(0.1)
+    assert lr_at(r, total - 1, total) == pytest.approx(0.1 / 25 / 1e4)
+    assert momentum_at(r, 299, total) == pytest.approx(0.85)
+
+
+def test_fast_recipe_groups():
+    module = CIFARClassifier("fast", 10)
+    groups = module.param_groups()
+    assert len(groups) == 2
+    base, biases = groups
+    assert biases["lr"] == pytest.approx(64 * base["lr"])
+    # every weight shrinks by the same ~0.2% per step
+    assert base["lr"] * base["weight_decay"] == pytest.approx(biases["lr"] * biases["weight_decay"])
+    assert base["lr"] * base["weight_decay"] == pytest.approx(0.001996, rel=1e-3)
+    assert all(p.requires_grad for g in groups for p in g["params"])
+
+
+def test_overrides_and_unknown_model():
+    assert get_recipe("resnet18").with_overrides(lr=0.2, epochs=None).lr == 0.2
+    with pytest.raises(ValueError, match="unknown model"):
+        get_recipe("nope")
