@@ -12,11 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from .fast import tta_logits
 from .models import build_model
 from .recipes import Recipe, get_recipe, lr_factor_linear
-
-
-def is_norm_bias(name: str) -> bool:
-    """BatchNorm biases of the fast net get the recipe's bias_lr_scale (they learn faster)."""
-    return ".norm" in name and name.endswith(".bias")
+from .spec import is_norm_bias
 
 
 class CIFARClassifier(L.LightningModule):

@@ -36,33 +36,74 @@ def check_accelerator(name: str) -> str:
     return name
 
 
-def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
-    import lightning as L
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-    from . import reporting
+def prepare(args: argparse.Namespace, framework: str):
+    """The recipe (with the flags' overrides), a ready DataModule and the run folder."""
     from .data import CIFARDataModule
-    from .fast import LookaheadAveraging, StopAtStep, init_whitening
-    from .models import count_parameters
-    from .module import CIFARClassifier
-    from .recipes import get_recipe, total_steps
-    from .weights import load_into_torch
+    from .recipes import get_recipe
 
     recipe = get_recipe(args.model).with_overrides(**recipe_overrides(args))
-    accelerator = check_accelerator(args.accelerator)
-    out = Path(args.output_dir or f"runs/torch-{args.model}-{args.dataset}")
+    out = Path(args.output_dir or f"runs/{framework}-{args.model}-{args.dataset}")
     out.mkdir(parents=True, exist_ok=True)
-
     dm = CIFARDataModule(
         args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
-        download=not args.no_download, seed=recipe.seed, num_workers=args.num_workers,
+        download=not args.no_download, seed=recipe.seed, num_workers=getattr(args, "num_workers", 0),
         crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode, flip=recipe.flip, cutout=recipe.cutout,
         train_subset=args.train_subset,
     )  # fmt: skip
     dm.prepare_data()
     dm.setup()
+    return recipe, dm, out
+
+
+def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accelerator: str, parameters: int,
+           steps: int, train_time: float, test: dict, checkpoint) -> dict:  # fmt: skip
+    """Write run.json and the plots of one run (either framework); print the summary."""
+    from . import reporting
+
+    classes = dm.classes
+    metrics_csv = out / "metrics.csv"
+    record = {
+        "framework": framework,
+        "versions": versions,
+        "hardware": reporting.hardware_info(accelerator),
+        "dataset": args.dataset,
+        "model": args.model,
+        "parameters": parameters,
+        "hyperparameters": {**recipe.to_dict(), "val_size": args.val_size, "train_subset": args.train_subset,
+                            "total_steps": steps, **getattr(args, "extra_hparams", {})},  # fmt: skip
+        "seed": recipe.seed,
+        "epochs": 0 if args.test_only else recipe.epochs,
+        "train_time_s": round(train_time, 2),
+        "test_accuracy": round(test["test/acc"], 6),
+        "test_accuracy_no_tta": round(test["test/acc_no_tta"], 6) if "test/acc_no_tta" in test else None,
+        "per_class_accuracy": reporting.per_class_dict(test["per_class_accuracy"], classes),
+        "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "command": f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + " ".join(args.argv),
+    }
+    reporting.write_json_atomic(out / "run.json", record)
+    title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
+    reporting.plot_confusion(test["confusion_matrix"], classes, out / "confusion.png", title)
+    if metrics_csv.exists():
+        reporting.plot_curves(metrics_csv, out / "curves.png", title)
+    print_summary(record)
+    return record
+
+
+def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    from .fast import LookaheadAveraging, StopAtStep, init_whitening
+    from .models import count_parameters
+    from .module import CIFARClassifier
+    from .recipes import total_steps
+    from .reporting import package_versions
+    from .weights import load_into_torch
+
+    accelerator = check_accelerator(args.accelerator)
+    recipe, dm, out = prepare(args, "torch")
     L.seed_everything(recipe.seed, workers=True)
     module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes)
     if args.weights:
@@ -71,61 +112,40 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
         init_whitening(module.model, dm.normalize(dm.train_images[:5000]))
 
     steps = total_steps(recipe, len(dm.train_dataloader()))
-    if steps == 0:
-        raise UsageError(f"--batch-size {recipe.batch_size} exceeds the {len(dm.train_images)} training images")
-    callbacks = [ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False, save_last=True, save_top_k=1)]  # fmt: skip
-    callbacks.append(StopAtStep(steps))
+    callbacks = [
+        ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                        save_last=True, save_top_k=1),  # fmt: skip
+        StopAtStep(steps),
+    ]
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
     callbacks += list(extra_callbacks)
     trainer = L.Trainer(
         accelerator=accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
-        max_epochs=math.ceil(recipe.epochs), callbacks=callbacks,
-        logger=CSVLogger(out, name="", version=""), default_root_dir=out, num_sanity_val_steps=0,
-        log_every_n_steps=max(1, min(50, steps // 20)),
+        max_epochs=math.ceil(recipe.epochs), callbacks=callbacks, logger=CSVLogger(out, name="", version=""),
+        default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, steps // 20)),
     )  # fmt: skip
 
     train_time = 0.0
-    final_ckpt = args.weights
+    checkpoint = args.weights
     if not args.test_only:
         start = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=args.resume)
         train_time = time.perf_counter() - start
-        final_ckpt = str(out / "checkpoints" / "final.ckpt")
-        trainer.save_checkpoint(final_ckpt)
+        checkpoint = out / "checkpoints" / "final.ckpt"
+        trainer.save_checkpoint(checkpoint)
     results = trainer.test(module, datamodule=dm, verbose=False)[0]
     if trainer.global_rank != 0:
         return {}
-
-    classes = dm.classes
-    per_class = reporting.per_class_dict(module.per_class_accuracy.numpy(), classes)
-    metrics_csv = out / "metrics.csv"
-    record = {
-        "framework": "pytorch",
-        "versions": reporting.package_versions("torch", "lightning", "torchmetrics", "torchvision"),
-        "hardware": reporting.hardware_info(accelerator),
-        "dataset": args.dataset,
-        "model": args.model,
-        "parameters": count_parameters(module.model),
-        "hyperparameters": {**recipe.to_dict(), "precision": args.precision, "val_size": args.val_size,
-                            "train_subset": args.train_subset, "total_steps": steps},  # fmt: skip
-        "seed": recipe.seed,
-        "epochs": recipe.epochs if not args.test_only else 0,
-        "train_time_s": round(train_time, 2),
-        "test_accuracy": round(results["test/acc"], 6),
-        "test_accuracy_no_tta": round(results["test/acc_no_tta"], 6) if recipe.tta else None,
-        "per_class_accuracy": per_class,
-        "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
-        "checkpoint": final_ckpt,
-        "command": "python scripts/fit.py " + " ".join(args.argv),
-    }
-    reporting.write_json_atomic(out / "run.json", record)
-    title = f"pytorch {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
-    reporting.plot_confusion(module.confusion_matrix.numpy(), classes, out / "confusion.png", title)
-    if metrics_csv.exists():
-        reporting.plot_curves(metrics_csv, out / "curves.png", title)
-    print_summary(record)
-    return record
+    results["per_class_accuracy"] = module.per_class_accuracy.numpy()
+    results["confusion_matrix"] = module.confusion_matrix.numpy()
+    if not recipe.tta:
+        results.pop("test/acc_no_tta", None)
+    args.extra_hparams = {"precision": args.precision}
+    return finish(args, out, dm, recipe, framework="pytorch",
+                  versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
+                  accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,
+                  train_time=train_time, test=results, checkpoint=checkpoint)  # fmt: skip
 
 
 def print_summary(record: dict) -> None:
@@ -145,5 +165,5 @@ def main(argv: list[str] | None = None, extra_callbacks: tuple = ()) -> dict:
     args.argv = argv
     try:
         return run(args, extra_callbacks)
-    except (UsageError, CIFARDataError, WeightsMismatchError, FileNotFoundError) as e:
+    except (UsageError, CIFARDataError, WeightsMismatchError, FileNotFoundError, ValueError) as e:
         exit_with(str(e))

@@ -34,3 +34,8 @@ def check_model_name(name: str) -> str:
     if name not in MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}: expected one of {list(MODEL_NAMES)}")
     return name
+
+
+def is_norm_bias(name: str) -> bool:
+    """BatchNorm biases of the fast net, which get the recipe's bias_lr_scale (they learn faster)."""
+    return ".norm" in name and name.endswith(".bias")

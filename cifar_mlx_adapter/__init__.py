@@ -1,1 +1,11 @@
-"""MLX counterpart of cifar_lightning: same model spec, same hooks, weights that convert both ways."""
+"""MLX counterpart of cifar_lightning: same model spec, Lightning's hooks, weights that convert both ways."""
+
+from .convert import load_file, load_weights, mlx_state, mlx_to_torch, torch_to_mlx
+from .models import build_model, count_parameters, init_whitening
+from .module import MLXClassifier
+from .trainer import Callback, MLXTrainer, NonFiniteLossError
+
+__all__ = [
+    "Callback", "MLXClassifier", "MLXTrainer", "NonFiniteLossError", "build_model", "count_parameters",
+    "init_whitening", "load_file", "load_weights", "mlx_state", "mlx_to_torch", "torch_to_mlx",
+]  # fmt: skip

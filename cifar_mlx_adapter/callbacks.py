@@ -1,0 +1,47 @@
+"""MLX callbacks for the fast recipe."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from cifar_lightning.recipes import averaging_decay
+
+from .trainer import Callback
+
+
+class LookaheadAveraging(Callback):
+    """As ``cifar_lightning.fast.LookaheadAveraging``: every `every` steps blend all float
+    weights and BatchNorm statistics into a running average and copy it back; the final
+    weights are the average."""
+
+    def __init__(self, every: int = 5):
+        self.every = every
+        self.average: dict[str, mx.array] | None = None
+
+    def _state(self, module) -> dict[str, mx.array]:
+        return dict(tree_flatten(module.model.parameters()))
+
+    def on_fit_start(self, trainer, module):
+        if self.average is None:
+            self.average = self._state(module)
+
+    def _copy_back(self, module):
+        module.model.update(tree_unflatten(list(self.average.items())))
+
+    def on_train_batch_end(self, trainer, module, batch_idx):
+        step = trainer.global_step
+        if step % self.every:
+            return
+        decay = averaging_decay(step, trainer.total_steps)
+        self.average = {k: decay * self.average[k] + (1 - decay) * v for k, v in self._state(module).items()}
+        self._copy_back(module)
+
+    def on_fit_end(self, trainer, module):
+        self._copy_back(module)
+
+    def state_dict(self):
+        return dict(self.average or {})
+
+    def load_state_dict(self, state):
+        self.average = dict(state) if state else None

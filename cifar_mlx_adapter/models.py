@@ -1,0 +1,154 @@
+"""The model spec of ``cifar_lightning.spec`` built natively in MLX (NHWC input).
+
+Every parameter and BatchNorm statistic has the torch model's name; lists stand
+where torch uses nn.Sequential so the indices match (``layer2.0.shortcut.1``).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+
+from cifar_lightning.spec import FAST, RESNET18, SMALL_CNN, check_model_name
+
+
+def _bn(width: int, **kw) -> nn.BatchNorm:
+    return nn.BatchNorm(width, **kw)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, num_classes: int = 10, dropout: float = SMALL_CNN["dropout"]):
+        super().__init__()
+        c_in = 3
+        for i, width in enumerate(SMALL_CNN["widths"], start=1):
+            setattr(self, f"conv{2 * i - 1}", nn.Conv2d(c_in, width, 3, padding=1))
+            setattr(self, f"bn{2 * i - 1}", _bn(width))
+            setattr(self, f"conv{2 * i}", nn.Conv2d(width, width, 3, padding=1))
+            setattr(self, f"bn{2 * i}", _bn(width))
+            setattr(self, f"skip{i}", nn.Conv2d(width, width, 1))
+            c_in = width
+        self.pool = nn.MaxPool2d(2, 2)
+        self.drop = nn.Dropout(dropout)
+        self.fc1 = nn.Linear(c_in * 4 * 4, SMALL_CNN["hidden"])
+        self.fc2 = nn.Linear(SMALL_CNN["hidden"], num_classes)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for i in range(1, 4):
+            x = nn.relu(getattr(self, f"bn{2 * i - 1}")(getattr(self, f"conv{2 * i - 1}")(x)))
+            x = getattr(self, f"skip{i}")(x) + nn.relu(getattr(self, f"bn{2 * i}")(getattr(self, f"conv{2 * i}")(x)))
+            x = self.drop(self.pool(x))
+        # flatten in torch's (C, H, W) order so fc1's weight means the same in both frameworks
+        x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
+        return self.fc2(nn.relu(self.fc1(x)))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = _bn(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = _bn(c_out)
+        self.shortcut = []
+        if stride != 1 or c_in != c_out:
+            self.shortcut = [nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), _bn(c_out)]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        out = nn.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        for layer in self.shortcut:
+            x = layer(x)
+        return nn.relu(out + x)
+
+
+class ResNet18(nn.Module):
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
+        self.bn1 = _bn(64)
+        c_in = 64
+        for i, (width, blocks, stride) in enumerate(zip(*RESNET18.values()), start=1):
+            setattr(self, f"layer{i}", [BasicBlock(c_in if b == 0 else width, width, stride if b == 0 else 1) for b in range(blocks)])  # fmt: skip
+            c_in = width
+        self.fc = nn.Linear(c_in, num_classes)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        x = nn.relu(self.bn1(self.conv1(x)))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            for block in stage:
+                x = block(x)
+        return self.fc(x.mean(axis=(1, 2)))
+
+
+def _fast_norm(width: int) -> nn.BatchNorm:
+    norm = _bn(width, eps=FAST["bn_eps"], momentum=FAST["bn_momentum"])
+    norm.freeze(keys=["weight"], recurse=False)  # scale frozen at 1: only the bias learns
+    return norm
+
+
+def _fast_conv(c_in: int, c_out: int) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)
+    # identity on the first input channels (torch.nn.init.dirac_), in (out, kh, kw, in) layout
+    n = min(c_in, c_out)
+    eye = mx.zeros((c_out, 3, 3, c_in))
+    eye[mx.arange(n), 1, 1, mx.arange(n)] = 1.0
+    conv.weight = mx.concatenate([eye[:n], conv.weight[n:]]) if n < c_out else eye
+    return conv
+
+
+class ConvGroup(nn.Module):
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv1, self.norm1 = _fast_conv(c_in, c_out), _fast_norm(c_out)
+        self.conv2, self.norm2 = _fast_conv(c_out, c_out), _fast_norm(c_out)
+        self.pool = nn.MaxPool2d(2, 2)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        x = nn.gelu(self.norm1(self.pool(self.conv1(x))))
+        return nn.gelu(self.norm2(self.conv2(x)))
+
+
+class FastNet(nn.Module):
+    """airbench94's net; its whitening filters come from ``init_whitening`` or converted weights."""
+
+    def __init__(self, num_classes: int = 10):
+        super().__init__()
+        k, width = FAST["whiten_kernel"], FAST["whiten_width"]
+        self.whiten = nn.Conv2d(3, width, k, bias=True)
+        self.whiten.bias = mx.zeros((width,))
+        self.whiten.freeze(keys=["weight"], recurse=False)
+        c_in = width
+        for i, w in enumerate(FAST["widths"], start=1):
+            setattr(self, f"block{i}", ConvGroup(c_in, w))
+            c_in = w
+        self.head = nn.Linear(c_in, num_classes, bias=False)
+        self.pool = nn.MaxPool2d(3, 3)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        x = self.block3(self.block2(self.block1(nn.gelu(self.whiten(x)))))
+        return self.head(self.pool(x).reshape(x.shape[0], -1)) * FAST["logit_scale"]
+
+
+def init_whitening(model: FastNet, images_nchw) -> None:
+    """Set the whitening filters from normalised float images (N, 3, 32, 32), as torch does."""
+    import numpy as np
+
+    from cifar_lightning.whitening import whitening_filters
+
+    filters = whitening_filters(np.asarray(images_nchw), kernel=FAST["whiten_kernel"])
+    model.whiten.weight = mx.array(filters.transpose(0, 2, 3, 1))
+
+
+_BUILDERS = {"small_cnn": SmallCNN, "resnet18": ResNet18, "fast": FastNet}
+
+
+def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
+    """The MLX model `name` (see ``cifar_lightning.spec.MODEL_NAMES``) with `num_classes` outputs."""
+    return _BUILDERS[check_model_name(name)](num_classes=num_classes, **kwargs)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """All parameters, frozen ones included (as torch's ``model.parameters()`` counts them),
+    BatchNorm running statistics excluded."""
+    return sum(v.size for k, v in tree_flatten(model.parameters()) if not k.endswith(("running_mean", "running_var")))

@@ -1,0 +1,101 @@
+"""MLXClassifier: Lightning's hooks over an MLX model.
+
+Subclass it as you would a LightningModule: override ``loss`` for another loss,
+pass ``model=`` an ``mlx.nn.Module`` for another net, or override a hook.
+``training_step`` is traced once by ``mx.compile``: it must use mx ops only, and
+values given to ``self.log`` come back from the compiled step as arrays.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from cifar_lightning.recipes import Recipe, get_recipe
+
+from .models import build_model
+from .optim import recipe_optimizer
+
+
+def tta_logits(model: nn.Module, images: mx.array) -> mx.array:
+    """As ``cifar_lightning.fast.tta_logits``, on NHWC images: the image and its mirror
+    (1/4 each), 1-pixel shifts up-left and down-right, each mirrored too (1/8 each)."""
+
+    def mirrored(x):
+        return 0.5 * model(x) + 0.5 * model(x[:, :, ::-1, :])
+
+    h, w = images.shape[1:3]
+    # reflect-pad by one pixel: row/column 1 and -2 are mirrored outwards
+    padded = mx.concatenate([images[:, 1:2], images, images[:, -2:-1]], axis=1)
+    padded = mx.concatenate([padded[:, :, 1:2], padded, padded[:, :, -2:-1]], axis=2)
+    shifted = 0.5 * mirrored(padded[:, :h, :w]) + 0.5 * mirrored(padded[:, 2 : h + 2, 2 : w + 2])
+    return 0.5 * mirrored(images) + 0.5 * shifted
+
+
+class MLXClassifier:
+    def __init__(
+        self,
+        model: str | nn.Module = "small_cnn",
+        num_classes: int = 10,
+        recipe: dict | None = None,
+        class_names: list[str] | None = None,
+        model_kwargs: dict | None = None,
+    ):
+        name = model if isinstance(model, str) else type(model).__name__
+        self.hparams = {"model": name, "num_classes": num_classes, "recipe": recipe, "class_names": class_names}
+        self.recipe = Recipe(**recipe) if recipe else get_recipe(name)
+        self.model = build_model(model, num_classes, **(model_kwargs or {})) if isinstance(model, str) else model
+        self.trainer = None
+        self._logged: dict[str, mx.array] = {}
+
+    # ------------------------------------------------------------------ hooks
+    def __call__(self, images: mx.array) -> mx.array:
+        return self.model(images)
+
+    def loss(self, logits: mx.array, labels: mx.array) -> mx.array:
+        r = self.recipe
+        return nn.losses.cross_entropy(logits, labels, label_smoothing=r.label_smoothing, reduction=r.loss_reduction)
+
+    def log(self, name: str, value) -> None:
+        """Record a scalar, as LightningModule.log does; the trainer averages it per epoch."""
+        self._logged[name] = value
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        loss = self.loss(logits, labels)
+        per_example = loss / labels.shape[0] if self.recipe.loss_reduction == "sum" else loss
+        self.log("train/loss", per_example)
+        self.log("train/acc", (logits.argmax(axis=1) == labels).astype(mx.float32).mean())
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        images, labels = batch
+        logits = self(images)
+        self.log("val/loss", nn.losses.cross_entropy(logits, labels, reduction="mean"))
+        return logits
+
+    def test_step(self, batch, batch_idx):
+        """Logits the test metrics are computed from (with TTA when the recipe says so)."""
+        images, _ = batch
+        return tta_logits(self.model, images) if self.recipe.tta else self(images)
+
+    def predict_step(self, batch, batch_idx):
+        return self.test_step(batch, batch_idx).argmax(axis=1)
+
+    def configure_optimizers(self):
+        """SGD whose learning rate (and momentum, when the recipe cycles it) follow the recipe."""
+        return recipe_optimizer(self.recipe, self.trainer.total_steps)
+
+    # Lightning-style epoch hook: the fast recipe trains the whitening bias for a few epochs only
+    def on_train_epoch_start(self) -> bool:
+        """Returns True when the set of trainable parameters changed (the step is recompiled)."""
+        whiten = getattr(self.model, "whiten", None)
+        if whiten is None or not self.recipe.whiten_bias_epochs:
+            return False
+        train_bias = self.trainer.current_epoch < self.recipe.whiten_bias_epochs
+        trainable = "bias" in dict(whiten.trainable_parameters())
+        if train_bias == trainable:
+            return False
+        (whiten.unfreeze if train_bias else whiten.freeze)(keys=["bias"], recurse=False)
+        return True

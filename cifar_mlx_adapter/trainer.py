@@ -1,0 +1,289 @@
+"""MLXTrainer: fit / validate / test / predict an MLXClassifier on a CIFARDataModule.
+
+The training step is compiled once with the model's and the optimiser's state as
+inputs and outputs (BatchNorm statistics are model state). The host waits on the
+device only where logging needs a number (every `log_every_n_steps` and at epoch
+end). Checkpoints are single .npz files written atomically at each epoch end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from functools import partial
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from .convert import load_weights, mlx_state
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite."""
+
+
+def to_mlx(batch) -> tuple[mx.array, mx.array]:
+    """A (NCHW float tensor, labels) batch of the DataModule as NHWC mx arrays, converted once."""
+    images, labels = batch
+    return mx.array(images.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(labels.numpy())
+
+
+class Callback:
+    """Hooks an MLXTrainer calls; override the ones you need."""
+
+    def on_fit_start(self, trainer, module): ...
+    def on_train_epoch_start(self, trainer, module): ...
+    def on_train_batch_end(self, trainer, module, batch_idx): ...
+    def on_train_epoch_end(self, trainer, module): ...
+    def on_fit_end(self, trainer, module): ...
+    def state_dict(self) -> dict[str, mx.array]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, mx.array]) -> None: ...
+
+
+class MLXTrainer:
+    def __init__(
+        self,
+        max_epochs: float = 1,
+        callbacks: list[Callback] | tuple = (),
+        default_root_dir: str | Path = "mlx_runs",
+        log_every_n_steps: int = 50,
+        enable_progress_bar: bool = True,
+        enable_checkpointing: bool = True,
+        limit_train_batches: int | None = None,
+    ):
+        self.max_epochs = max_epochs  # may be fractional: stops after ceil(max_epochs * batches) steps
+        self.callbacks = list(callbacks)
+        self.default_root_dir = Path(default_root_dir)
+        self.log_every_n_steps = log_every_n_steps
+        self.enable_progress_bar = enable_progress_bar
+        self.enable_checkpointing = enable_checkpointing
+        self.limit_train_batches = limit_train_batches
+        self.current_epoch = 0
+        self.global_step = 0
+        self.total_steps = 0
+        self.should_stop = False
+        self.callback_metrics: dict[str, float] = {}
+        self.metrics_rows: list[dict] = []
+        self.last_checkpoint: Path | None = None
+
+    # ---------------------------------------------------------------- training
+    def _compile_step(self, module, optimizer):
+        model = module.model
+
+        def loss_and_logs(images, labels):
+            module._logged = {}
+            loss = module.training_step((images, labels), self.global_step)
+            return loss, dict(module._logged)
+
+        loss_and_grad = nn.value_and_grad(model, loss_and_logs)
+        state = [model.state, optimizer.state]
+
+        @partial(mx.compile, inputs=state, outputs=state)
+        def step(images, labels):
+            (loss, logs), grads = loss_and_grad(images, labels)
+            optimizer.update(model, grads)
+            return loss, logs
+
+        return step
+
+    def _steps_per_epoch(self, loader) -> int:
+        n = len(loader)
+        return min(n, self.limit_train_batches) if self.limit_train_batches else n
+
+    def fit(self, module, datamodule, ckpt_path: str | Path | None = None) -> None:
+        module.trainer = self
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        loader = datamodule.train_dataloader()
+        per_epoch = self._steps_per_epoch(loader)
+        self.total_steps = math.ceil(self.max_epochs * per_epoch)
+        optimizer = module.configure_optimizers()
+        self.optimizer = optimizer
+        if ckpt_path:
+            self._restore(module, optimizer, ckpt_path)
+        self.default_root_dir.mkdir(parents=True, exist_ok=True)
+        for cb in self.callbacks:
+            cb.on_fit_start(self, module)
+        step = None
+        while self.global_step < self.total_steps and not self.should_stop:
+            module.model.train()
+            if module.on_train_epoch_start() or step is None:
+                step = self._compile_step(module, optimizer)
+            for cb in self.callbacks:
+                cb.on_train_epoch_start(self, module)
+            loader.sampler.set_epoch(self.current_epoch)
+            self._train_epoch(module, loader, step, per_epoch)
+            val = {} if self.should_stop else self.validate(module, datamodule, verbose=False)
+            self.callback_metrics.update(val)
+            self._log_row({"epoch": self.current_epoch, "step": self.global_step, **self._epoch_means, **val})
+            for cb in self.callbacks:
+                cb.on_train_epoch_end(self, module)
+            self.current_epoch += 1
+            if self.enable_checkpointing:
+                self.save_checkpoint(self.default_root_dir / "checkpoints" / "last.npz", module)
+        for cb in self.callbacks:
+            cb.on_fit_end(self, module)
+
+    def _train_epoch(self, module, loader, step, per_epoch: int) -> None:
+        from tqdm import tqdm
+
+        sums: dict[str, mx.array] = {}
+        seen = 0
+        start = time.perf_counter()
+        bar = tqdm(total=min(per_epoch, self.total_steps - self.global_step), desc=f"Epoch {self.current_epoch}",
+                   disable=not self.enable_progress_bar, leave=True)  # fmt: skip
+        for batch_idx, batch in enumerate(loader):
+            if batch_idx >= per_epoch or self.global_step >= self.total_steps or self.should_stop:
+                break
+            images, labels = to_mlx(batch)
+            loss, logs = step(images, labels)
+            n = labels.shape[0]
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            mx.async_eval(loss, sums)
+            seen += n
+            self.global_step += 1
+            if self.global_step % self.log_every_n_steps == 0 or self.global_step == self.total_steps:
+                value = self._check_finite(logs["train/loss"])
+                self._log_row({"epoch": self.current_epoch, "step": self.global_step, "train/loss_step": value,
+                               "lr": self._current_lr()})  # fmt: skip
+                bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+            bar.update(1)
+            for cb in self.callbacks:
+                cb.on_train_batch_end(self, module, batch_idx)
+        bar.close()
+        means = {k: float(v.item()) / max(seen, 1) for k, v in sums.items()}
+        self._check_finite(means.get("train/loss", 0.0))
+        self._epoch_means = {("train/loss_epoch" if k == "train/loss" else k): v for k, v in means.items()}
+        self.callback_metrics.update(self._epoch_means)
+        self.epoch_images_per_s = seen / max(time.perf_counter() - start, 1e-9)
+
+    def _check_finite(self, value) -> float:
+        value = float(value.item() if isinstance(value, mx.array) else value)
+        if not math.isfinite(value):
+            kept = f"; the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else ""
+            raise NonFiniteLossError(f"training loss became {value} at step {self.global_step}{kept}")
+        return value
+
+    def _current_lr(self) -> float:
+        opt = self.optimizer
+        first = opt.optimizers[-1] if hasattr(opt, "optimizers") else opt
+        return float(first.learning_rate.item())
+
+    def _log_row(self, row: dict) -> None:
+        self.metrics_rows.append(row)
+        keys = list(dict.fromkeys(k for r in self.metrics_rows for k in r))
+        path = self.default_root_dir / "metrics.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, keys)
+            writer.writeheader()
+            writer.writerows(self.metrics_rows)
+
+    # -------------------------------------------------------------- evaluation
+    def _evaluate(self, module, loader, hook):
+        """Run `hook` over `loader` in eval mode; returns (logits, labels) as torch tensors."""
+        import torch
+
+        module.model.eval()
+        outputs, targets = [], []
+        for batch_idx, batch in enumerate(loader):
+            images, labels = to_mlx(batch)
+            logits = hook((images, labels), batch_idx)
+            outputs.append(torch.from_numpy(np.array(logits)))
+            targets.append(batch[1])
+        module.model.train()
+        return torch.cat(outputs), torch.cat(targets)
+
+    def validate(self, module, datamodule, verbose: bool = True) -> dict:
+        from torchmetrics.functional.classification import multiclass_accuracy
+
+        module.trainer = self
+        datamodule.setup("validate")
+        module._logged = {}
+        logits, labels = self._evaluate(module, datamodule.val_dataloader(), module.validation_step)
+        k = logits.shape[1]
+        out = {
+            "val/acc": float(multiclass_accuracy(logits, labels, k, average="micro")),
+            "val/loss": float(__import__("torch").nn.functional.cross_entropy(logits, labels)),
+        }
+        if verbose:
+            print(out)
+        return out
+
+    def test(self, module, datamodule, verbose: bool = True) -> dict:
+        """Overall and per-class accuracy (torchmetrics, as the Lightning path), confusion matrix."""
+        from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
+
+        module.trainer = self
+        datamodule.setup("test")
+        loader = datamodule.test_dataloader()
+        logits, labels = self._evaluate(module, loader, module.test_step)
+        k = logits.shape[1]
+        out = {
+            "test/acc": float(multiclass_accuracy(logits, labels, k, average="micro")),
+            "per_class_accuracy": multiclass_accuracy(logits, labels, k, average=None).numpy(),
+            "confusion_matrix": multiclass_confusion_matrix(logits, labels, k).numpy(),
+        }
+        if module.recipe.tta:
+            plain, _ = self._evaluate(module, loader, lambda b, i: module(b[0]))
+            out["test/acc_no_tta"] = float(multiclass_accuracy(plain, labels, k, average="micro"))
+        if verbose:
+            print({k: v for k, v in out.items() if k.startswith("test/")})
+        return out
+
+    def predict(self, module, datamodule) -> list[mx.array]:
+        module.trainer = self
+        datamodule.setup("predict")
+        module.model.eval()
+        preds = [module.predict_step(to_mlx(b), i) for i, b in enumerate(datamodule.predict_dataloader())]
+        module.model.train()
+        return preds
+
+    # ------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, path: str | Path, module) -> Path:
+        """model, optimiser state, step, epoch and recipe in one .npz, written atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {f"model.{k}": np.array(v) for k, v in mlx_state(module.model).items()}
+        optimizer = getattr(self, "optimizer", None)
+        if optimizer is not None:
+            arrays.update({f"optimizer.{k}": np.array(v) for k, v in tree_flatten(optimizer.state)})
+        for cb in self.callbacks:
+            arrays.update({f"callback.{type(cb).__name__}.{k}": np.array(v) for k, v in cb.state_dict().items()})
+        meta = {"global_step": self.global_step, "epoch": self.current_epoch, "total_steps": self.total_steps,
+                "hparams": module.hparams, "recipe": module.recipe.to_dict()}  # fmt: skip
+        arrays["meta"] = np.array(json.dumps(meta))
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+        self.last_checkpoint = path
+        return path
+
+    def _restore(self, module, optimizer, path) -> None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        model = {k[6:]: mx.array(v) for k, v in arrays.items() if k.startswith("model.")}
+        load_weights(module.model, model, what=str(path))
+        opt = [(k[10:], mx.array(v)) for k, v in arrays.items() if k.startswith("optimizer.")]
+        optimizer.state = tree_unflatten(opt)
+        for cb in self.callbacks:
+            prefix = f"callback.{type(cb).__name__}."
+            cb.load_state_dict({k[len(prefix):]: mx.array(v) for k, v in arrays.items() if k.startswith(prefix)})
+        if meta["total_steps"] != self.total_steps:
+            raise ValueError(f"checkpoint {path} belongs to a run of {meta['total_steps']} steps, "
+                             f"this one has {self.total_steps}: resume with the same epochs and batch size")  # fmt: skip
+        self.global_step, self.current_epoch = meta["global_step"], meta["epoch"]
+        self.last_checkpoint = path
