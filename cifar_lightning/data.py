@@ -184,10 +184,10 @@ class CIFARDataModule(L.LightningDataModule):
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return normalize(images, self.info.mean, self.info.std)
 
-    def _loader(self, split, train: bool) -> CIFARBatchLoader:
+    def _loader(self, split: str, train: bool) -> CIFARBatchLoader:
         self.setup()
         rank, world = self._rank()
-        images, labels = split
+        images, labels = getattr(self, split)
         hp = self.hparams
         return CIFARBatchLoader(
             images,
@@ -202,16 +202,16 @@ class CIFARDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> CIFARBatchLoader:
-        loader = self._loader(self._train, train=True)
+        loader = self._loader("_train", train=True)
         if len(loader) == 0:
             raise ValueError(f"batch_size {loader.batch_size} exceeds the {len(self._train[0])} training images per rank")
         return loader
 
     def val_dataloader(self) -> CIFARBatchLoader:
-        return self._loader(self._val, train=False)
+        return self._loader("_val", train=False)
 
     def test_dataloader(self) -> CIFARBatchLoader:
-        return self._loader(self._test, train=False)
+        return self._loader("_test", train=False)
 
     def predict_dataloader(self) -> CIFARBatchLoader:
-        return self._loader(self._test, train=False)
+        return self._loader("_test", train=False)

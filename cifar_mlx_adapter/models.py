@@ -13,6 +13,27 @@ from mlx.utils import tree_flatten
 from cifar_lightning.spec import FAST, RESNET18, SMALL_CNN, check_model_name
 
 
+class MaxPool2d(nn.Module):
+    """Non-overlapping max-pool (kernel = stride) whose gradient goes to the *first*
+    maximum of each window, as torch's does. mlx.nn.MaxPool2d routes the gradient of
+    tied maxima differently; SmallCNN makes exact ties (pixels whose features are all
+    zero leave the 1x1 skip conv as its bias), and on small batches that difference
+    grows into visibly different training curves."""
+
+    def __init__(self, kernel: int):
+        super().__init__()
+        self.kernel = kernel
+
+    def __call__(self, x: mx.array) -> mx.array:
+        n, h, w, c = x.shape
+        k = self.kernel
+        h, w = h // k * k, w // k * k  # floor mode, as torch
+        windows = x[:, :h, :w].reshape(n, h // k, k, w // k, k, c).transpose(0, 1, 3, 5, 2, 4)
+        windows = windows.reshape(n, h // k, w // k, c, k * k)  # row-major within the window, as torch
+        first = mx.stop_gradient(mx.argmax(windows, axis=-1, keepdims=True))
+        return mx.take_along_axis(windows, first, axis=-1).squeeze(-1)
+
+
 def _bn(width: int, **kw) -> nn.BatchNorm:
     return nn.BatchNorm(width, **kw)
 
@@ -28,7 +49,7 @@ class SmallCNN(nn.Module):
             setattr(self, f"bn{2 * i}", _bn(width))
             setattr(self, f"skip{i}", nn.Conv2d(width, width, 1))
             c_in = width
-        self.pool = nn.MaxPool2d(2, 2)
+        self.pool = MaxPool2d(2)
         self.drop = nn.Dropout(dropout)
         self.fc1 = nn.Linear(c_in * 4 * 4, SMALL_CNN["hidden"])
         self.fc2 = nn.Linear(SMALL_CNN["hidden"], num_classes)
@@ -102,7 +123,7 @@ class ConvGroup(nn.Module):
         super().__init__()
         self.conv1, self.norm1 = _fast_conv(c_in, c_out), _fast_norm(c_out)
         self.conv2, self.norm2 = _fast_conv(c_out, c_out), _fast_norm(c_out)
-        self.pool = nn.MaxPool2d(2, 2)
+        self.pool = MaxPool2d(2)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = nn.gelu(self.norm1(self.pool(self.conv1(x))))
@@ -123,7 +144,7 @@ class FastNet(nn.Module):
             setattr(self, f"block{i}", ConvGroup(c_in, w))
             c_in = w
         self.head = nn.Linear(c_in, num_classes, bias=False)
-        self.pool = nn.MaxPool2d(3, 3)
+        self.pool = MaxPool2d(3)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.block3(self.block2(self.block1(nn.gelu(self.whiten(x)))))
