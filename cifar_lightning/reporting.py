@@ -155,7 +155,8 @@ def _pct(x) -> str:
 
 def _hardware(run: dict) -> str:
     h = run["hardware"]
-    return f"{h['cpu']} ({h['cpu_count']} cores), {h['os']}, {h['accelerator']}"
+    device = f"{h['accelerator']} ({h['gpu']})" if h.get("gpu") else h["accelerator"]
+    return f"{h['cpu']} ({h['cpu_count']} cores), {h['os']}, {device}"
 
 
 def _run_row(run: dict) -> str:
@@ -181,6 +182,7 @@ def render_results(runs: list[dict], extra_sections: list[str] = ()) -> str:
         *[_run_row(r) for r in runs],
         "",
     ]
+    lines += _group_summary(runs)
     if len(runs) > 1:
         lines += _side_by_side(runs)
     for run in runs:
@@ -194,21 +196,53 @@ def render_results(runs: list[dict], extra_sections: list[str] = ()) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _side_by_side(runs: list[dict]) -> list[str]:
-    """Per-class accuracy of every run, one column each, for runs on the same dataset."""
-    by_dataset: dict[str, list[dict]] = {}
+def _hardware_short(run: dict) -> str:
+    h = run["hardware"]
+    return h.get("gpu") or f"{h['cpu']} ({h['cpu_count']} cores), {h['accelerator']}"
+
+
+def _group_summary(runs: list[dict]) -> list[str]:
+    """Mean test accuracy of repeated runs of one configuration (seeds differ)."""
+    groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        by_dataset.setdefault(r["dataset"], []).append(r)
+        key = (r["framework"], r["model"], r["dataset"], r["epochs"], _hardware_short(r),
+               r["hyperparameters"].get("train_subset"))  # fmt: skip
+        groups.setdefault(key, []).append(r)
+    repeated = {k: g for k, g in groups.items() if len(g) > 1}
+    if not repeated:
+        return []
+    lines = ["## Repeated runs (different seeds)", "",
+             "| framework | model | dataset | epochs | hardware | runs | mean test acc | min | max | mean, no TTA |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (framework, model, dataset, epochs, hw, _), g in repeated.items():
+        accs = [r["test_accuracy"] for r in g]
+        plain = [r["test_accuracy_no_tta"] for r in g if r.get("test_accuracy_no_tta") is not None]
+        lines.append(f"| {framework} | {model} | {dataset} | {epochs} | {hw} | {len(g)} | {_pct(sum(accs) / len(accs))} "
+                     f"| {_pct(min(accs))} | {_pct(max(accs))} | {_pct(sum(plain) / len(plain)) if plain else '-'} |")  # fmt: skip
+    return lines + [""]
+
+
+def _side_by_side(runs: list[dict]) -> list[str]:
+    """Per-class accuracy of each configuration (mean over its seeds), one column each."""
+    by_dataset: dict[str, dict[tuple, list[dict]]] = {}
+    for r in runs:
+        key = (r["framework"], r["model"], r["epochs"], _hardware_short(r), r["hyperparameters"].get("train_subset"),
+               r["hyperparameters"].get("limit_train_batches"))  # fmt: skip
+        by_dataset.setdefault(r["dataset"], {}).setdefault(key, []).append(r)
     lines = []
-    for dataset, group in by_dataset.items():
-        if len(group) < 2:
+    for dataset, groups in by_dataset.items():
+        if len(groups) < 2:
             continue
-        classes = list(group[0]["per_class_accuracy"])
-        lines += [f"## Side by side: {dataset}", ""]
-        lines.append("| class | " + " | ".join(f"`{r['_path'].split('/')[-1]}` ({r['framework']})" for r in group) + " |")
-        lines.append("|---|" + "---|" * len(group))
+        classes = list(next(iter(groups.values()))[0]["per_class_accuracy"])
+        header = [f"{fw} {model}, {ep} ep, {hw}" + (f", {len(g)} runs" if len(g) > 1 else "")
+                  for (fw, model, ep, hw, *_), g in groups.items()]  # fmt: skip
+        lines += [f"## Side by side: {dataset}", "", "| class | " + " | ".join(header) + " |",
+                  "|---|" + "---|" * len(groups)]  # fmt: skip
         for c in ["overall", *classes]:
-            vals = [r["test_accuracy"] if c == "overall" else r["per_class_accuracy"].get(c) for r in group]
-            lines.append(f"| {c} | " + " | ".join(_pct(v) for v in vals) + " |")
+            cells = []
+            for g in groups.values():
+                vals = [r["test_accuracy"] if c == "overall" else r["per_class_accuracy"][c] for r in g]
+                cells.append(_pct(sum(vals) / len(vals)))
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
