@@ -1,0 +1,87 @@
+"""MLXTrainer and scripts/fit_mlx.py on tiny fixtures: logs, checkpoints, resume, NaN, errors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from cifar_lightning import CIFARDataModule
+from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer, NonFiniteLossError
+from cifar_mlx_adapter.runner import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fit_mlx(data, out, *extra, callbacks=()):
+    argv = ["--data-dir", str(data), "--no-download", "--cpu", "--output-dir", str(out), "--log-every-n-steps", "1", *extra]
+    return main(argv, callbacks=callbacks)
+
+
+def test_fit_mlx_writes_the_same_run_json_schema(cifar10_dir, tmp_path):
+    record = fit_mlx(cifar10_dir, tmp_path / "m", "--model", "small_cnn", "--epochs", "1", "--batch-size", "40")
+    saved = json.loads((tmp_path / "m" / "run.json").read_text())
+    torch_keys = ["framework", "versions", "hardware", "dataset", "model", "parameters", "hyperparameters", "seed",
+                  "epochs", "train_time_s", "test_accuracy", "per_class_accuracy", "final_train_loss", "checkpoint"]  # fmt: skip
+    assert all(k in saved for k in torch_keys) and saved == json.loads(json.dumps(record))
+    assert saved["framework"] == "mlx" and saved["hardware"]["accelerator"] == "cpu" and saved["parameters"] == 573_194
+    assert saved["hyperparameters"]["total_steps"] == 5
+    assert (tmp_path / "m" / "confusion.png").is_file() and (tmp_path / "m" / "curves.png").is_file()
+    rows = (tmp_path / "m" / "metrics.csv").read_text().splitlines()
+    assert "train/loss_step" in rows[0] and "val/acc" in rows[0] and len(rows) > 5
+    assert Path(saved["checkpoint"]).is_file() and (tmp_path / "m/checkpoints/last.npz").is_file()
+
+
+class StopAfterFirstEpoch(Callback):
+    def on_train_epoch_end(self, trainer, module):
+        trainer.should_stop = True
+
+
+def test_interrupted_mlx_run_resumes_to_the_same_end(cifar10_dir, tmp_path):
+    common = ["--model", "fast", "--epochs", "2", "--batch-size", "50", "--no-tta", "--train-subset", "100"]
+    fit_mlx(cifar10_dir, tmp_path / "full", *common)
+    fit_mlx(cifar10_dir, tmp_path / "cut", *common, callbacks=(StopAfterFirstEpoch(),))
+    meta = json.loads(str(np.load(tmp_path / "cut/checkpoints/last.npz")["meta"]))
+    assert meta["global_step"] == 2 and meta["epoch"] == 1
+    fit_mlx(cifar10_dir, tmp_path / "resumed", *common, "--resume", str(tmp_path / "cut/checkpoints/last.npz"))
+    full = np.load(tmp_path / "full/checkpoints/final.npz")
+    resumed = np.load(tmp_path / "resumed/checkpoints/final.npz")
+    assert json.loads(str(resumed["meta"]))["global_step"] == 4
+    for key in full.files:
+        if key.startswith("model."):
+            np.testing.assert_allclose(resumed[key], full[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(cifar10_dir, tmp_path):
+    dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=50, download=False)
+    module = MLXClassifier("small_cnn", 10, recipe={**MLXClassifier("small_cnn").recipe.to_dict(), "epochs": 3})
+
+    class PoisonAfterFirstEpoch(Callback):
+        def on_train_epoch_start(self, trainer, module):
+            if trainer.current_epoch == 1:  # what a diverging run looks like: weights become NaN
+                module.model.fc2.weight = module.model.fc2.weight * mx.array(float("nan"))
+
+    trainer = MLXTrainer(max_epochs=3, callbacks=[PoisonAfterFirstEpoch()], default_root_dir=tmp_path,
+                         log_every_n_steps=1, enable_progress_bar=False)  # fmt: skip
+    with pytest.raises(NonFiniteLossError, match=r"training loss became nan at step 5; the last good checkpoint is"):
+        trainer.fit(module, dm)
+    kept = np.load(tmp_path / "checkpoints/last.npz")
+    assert json.loads(str(kept["meta"]))["global_step"] == 4
+    assert np.isfinite(kept["model.fc2.weight"]).all()
+
+
+def run_script(*args):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / "fit_mlx.py"), *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_fit_mlx_bad_inputs_give_one_line_errors(tmp_path):
+    missing = run_script("--data-dir", str(tmp_path / "empty"), "--no-download", "--cpu")
+    assert missing.returncode == 2 and "cifar-10-batches-py/" in missing.stderr and "Traceback" not in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    memory = run_script("--memory-limit", "-1", "--cpu")
+    assert memory.returncode == 2 and "--memory-limit must be a positive number of GB" in memory.stderr
+    unknown = run_script("--model", "vgg")
+    assert unknown.returncode == 2 and "invalid choice: 'vgg'" in unknown.stderr
