@@ -159,10 +159,17 @@ def _hardware(run: dict) -> str:
     return f"{h['cpu']} ({h['cpu_count']} cores), {h['os']}, {device}"
 
 
+def _length(run: dict) -> str:
+    """How long it trained: epochs and optimizer steps, or "test only" for --test-only runs."""
+    if not run["epochs"]:
+        return "test only"
+    return f"{run['epochs']} ({run['hyperparameters']['total_steps']} steps)"
+
+
 def _run_row(run: dict) -> str:
     extra = run.get("test_accuracy_no_tta")
     return (
-        f"| `{run['_path']}` | {run['framework']} | {run['model']} | {run['dataset']} | {run['epochs']} "
+        f"| `{run['_path']}` | {run['framework']} | {run['model']} | {run['dataset']} | {_length(run)} "
         f"| {_pct(run['test_accuracy'])} | {_pct(extra) if extra is not None else '-'} "
         f"| {run['train_time_s']:.0f} s | {_hardware(run)} |"
     )
@@ -177,7 +184,7 @@ def render_results(runs: list[dict], extra_sections: list[str] = ()) -> str:
         "",
         "## All runs",
         "",
-        "| run | framework | model | dataset | epochs | test acc | test acc, no TTA | train time | hardware |",
+        "| run | framework | model | dataset | epochs (steps) | test acc | test acc, no TTA | train time | hardware |",
         "|---|---|---|---|---|---|---|---|---|",
         *[_run_row(r) for r in runs],
         "",
@@ -226,15 +233,14 @@ def _side_by_side(runs: list[dict]) -> list[str]:
     """Per-class accuracy of each configuration (mean over its seeds), one column each."""
     by_dataset: dict[str, dict[tuple, list[dict]]] = {}
     for r in runs:
-        key = (r["framework"], r["model"], r["epochs"], _hardware_short(r), r["hyperparameters"].get("train_subset"),
-               r["hyperparameters"].get("limit_train_batches"))  # fmt: skip
+        key = (r["framework"], r["model"], _length(r), _hardware_short(r), r["hyperparameters"].get("train_subset"))
         by_dataset.setdefault(r["dataset"], {}).setdefault(key, []).append(r)
     lines = []
     for dataset, groups in by_dataset.items():
         if len(groups) < 2:
             continue
         classes = list(next(iter(groups.values()))[0]["per_class_accuracy"])
-        header = [f"{fw} {model}, {ep} ep, {hw}" + (f", {len(g)} runs" if len(g) > 1 else "")
+        header = [f"{fw} {model}, {ep}, {hw}" + (f", {len(g)} runs" if len(g) > 1 else "")
                   for (fw, model, ep, hw, *_), g in groups.items()]  # fmt: skip
         lines += [f"## Side by side: {dataset}", "", "| class | " + " | ".join(header) + " |",
                   "|---|" + "---|" * len(groups)]  # fmt: skip

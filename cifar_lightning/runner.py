@@ -19,6 +19,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed, bf16-mixed")
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices")
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on CPU)")
     return p
 
 
@@ -105,7 +106,8 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     accelerator = check_accelerator(args.accelerator)
     recipe, dm, out = prepare(args, "torch")
     L.seed_everything(recipe.seed, workers=True)
-    module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes)
+    module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
+                             channels_last=args.channels_last)  # fmt: skip
     if args.weights:
         load_into_torch(module.model, args.weights)
     elif recipe.whiten_bias_epochs and not args.resume:
@@ -141,7 +143,7 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     results["confusion_matrix"] = module.confusion_matrix.numpy()
     if not recipe.tta:
         results.pop("test/acc_no_tta", None)
-    args.extra_hparams = {"precision": args.precision}
+    args.extra_hparams = {"precision": args.precision, "channels_last": args.channels_last}
     return finish(args, out, dm, recipe, framework="pytorch",
                   versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,

@@ -55,7 +55,7 @@ def test_eval_logits_agree(name):
         close(t(x).numpy(), m(mx_x), 1e-4)
 
 
-@pytest.mark.parametrize("name", ["small_cnn", "fast"])
+@pytest.mark.parametrize("name", ["small_cnn", "resnet18", "fast"])
 def test_train_mode_logits_and_running_stats_agree(name):
     t, m = twins(name)
     (x, _), (mx_x, _) = batch(4)

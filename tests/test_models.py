@@ -28,3 +28,16 @@ def test_output_shapes(name, classes):
 def test_unknown_model():
     with pytest.raises(ValueError, match="unknown model 'vgg'.*small_cnn"):
         build_model("vgg")
+
+
+def test_channels_last_computes_the_same_logits():
+    from cifar_lightning import CIFARClassifier
+
+    torch.manual_seed(0)
+    plain = CIFARClassifier("fast", 10).eval()
+    nhwc = CIFARClassifier("fast", 10, channels_last=True).eval()
+    nhwc.load_state_dict(plain.state_dict())
+    assert nhwc.model.block1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(nhwc(x), plain(x), rtol=1e-4, atol=1e-5)
