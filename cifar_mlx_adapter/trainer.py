@@ -80,7 +80,8 @@ class MLXTrainer:
 
         def loss_and_logs(images, labels):
             module._logged = {}
-            loss = module.training_step((images, labels), self.global_step)
+            # traced once by mx.compile: batch_idx is fixed at 0 inside a compiled step
+            loss = module.training_step((images, labels), 0)
             return loss, dict(module._logged)
 
         loss_and_grad = nn.value_and_grad(model, loss_and_logs)
@@ -204,6 +205,7 @@ class MLXTrainer:
         return torch.cat(outputs), torch.cat(targets)
 
     def validate(self, module, datamodule, verbose: bool = True) -> dict:
+        import torch.nn.functional as F
         from torchmetrics.functional.classification import multiclass_accuracy
 
         module.trainer = self
@@ -213,7 +215,7 @@ class MLXTrainer:
         k = logits.shape[1]
         out = {
             "val/acc": float(multiclass_accuracy(logits, labels, k, average="micro")),
-            "val/loss": float(__import__("torch").nn.functional.cross_entropy(logits, labels)),
+            "val/loss": float(F.cross_entropy(logits, labels)),
         }
         if verbose:
             print(out)

@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 
+from cifar_lightning.reporting import RUN_SCHEMA_KEYS
 from cifar_lightning.runner import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,8 +25,7 @@ def test_fit_writes_run_json_checkpoint_and_plots(cifar10_dir, tmp_path):
     record = fit(cifar10_dir, out, "--model", "small_cnn", "--epochs", "2", "--batch-size", "20")
     saved = json.loads((out / "run.json").read_text())
     assert saved == json.loads(json.dumps(record))
-    for key in ("framework", "versions", "hardware", "dataset", "model", "parameters", "hyperparameters", "seed",
-                "epochs", "train_time_s", "test_accuracy", "per_class_accuracy", "final_train_loss", "checkpoint"):
+    for key in RUN_SCHEMA_KEYS:
         assert key in saved, key
     assert saved["framework"] == "pytorch" and saved["parameters"] == 573_194
     assert saved["hardware"]["accelerator"] == "cpu"

@@ -11,6 +11,7 @@ import pytest
 
 from cifar_lightning import CIFARDataModule
 from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer, NonFiniteLossError
+from cifar_lightning.reporting import RUN_SCHEMA_KEYS
 from cifar_mlx_adapter.runner import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,9 +25,7 @@ def fit_mlx(data, out, *extra, callbacks=()):
 def test_fit_mlx_writes_the_same_run_json_schema(cifar10_dir, tmp_path):
     record = fit_mlx(cifar10_dir, tmp_path / "m", "--model", "small_cnn", "--epochs", "1", "--batch-size", "40")
     saved = json.loads((tmp_path / "m" / "run.json").read_text())
-    torch_keys = ["framework", "versions", "hardware", "dataset", "model", "parameters", "hyperparameters", "seed",
-                  "epochs", "train_time_s", "test_accuracy", "per_class_accuracy", "final_train_loss", "checkpoint"]  # fmt: skip
-    assert all(k in saved for k in torch_keys) and saved == json.loads(json.dumps(record))
+    assert all(k in saved for k in RUN_SCHEMA_KEYS) and saved == json.loads(json.dumps(record))
     assert saved["framework"] == "mlx" and saved["hardware"]["accelerator"] == "cpu" and saved["parameters"] == 573_194
     assert saved["hyperparameters"]["total_steps"] == 5
     assert (tmp_path / "m" / "confusion.png").is_file() and (tmp_path / "m" / "curves.png").is_file()
