@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .datasets import DATASETS
+from .datasets import DATASETS, CIFARDataError
 from .spec import MODEL_NAMES
+from .weights import WeightsMismatchError
 
 
 class UsageError(Exception):
@@ -59,3 +60,16 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
 def exit_with(message: str, code: int = 2) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def run_cli(parser: argparse.ArgumentParser, run, argv: list[str] | None, callbacks: tuple,
+            extra_errors: tuple = ()) -> dict:  # fmt: skip
+    """Parse `argv` and call ``run(args, callbacks)``; bad input (missing data, wrong weights,
+    bad flags, and `extra_errors`) ends as one line on stderr and exit status 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.argv = argv
+    try:
+        return run(args, callbacks)
+    except (UsageError, CIFARDataError, WeightsMismatchError, FileNotFoundError, ValueError, *extra_errors) as e:
+        exit_with(str(e))

@@ -35,6 +35,11 @@ class EpochSampler:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def __len__(self) -> int:
+        if self.shuffle and self.world_size > 1:
+            return self.num_images // self.world_size
+        return len(range(self.rank, self.num_images, self.world_size))
+
     def indices(self) -> torch.Tensor:
         if self.shuffle:
             order = torch.randperm(self.num_images, generator=torch.Generator().manual_seed(self.seed + self.epoch))
@@ -68,7 +73,7 @@ class CIFARBatchLoader:
         self.augmentation, self.seed = augmentation, seed
 
     def __len__(self) -> int:
-        n = len(self.sampler.indices()) if self.sampler.world_size > 1 else self.sampler.num_images
+        n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):

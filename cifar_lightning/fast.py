@@ -32,10 +32,11 @@ def tta_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 class StopAtStep(L.Callback):
-    """Stop after `steps` optimizer steps (a fractional number of epochs), at a batch boundary."""
+    """Stop after the module's ``total_training_steps()`` optimizer steps (a fractional
+    number of epochs), at a batch boundary: the same count its schedule is sized for."""
 
-    def __init__(self, steps: int):
-        self.steps = steps
+    def on_train_start(self, trainer, pl_module):
+        self.steps = pl_module.total_training_steps()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.steps:

@@ -208,18 +208,22 @@ def _hardware_short(run: dict) -> str:
     return h.get("gpu") or f"{h['cpu']} ({h['cpu_count']} cores), {h['accelerator']}"
 
 
+def _configuration(run: dict) -> tuple:
+    """What makes runs repeats of each other (only the seed may differ)."""
+    return (run["framework"], run["model"], run["dataset"], _length(run), _hardware_short(run),
+            run["hyperparameters"].get("train_subset"))  # fmt: skip
+
+
 def _group_summary(runs: list[dict]) -> list[str]:
     """Mean test accuracy of repeated runs of one configuration (seeds differ)."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
-        key = (r["framework"], r["model"], r["dataset"], r["epochs"], _hardware_short(r),
-               r["hyperparameters"].get("train_subset"))  # fmt: skip
-        groups.setdefault(key, []).append(r)
+        groups.setdefault(_configuration(r), []).append(r)
     repeated = {k: g for k, g in groups.items() if len(g) > 1}
     if not repeated:
         return []
     lines = ["## Repeated runs (different seeds)", "",
-             "| framework | model | dataset | epochs | hardware | runs | mean test acc | min | max | mean, no TTA |",
+             "| framework | model | dataset | epochs (steps) | hardware | runs | mean test acc | min | max | mean, no TTA |",
              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for (framework, model, dataset, epochs, hw, _), g in repeated.items():
         accs = [r["test_accuracy"] for r in g]
@@ -233,15 +237,14 @@ def _side_by_side(runs: list[dict]) -> list[str]:
     """Per-class accuracy of each configuration (mean over its seeds), one column each."""
     by_dataset: dict[str, dict[tuple, list[dict]]] = {}
     for r in runs:
-        key = (r["framework"], r["model"], _length(r), _hardware_short(r), r["hyperparameters"].get("train_subset"))
-        by_dataset.setdefault(r["dataset"], {}).setdefault(key, []).append(r)
+        by_dataset.setdefault(r["dataset"], {}).setdefault(_configuration(r), []).append(r)
     lines = []
     for dataset, groups in by_dataset.items():
         if len(groups) < 2:
             continue
         classes = list(next(iter(groups.values()))[0]["per_class_accuracy"])
         header = [f"{fw} {model}, {ep}, {hw}" + (f", {len(g)} runs" if len(g) > 1 else "")
-                  for (fw, model, ep, hw, *_), g in groups.items()]  # fmt: skip
+                  for (fw, model, _, ep, hw, _), g in groups.items()]  # fmt: skip
         lines += [f"## Side by side: {dataset}", "", "| class | " + " | ".join(header) + " |",
                   "|---|" + "---|" * len(groups)]  # fmt: skip
         for c in ["overall", *classes]:

@@ -7,9 +7,7 @@ import math
 import time
 from pathlib import Path
 
-from .cli import UsageError, common_parser, exit_with, recipe_overrides
-from .datasets import CIFARDataError
-from .weights import WeightsMismatchError
+from .cli import UsageError, common_parser, recipe_overrides, run_cli
 
 
 def parser() -> argparse.ArgumentParser:
@@ -117,7 +115,7 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     callbacks = [
         ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                         save_last=True, save_top_k=1),  # fmt: skip
-        StopAtStep(steps),
+        StopAtStep(),
     ]
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
@@ -134,6 +132,7 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
         start = time.perf_counter()
         trainer.fit(module, datamodule=dm, ckpt_path=args.resume)
         train_time = time.perf_counter() - start
+        steps = module.total_training_steps()  # per rank, as the trainer counts them
         checkpoint = out / "checkpoints" / "final.ckpt"
         trainer.save_checkpoint(checkpoint)
     results = trainer.test(module, datamodule=dm, verbose=False)[0]
@@ -160,12 +159,4 @@ def print_summary(record: dict) -> None:
 
 
 def main(argv: list[str] | None = None, extra_callbacks: tuple = ()) -> dict:
-    import sys
-
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(argv)
-    args.argv = argv
-    try:
-        return run(args, extra_callbacks)
-    except (UsageError, CIFARDataError, WeightsMismatchError, FileNotFoundError, ValueError) as e:
-        exit_with(str(e))
+    return run_cli(parser(), run, argv, extra_callbacks)

@@ -18,6 +18,7 @@ from cifar_lightning.weights import (
     check_weights,
     load_torch_state,
     mlx_layout_to_torch,
+    read_npz_model,
     torch_layout_to_mlx,
 )
 
@@ -64,8 +65,6 @@ def load_file(model: nn.Module, path: str | Path) -> None:
     """Load either framework's weight file (.ckpt/.pt from torch, .npz from MLX) into `model`."""
     path = Path(path)
     if path.suffix == ".npz":
-        from cifar_lightning.weights import read_npz_model
-
         weights = {k: mx.array(v) for k, v in read_npz_model(path).items()}
     else:
         weights = torch_to_mlx(load_torch_state(path))

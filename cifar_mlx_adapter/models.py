@@ -34,19 +34,15 @@ class MaxPool2d(nn.Module):
         return mx.take_along_axis(windows, first, axis=-1).squeeze(-1)
 
 
-def _bn(width: int, **kw) -> nn.BatchNorm:
-    return nn.BatchNorm(width, **kw)
-
-
 class SmallCNN(nn.Module):
     def __init__(self, num_classes: int = 10, dropout: float = SMALL_CNN["dropout"]):
         super().__init__()
         c_in = 3
         for i, width in enumerate(SMALL_CNN["widths"], start=1):
             setattr(self, f"conv{2 * i - 1}", nn.Conv2d(c_in, width, 3, padding=1))
-            setattr(self, f"bn{2 * i - 1}", _bn(width))
+            setattr(self, f"bn{2 * i - 1}", nn.BatchNorm(width))
             setattr(self, f"conv{2 * i}", nn.Conv2d(width, width, 3, padding=1))
-            setattr(self, f"bn{2 * i}", _bn(width))
+            setattr(self, f"bn{2 * i}", nn.BatchNorm(width))
             setattr(self, f"skip{i}", nn.Conv2d(width, width, 1))
             c_in = width
         self.pool = MaxPool2d(2)
@@ -68,12 +64,12 @@ class BasicBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = _bn(c_out)
+        self.bn1 = nn.BatchNorm(c_out)
         self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
-        self.bn2 = _bn(c_out)
+        self.bn2 = nn.BatchNorm(c_out)
         self.shortcut = []
         if stride != 1 or c_in != c_out:
-            self.shortcut = [nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), _bn(c_out)]
+            self.shortcut = [nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm(c_out)]
 
     def __call__(self, x: mx.array) -> mx.array:
         out = nn.relu(self.bn1(self.conv1(x)))
@@ -87,7 +83,7 @@ class ResNet18(nn.Module):
     def __init__(self, num_classes: int = 10):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
-        self.bn1 = _bn(64)
+        self.bn1 = nn.BatchNorm(64)
         c_in = 64
         for i, (width, blocks, stride) in enumerate(zip(*RESNET18.values()), start=1):
             setattr(self, f"layer{i}", [BasicBlock(c_in if b == 0 else width, width, stride if b == 0 else 1) for b in range(blocks)])  # fmt: skip
@@ -103,7 +99,7 @@ class ResNet18(nn.Module):
 
 
 def _fast_norm(width: int) -> nn.BatchNorm:
-    norm = _bn(width, eps=FAST["bn_eps"], momentum=FAST["bn_momentum"])
+    norm = nn.BatchNorm(width, eps=FAST["bn_eps"], momentum=FAST["bn_momentum"])
     norm.freeze(keys=["weight"], recurse=False)  # scale frozen at 1: only the bias learns
     return norm
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 
 import mlx.core as mx
 
-from cifar_lightning.cli import UsageError, common_parser, exit_with
-from cifar_lightning.datasets import CIFARDataError
+from cifar_lightning.cli import UsageError, common_parser, run_cli
 from cifar_lightning.runner import finish, prepare
-from cifar_lightning.weights import WeightsMismatchError
 
 from .trainer import NonFiniteLossError
 
@@ -74,10 +71,4 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
 
 
 def main(argv: list[str] | None = None, callbacks: tuple = ()) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(argv)
-    args.argv = argv
-    try:
-        return run(args, callbacks)
-    except (UsageError, CIFARDataError, WeightsMismatchError, FileNotFoundError, ValueError, NonFiniteLossError) as e:
-        exit_with(str(e))
+    return run_cli(parser(), run, argv, callbacks, extra_errors=(NonFiniteLossError,))

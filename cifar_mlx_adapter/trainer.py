@@ -73,6 +73,7 @@ class MLXTrainer:
         self.callback_metrics: dict[str, float] = {}
         self.metrics_rows: list[dict] = []
         self.last_checkpoint: Path | None = None
+        self.optimizer = None  # made by module.configure_optimizers() in fit
 
     # ---------------------------------------------------------------- training
     def _compile_step(self, module, optimizer):
@@ -256,9 +257,8 @@ class MLXTrainer:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"model.{k}": np.array(v) for k, v in mlx_state(module.model).items()}
-        optimizer = getattr(self, "optimizer", None)
-        if optimizer is not None:
-            arrays.update({f"optimizer.{k}": np.array(v) for k, v in tree_flatten(optimizer.state)})
+        if self.optimizer is not None:
+            arrays.update({f"optimizer.{k}": np.array(v) for k, v in tree_flatten(self.optimizer.state)})
         for cb in self.callbacks:
             arrays.update({f"callback.{type(cb).__name__}.{k}": np.array(v) for k, v in cb.state_dict().items()})
         meta = {"global_step": self.global_step, "epoch": self.current_epoch, "total_steps": self.total_steps,

@@ -137,3 +137,11 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
 def test_batch_larger_than_dataset(cifar10_dir):
     with pytest.raises(ValueError, match="batch_size 512 exceeds the 200 training images"):
         make_dm(cifar10_dir, batch_size=512).train_dataloader()
+
+
+def test_sampler_length_matches_its_indices():
+    for shuffle in (True, False):
+        for world in (1, 2, 3):
+            for rank in range(world):
+                s = EpochSampler(103, shuffle=shuffle, seed=1, rank=rank, world_size=world)
+                assert len(s) == len(s.indices()), (shuffle, world, rank)
