@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 import torch.nn.functional as F
@@ -11,7 +9,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from .fast import tta_logits
 from .models import build_model
-from .recipes import Recipe, get_recipe, lr_factor_linear
+from .recipes import Recipe, get_recipe, lr_factor_linear, total_steps
 from .spec import is_norm_bias
 
 
@@ -60,7 +58,8 @@ class CIFARClassifier(L.LightningModule):
         per_example = loss / len(labels) if self.recipe.loss_reduction == "sum" else loss
         self.log("train/loss", per_example, prog_bar=True, on_step=True, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
-        self.log("lr", self.optimizers().param_groups[-1]["lr"], on_step=True, on_epoch=False)
+        # the base group's rate (group 0), as in MLX's metrics.csv; BatchNorm biases may have their own
+        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -112,7 +111,10 @@ class CIFARClassifier(L.LightningModule):
         to a fractional ``recipe.epochs`` (the trainer runs ceil(epochs) epochs and is
         stopped by ``StopAtStep``; Lightning 2.6 cannot resume runs that set max_steps)."""
         t = self.trainer
-        return math.ceil(t.estimated_stepping_batches * min(1.0, self.recipe.epochs / t.max_epochs))
+        planned = int(t.estimated_stepping_batches)
+        if t.max_epochs is None or t.max_epochs <= 0 or self.recipe.epochs >= t.max_epochs:
+            return planned
+        return min(planned, total_steps(self.recipe.epochs, planned / t.max_epochs))
 
     def configure_optimizers(self):
         r = self.recipe

@@ -90,8 +90,14 @@ def get_recipe(model: str) -> Recipe:
         raise ValueError(f"unknown model {model!r}: expected one of {sorted(RECIPES)}") from None
 
 
-def total_steps(recipe: Recipe, steps_per_epoch: int) -> int:
-    return math.ceil(recipe.epochs * steps_per_epoch)
+def total_steps(epochs: float, steps_per_epoch: int | float) -> int:
+    """Optimizer steps of a run of `epochs` (may be fractional) epochs: ceil(epochs x steps).
+
+    Both frameworks count a run's steps with this one function. The product is rounded
+    to 9 decimals first, so float error cannot add a step (2.1 x 10 is 21.000000000000004
+    in binary floating point, which must give 21 steps, not 22).
+    """
+    return math.ceil(round(epochs * steps_per_epoch, 9))
 
 
 # ---------------------------------------------------------------- schedules

@@ -91,6 +91,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
 
 def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     import lightning as L
+    import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
@@ -110,8 +111,12 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
         load_into_torch(module.model, args.weights)
     elif recipe.whiten_bias_epochs and not args.resume:
         init_whitening(module.model, dm.normalize(dm.train_images[:5000]))
+    if not args.test_only and not args.resume:
+        # the starting point, so the other framework can start from the same weights (--weights)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save(module.model.state_dict(), out / "checkpoints" / "initial.pt")
 
-    steps = total_steps(recipe, len(dm.train_dataloader()))
+    steps = total_steps(recipe.epochs, len(dm.train_dataloader()))
     callbacks = [
         ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                         save_last=True, save_top_k=1),  # fmt: skip

@@ -6,6 +6,7 @@ import argparse
 import time
 
 import mlx.core as mx
+import numpy as np
 
 from cifar_lightning.cli import UsageError, common_parser, run_cli
 from cifar_lightning.runner import finish, prepare
@@ -38,7 +39,7 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     from cifar_lightning.reporting import package_versions
 
     from .callbacks import LookaheadAveraging
-    from .convert import load_file
+    from .convert import load_file, mlx_state
     from .models import count_parameters, init_whitening
     from .module import MLXClassifier
     from .trainer import MLXTrainer
@@ -51,6 +52,10 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
         load_file(module.model, args.weights)
     elif recipe.whiten_bias_epochs and not args.resume:
         init_whitening(module.model, dm.normalize(dm.train_images[:5000]).numpy())
+    if not args.test_only and not args.resume:
+        # the starting point, so the other framework can start from the same weights (--weights)
+        (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        np.savez(out / "checkpoints" / "initial.npz", **{k: np.array(v) for k, v in mlx_state(module.model).items()})
     callbacks = list(callbacks)
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))

@@ -13,13 +13,14 @@ import json
 import math
 import os
 import time
-from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
+
+from cifar_lightning.recipes import total_steps
 
 from .convert import load_weights, mlx_state
 
@@ -32,6 +33,28 @@ def to_mlx(batch) -> tuple[mx.array, mx.array]:
     """A (NCHW float tensor, labels) batch of the DataModule as NHWC mx arrays, converted once."""
     images, labels = batch
     return mx.array(images.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(labels.numpy())
+
+
+def compile_with_state(fn, model: nn.Module, optimizer=None):
+    """``mx.compile(fn)`` with the model's state (parameters and BatchNorm statistics), the
+    optimiser's state and MLX's global random state as inputs and outputs.
+
+    The random state matters: a compiled function that does not carry it bakes the
+    first random key into its graph, so dropout would draw one mask and reuse it at
+    every step. Carried as state, every call draws fresh numbers and advances the key.
+    """
+    state = [model.state, mx.random.state] if optimizer is None else [model.state, optimizer.state, mx.random.state]
+    return mx.compile(fn, inputs=state, outputs=state)
+
+
+def set_random_key(key) -> None:
+    """Make MLX's global random key equal `key` (uint32 (2,), as saved from ``mx.random.state[0]``).
+
+    ``mx.random.state`` cannot be assigned to; ``mx.random.seed(s)`` sets the key to
+    (s >> 32, s & 0xFFFFFFFF), so seeding with the key's two words restores it exactly.
+    """
+    hi, lo = (int(v) for v in np.asarray(key, dtype=np.uint32).reshape(2))
+    mx.random.seed((hi << 32) | lo)
 
 
 class Callback:
@@ -86,15 +109,13 @@ class MLXTrainer:
             return loss, dict(module._logged)
 
         loss_and_grad = nn.value_and_grad(model, loss_and_logs)
-        state = [model.state, optimizer.state]
 
-        @partial(mx.compile, inputs=state, outputs=state)
         def step(images, labels):
             (loss, logs), grads = loss_and_grad(images, labels)
             optimizer.update(model, grads)
             return loss, logs
 
-        return step
+        return compile_with_state(step, model, optimizer)
 
     def _steps_per_epoch(self, loader) -> int:
         n = len(loader)
@@ -106,7 +127,7 @@ class MLXTrainer:
         datamodule.setup("fit")
         loader = datamodule.train_dataloader()
         per_epoch = self._steps_per_epoch(loader)
-        self.total_steps = math.ceil(self.max_epochs * per_epoch)
+        self.total_steps = total_steps(self.max_epochs, per_epoch)
         optimizer = module.configure_optimizers()
         self.optimizer = optimizer
         if ckpt_path:
@@ -125,7 +146,7 @@ class MLXTrainer:
             self._train_epoch(module, loader, step, per_epoch)
             val = {} if self.should_stop else self.validate(module, datamodule, verbose=False)
             self.callback_metrics.update(val)
-            self._log_row({"epoch": self.current_epoch, "step": self.global_step, **self._epoch_means, **val})
+            self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **self._epoch_means, **val})
             for cb in self.callbacks:
                 cb.on_train_epoch_end(self, module)
             self.current_epoch += 1
@@ -155,7 +176,7 @@ class MLXTrainer:
             self.global_step += 1
             if self.global_step % self.log_every_n_steps == 0 or self.global_step == self.total_steps:
                 value = self._check_finite(logs["train/loss"])
-                self._log_row({"epoch": self.current_epoch, "step": self.global_step, "train/loss_step": value,
+                self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, "train/loss_step": value,
                                "lr": self._current_lr()})  # fmt: skip
                 bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
             bar.update(1)
@@ -181,6 +202,9 @@ class MLXTrainer:
         return float(first.learning_rate.item())
 
     def _log_row(self, row: dict) -> None:
+        """Append a row to metrics.csv. As in Lightning's CSVLogger, ``step`` is the 0-based index
+        of the optimizer step the row belongs to (a train row: the step just taken; an epoch
+        row: the epoch's last step), and ``lr`` is the base parameter group's learning rate."""
         self.metrics_rows.append(row)
         keys = list(dict.fromkeys(k for r in self.metrics_rows for k in r))
         path = self.default_root_dir / "metrics.csv"
@@ -261,6 +285,7 @@ class MLXTrainer:
             arrays.update({f"optimizer.{k}": np.array(v) for k, v in tree_flatten(self.optimizer.state)})
         for cb in self.callbacks:
             arrays.update({f"callback.{type(cb).__name__}.{k}": np.array(v) for k, v in cb.state_dict().items()})
+        arrays["random.key"] = np.array(mx.random.state[0])  # dropout continues the same sequence on resume
         meta = {"global_step": self.global_step, "epoch": self.current_epoch, "total_steps": self.total_steps,
                 "hparams": module.hparams, "recipe": module.recipe.to_dict()}  # fmt: skip
         arrays["meta"] = np.array(json.dumps(meta))
@@ -281,6 +306,8 @@ class MLXTrainer:
         load_weights(module.model, model, what=str(path))
         opt = [(k[10:], mx.array(v)) for k, v in arrays.items() if k.startswith("optimizer.")]
         optimizer.state = tree_unflatten(opt)
+        if "random.key" in arrays:
+            set_random_key(arrays["random.key"])
         for cb in self.callbacks:
             prefix = f"callback.{type(cb).__name__}."
             cb.load_state_dict({k[len(prefix):]: mx.array(v) for k, v in arrays.items() if k.startswith(prefix)})

@@ -187,7 +187,7 @@ def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
     net = module.model
     opt = recipe_optimizer(module.recipe, steps)
     loss_and_grad = nn.value_and_grad(net, lambda x, y: module.loss(net(x), y))
-    state = [net.state, opt.state]
+    state = [net.state, opt.state, mx.random.state]  # without the random state, dropout's mask is frozen
 
     @partial(mx.compile, inputs=state, outputs=state)
     def step(x, y):
