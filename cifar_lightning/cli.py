@@ -33,7 +33,32 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--weights", metavar="PATH", help="start from weights saved by either framework")
     p.add_argument("--test-only", action="store_true", help="evaluate --weights on the test set, no training")
     p.add_argument("--no-tta", action="store_true", help="evaluate without test-time augmentation")
+    p.add_argument("--dropout", type=float, metavar="P",
+                   help="small_cnn's dropout probability (default: 0.25; 0 turns it off)")  # fmt: skip
+    p.add_argument("--log-every-n-steps", type=int, metavar="N",
+                   help="write a training-loss row to metrics.csv every N optimizer steps "
+                        "(default: about 20 rows a run, at most every 50 steps)")  # fmt: skip
     return p
+
+
+def model_kwargs(args: argparse.Namespace) -> dict:
+    """Architecture options from the flags, passed to build_model in either framework."""
+    if args.dropout is None:
+        return {}
+    if args.model != "small_cnn":
+        raise UsageError(f"--dropout applies to --model small_cnn only, not {args.model}")
+    if not 0 <= args.dropout < 1:
+        raise UsageError(f"--dropout must lie in [0, 1), got {args.dropout}")
+    return {"dropout": args.dropout}
+
+
+def log_every_n_steps(args: argparse.Namespace, total_steps: int) -> int:
+    """--log-every-n-steps, or about 20 rows a run (at most every 50 steps)."""
+    if args.log_every_n_steps is None:
+        return max(1, min(50, total_steps // 20))
+    if args.log_every_n_steps < 1:
+        raise UsageError(f"--log-every-n-steps must be a positive number of steps, got {args.log_every_n_steps}")
+    return args.log_every_n_steps
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict:

@@ -7,7 +7,7 @@ import math
 import time
 from pathlib import Path
 
-from .cli import UsageError, common_parser, recipe_overrides, run_cli
+from .cli import UsageError, common_parser, log_every_n_steps, model_kwargs, recipe_overrides, run_cli
 
 
 def parser() -> argparse.ArgumentParser:
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     recipe, dm, out = prepare(args, "torch")
     L.seed_everything(recipe.seed, workers=True)
     module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
-                             channels_last=args.channels_last)  # fmt: skip
+                             model_kwargs=model_kwargs(args), channels_last=args.channels_last)  # fmt: skip
     if args.weights:
         load_into_torch(module.model, args.weights)
     elif recipe.whiten_bias_epochs and not args.resume:
@@ -128,7 +128,7 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     trainer = L.Trainer(
         accelerator=accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
         max_epochs=math.ceil(recipe.epochs), callbacks=callbacks, logger=CSVLogger(out, name="", version=""),
-        default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=max(1, min(50, steps // 20)),
+        default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps(args, steps),
     )  # fmt: skip
 
     train_time = 0.0
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     results["confusion_matrix"] = module.confusion_matrix.numpy()
     if not recipe.tta:
         results.pop("test/acc_no_tta", None)
-    args.extra_hparams = {"precision": args.precision, "channels_last": args.channels_last}
+    args.extra_hparams = {"precision": args.precision, "channels_last": args.channels_last, **model_kwargs(args)}
     return finish(args, out, dm, recipe, framework="pytorch",
                   versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,

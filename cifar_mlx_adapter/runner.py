@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 
 import mlx.core as mx
 import numpy as np
 
-from cifar_lightning.cli import UsageError, common_parser, run_cli
+from cifar_lightning.cli import UsageError, common_parser, log_every_n_steps, model_kwargs, run_cli
 from cifar_lightning.runner import finish, prepare
 
 from .trainer import NonFiniteLossError
@@ -19,7 +20,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true", help="run on the CPU instead of the Metal GPU")
     p.add_argument("--memory-limit", type=float, metavar="GB", help="cap MLX's Metal memory at this many GB")
     p.add_argument("--limit-train-batches", type=int, help="train on this many batches per epoch only")
-    p.add_argument("--log-every-n-steps", type=int, default=50)
     return p
 
 
@@ -36,6 +36,7 @@ def setup_device(args) -> str:
 
 
 def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
+    from cifar_lightning.recipes import total_steps
     from cifar_lightning.reporting import package_versions
 
     from .callbacks import LookaheadAveraging
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     device = setup_device(args)
     recipe, dm, out = prepare(args, "mlx")
     mx.random.seed(recipe.seed)
-    module = MLXClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes)
+    module = MLXClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
+                           model_kwargs=model_kwargs(args))  # fmt: skip
     if args.weights:
         load_file(module.model, args.weights)
     elif recipe.whiten_bias_epochs and not args.resume:
@@ -59,8 +61,10 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     callbacks = list(callbacks)
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
+    steps = total_steps(recipe.epochs, min(len(dm.train_dataloader()), args.limit_train_batches or math.inf))
     trainer = MLXTrainer(max_epochs=recipe.epochs, callbacks=callbacks, default_root_dir=out,
-                         log_every_n_steps=args.log_every_n_steps, limit_train_batches=args.limit_train_batches)  # fmt: skip
+                         log_every_n_steps=log_every_n_steps(args, steps),
+                         limit_train_batches=args.limit_train_batches)  # fmt: skip
     train_time = 0.0
     checkpoint = args.weights
     if not args.test_only:
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
         train_time = time.perf_counter() - start
         checkpoint = trainer.save_checkpoint(out / "checkpoints" / "final.npz", module)
     test = trainer.test(module, dm, verbose=False)
-    args.extra_hparams = {"device": device, "limit_train_batches": args.limit_train_batches}
+    args.extra_hparams = {"device": device, "limit_train_batches": args.limit_train_batches, **model_kwargs(args)}
     return finish(args, out, dm, recipe, framework="mlx", versions=package_versions("mlx", "torch", "torchmetrics"),
                   accelerator=device, parameters=count_parameters(module.model), steps=trainer.total_steps,
                   train_time=train_time, test=test, checkpoint=checkpoint)  # fmt: skip

@@ -13,7 +13,7 @@ MLX_ENV=()
 # mlx[cpu] on Linux ships a slow reference BLAS; Debian's OpenBLAS is ~6x faster
 if [ "$(uname -s)" = Linux ] && [ -e "$OPENBLAS" ]; then MLX_ENV=(env LD_PRELOAD="$OPENBLAS"); fi
 common=(--data-dir "$DATA" --no-download)
-for seed in 1111 2222 3333; do
+for seed in ${SEEDS:-1111 2222 3333}; do
     python scripts/fit.py --model small_cnn --epochs 2 --seed $seed --accelerator cpu "${common[@]}" \
         --output-dir $OUT/small_cnn-2ep/pytorch-seed$seed
     "${MLX_ENV[@]}" python scripts/fit_mlx.py --model small_cnn --epochs 2 --seed $seed --cpu "${common[@]}" \

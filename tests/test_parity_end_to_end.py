@@ -1,0 +1,136 @@
+"""scripts/fit.py (lightning.Trainer.fit) and scripts/fit_mlx.py (MLXTrainer.fit) run the same
+computation: from the same weights, on the same DataModule batches, through each framework's
+whole training path (compiled MLX step, Lightning's loop and schedulers, callbacks, checkpoints,
+test with TTA), the final weights, BatchNorm statistics, per-step losses and test logits agree.
+
+The noise floor is PyTorch against itself: the same run with ``--channels-last`` (other
+convolution kernels, other float32 summation orders). MLX must stay within `FLOOR_FACTOR`
+times that floor (or `ABS_FLOOR` where the floor is below float32 resolution), and training
+must have moved the weights more than 10x that bound, so a wrong update cannot hide in it.
+Measured here (2-core Linux CPU), floor / MLX, relative:
+
+    fast recipe, 16 steps:        weights 3.4e-5 / 5.1e-5, losses 4.8e-6 / 4.0e-6, logits 9.7e-5 / 2.0e-4
+    SmallCNN no dropout, 6 steps: weights 8.7e-4 / 1.1e-3, losses 1.1e-3 / 9.3e-4, logits 6.4e-3 / 6.3e-3
+
+so MLX sits at 0.8-2.1x the floor; `FLOOR_FACTOR` = 5 leaves room for other machines, and
+training moves the weights by 0.3-0.45, over 50x the bound. SmallCNN runs at batch 100: at
+smaller batches its max-pool ties make torch against itself drift by 10-30% (chaotic), which
+would leave no margin. The runs cross every event of their recipe: the fast one weight
+averaging (steps 5, 10, 15), the whitening-bias freeze after epoch 3 (the MLX step is
+recompiled), the end of the linear schedule and test-time augmentation; SmallCNN
+OneCycle's warm-up, peak and annealing to its final rate (and momentum cycling).
+
+Checked against planted faults, each made `test_*_end_to_end` fail: MLX update doubled
+(``SGD.apply_single`` returns ``parameter - 2 * lr * update``), update sign flipped, weight
+averaging skipped in MLX (``LookaheadAveraging.on_train_batch_end`` returns at once), the
+whitening bias never frozen in MLX.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from cifar_lightning import CIFARClassifier, CIFARDataModule
+from cifar_lightning.fast import tta_logits
+from cifar_lightning.reporting import read_metrics_csv
+from cifar_lightning.runner import main as fit_main
+from cifar_lightning.weights import load_torch_state
+from cifar_mlx_adapter import MLXClassifier, load_file
+from cifar_mlx_adapter.runner import main as fit_mlx_main
+from cifar_mlx_adapter.trainer import to_mlx
+
+FLOOR_FACTOR = 5
+ABS_FLOOR = 1e-5  # relative differences below this are float32 rounding whatever the floor
+
+
+def rel_diff(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
+
+
+def global_rel_diff(a: dict, b: dict) -> float:
+    """||a - b|| / ||a|| over every tensor of two state dicts at once."""
+    diff = sum(float(np.sum((a[k].astype(np.float64) - b[k]) ** 2)) for k in a)
+    return (diff / sum(float(np.sum(a[k].astype(np.float64) ** 2)) for k in a)) ** 0.5
+
+
+def three_runs(data, tmp_path, *flags):
+    """The PyTorch run, PyTorch with --channels-last from its initial weights (the noise
+    floor), and MLX from the same initial weights. Returns their run folders."""
+    common = ["--data-dir", str(data), "--no-download", "--log-every-n-steps", "1", *flags]
+    torch_dir, floor_dir, mlx_dir = tmp_path / "torch", tmp_path / "torch_cl", tmp_path / "mlx"
+    fit_main([*common, "--accelerator", "cpu", "--output-dir", str(torch_dir)])
+    initial = str(torch_dir / "checkpoints" / "initial.pt")
+    fit_main([*common, "--accelerator", "cpu", "--channels-last", "--weights", initial, "--output-dir", str(floor_dir)])
+    fit_mlx_main([*common, "--cpu", "--weights", initial, "--output-dir", str(mlx_dir)])
+    return torch_dir, floor_dir, mlx_dir
+
+
+def final_state(run_dir) -> dict[str, np.ndarray]:
+    """Final weights and BatchNorm statistics in torch layout, from either framework's file."""
+    name = "final.npz" if (run_dir / "checkpoints" / "final.npz").exists() else "final.ckpt"
+    state = load_torch_state(run_dir / "checkpoints" / name)
+    return {k: v.numpy() for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def final_test_logits(run_dir, model, data, dropout=None) -> np.ndarray:
+    """Test-set logits of a run's final weights, computed in the run's own framework."""
+    kwargs = {"dropout": dropout} if dropout is not None else None
+    dm = CIFARDataModule("cifar10", data, batch_size=50, download=False)
+    dm.setup()
+    if (run_dir / "checkpoints" / "final.npz").exists():
+        m = MLXClassifier(model, 10, model_kwargs=kwargs)
+        load_file(m.model, run_dir / "checkpoints" / "final.npz")
+        m.model.eval()
+        return np.concatenate([np.array(m.test_step(to_mlx(b), i)) for i, b in enumerate(dm.test_dataloader())])
+    t = CIFARClassifier(model, 10, model_kwargs=kwargs)
+    t.model.load_state_dict(load_torch_state(run_dir / "checkpoints" / "final.ckpt"))
+    t.eval()
+    with torch.no_grad():
+        f = tta_logits if t.recipe.tta else (lambda module, x: module(x))
+        return np.concatenate([f(t, b[0]).numpy() for b in dm.test_dataloader()])
+
+
+def assert_parity(torch_dir, floor_dir, mlx_dir, model, data, dropout=None):
+    ref, floor, ours = final_state(torch_dir), final_state(floor_dir), final_state(mlx_dir)
+    assert set(ours) == set(ref)
+    # one relative distance over all weights and statistics together: per tensor, near-zero
+    # BatchNorm biases and running means would make any relative measure meaningless
+    weight_floor, weight_gap = global_rel_diff(ref, floor), global_rel_diff(ref, ours)
+    bound = max(FLOOR_FACTOR * weight_floor, ABS_FLOOR)
+    print(f"weights: floor {weight_floor:.2e}, MLX {weight_gap:.2e}")
+    assert weight_gap <= bound, f"MLX's final weights differ from PyTorch's by {weight_gap:.2e}, floor {weight_floor:.2e}"
+
+    # the initial weights were not simply kept: training moved them far more than the gap
+    initial = {k: v.numpy() for k, v in load_torch_state(torch_dir / "checkpoints" / "initial.pt").items()}
+    moved = global_rel_diff(ref, initial)
+    print(f"training moved the weights by {moved:.2e}")
+    assert moved > 10 * bound  # so a wrong update cannot hide inside the tolerance
+
+    rows = {name: read_metrics_csv(d / "metrics.csv") for name, d in (("ref", torch_dir), ("floor", floor_dir), ("mlx", mlx_dir))}
+    steps = {name: [int(r["step"]) for r in rs if r.get("train/loss_step")] for name, rs in rows.items()}
+    assert steps["mlx"] == steps["ref"] == list(range(len(steps["ref"])))
+    series = {name: np.array([[float(r["train/loss_step"]), float(r["lr"])] for r in rs if r.get("train/loss_step")])
+              for name, rs in rows.items()}  # fmt: skip
+    np.testing.assert_allclose(series["mlx"][:, 1], series["ref"][:, 1], rtol=1e-6)  # the base group's lr
+    loss_floor = rel_diff(series["ref"][:, 0], series["floor"][:, 0])
+    print(f"losses: floor {loss_floor:.2e}, MLX {rel_diff(series['ref'][:, 0], series['mlx'][:, 0]):.2e}")
+    assert rel_diff(series["ref"][:, 0], series["mlx"][:, 0]) <= max(FLOOR_FACTOR * loss_floor, ABS_FLOOR)
+
+    logits_ref, logits_floor = final_test_logits(torch_dir, model, data, dropout), final_test_logits(floor_dir, model, data, dropout)
+    logits_mlx = final_test_logits(mlx_dir, model, data, dropout)
+    logit_floor = rel_diff(logits_ref, logits_floor)
+    print(f"logits: floor {logit_floor:.2e}, MLX {rel_diff(logits_ref, logits_mlx):.2e}")
+    assert rel_diff(logits_ref, logits_mlx) <= max(FLOOR_FACTOR * logit_floor, ABS_FLOOR)
+    return weight_gap, weight_floor
+
+
+def test_fast_recipe_end_to_end(cifar10_dir, tmp_path):
+    dirs = three_runs(cifar10_dir, tmp_path, "--model", "fast", "--epochs", "4", "--batch-size", "50")
+    assert_parity(*dirs, "fast", cifar10_dir)
+
+
+def test_small_cnn_recipe_end_to_end_without_dropout(cifar10_dir, tmp_path):
+    dirs = three_runs(cifar10_dir, tmp_path, "--model", "small_cnn", "--dropout", "0", "--epochs", "3",
+                      "--batch-size", "100")  # fmt: skip
+    assert_parity(*dirs, "small_cnn", cifar10_dir, dropout=0.0)
