@@ -190,6 +190,7 @@ def render_results(runs: list[dict], extra_sections: list[str] = ()) -> str:
         "",
     ]
     lines += _group_summary(runs)
+    lines += pytorch_vs_mlx_section(runs)
     if len(runs) > 1:
         lines += _side_by_side(runs)
     for run in runs:
@@ -255,3 +256,114 @@ def _side_by_side(runs: list[dict]) -> list[str]:
             lines.append(f"| {c} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
+
+
+# ------------------------------------------------------------ PyTorch vs MLX
+FRAMEWORK_ONLY_KEYS = ("seed", "precision", "channels_last", "device", "limit_train_batches")
+
+
+def comparison_key(run: dict) -> tuple:
+    """Runs with equal keys are the same experiment up to framework and seed: same model,
+    data, length, hardware and every hyper-parameter except the framework-specific ones."""
+    hp = {k: v for k, v in run["hyperparameters"].items() if k not in FRAMEWORK_ONLY_KEYS}
+    return (run["model"], run["dataset"], _length(run), _hardware_short(run), json.dumps(hp, sort_keys=True))
+
+
+def train_images_per_s(run: dict) -> float:
+    """Training images per second of wall time: steps x batch size / train_time_s (which
+    includes each epoch's validation pass, in both frameworks alike)."""
+    hp = run["hyperparameters"]
+    return hp["total_steps"] * hp["batch_size"] / run["train_time_s"]
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def pytorch_vs_mlx_groups(runs: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
+    """Training runs (not evaluations) grouped by ``comparison_key``, kept where both frameworks ran."""
+    groups: dict[tuple, dict[str, list[dict]]] = {}
+    for r in runs:
+        if r["epochs"]:
+            groups.setdefault(comparison_key(r), {}).setdefault(r["framework"], []).append(r)
+    return {k: g for k, g in groups.items() if {"pytorch", "mlx"} <= set(g)}
+
+
+def gap_verdict(a: list[float], b: list[float]) -> str:
+    """Whether mean(b) - mean(a) lies within two standard errors of the difference."""
+    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
+    if len(a) < 2 or len(b) < 2:
+        return f"{100 * (mb - ma):+.2f} points; one run per framework cannot tell seed noise from a gap"
+    se = (sa**2 / len(a) + sb**2 / len(b)) ** 0.5
+    inside = abs(mb - ma) <= 2 * se
+    return (f"{100 * (mb - ma):+.2f} points, two standard errors {100 * 2 * se:.2f}: "
+            + ("within seed noise" if inside else "larger than seed noise"))  # fmt: skip
+
+
+def comparison_plot_path(group: dict[str, list[dict]]) -> Path:
+    """Where a comparison's curves go: beside its runs, in their common folder."""
+    folders = [r["_path"] for rs in group.values() for r in rs]
+    return Path(os.path.commonpath(folders)) / "pytorch-vs-mlx.png"
+
+
+def pytorch_vs_mlx_section(runs: list[dict]) -> list[str]:
+    lines = []
+    for (model, dataset, length, hardware, _), g in pytorch_vs_mlx_groups(runs).items():
+        lines += [f"## PyTorch vs MLX: {model}, {dataset}, {length}, {hardware}", "",
+                  "| framework | runs | seeds | test acc, mean ± std | min | max | train time, mean | train images/s | "
+                  "hardware | runs in |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for fw in ("pytorch", "mlx"):
+            rs = g[fw]
+            m, sd = mean_std([r["test_accuracy"] for r in rs])
+            accs = [r["test_accuracy"] for r in rs]
+            folders = sorted({Path(r["_path"]).parent.as_posix() for r in rs})
+            lines.append(
+                f"| {fw} | {len(rs)} | {', '.join(str(r['seed']) for r in rs)} | {_pct(m)} ± {100 * sd:.2f} "
+                f"| {_pct(min(accs))} | {_pct(max(accs))} | {mean_std([r['train_time_s'] for r in rs])[0]:.0f} s "
+                f"| {mean_std([train_images_per_s(r) for r in rs])[0]:.0f} | {_hardware(rs[0])} "
+                f"| {', '.join(f'`{f}`' for f in folders)} |"
+            )  # fmt: skip
+        accs = {fw: [r["test_accuracy"] for r in g[fw]] for fw in ("pytorch", "mlx")}
+        lines += ["", f"MLX minus PyTorch: {gap_verdict(accs['pytorch'], accs['mlx'])}. "
+                  f"Curves of every run: `{comparison_plot_path(g).as_posix()}`.", "",
+                  "| class | PyTorch, mean | MLX, mean | MLX - PyTorch |", "|---|---|---|---|"]  # fmt: skip
+        for c in g["pytorch"][0]["per_class_accuracy"]:
+            pt = mean_std([r["per_class_accuracy"][c] for r in g["pytorch"]])[0]
+            ml = mean_std([r["per_class_accuracy"][c] for r in g["mlx"]])[0]
+            lines.append(f"| {c} | {_pct(pt)} | {_pct(ml)} | {100 * (ml - pt):+.2f} |")
+        lines.append("")
+    return lines
+
+
+def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: str) -> None:
+    """Training loss per step and validation accuracy per epoch of every run of one
+    PyTorch-vs-MLX comparison on one figure, one colour per framework."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colours = {"pytorch": "tab:red", "mlx": "tab:blue"}
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    for fw, rs in groups.items():
+        for i, r in enumerate(rs):
+            rows = read_metrics_csv(Path(r["_path"]) / "metrics.csv")
+            label = f"{fw}" if i == 0 else None
+            loss = [(int(x["step"]), float(x["train/loss_step"])) for x in rows if x.get("train/loss_step")]
+            acc = [(int(x["step"]) + 1, float(x["val/acc"])) for x in rows if x.get("val/acc")]
+            if loss:
+                a.plot(*zip(*loss), color=colours[fw], alpha=0.6, linewidth=1, label=label)
+            if acc:
+                b.plot(*zip(*acc), color=colours[fw], alpha=0.8, marker="o", label=label)
+    a.set(xlabel="optimizer step", ylabel="training loss (per image)")
+    b.set(xlabel="optimizer steps done", ylabel="val/acc (the test set when --val-size is 0)")
+    for ax in (a, b):
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

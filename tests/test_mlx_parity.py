@@ -2,9 +2,8 @@
 
 Tolerances: both frameworks compute in float32 with different kernels and
 summation orders, so single forwards agree to ~1e-6 relative; a training step
-adds one gradient of the same size. Over 20 SGD steps the differences compound
-through the weights, so the loss curves are compared at 1e-3 relative -- still
-two orders of magnitude below any difference a recipe change would make.
+adds one gradient of the same size, so 1e-4 relative holds per tensor. Whole runs
+through the scripts are compared in ``test_parity_end_to_end.py``.
 """
 
 import mlx.core as mx
@@ -103,7 +102,11 @@ def mlx_steps(m, batches, total):
 
 @pytest.mark.parametrize("name", ["small_cnn", "fast", "resnet18"])
 def test_one_optimizer_step_gives_the_same_weights(name):
-    t, m = twins(name)
+    """One step at a real learning rate (OneCycle's div_factor 1: the first step runs at the
+    peak rate, not at 1/25 of it), so a doubled or negated MLX update shows."""
+    recipe = get_recipe(name).with_overrides(div_factor=1.0).to_dict()
+    t, m = twins(name, recipe)
+    before = torch_to_mlx(t.model.state_dict())
     (x, y), mx_batch = batch(2 if name == "resnet18" else 4)
     t.train()
     m.model.train()
@@ -111,57 +114,12 @@ def test_one_optimizer_step_gives_the_same_weights(name):
     mlx_steps(m, [mx_batch], 1)
     ours = mlx_state(m.model)
     theirs = torch_to_mlx(t.model.state_dict())
+    moved = gap = 0.0
     for key in theirs:  # BatchNorm running means of a 2-image batch can be ~1e-8: hence atol
         close(np.array(theirs[key]), np.array(ours[key]), 1e-4, atol=1e-7)
-
-
-def datamodule_batches(root, recipe, n=20):
-    dm = CIFARDataModule("cifar10", root, batch_size=8, download=False, seed=1, crop_padding=recipe["crop_padding"],
-                         pad_mode=recipe["pad_mode"], flip=recipe["flip"])  # fmt: skip
-    return [b for b in dm.train_dataloader()][:n]
-
-
-def test_fast_recipe_twenty_steps_agree(cifar10_dir):
-    """The fast recipe (summed loss, label smoothing, Nesterov, bias lr x64, warm-up
-    schedule) on the same DataModule batches: 20 losses agree to 1e-4 relative."""
-    recipe = get_recipe("fast").with_overrides(batch_size=8).to_dict()
-    t, m = twins("fast", recipe)
-    batches = datamodule_batches(cifar10_dir, recipe)
-    t.train()
-    m.model.train()
-    torch_losses = torch_step(t, [b[0] for b in batches], [b[1] for b in batches], 20)
-    mlx_losses = mlx_steps(m, [to_mlx(b) for b in batches], 20)
-    np.testing.assert_allclose(mlx_losses, torch_losses, rtol=1e-4)
-    assert torch_losses[-1] < torch_losses[0]  # it trained
-
-
-def test_small_cnn_twenty_steps_agree_within_torchs_own_float_noise(cifar10_dir):
-    """SmallCNN, its OneCycle recipe (momentum cycling included), 20 DataModule batches.
-
-    On 8-image batches SmallCNN amplifies float32 rounding chaotically: torch against
-    itself, with nothing changed but the memory format (channels_last, so other
-    summation orders), drifts by 1-30% within 20 steps depending on the initial weights.
-    So: the first steps agree to 1e-4, and MLX drifts from torch by at most twice what
-    torch drifts from itself on the same (seeded) weights and batches.
-    """
-    import copy
-
-    torch.manual_seed(1)
-    recipe = get_recipe("small_cnn").with_overrides(batch_size=8, lr=0.01).to_dict()
-    t, m = twins("small_cnn", recipe)
-    t_cl = copy.deepcopy(t)
-    t_cl.model.to(memory_format=torch.channels_last)
-    batches = datamodule_batches(cifar10_dir, recipe)
-    for module in (t, t_cl, m.model):
-        module.train()
-    ref = np.array(torch_step(t, [b[0] for b in batches], [b[1] for b in batches], 20))
-    noise = np.array(torch_step(t_cl, [b[0].contiguous(memory_format=torch.channels_last) for b in batches],
-                                [b[1] for b in batches], 20))  # fmt: skip
-    ours = np.array(mlx_steps(m, [to_mlx(b) for b in batches], 20))
-    np.testing.assert_allclose(ours[:3], ref[:3], rtol=1e-4)
-    floor = np.max(np.abs(noise - ref) / ref)
-    assert np.max(np.abs(ours - ref) / ref) <= max(2 * floor, 1e-3), (ours, ref, floor)
-    assert ref[-1] < ref[0]  # it trained
+        moved += float(np.sum((np.array(theirs[key]) - np.array(before[key])) ** 2))
+        gap += float(np.sum((np.array(theirs[key]) - np.array(ours[key])) ** 2))
+    assert moved > 1e4 * gap  # the step moved the weights 100x (in norm) further than MLX is from torch
 
 
 def test_onecycle_lr_and_momentum_per_step_equal_torch():

@@ -134,3 +134,24 @@ def test_small_cnn_recipe_end_to_end_without_dropout(cifar10_dir, tmp_path):
     dirs = three_runs(cifar10_dir, tmp_path, "--model", "small_cnn", "--dropout", "0", "--epochs", "3",
                       "--batch-size", "100")  # fmt: skip
     assert_parity(*dirs, "small_cnn", cifar10_dir, dropout=0.0)
+
+
+def test_both_frameworks_keep_the_same_books(cifar10_dir, tmp_path):
+    """Fractional epochs give one step count (2.1 epochs of 10 batches: 21 steps, not 22);
+    metrics.csv numbers steps from 0 in both, and `lr` is the base group's rate (the fast
+    recipe's BatchNorm biases train at 64x it), as the neutral schedule gives it."""
+    from cifar_lightning.recipes import get_recipe, lr_at
+
+    common = ["--data-dir", str(cifar10_dir), "--no-download", "--log-every-n-steps", "1", "--model", "fast",
+              "--epochs", "2.1", "--batch-size", "20", "--no-tta"]  # fmt: skip
+    records = [fit_main([*common, "--accelerator", "cpu", "--output-dir", str(tmp_path / "t")]),
+               fit_mlx_main([*common, "--cpu", "--output-dir", str(tmp_path / "m")])]  # fmt: skip
+    assert [r["hyperparameters"]["total_steps"] for r in records] == [21, 21]
+    recipe = get_recipe("fast").with_overrides(batch_size=20, epochs=2.1)
+    expected_lr = [lr_at(recipe, s, 21) for s in range(21)]
+    for d in ("t", "m"):
+        rows = [r for r in read_metrics_csv(tmp_path / d / "metrics.csv") if r.get("train/loss_step")]
+        assert [int(r["step"]) for r in rows] == list(range(21)), d
+        np.testing.assert_allclose([float(r["lr"]) for r in rows], expected_lr, rtol=1e-6, err_msg=d)
+        epoch_rows = [r for r in read_metrics_csv(tmp_path / d / "metrics.csv") if r.get("val/acc")]
+        assert [int(r["step"]) for r in epoch_rows] == [9, 19, 20], d  # each epoch's last step
