@@ -60,7 +60,8 @@ RECIPES = {
     "resnet18": Recipe(epochs=40, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="onecycle"),
     # The same recipe shape, shorter: SmallCNN converges in fewer epochs.
     "small_cnn": Recipe(epochs=20, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="onecycle"),
-    # airbench94's recipe (see GUIDE section 5); lr and weight decay are for a summed loss.
+    # airbench94's recipe (github.com/KellerJordan/cifar10-airbench, airbench94.py: 94.01% in 9.9
+    # epochs); lr and weight decay are for a summed loss.
     "fast": Recipe(
         epochs=9.9,
         batch_size=1024,

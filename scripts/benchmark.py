@@ -251,7 +251,7 @@ def main() -> int:
         start = time.perf_counter()
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         if kind in ("mlx_trainer", "plain_mlx") and Path(LINUX_OPENBLAS).exists():
-            env["LD_PRELOAD"] = LINUX_OPENBLAS  # mlx[cpu]'s reference BLAS is ~7x slower (GUIDE section 4)
+            env["LD_PRELOAD"] = LINUX_OPENBLAS  # mlx[cpu]'s reference BLAS is ~7x slower than OpenBLAS here
         proc = subprocess.run([sys.executable, __file__, "--data-dir", args.data_dir, "--one", json.dumps([kind, kw])],
                               capture_output=True, text=True, env=env)  # fmt: skip
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
