@@ -1,35 +1,46 @@
-"""Command-line flags shared by scripts/fit.py and scripts/fit_mlx.py."""
+"""Command-line flags shared by scripts/fit.py and scripts/fit_mlx.py, checked up front.
+
+Every flag is validated before any data is read or any model is built, with a
+message in the user's terms (the flag's name, what was given, what is expected).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .datasets import DATASETS, CIFARDataError
+from .datasets import DATASETS
+from .errors import CIFARError, NonFiniteLossError, UsageError
 from .spec import MODEL_NAMES
-from .weights import WeightsMismatchError
 
-
-class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit status 2."""
+EXIT_USAGE = 2  # bad input: nothing was trained
+EXIT_DIVERGED = 3  # the run diverged: its last good checkpoint and its log are kept
+EXIT_BUSY = 4  # --no-wait and another training holds the lock
 
 
 def common_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS))
-    p.add_argument("--model", default="small_cnn", choices=MODEL_NAMES)
-    p.add_argument("--epochs", type=float, help="training epochs (default: the model's recipe)")
-    p.add_argument("--batch-size", type=int, help="(default: the model's recipe)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default: the model's recipe)")
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--weight-decay", type=float)
-    p.add_argument("--seed", type=int, help="(default: the model's recipe)")
-    p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/ or cifar-100-python/")
+    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="(default: cifar10)")
+    p.add_argument("--model", default="small_cnn", choices=MODEL_NAMES, help="(default: small_cnn)")
+    p.add_argument("--epochs", type=float, help="training epochs, may be fractional (default: the model's recipe)")
+    p.add_argument("--batch-size", type=int, help="training images per optimizer step (default: the model's recipe)")
+    p.add_argument("--lr", type=float, help="peak learning rate, as torch's SGD takes it (default: the model's recipe)")
+    p.add_argument("--momentum", type=float, help="SGD momentum in [0, 1) (default: the model's recipe)")
+    p.add_argument("--weight-decay", type=float, help="L2 weight decay, as torch's SGD takes it (default: the recipe)")
+    p.add_argument("--seed", type=int, help="seed of initialisation, data order, augmentation and dropout "
+                                            "(default: the model's recipe)")  # fmt: skip
+    p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/ or cifar-100-python/ "
+                                                      "(default: data)")  # fmt: skip
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
-    p.add_argument("--val-size", type=int, default=0, help="hold out N training images for validation")
-    p.add_argument("--train-subset", type=int, help="train on the first N training images only (quick runs)")
-    p.add_argument("--output-dir", default=None, help="run folder (default: runs/<framework>-<model>-<dataset>)")
-    p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint")
+    p.add_argument("--val-size", type=int, default=0,
+                   help="hold out this many training images for validation; with 0, 'val/acc' is measured "
+                        "on the test set (default: 0)")  # fmt: skip
+    p.add_argument("--train-subset", type=int, help="train on the first N training images only (default: all)")
+    p.add_argument("--output-dir", default=None,
+                   help="run folder (default: a new runs/<framework>-<model>-<dataset>-<date>-<time>/)")
+    p.add_argument("--overwrite", action="store_true", help="let --output-dir replace a finished run")
+    p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint, in its folder")
     p.add_argument("--weights", metavar="PATH", help="start from weights saved by either framework")
     p.add_argument("--test-only", action="store_true", help="evaluate --weights on the test set, no training")
     p.add_argument("--no-tta", action="store_true", help="evaluate without test-time augmentation")
@@ -38,27 +49,49 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--log-every-n-steps", type=int, metavar="N",
                    help="write a training-loss row to metrics.csv every N optimizer steps "
                         "(default: about 20 rows a run, at most every 50 steps)")  # fmt: skip
+    p.add_argument("--no-wait", action="store_true",
+                   help="if another training holds the machine's training lock, exit at once instead of waiting")
+    p.add_argument("--lock-file", metavar="PATH",
+                   help="the training lock (default: $CIFAR_LOCK_FILE, else cifar-lightning-mlx.lock in the "
+                        "system's temporary folder; 'none' trains without it)")  # fmt: skip
     return p
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise UsageError(message)
+
+
+def validate(args: argparse.Namespace) -> None:
+    """Check every common flag before anything runs; raises UsageError naming the flag."""
+    for flag in ("epochs", "batch_size", "lr", "log_every_n_steps", "train_subset"):
+        value = getattr(args, flag)
+        _check(value is None or value > 0, f"--{flag.replace('_', '-')} must be positive, got {value}")
+    _check(args.momentum is None or 0 <= args.momentum < 1, f"--momentum must lie in [0, 1), got {args.momentum}")
+    _check(args.weight_decay is None or args.weight_decay >= 0,
+           f"--weight-decay must be 0 or more, got {args.weight_decay}")  # fmt: skip
+    _check(args.seed is None or args.seed >= 0, f"--seed must be 0 or more, got {args.seed}")
+    _check(args.val_size >= 0, f"--val-size must be 0 or more images, got {args.val_size}")
+    if args.dropout is not None:
+        _check(args.model == "small_cnn", f"--dropout applies to --model small_cnn only, not {args.model}")
+        _check(0 <= args.dropout < 1, f"--dropout must lie in [0, 1), got {args.dropout}")
+    _check(not (args.test_only and not args.weights), "--test-only needs --weights PATH (a checkpoint of either framework)")
+    _check(not (args.resume and args.weights), "--resume and --weights exclude each other: --resume restores the weights too")
+    for flag in ("weights", "resume"):
+        path = getattr(args, flag)
+        _check(path is None or Path(path).is_file(), f"--{flag} {path}: no such file")
+    _check(args.output_dir is None or not Path(args.output_dir).is_file(),
+           f"--output-dir {args.output_dir} is a file; expected a folder (new, or one to --overwrite)")  # fmt: skip
 
 
 def model_kwargs(args: argparse.Namespace) -> dict:
     """Architecture options from the flags, passed to build_model in either framework."""
-    if args.dropout is None:
-        return {}
-    if args.model != "small_cnn":
-        raise UsageError(f"--dropout applies to --model small_cnn only, not {args.model}")
-    if not 0 <= args.dropout < 1:
-        raise UsageError(f"--dropout must lie in [0, 1), got {args.dropout}")
-    return {"dropout": args.dropout}
+    return {} if args.dropout is None else {"dropout": args.dropout}
 
 
 def log_every_n_steps(args: argparse.Namespace, total_steps: int) -> int:
     """--log-every-n-steps, or about 20 rows a run (at most every 50 steps)."""
-    if args.log_every_n_steps is None:
-        return max(1, min(50, total_steps // 20))
-    if args.log_every_n_steps < 1:
-        raise UsageError(f"--log-every-n-steps must be a positive number of steps, got {args.log_every_n_steps}")
-    return args.log_every_n_steps
+    return args.log_every_n_steps or max(1, min(50, total_steps // 20))
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict:
@@ -72,29 +105,31 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
     }
     if args.no_tta:
         out["tta"] = False
-    for key in ("epochs", "batch_size", "lr"):
-        if out[key] is not None and out[key] <= 0:
-            raise UsageError(f"--{key.replace('_', '-')} must be positive, got {out[key]}")
-    if args.test_only and not args.weights:
-        raise UsageError("--test-only needs --weights PATH (a checkpoint of either framework)")
-    if args.resume and args.weights:
-        raise UsageError("--resume and --weights exclude each other: --resume restores the weights too")
     return out
 
 
-def exit_with(message: str, code: int = 2) -> None:
+def exit_with(message: str, code: int = EXIT_USAGE) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
 
 def run_cli(parser: argparse.ArgumentParser, run, argv: list[str] | None, callbacks: tuple,
-            extra_errors: tuple = ()) -> dict:  # fmt: skip
-    """Parse `argv` and call ``run(args, callbacks)``; bad input (missing data, wrong weights,
-    bad flags, and `extra_errors`) ends as one line on stderr and exit status 2."""
+            validate_extra=None) -> dict:  # fmt: skip
+    """Parse and validate `argv`, then call ``run(args, callbacks)``.
+
+    The library's own errors (``CIFARError``: bad flags, missing data, wrong weights, a
+    diverged run) end as one line on stderr and a non-zero status; any other exception
+    is a bug and keeps its traceback.
+    """
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     args.argv = argv
     try:
+        validate(args)
+        if validate_extra is not None:
+            validate_extra(args)
         return run(args, callbacks)
-    except (UsageError, CIFARDataError, WeightsMismatchError, FileNotFoundError, ValueError, *extra_errors) as e:
-        exit_with(str(e))
+    except NonFiniteLossError as e:
+        exit_with(str(e), EXIT_DIVERGED)
+    except CIFARError as e:
+        exit_with(str(e), getattr(e, "exit_code", EXIT_USAGE))

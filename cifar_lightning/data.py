@@ -132,6 +132,7 @@ class CIFARDataModule(L.LightningDataModule):
         self.info = dataset_info(dataset)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        data_dir = str(data_dir)  # checkpoints keep plain types only (they load with weights_only=True)
         self.save_hyperparameters()
         self.data_dir = Path(data_dir)
         self.augmentation = Augmentation(crop_padding, pad_mode, flip, cutout)
@@ -170,7 +171,7 @@ class CIFARDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._train is not None:
             return
-        images, labels = read_split(self.data_dir, self.info.name, train=True)
+        images, labels = self._read_training_split()
         test = read_split(self.data_dir, self.info.name, train=False)
         train_idx, val_idx = stratified_split(labels, self.hparams.val_size, self.hparams.seed)
         if self.hparams.train_subset:
@@ -179,6 +180,18 @@ class CIFARDataModule(L.LightningDataModule):
         self._train = as_tensors(images[train_idx], labels[train_idx])
         self._test = as_tensors(*test)
         self._val = as_tensors(images[val_idx], labels[val_idx]) if len(val_idx) else self._test
+        self._training_split = None  # the split's tensors hold what is needed
+
+    def training_set_size(self) -> int:
+        """Images in the dataset's whole training split (before --val-size and --train-subset);
+        downloads the data first if it is missing and downloading is allowed."""
+        self.prepare_data()
+        return len(self._read_training_split()[1])
+
+    def _read_training_split(self) -> tuple[np.ndarray, np.ndarray]:
+        if getattr(self, "_training_split", None) is None:
+            self._training_split = read_split(self.data_dir, self.info.name, train=True)
+        return self._training_split
 
     @property
     def train_images(self) -> torch.Tensor:
@@ -209,7 +222,7 @@ class CIFARDataModule(L.LightningDataModule):
     def train_dataloader(self) -> CIFARBatchLoader:
         loader = self._loader("_train", train=True)
         if len(loader) == 0:
-            raise ValueError(f"batch_size {loader.batch_size} exceeds the {len(self._train[0])} training images per rank")
+            raise ValueError(f"batch_size {loader.batch_size} exceeds the {len(loader.sampler)} training images of this rank")
         return loader
 
     def val_dataloader(self) -> CIFARBatchLoader:

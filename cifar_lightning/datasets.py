@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import CIFARError
 
-class CIFARDataError(RuntimeError):
+
+class CIFARDataError(CIFARError, RuntimeError):
     """The data on disk is missing, truncated or not in the expected layout."""
 
 

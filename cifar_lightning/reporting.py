@@ -144,6 +144,8 @@ def load_runs(root: str | Path) -> list[dict]:
     runs = []
     for path in sorted(Path(root).rglob("run.json")):
         run = json.loads(path.read_text())
+        if run.get("status") == "failed":  # a diverged run is evidence of nothing but its failure
+            continue
         run["_path"] = path.parent.as_posix()
         runs.append(run)
     return runs

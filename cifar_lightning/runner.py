@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import time
 from pathlib import Path
 
-from .cli import UsageError, common_parser, log_every_n_steps, model_kwargs, recipe_overrides, run_cli
+from .cli import common_parser, log_every_n_steps, model_kwargs, recipe_overrides, run_cli
+from .errors import NonFiniteLossError, UsageError
+from .run_folder import choose_run_folder
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,23 +38,52 @@ def check_accelerator(name: str) -> str:
     return name
 
 
-def prepare(args: argparse.Namespace, framework: str):
-    """The recipe (with the flags' overrides), a ready DataModule and the run folder."""
+def prepare(args: argparse.Namespace, framework: str, world_size: int = 1):
+    """The recipe (with the flags' overrides), a ready DataModule and the run folder.
+
+    Checks the flags that need the data's size (--val-size, --train-subset, --batch-size
+    per process) before the run folder is made, so bad input leaves nothing behind."""
     from .data import CIFARDataModule
     from .recipes import get_recipe
 
     recipe = get_recipe(args.model).with_overrides(**recipe_overrides(args))
-    out = Path(args.output_dir or f"runs/{framework}-{args.model}-{args.dataset}")
-    out.mkdir(parents=True, exist_ok=True)
     dm = CIFARDataModule(
         args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
         download=not args.no_download, seed=recipe.seed, num_workers=getattr(args, "num_workers", 0),
         crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode, flip=recipe.flip, cutout=recipe.cutout,
         train_subset=args.train_subset,
     )  # fmt: skip
-    dm.prepare_data()
+    n_train = dm.training_set_size()  # reads the data (downloading it first if allowed)
+    if args.val_size >= n_train:
+        raise UsageError(f"--val-size {args.val_size} leaves no training images: {args.dataset} has {n_train}")
+    left = n_train - args.val_size
+    if args.train_subset and args.train_subset > left:
+        raise UsageError(f"--train-subset {args.train_subset} exceeds the {left} training images left "
+                         f"after --val-size {args.val_size}")  # fmt: skip
+    per_rank = (args.train_subset or left) // world_size
+    if not args.test_only and recipe.batch_size > per_rank:
+        ranks = f" per process ({world_size} processes)" if world_size > 1 else ""
+        raise UsageError(f"--batch-size {recipe.batch_size} exceeds the {per_rank} training images{ranks}")
     dm.setup()
+    out = choose_run_folder(framework, args)
     return recipe, dm, out
+
+
+def record_failure(args, out: Path, framework: str, message: str, checkpoint) -> None:
+    """run.json of a run that did not finish: marked failed, never read as a result."""
+    from .reporting import write_json_atomic
+
+    write_json_atomic(out / "run.json", {
+        "status": "failed", "error": message, "framework": framework, "dataset": args.dataset, "model": args.model,
+        "last_good_checkpoint": str(checkpoint) if checkpoint else None,
+        "command": f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + shlex.join(args.argv),
+    })  # fmt: skip
+
+
+def print_outputs(out: Path) -> None:
+    """Where a run's record, plots and checkpoints were written."""
+    names = [n for n in ("run.json", "metrics.csv", "curves.png", "confusion.png", "checkpoints") if (out / n).exists()]
+    print(f"run folder {out}: " + ", ".join(names))
 
 
 def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accelerator: str, parameters: int,
@@ -70,6 +102,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
         "parameters": parameters,
         "hyperparameters": {**recipe.to_dict(), "val_size": args.val_size, "train_subset": args.train_subset,
                             "total_steps": steps, **getattr(args, "extra_hparams", {})},  # fmt: skip
+        "status": "finished",
         "seed": recipe.seed,
         "epochs": 0 if args.test_only else recipe.epochs,
         "train_time_s": round(train_time, 2),
@@ -78,7 +111,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
         "per_class_accuracy": reporting.per_class_dict(test["per_class_accuracy"], classes),
         "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
         "checkpoint": str(checkpoint) if checkpoint else None,
-        "command": f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + " ".join(args.argv),
+        "command": f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + shlex.join(args.argv),
     }
     reporting.write_json_atomic(out / "run.json", record)
     title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
@@ -86,24 +119,67 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
     if metrics_csv.exists():
         reporting.plot_curves(metrics_csv, out / "curves.png", title)
     print_summary(record)
+    print_outputs(out)
     return record
 
 
+def read_torch_checkpoint(path: str | Path, flag: str) -> dict:
+    """A Lightning checkpoint loaded safely (``weights_only=True``: no code in it runs);
+    UsageError for another framework's checkpoint, or a file that is no such checkpoint."""
+    import pickle
+
+    import torch
+
+    if str(path).endswith(".npz"):
+        raise UsageError(f"{flag} {path} is an MLX checkpoint: resume it with scripts/fit_mlx.py")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise UsageError(f"{flag} {path} is not a checkpoint that loads safely with torch.load(weights_only=True) "
+                         f"({type(e).__name__}); nothing in it was run") from None  # fmt: skip
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UsageError(f"{flag} {path} holds no Lightning checkpoint (no state_dict); a fit.py run writes them "
+                         "to <run>/checkpoints/last.ckpt")  # fmt: skip
+    return checkpoint
+
+
+def world_size(args, accelerator: str) -> int:
+    import torch
+
+    if str(args.devices).isdigit():
+        return int(args.devices)
+    return torch.cuda.device_count() if accelerator == "cuda" else 1
+
+
 def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
+    from .lock import lock_path, training_lock
+    from .run_folder import check_resume_settings, run_settings
+
+    accelerator = check_accelerator(args.accelerator)
+    resumed = read_torch_checkpoint(args.resume, "--resume") if args.resume else None
+    recipe, dm, out = prepare(args, "torch", world_size(args, accelerator))
+    settings = run_settings(args, recipe.to_dict())
+    if resumed is not None:
+        check_resume_settings(resumed.get("run", {}).get("settings", {}), settings, args.resume)
+    with training_lock(lock_path(args.lock_file), out, wait=not args.no_wait):
+        return train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings, resumed)
+
+
+def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings, resumed) -> dict:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
+    from .bookkeeping import RunBook
     from .fast import LookaheadAveraging, StopAtStep, init_whitening
     from .models import count_parameters
     from .module import CIFARClassifier
     from .recipes import total_steps
     from .reporting import package_versions
+    from .run_folder import keep_history, read_rows, resume_command
     from .weights import load_into_torch
 
-    accelerator = check_accelerator(args.accelerator)
-    recipe, dm, out = prepare(args, "torch")
     L.seed_everything(recipe.seed, workers=True)
     module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
                              model_kwargs=model_kwargs(args), channels_last=args.channels_last)  # fmt: skip
@@ -117,26 +193,34 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
         torch.save(module.model.state_dict(), out / "checkpoints" / "initial.pt")
 
     steps = total_steps(recipe.epochs, len(dm.train_dataloader()))
+    book = RunBook(settings, resume_hint=lambda ckpt: resume_command("fit.py", args.argv, ckpt))
     callbacks = [
         ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                         save_last=True, save_top_k=1),  # fmt: skip
         StopAtStep(),
+        book,
     ]
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
     callbacks += list(extra_callbacks)
+    history = read_rows(out / "metrics.csv") if args.resume else []  # the CSV logger starts the file anew
     trainer = L.Trainer(
         accelerator=accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
         max_epochs=math.ceil(recipe.epochs), callbacks=callbacks, logger=CSVLogger(out, name="", version=""),
         default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps(args, steps),
     )  # fmt: skip
 
-    train_time = 0.0
     checkpoint = args.weights
     if not args.test_only:
-        start = time.perf_counter()
-        trainer.fit(module, datamodule=dm, ckpt_path=args.resume)
-        train_time = time.perf_counter() - start
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=args.resume, weights_only=True)
+        except NonFiniteLossError as e:
+            if trainer.global_rank == 0:
+                keep_history(out / "metrics.csv", history, resumed["global_step"] if resumed else 0)
+                record_failure(args, out, "pytorch", str(e), book.last_checkpoint(trainer))
+            raise
+        if resumed is not None:
+            keep_history(out / "metrics.csv", history, resumed["global_step"])
         steps = module.total_training_steps()  # per rank, as the trainer counts them
         checkpoint = out / "checkpoints" / "final.ckpt"
         trainer.save_checkpoint(checkpoint)
@@ -151,7 +235,8 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     return finish(args, out, dm, recipe, framework="pytorch",
                   versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,
-                  train_time=train_time, test=results, checkpoint=checkpoint)  # fmt: skip
+                  train_time=0.0 if args.test_only else book.train_time(), test=results,
+                  checkpoint=checkpoint)  # fmt: skip
 
 
 def print_summary(record: dict) -> None:

@@ -8,12 +8,16 @@ users need no MLX to read them).
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from .errors import CIFARError, UsageError
 
-class WeightsMismatchError(ValueError):
+
+class WeightsMismatchError(CIFARError, ValueError):
     """Weights that do not fit the model: names the first offending key and both shapes."""
 
 
@@ -48,8 +52,11 @@ def torch_layout_to_mlx(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]
 
 def read_npz_model(path: str | Path) -> dict[str, np.ndarray]:
     """The model arrays of an MLX checkpoint (keys ``model.<name>``) or a bare weights .npz."""
-    with np.load(path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    try:  # allow_pickle=False: an .npz holding pickled objects is refused, and nothing in it runs
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UsageError(f"{path} is not a weights file of plain arrays (.npz): {type(e).__name__}") from None
     model = {k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")}
     return model or arrays
 
@@ -60,13 +67,19 @@ def load_torch_state(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"weights file {path} does not exist")
+        raise UsageError(f"weights file {path} does not exist")
     if path.suffix == ".npz":
         state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in mlx_layout_to_torch(read_npz_model(path)).items()}
         for key in [k for k in state if k.endswith("running_mean")]:  # MLX keeps no batch counter
             state[key[: -len("running_mean")] + "num_batches_tracked"] = torch.tensor(0)
         return state
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    try:  # weights_only: a file that needs arbitrary pickle is refused, and no code in it runs
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise UsageError(f"{path} is not a weights file that loads safely with torch.load(weights_only=True) "
+                         f"({type(e).__name__}); nothing in it was run") from None  # fmt: skip
+    if not isinstance(checkpoint, dict):
+        raise UsageError(f"{path} holds a {type(checkpoint).__name__}, not a state dict or checkpoint")
     state = checkpoint.get("state_dict", checkpoint)
     if any(k.startswith("model.") for k in state):
         state = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
-import time
+import sys
+import zipfile
+from pathlib import Path
 
 import mlx.core as mx
 import numpy as np
 
-from cifar_lightning.cli import UsageError, common_parser, log_every_n_steps, model_kwargs, run_cli
-from cifar_lightning.runner import finish, prepare
-
-from .trainer import NonFiniteLossError
+from cifar_lightning.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
+from cifar_lightning.errors import NonFiniteLossError, UsageError
+from cifar_lightning.runner import finish, prepare, record_failure
 
 
 def parser() -> argparse.ArgumentParser:
@@ -26,8 +28,6 @@ def parser() -> argparse.ArgumentParser:
 def setup_device(args) -> str:
     """The device MLX will use, as named in run.json ("metal" or "cpu")."""
     if args.memory_limit is not None:
-        if args.memory_limit <= 0:
-            raise UsageError(f"--memory-limit must be a positive number of GB, got {args.memory_limit}")
         mx.set_memory_limit(int(args.memory_limit * 2**30))
     if args.cpu or not mx.metal.is_available():
         mx.set_default_device(mx.cpu)
@@ -35,9 +35,43 @@ def setup_device(args) -> str:
     return "metal"
 
 
+def read_mlx_checkpoint(path: str | Path, flag: str) -> dict:
+    """The metadata of an MLXTrainer checkpoint (.npz read without pickle); UsageError for
+    another framework's checkpoint, or a file that is no such checkpoint."""
+    if str(path).endswith((".ckpt", ".pt", ".pth")):
+        raise UsageError(f"{flag} {path} is a PyTorch checkpoint: resume it with scripts/fit.py")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"]))
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        raise UsageError(f"{flag} {path} is not an MLX checkpoint written by fit_mlx.py ({type(e).__name__})") from None
+
+
+def validate_mlx_flags(args) -> None:
+    if args.memory_limit is not None and args.memory_limit <= 0:
+        raise UsageError(f"--memory-limit must be a positive number of GB, got {args.memory_limit}")
+    if args.limit_train_batches is not None and args.limit_train_batches < 1:
+        raise UsageError(f"--limit-train-batches must be a positive number of batches, got {args.limit_train_batches}")
+
+
 def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
+    from cifar_lightning.lock import lock_path, training_lock
+    from cifar_lightning.run_folder import check_resume_settings, run_settings
+
+    device = setup_device(args)
+    resumed = read_mlx_checkpoint(args.resume, "--resume") if args.resume else None
+    recipe, dm, out = prepare(args, "mlx")
+    settings = run_settings(args, recipe.to_dict())
+    if resumed is not None:
+        check_resume_settings(resumed.get("settings", {}), settings, args.resume)
+    with training_lock(lock_path(args.lock_file), out, wait=not args.no_wait):
+        return train_and_test(args, callbacks, device, recipe, dm, out, settings)
+
+
+def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
     from cifar_lightning.recipes import total_steps
     from cifar_lightning.reporting import package_versions
+    from cifar_lightning.run_folder import resume_command
 
     from .callbacks import LookaheadAveraging
     from .convert import load_file, mlx_state
@@ -45,8 +79,6 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     from .module import MLXClassifier
     from .trainer import MLXTrainer
 
-    device = setup_device(args)
-    recipe, dm, out = prepare(args, "mlx")
     mx.random.seed(recipe.seed)
     module = MLXClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
                            model_kwargs=model_kwargs(args))  # fmt: skip
@@ -63,21 +95,29 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
         callbacks.append(LookaheadAveraging(recipe.average_every))
     steps = total_steps(recipe.epochs, min(len(dm.train_dataloader()), args.limit_train_batches or math.inf))
     trainer = MLXTrainer(max_epochs=recipe.epochs, callbacks=callbacks, default_root_dir=out,
-                         log_every_n_steps=log_every_n_steps(args, steps),
-                         limit_train_batches=args.limit_train_batches)  # fmt: skip
-    train_time = 0.0
+                         log_every_n_steps=log_every_n_steps(args, steps), limit_train_batches=args.limit_train_batches,
+                         checkpoint_meta={"settings": settings})  # fmt: skip
     checkpoint = args.weights
     if not args.test_only:
-        start = time.perf_counter()
-        trainer.fit(module, dm, ckpt_path=args.resume)
-        train_time = time.perf_counter() - start
+        try:
+            trainer.fit(module, dm, ckpt_path=args.resume)
+        except NonFiniteLossError as e:
+            record_failure(args, out, "mlx", str(e), trainer.last_checkpoint)
+            raise
+        except KeyboardInterrupt:
+            if trainer.last_checkpoint:
+                hint = resume_command("fit_mlx.py", args.argv, trainer.last_checkpoint)
+                print(f"\ninterrupted; resume with:\n  {hint}", file=sys.stderr, flush=True)
+            else:
+                print("\ninterrupted before the first checkpoint: nothing to resume", file=sys.stderr, flush=True)
+            raise SystemExit(130) from None
         checkpoint = trainer.save_checkpoint(out / "checkpoints" / "final.npz", module)
     test = trainer.test(module, dm, verbose=False)
     args.extra_hparams = {"device": device, "limit_train_batches": args.limit_train_batches, **model_kwargs(args)}
     return finish(args, out, dm, recipe, framework="mlx", versions=package_versions("mlx", "torch", "torchmetrics"),
                   accelerator=device, parameters=count_parameters(module.model), steps=trainer.total_steps,
-                  train_time=train_time, test=test, checkpoint=checkpoint)  # fmt: skip
+                  train_time=0.0 if args.test_only else trainer.train_time_s, test=test, checkpoint=checkpoint)  # fmt: skip
 
 
 def main(argv: list[str] | None = None, callbacks: tuple = ()) -> dict:
-    return run_cli(parser(), run, argv, callbacks, extra_errors=(NonFiniteLossError,))
+    return run_cli(parser(), run, argv, callbacks, validate_extra=validate_mlx_flags)

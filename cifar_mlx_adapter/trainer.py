@@ -20,13 +20,12 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
+from cifar_lightning.errors import NonFiniteLossError, non_finite_message
 from cifar_lightning.recipes import total_steps
 
 from .convert import load_weights, mlx_state
 
 
-class NonFiniteLossError(FloatingPointError):
-    """The training loss became NaN or infinite."""
 
 
 def to_mlx(batch) -> tuple[mx.array, mx.array]:
@@ -81,6 +80,7 @@ class MLXTrainer:
         enable_progress_bar: bool = True,
         enable_checkpointing: bool = True,
         limit_train_batches: int | None = None,
+        checkpoint_meta: dict | None = None,
     ):
         self.max_epochs = max_epochs  # may be fractional: stops after ceil(max_epochs * batches) steps
         self.callbacks = list(callbacks)
@@ -89,6 +89,8 @@ class MLXTrainer:
         self.enable_progress_bar = enable_progress_bar
         self.enable_checkpointing = enable_checkpointing
         self.limit_train_batches = limit_train_batches
+        self.checkpoint_meta = checkpoint_meta or {}  # plain values kept in every checkpoint (the run's settings)
+        self.train_time_s = 0.0  # seconds spent in fit, earlier segments of a resumed run included
         self.current_epoch = 0
         self.global_step = 0
         self.total_steps = 0
@@ -136,6 +138,8 @@ class MLXTrainer:
         for cb in self.callbacks:
             cb.on_fit_start(self, module)
         step = None
+        started, earlier = time.perf_counter(), self.train_time_s
+        self._elapsed = lambda: earlier + time.perf_counter() - started
         while self.global_step < self.total_steps and not self.should_stop:
             module.model.train()
             if module.on_train_epoch_start() or step is None:
@@ -154,6 +158,7 @@ class MLXTrainer:
                 self.save_checkpoint(self.default_root_dir / "checkpoints" / "last.npz", module)
         for cb in self.callbacks:
             cb.on_fit_end(self, module)
+        self.train_time_s = self._elapsed()
 
     def _train_epoch(self, module, loader, step, per_epoch: int) -> None:
         from tqdm import tqdm
@@ -163,26 +168,28 @@ class MLXTrainer:
         start = time.perf_counter()
         bar = tqdm(total=min(per_epoch, self.total_steps - self.global_step), desc=f"Epoch {self.current_epoch}",
                    disable=not self.enable_progress_bar, leave=True)  # fmt: skip
-        for batch_idx, batch in enumerate(loader):
-            if batch_idx >= per_epoch or self.global_step >= self.total_steps or self.should_stop:
-                break
-            images, labels = to_mlx(batch)
-            loss, logs = step(images, labels)
-            n = labels.shape[0]
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v * n
-            mx.async_eval(loss, sums)
-            seen += n
-            self.global_step += 1
-            if self.global_step % self.log_every_n_steps == 0 or self.global_step == self.total_steps:
-                value = self._check_finite(logs["train/loss"])
-                self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, "train/loss_step": value,
-                               "lr": self._current_lr()})  # fmt: skip
-                bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
-            bar.update(1)
-            for cb in self.callbacks:
-                cb.on_train_batch_end(self, module, batch_idx)
-        bar.close()
+        try:
+            for batch_idx, batch in enumerate(loader):
+                if batch_idx >= per_epoch or self.global_step >= self.total_steps or self.should_stop:
+                    break
+                images, labels = to_mlx(batch)
+                loss, logs = step(images, labels)
+                n = labels.shape[0]
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v * n
+                mx.async_eval(loss, sums)
+                seen += n
+                self.global_step += 1
+                if self.global_step % self.log_every_n_steps == 0 or self.global_step == self.total_steps:
+                    value = self._check_finite(logs["train/loss"])
+                    self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, "train/loss_step": value,
+                                   "lr": self._current_lr()})  # fmt: skip
+                    bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+                bar.update(1)
+                for cb in self.callbacks:
+                    cb.on_train_batch_end(self, module, batch_idx)
+        finally:  # a stopped run's error message starts on a line of its own
+            bar.close()
         means = {k: float(v.item()) / max(seen, 1) for k, v in sums.items()}
         self._check_finite(means.get("train/loss", 0.0))
         self._epoch_means = {("train/loss_epoch" if k == "train/loss" else k): v for k, v in means.items()}
@@ -192,8 +199,7 @@ class MLXTrainer:
     def _check_finite(self, value) -> float:
         value = float(value.item() if isinstance(value, mx.array) else value)
         if not math.isfinite(value):
-            kept = f"; the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint else ""
-            raise NonFiniteLossError(f"training loss became {value} at step {self.global_step}{kept}")
+            raise NonFiniteLossError(non_finite_message(value, self.global_step - 1, self.last_checkpoint))
         return value
 
     def _current_lr(self) -> float:
@@ -280,14 +286,21 @@ class MLXTrainer:
         """model, optimiser state, step, epoch and recipe in one .npz, written atomically."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"model.{k}": np.array(v) for k, v in mlx_state(module.model).items()}
+        state = mlx_state(module.model)
+        for name, value in state.items():  # the last step can break the weights after its loss was checked
+            if mx.issubdtype(value.dtype, mx.floating) and not mx.all(mx.isfinite(value)).item():
+                message = non_finite_message(math.nan, self.global_step - 1, self.last_checkpoint)
+                raise NonFiniteLossError(f"{message} ({name} is not finite)")
+        arrays = {f"model.{k}": np.array(v) for k, v in state.items()}
         if self.optimizer is not None:
             arrays.update({f"optimizer.{k}": np.array(v) for k, v in tree_flatten(self.optimizer.state)})
         for cb in self.callbacks:
             arrays.update({f"callback.{type(cb).__name__}.{k}": np.array(v) for k, v in cb.state_dict().items()})
         arrays["random.key"] = np.array(mx.random.state[0])  # dropout continues the same sequence on resume
+        elapsed = self._elapsed() if hasattr(self, "_elapsed") else self.train_time_s
         meta = {"global_step": self.global_step, "epoch": self.current_epoch, "total_steps": self.total_steps,
-                "hparams": module.hparams, "recipe": module.recipe.to_dict()}  # fmt: skip
+                "hparams": module.hparams, "recipe": module.recipe.to_dict(), "train_time_s": elapsed,
+                **self.checkpoint_meta}  # fmt: skip
         arrays["meta"] = np.array(json.dumps(meta))
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, **arrays)
@@ -315,4 +328,10 @@ class MLXTrainer:
             raise ValueError(f"checkpoint {path} belongs to a run of {meta['total_steps']} steps, "
                              f"this one has {self.total_steps}: resume with the same epochs and batch size")  # fmt: skip
         self.global_step, self.current_epoch = meta["global_step"], meta["epoch"]
+        self.train_time_s = meta.get("train_time_s", 0.0)
         self.last_checkpoint = path
+        # keep the rows of the earlier segments: those of the steps the checkpoint covers
+        metrics = self.default_root_dir / "metrics.csv"
+        if metrics.is_file():
+            with open(metrics, newline="") as f:
+                self.metrics_rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) < self.global_step]

@@ -46,6 +46,13 @@ def write_cifar(root: Path, dataset: str = "cifar10", n_train: int = 100, n_test
     return root
 
 
+@pytest.fixture(autouse=True)
+def own_training_lock(tmp_path, monkeypatch):
+    """Each test trains under a lock file of its own, so tests never wait for (or block)
+    a real training on this machine; tests of the lock itself point it elsewhere."""
+    monkeypatch.setenv("CIFAR_LOCK_FILE", str(tmp_path / "training.lock"))
+
+
 @pytest.fixture
 def cifar10_dir(tmp_path) -> Path:
     return write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=50)

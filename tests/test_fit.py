@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from cifar_lightning.reporting import RUN_SCHEMA_KEYS
+from cifar_lightning.reporting import RUN_SCHEMA_KEYS, read_metrics_csv
 from cifar_lightning.runner import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,26 +42,67 @@ def test_fit_writes_run_json_checkpoint_and_plots(cifar10_dir, tmp_path):
     assert restored.hparams.model == "small_cnn" and restored.hparams.class_names[0] == "class0"
 
 
-class StopAfterFirstEpoch(L.Callback):
+class StopAfterEpoch(L.Callback):
+    """Interrupts a run at the end of epoch `epoch` (0-based), as Ctrl-C between epochs would."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
     def on_train_epoch_end(self, trainer, pl_module):
-        trainer.should_stop = True
+        if trainer.current_epoch == self.epoch:
+            trainer.should_stop = True
+
+
+class CountSteps(L.Callback):
+    def __init__(self):
+        self.steps = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.steps += 1
 
 
 def final_weights(out):
-    return torch.load(Path(out) / "checkpoints" / "final.ckpt", weights_only=False)["state_dict"]
+    return torch.load(Path(out) / "checkpoints" / "final.ckpt", weights_only=True)["state_dict"]
 
 
-def test_interrupted_run_resumes_to_the_same_end(cifar10_dir, tmp_path):
-    # the fast net has no dropout, so an interrupted + resumed run must equal an uninterrupted one
-    common = ["--model", "fast", "--epochs", "2", "--batch-size", "50", "--no-tta"]
-    fit(cifar10_dir, tmp_path / "full", *common)
-    fit(cifar10_dir, tmp_path / "cut", *common, callbacks=(StopAfterFirstEpoch(),))
-    assert torch.load(tmp_path / "cut/checkpoints/last.ckpt", weights_only=False)["global_step"] == 4
-    fit(cifar10_dir, tmp_path / "resumed", *common, "--resume", str(tmp_path / "cut/checkpoints/last.ckpt"))
-    full, resumed = final_weights(tmp_path / "full"), final_weights(tmp_path / "resumed")
-    assert torch.load(tmp_path / "resumed/checkpoints/final.ckpt", weights_only=False)["global_step"] == 8
+def assert_resume_matches(data, tmp_path, common, cut_after_epoch, cut_step, total):
+    """Uninterrupted run vs the same run cut after an epoch and resumed (in its own folder)
+    from last.ckpt: the resumed process trains only the remaining steps, ends with the same
+    weights, and its run.json and metrics.csv cover the whole run."""
+    fit(data, tmp_path / "full", *common)
+    fit(data, tmp_path / "cut", *common, callbacks=(StopAfterEpoch(cut_after_epoch),))
+    last = tmp_path / "cut/checkpoints/last.ckpt"
+    saved = torch.load(last, weights_only=True)
+    assert saved["global_step"] == cut_step
+    first_segment = saved["run"]["train_time_s"]
+    counter = CountSteps()
+    argv = ["--data-dir", str(data), "--no-download", "--accelerator", "cpu", *common, "--resume", str(last)]
+    record = main(argv, extra_callbacks=(counter,))
+    assert counter.steps == total - cut_step  # it continued; it did not start over
+    full, resumed = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
+    initial = torch.load(tmp_path / "full/checkpoints/initial.pt", weights_only=True)
+    moved = [k for k in initial if initial[k].is_floating_point() and not torch.allclose(initial[k], full[f"model.{k}"], rtol=1e-3, atol=1e-4)]
+    assert len(moved) > len(initial) // 2  # training changed the weights, so equality means something
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], rtol=1e-5, atol=1e-6, msg=key)
+    steps = [int(r["step"]) for r in read_metrics_csv(tmp_path / "cut/metrics.csv") if r.get("train/loss_step")]
+    assert steps == list(range(total))  # the rows of both segments
+    assert record["train_time_s"] > first_segment  # both segments' time, not only the last one's
+
+
+def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(cifar10_dir, tmp_path):
+    """2 steps an epoch, 4 epochs: cut at step 6, after the first averaging step (5)."""
+    common = ["--model", "fast", "--epochs", "4", "--batch-size", "50", "--no-tta", "--train-subset", "100",
+              "--log-every-n-steps", "1"]  # fmt: skip
+    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=2, cut_step=6, total=8)
+
+
+def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_dir, tmp_path):
+    """Dropout on: the resumed run draws the masks the uninterrupted one drew (torch's
+    generator state restored from the checkpoint)."""
+    common = ["--model", "small_cnn", "--epochs", "2", "--batch-size", "50", "--train-subset", "100",
+              "--log-every-n-steps", "1"]  # fmt: skip
+    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=0, cut_step=2, total=4)
 
 
 def run_script(*args):

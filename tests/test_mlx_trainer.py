@@ -1,5 +1,6 @@
 """MLXTrainer and scripts/fit_mlx.py on tiny fixtures: logs, checkpoints, resume, NaN, errors."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -61,11 +62,15 @@ def assert_resume_matches(data, tmp_path, common, cut_after_epoch, cut_step, tot
     meta = json.loads(str(np.load(tmp_path / "cut/checkpoints/last.npz")["meta"]))
     assert meta["global_step"] == cut_step
     counter = CountSteps()
-    fit_mlx(data, tmp_path / "resumed", *common, "--resume", str(tmp_path / "cut/checkpoints/last.npz"),
-            callbacks=(counter,))  # fmt: skip
+    argv = ["--data-dir", str(data), "--no-download", "--cpu", "--log-every-n-steps", "1", *common,
+            "--resume", str(tmp_path / "cut/checkpoints/last.npz")]  # fmt: skip
+    record = main(argv, callbacks=(counter,))  # continues in the checkpoint's own folder
     assert counter.steps == total - cut_step  # it continued; it did not start over
     full = np.load(tmp_path / "full/checkpoints/final.npz")
-    resumed = np.load(tmp_path / "resumed/checkpoints/final.npz")
+    resumed = np.load(tmp_path / "cut/checkpoints/final.npz")
+    steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "cut/metrics.csv")) if r.get("train/loss_step")]
+    assert steps == list(range(total))  # the rows of both segments
+    assert record["train_time_s"] > meta["train_time_s"]  # both segments' time, not only the last one's
     initial = np.load(tmp_path / "full/checkpoints/initial.npz")
     assert json.loads(str(resumed["meta"]))["global_step"] == total
     moved = [k for k in initial.files if not np.allclose(initial[k], full[f"model.{k}"], rtol=1e-3, atol=1e-4)]
@@ -101,7 +106,7 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ci
 
     trainer = MLXTrainer(max_epochs=3, callbacks=[PoisonAfterFirstEpoch()], default_root_dir=tmp_path,
                          log_every_n_steps=1, enable_progress_bar=False)  # fmt: skip
-    with pytest.raises(NonFiniteLossError, match=r"training loss became nan at step 5; the last good checkpoint is"):
+    with pytest.raises(NonFiniteLossError, match=r"training loss became nan at step 4; the last good checkpoint is"):
         trainer.fit(module, dm)
     kept = np.load(tmp_path / "checkpoints/last.npz")
     assert json.loads(str(kept["meta"]))["global_step"] == 4

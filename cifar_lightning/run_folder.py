@@ -1,0 +1,122 @@
+"""A run's folder and its book-keeping, the same for both frameworks (standard library only).
+
+Each run, evaluations included, writes into a folder of its own; a folder that holds
+a run is never written into again unless the user says so (``--overwrite``) or
+continues that very run (``--resume``, which checks that every setting that shapes
+the run matches the checkpoint's). A resumed run keeps the rows of ``metrics.csv``
+and the training time of its earlier segments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shlex
+import shutil
+import time
+from pathlib import Path
+
+from .errors import UsageError
+
+RUN_FILES = ("run.json", "metrics.csv", "checkpoints")  # what makes a folder a run's
+
+
+def default_run_folder(framework: str, args: argparse.Namespace) -> Path:
+    """runs/<framework>-<model>-<dataset>[-test]-<date>-<time>, made unique with -2, -3, ..."""
+    kind = "-test" if args.test_only else ""
+    base = Path("runs") / f"{framework}-{args.model}-{args.dataset}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, n = base, 1
+    while folder.exists():
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    return folder
+
+
+def resume_folder(checkpoint: str | Path) -> Path:
+    """The run folder a checkpoint belongs to (<run>/checkpoints/<file>)."""
+    return Path(checkpoint).resolve().parent.parent
+
+
+def choose_run_folder(framework: str, args: argparse.Namespace) -> Path:
+    """The folder this run writes into, created; raises UsageError rather than touch another run."""
+    if args.resume:
+        folder = resume_folder(args.resume)
+        if args.output_dir and Path(args.output_dir).resolve() != folder:
+            raise UsageError(f"--resume continues the run in {folder}; drop --output-dir {args.output_dir}")
+        return folder
+    if args.output_dir is None:
+        folder = default_run_folder(framework, args)
+    else:
+        folder = Path(args.output_dir)
+        held = [name for name in RUN_FILES if (folder / name).exists()]
+        if held and not args.overwrite:
+            what = "a finished run" if "run.json" in held else "an unfinished run (resume it with --resume)"
+            raise UsageError(f"--output-dir {folder} already holds {what}: choose a new folder, or add --overwrite "
+                             "to replace it")  # fmt: skip
+        for name in held:
+            target = folder / name
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# ------------------------------------------------------------------ resume
+FLAG_NAMES = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "momentum": "--momentum",
+              "weight_decay": "--weight-decay", "seed": "--seed", "model": "--model", "dataset": "--dataset",
+              "train_subset": "--train-subset", "val_size": "--val-size", "dropout": "--dropout"}  # fmt: skip
+
+
+def run_settings(args: argparse.Namespace, recipe: dict) -> dict:
+    """Every setting that shapes training (not evaluation): what a resumed run must share."""
+    shaping = {k: v for k, v in recipe.items() if k != "tta"}
+    return {"model": args.model, "dataset": args.dataset, "train_subset": args.train_subset,
+            "val_size": args.val_size, "dropout": args.dropout, **shaping}  # fmt: skip
+
+
+def check_resume_settings(saved: dict, now: dict, checkpoint: str | Path) -> None:
+    """Raise UsageError naming every setting whose value differs from the checkpoint's run."""
+    differ = [k for k in now if k in saved and saved[k] != now[k]]
+    if differ:
+        listed = ", ".join(f"{FLAG_NAMES.get(k, k)} {saved[k]} there, {now[k]} here" for k in differ)
+        raise UsageError(f"--resume {checkpoint} belongs to another run: {listed}; resume with the run's own settings")
+
+
+def resume_command(script: str, argv: list[str], checkpoint: str | Path) -> str:
+    """The command that continues this run from `checkpoint` (earlier --resume and
+    --output-dir dropped: the run continues in the checkpoint's folder)."""
+    kept, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+            continue
+        if a in ("--resume", "--output-dir"):
+            skip = True
+            continue
+        if a.startswith(("--resume=", "--output-dir=")) or a == "--overwrite":
+            continue
+        kept.append(a)
+    return shlex.join(["python", f"scripts/{script}", *kept, "--resume", str(checkpoint)])
+
+
+# ----------------------------------------------------------------- history
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def keep_history(path: Path, earlier: list[dict], before_step: int) -> None:
+    """Put back in front of metrics.csv the rows an earlier segment logged for steps before
+    `before_step` (those the checkpoint covers; later ones are trained again)."""
+    earlier = [r for r in earlier if r.get("step") not in (None, "") and int(r["step"]) < before_step]
+    if not earlier:
+        return
+    rows = earlier + read_rows(path)
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
