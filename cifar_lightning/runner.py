@@ -15,11 +15,14 @@ from .run_folder import choose_run_folder
 
 def parser() -> argparse.ArgumentParser:
     p = common_parser("Train a CIFAR classifier with PyTorch Lightning.")
-    p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "mps", "cuda"))
-    p.add_argument("--devices", default="auto", help="number of devices, or auto")
-    p.add_argument("--precision", default="32-true", help="Lightning precision, e.g. 32-true, 16-mixed, bf16-mixed")
-    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--accelerator", default="auto", choices=("auto", "cpu", "mps", "cuda"),
+                   help="where torch trains; auto: cuda, else mps, else cpu (default: auto)")  # fmt: skip
+    p.add_argument("--devices", default="auto", help="number of devices, or auto (default: auto)")
+    p.add_argument("--precision", default="32-true",
+                   help="Lightning precision: 32-true, 16-mixed, bf16-mixed (default: 32-true)")  # fmt: skip
+    p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices (default: auto)")
+    p.add_argument("--num-workers", type=int, default=0,
+                   help="accepted for DataLoader compatibility; batches are built in the main process (default: 0)")
     p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on CPU)")
     return p
 

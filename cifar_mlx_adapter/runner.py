@@ -20,8 +20,10 @@ from cifar_lightning.runner import finish, prepare, record_failure
 def parser() -> argparse.ArgumentParser:
     p = common_parser("Train a CIFAR classifier natively in Apple MLX.")
     p.add_argument("--cpu", action="store_true", help="run on the CPU instead of the Metal GPU")
-    p.add_argument("--memory-limit", type=float, metavar="GB", help="cap MLX's Metal memory at this many GB")
-    p.add_argument("--limit-train-batches", type=int, help="train on this many batches per epoch only")
+    p.add_argument("--memory-limit", type=float, metavar="GB", help="cap MLX's Metal memory at this many GB "
+                                                                    "(default: MLX's own limit)")  # fmt: skip
+    p.add_argument("--limit-train-batches", type=int, metavar="N",
+                   help="train on this many batches per epoch only (default: all)")
     return p
 
 

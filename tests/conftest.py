@@ -10,7 +10,11 @@ import pytest
 
 from cifar_lightning.datasets import DATASETS
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+import os
+
+# the real CIFAR-10 for test_real_data.py: $CIFAR_DATA_DIR (a folder holding cifar-10-batches-py/),
+# else ../shared/data beside the checkout
+SHARED_DATA = Path(os.environ.get("CIFAR_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def learnable_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -66,5 +70,5 @@ def cifar100_dir(tmp_path) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").is_file():
-        pytest.skip(f"real CIFAR-10 not found at {SHARED_DATA}")
+        pytest.skip(f"real CIFAR-10 not found at {SHARED_DATA} (set CIFAR_DATA_DIR to a folder holding cifar-10-batches-py/)")
     return SHARED_DATA
