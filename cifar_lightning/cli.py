@@ -21,8 +21,9 @@ EXIT_BUSY = 4  # --no-wait and another training holds the lock
 
 def common_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="(default: cifar10)")
-    p.add_argument("--model", default="small_cnn", choices=MODEL_NAMES, help="(default: small_cnn)")
+    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="which CIFAR (default: cifar10)")
+    p.add_argument("--model", default="small_cnn", choices=MODEL_NAMES,
+                   help="the network, trained with its own recipe (default: small_cnn)")  # fmt: skip
     p.add_argument("--epochs", type=float, help="training epochs, may be fractional (default: the model's recipe)")
     p.add_argument("--batch-size", type=int, help="training images per optimizer step (default: the model's recipe)")
     p.add_argument("--lr", type=float, help="peak learning rate, as torch's SGD takes it (default: the model's recipe)")
@@ -43,7 +44,8 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint, in its folder")
     p.add_argument("--weights", metavar="PATH", help="start from weights saved by either framework")
     p.add_argument("--test-only", action="store_true", help="evaluate --weights on the test set, no training")
-    p.add_argument("--no-tta", action="store_true", help="evaluate without test-time augmentation")
+    p.add_argument("--no-tta", action="store_true",
+                   help="evaluate without test-time augmentation (on by default where the recipe uses it: fast)")
     p.add_argument("--dropout", type=float, metavar="P",
                    help="small_cnn's dropout probability (default: 0.25; 0 turns it off)")  # fmt: skip
     p.add_argument("--log-every-n-steps", type=int, metavar="N",
@@ -131,5 +133,7 @@ def run_cli(parser: argparse.ArgumentParser, run, argv: list[str] | None, callba
         return run(args, callbacks)
     except NonFiniteLossError as e:
         exit_with(str(e), EXIT_DIVERGED)
+    except KeyboardInterrupt:  # e.g. while waiting for the training lock: nothing was trained
+        exit_with("interrupted", 130)
     except CIFARError as e:
         exit_with(str(e), getattr(e, "exit_code", EXIT_USAGE))

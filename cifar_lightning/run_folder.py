@@ -13,6 +13,7 @@ import argparse
 import csv
 import shlex
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def resume_folder(checkpoint: str | Path) -> Path:
 
 
 def choose_run_folder(framework: str, args: argparse.Namespace) -> Path:
-    """The folder this run writes into, created; raises UsageError rather than touch another run."""
+    """The folder this run will write into (not yet created: see ``claim_run_folder``);
+    raises UsageError rather than touch another run."""
     if args.resume:
         folder = resume_folder(args.resume)
         if args.output_dir and Path(args.output_dir).resolve() != folder:
@@ -53,9 +55,25 @@ def choose_run_folder(framework: str, args: argparse.Namespace) -> Path:
             what = "a finished run" if "run.json" in held else "an unfinished run (resume it with --resume)"
             raise UsageError(f"--output-dir {folder} already holds {what}: choose a new folder, or add --overwrite "
                              "to replace it")  # fmt: skip
-        for name in held:
+    return folder
+
+
+def claim_run_folder(folder: Path, framework: str, args: argparse.Namespace) -> Path:
+    """Create the run folder once every check has passed (so refused runs leave nothing);
+    with --overwrite, remove the run it held. A default folder taken meanwhile (by a run
+    that waited for the same lock) is replaced by a fresh name."""
+    if args.resume:
+        return folder
+    if args.output_dir is None:
+        if folder.exists():
+            folder = default_run_folder(framework, args)
+    else:
+        for name in RUN_FILES:
             target = folder / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -78,7 +96,14 @@ def check_resume_settings(saved: dict, now: dict, checkpoint: str | Path) -> Non
     differ = [k for k in now if k in saved and saved[k] != now[k]]
     if differ:
         listed = ", ".join(f"{FLAG_NAMES.get(k, k)} {saved[k]} there, {now[k]} here" for k in differ)
-        raise UsageError(f"--resume {checkpoint} belongs to another run: {listed}; resume with the run's own settings")
+        raise UsageError(f"--resume {checkpoint} was trained with other settings: {listed}; resume with the run's own")
+
+
+def script_path(name: str) -> str:
+    """How the user called the script `name` (so a printed command runs from their folder);
+    scripts/<name> when it was called from Python (the tests)."""
+    called = sys.argv[0] if sys.argv else ""
+    return called if Path(called).name == name else f"scripts/{name}"
 
 
 def resume_command(script: str, argv: list[str], checkpoint: str | Path) -> str:
@@ -95,7 +120,7 @@ def resume_command(script: str, argv: list[str], checkpoint: str | Path) -> str:
         if a.startswith(("--resume=", "--output-dir=")) or a == "--overwrite":
             continue
         kept.append(a)
-    return shlex.join(["python", f"scripts/{script}", *kept, "--resume", str(checkpoint)])
+    return shlex.join(["python", script_path(script), *kept, "--resume", str(checkpoint)])
 
 
 # ----------------------------------------------------------------- history

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .cli import common_parser, log_every_n_steps, model_kwargs, recipe_overrides, run_cli
 from .errors import NonFiniteLossError, UsageError
-from .run_folder import choose_run_folder
+from .run_folder import choose_run_folder, claim_run_folder
 
 
 def parser() -> argparse.ArgumentParser:
@@ -70,6 +70,14 @@ def prepare(args: argparse.Namespace, framework: str, world_size: int = 1):
     dm.setup()
     out = choose_run_folder(framework, args)
     return recipe, dm, out
+
+
+def load_weights_flag(load) -> None:
+    """Run `load` (which reads --weights); its UsageError names the flag."""
+    try:
+        load()
+    except UsageError as e:
+        raise UsageError(f"--weights {e}") from None
 
 
 def record_failure(args, out: Path, framework: str, message: str, checkpoint) -> None:
@@ -187,9 +195,10 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
                              model_kwargs=model_kwargs(args), channels_last=args.channels_last)  # fmt: skip
     if args.weights:
-        load_into_torch(module.model, args.weights)
+        load_weights_flag(lambda: load_into_torch(module.model, args.weights))
     elif recipe.whiten_bias_epochs and not args.resume:
         init_whitening(module.model, dm.normalize(dm.train_images[:5000]))
+    out = claim_run_folder(out, "torch", args)  # every check has passed: now the folder is made
     if not args.test_only and not args.resume:
         # the starting point, so the other framework can start from the same weights (--weights)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -222,14 +231,14 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
                 keep_history(out / "metrics.csv", history, resumed["global_step"] if resumed else 0)
                 record_failure(args, out, "pytorch", str(e), book.last_checkpoint(trainer))
             raise
-        if resumed is not None:
-            keep_history(out / "metrics.csv", history, resumed["global_step"])
         steps = module.total_training_steps()  # per rank, as the trainer counts them
         checkpoint = out / "checkpoints" / "final.ckpt"
         trainer.save_checkpoint(checkpoint)
     results = trainer.test(module, datamodule=dm, verbose=False)[0]
     if trainer.global_rank != 0:
         return {}
+    if resumed is not None:  # after the test: the CSV logger rewrites the file when its columns grow
+        keep_history(out / "metrics.csv", history, resumed["global_step"])
     results["per_class_accuracy"] = module.per_class_accuracy.numpy()
     results["confusion_matrix"] = module.confusion_matrix.numpy()
     if not recipe.tta:
@@ -246,7 +255,7 @@ def print_summary(record: dict) -> None:
     print(f"\ntest accuracy {100 * record['test_accuracy']:.2f}%", end="")
     if record.get("test_accuracy_no_tta") is not None:
         print(f" (without TTA {100 * record['test_accuracy_no_tta']:.2f}%)", end="")
-    print(f", trained in {record['train_time_s']:.0f} s")
+    print(f", trained in {record['train_time_s']:.0f} s (validation included)" if record["epochs"] else ", evaluation only")
     for name, acc in record["per_class_accuracy"].items():
         print(f"  {name:>12s} {100 * acc:6.2f}%")
 

@@ -76,8 +76,8 @@ def load_torch_state(path: str | Path) -> dict:
     try:  # weights_only: a file that needs arbitrary pickle is refused, and no code in it runs
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise UsageError(f"{path} is not a weights file that loads safely with torch.load(weights_only=True) "
-                         f"({type(e).__name__}); nothing in it was run") from None  # fmt: skip
+        raise UsageError(f"{path} is no weights file that loads without running code (a PyTorch file that "
+                         f"needs pickle, or no weights file at all: {type(e).__name__}); nothing in it was run") from None  # fmt: skip
     if not isinstance(checkpoint, dict):
         raise UsageError(f"{path} holds a {type(checkpoint).__name__}, not a state dict or checkpoint")
     state = checkpoint.get("state_dict", checkpoint)

@@ -14,7 +14,8 @@ import numpy as np
 
 from cifar_lightning.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from cifar_lightning.errors import NonFiniteLossError, UsageError
-from cifar_lightning.runner import finish, prepare, record_failure
+from cifar_lightning.run_folder import claim_run_folder
+from cifar_lightning.runner import finish, load_weights_flag, prepare, record_failure
 
 
 def parser() -> argparse.ArgumentParser:
@@ -85,9 +86,10 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
     module = MLXClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
                            model_kwargs=model_kwargs(args))  # fmt: skip
     if args.weights:
-        load_file(module.model, args.weights)
+        load_weights_flag(lambda: load_file(module.model, args.weights))
     elif recipe.whiten_bias_epochs and not args.resume:
         init_whitening(module.model, dm.normalize(dm.train_images[:5000]).numpy())
+    out = claim_run_folder(out, "mlx", args)  # every check has passed: now the folder is made
     if not args.test_only and not args.resume:
         # the starting point, so the other framework can start from the same weights (--weights)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -100,21 +102,22 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
                          log_every_n_steps=log_every_n_steps(args, steps), limit_train_batches=args.limit_train_batches,
                          checkpoint_meta={"settings": settings})  # fmt: skip
     checkpoint = args.weights
-    if not args.test_only:
-        try:
-            trainer.fit(module, dm, ckpt_path=args.resume)
-        except NonFiniteLossError as e:
-            record_failure(args, out, "mlx", str(e), trainer.last_checkpoint)
-            raise
-        except KeyboardInterrupt:
-            if trainer.last_checkpoint:
-                hint = resume_command("fit_mlx.py", args.argv, trainer.last_checkpoint)
-                print(f"\ninterrupted; resume with:\n  {hint}", file=sys.stderr, flush=True)
-            else:
-                print("\ninterrupted before the first checkpoint: nothing to resume", file=sys.stderr, flush=True)
-            raise SystemExit(130) from None
-        checkpoint = trainer.save_checkpoint(out / "checkpoints" / "final.npz", module)
-    test = trainer.test(module, dm, verbose=False)
+    try:
+        if not args.test_only:
+            try:
+                trainer.fit(module, dm, ckpt_path=args.resume)
+            except NonFiniteLossError as e:
+                record_failure(args, out, "mlx", str(e), trainer.last_checkpoint)
+                raise
+            checkpoint = trainer.save_checkpoint(out / "checkpoints" / "final.npz", module)
+        test = trainer.test(module, dm, verbose=False)
+    except KeyboardInterrupt:
+        if trainer.last_checkpoint and not args.test_only:
+            hint = resume_command("fit_mlx.py", args.argv, trainer.last_checkpoint)
+            print(f"\ninterrupted; resume with:\n  {hint}", file=sys.stderr, flush=True)
+        else:
+            print("\ninterrupted before the first checkpoint: nothing to resume", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     args.extra_hparams = {"device": device, "limit_train_batches": args.limit_train_batches, **model_kwargs(args)}
     return finish(args, out, dm, recipe, framework="mlx", versions=package_versions("mlx", "torch", "torchmetrics"),
                   accelerator=device, parameters=count_parameters(module.model), steps=trainer.total_steps,

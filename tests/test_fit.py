@@ -91,10 +91,13 @@ def assert_resume_matches(data, tmp_path, common, cut_after_epoch, cut_step, tot
 
 
 def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(cifar10_dir, tmp_path):
-    """2 steps an epoch, 4 epochs: cut at step 6, after the first averaging step (5)."""
-    common = ["--model", "fast", "--epochs", "4", "--batch-size", "50", "--no-tta", "--train-subset", "100",
+    """2 steps an epoch, 6 epochs, averaging every 5 steps: cut at step 6, between the
+    averaging steps 5 and 10 and before the whitening-bias freeze (epoch 3). The final
+    weights are the average of step 10, which the restored weights, optimiser state,
+    averaging state and the freeze after the resume all feed."""
+    common = ["--model", "fast", "--epochs", "6", "--batch-size", "50", "--no-tta", "--train-subset", "100",
               "--log-every-n-steps", "1"]  # fmt: skip
-    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=2, cut_step=6, total=8)
+    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=2, cut_step=6, total=12)
 
 
 def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_dir, tmp_path):

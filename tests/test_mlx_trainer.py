@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cifar_lightning import CIFARDataModule
+from cifar_lightning.recipes import get_recipe
 from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer, NonFiniteLossError
 from cifar_lightning.reporting import RUN_SCHEMA_KEYS
 from cifar_mlx_adapter.runner import main
@@ -81,11 +82,12 @@ def assert_resume_matches(data, tmp_path, common, cut_after_epoch, cut_step, tot
 
 
 def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(cifar10_dir, tmp_path):
-    """2 steps an epoch, 4 epochs: cut at step 6, after the first averaging step (5) and
-    the whitening-bias freeze (after epoch 3 starts): the averaged weights, the
-    optimiser state and the recompiled step all come back."""
-    common = ["--model", "fast", "--epochs", "4", "--batch-size", "50", "--no-tta", "--train-subset", "100"]
-    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=2, cut_step=6, total=8)
+    """2 steps an epoch, 6 epochs, averaging every 5 steps: cut at step 6, between the
+    averaging steps 5 and 10 and before the whitening-bias freeze (epoch 3). The final
+    weights are the average of step 10, which the restored weights, optimiser state,
+    averaging state and the freeze after the resume all feed."""
+    common = ["--model", "fast", "--epochs", "6", "--batch-size", "50", "--no-tta", "--train-subset", "100"]
+    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=2, cut_step=6, total=12)
 
 
 def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_dir, tmp_path):
@@ -134,3 +136,25 @@ def test_fit_mlx_learns_a_learnable_fixture(cifar10_dir, tmp_path, model):
     On 50 test images chance accuracy has standard deviation 0.042, so 0.4 is 7 above it."""
     record = fit_mlx(cifar10_dir, tmp_path / model, "--model", model, "--epochs", "3", "--batch-size", "20", "--no-tta")
     assert record["test_accuracy"] >= 0.4, record["test_accuracy"]
+
+
+def test_whitening_bias_trains_for_its_epochs_then_freezes_in_the_compiled_step(cifar10_dir, tmp_path):
+    """The fast recipe trains the whitening bias for 3 epochs only: MLXTrainer.fit must
+    recompile its step when the module freezes it, or the old graph keeps updating it.
+    Weight averaging is off here, so nothing else moves the bias."""
+    recipe = {**get_recipe("fast").to_dict(), "epochs": 4, "batch_size": 50, "average_every": 0, "tta": False}
+    module = MLXClassifier("fast", 10, recipe=recipe)
+    biases = {}
+
+    class Watch(Callback):
+        def on_train_epoch_start(self, trainer, module):
+            biases[trainer.current_epoch] = np.array(module.model.whiten.bias)
+
+        def on_fit_end(self, trainer, module):
+            biases["end"] = np.array(module.model.whiten.bias)
+
+    dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=50, download=False, crop_padding=2, pad_mode="reflect",
+                         train_subset=100)  # fmt: skip
+    MLXTrainer(max_epochs=4, callbacks=[Watch()], default_root_dir=tmp_path, enable_progress_bar=False).fit(module, dm)
+    assert not np.allclose(biases[0], biases[3])  # trained in epochs 0-2
+    np.testing.assert_array_equal(biases[3], biases["end"])  # frozen from epoch 3 on

@@ -59,3 +59,11 @@ def test_overrides_and_unknown_model():
     assert get_recipe("resnet18").with_overrides(lr=0.2, epochs=None).lr == 0.2
     with pytest.raises(ValueError, match="unknown model"):
         get_recipe("nope")
+
+
+def test_total_steps_is_not_pushed_over_an_integer_by_float_error():
+    from cifar_lightning.recipes import total_steps
+
+    assert 45 * 2.2 / 3 > 33  # what the product of floats gives
+    assert total_steps(2.2, 15) == 33 and total_steps(2.2, 45 / 3) == 33
+    assert total_steps(1.5, 4) == 6 and total_steps(0.01, 10) == 1

@@ -139,8 +139,8 @@ def test_resume_refuses_another_runs_settings_and_the_other_frameworks_checkpoin
     last = out / "checkpoints" / ("last.ckpt" if framework == "torch" else "last.npz")
     common = ["--data-dir", str(cifar10_dir), "--no-download", "--model", "small_cnn", "--train-subset", "100"]
     r = run_script(framework, *common, "--epochs", "1.5", "--batch-size", "25", "--resume", str(last), capsys=capsys)
-    assert one_line(r) == (f"error: --resume {last} belongs to another run: --epochs 2.0 there, 1.5 here, "
-                           "--batch-size 50 there, 25 here; resume with the run's own settings")  # fmt: skip
+    assert one_line(r) == (f"error: --resume {last} was trained with other settings: --epochs 2.0 there, 1.5 here, "
+                           "--batch-size 50 there, 25 here; resume with the run's own")  # fmt: skip
     other = "mlx" if framework == "torch" else "torch"
     r = run_script(other, *common, "--epochs", "2", "--batch-size", "50", "--resume", str(last), capsys=capsys)
     assert f"is a{'n MLX' if framework == 'mlx' else ' PyTorch'} checkpoint: resume it with scripts/{script(framework)}" in one_line(r)
@@ -194,7 +194,7 @@ def test_one_training_at_a_time(framework, cifar10_dir, tmp_path, capsys, monkey
     holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), "8"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert holder.stdout.readline().strip() == "held"
     busy = run_script(framework, *args, "--output-dir", str(tmp_path / "a"), "--no-wait", capsys=capsys)
-    assert busy[0] == 4
+    assert busy[0] == 4 and not (tmp_path / "a").exists()  # a refused run leaves no folder
     assert one_line(busy).startswith(f"error: another training is running (process {holder.pid}, run folder runs/holder")
     waited = run_script(framework, *args, "--output-dir", str(tmp_path / "b"), capsys=capsys)
     assert waited[0] == 0, waited[1][-2000:]
@@ -235,7 +235,8 @@ def test_files_that_need_pickle_or_are_no_checkpoint_are_refused_and_nothing_run
     extra = ["--test-only"] if flag == "--weights" else []
     args = ["--data-dir", str(cifar10_dir), "--no-download", "--model", "small_cnn", "--output-dir", str(tmp_path / "o")]
     r = run_script(framework, *args, *extra, flag, str(evil), capsys=capsys)
-    assert str(evil) in one_line(r) and not marker.exists()
+    assert one_line(r).startswith(f"error: {flag} {evil}") and not marker.exists()
+    assert not (tmp_path / "o").exists()  # a refused run leaves no folder
     r = run_script(framework, *args, *extra, flag, str(ROOT / "README.md"), capsys=capsys)
     assert "README.md" in one_line(r)
 
