@@ -123,8 +123,16 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, title: str) -> None:
     a.set_ylabel("loss")
     b.set_xlabel("step")
     b.set_ylabel("accuracy")
-    for ax in (a, b):
-        ax.legend()
+    _finish_figure(fig, (a, b), title, path)
+
+
+def _finish_figure(fig, axes, title: str, path: str | Path) -> None:
+    """Legends, grid and title; save at 100 dpi and close."""
+    import matplotlib.pyplot as plt
+
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend()
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
@@ -362,10 +370,4 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
                 b.plot(*zip(*acc), color=colours[fw], alpha=0.8, marker="o", label=label)
     a.set(xlabel="optimizer step", ylabel="training loss (per image)")
     b.set(xlabel="optimizer steps done", ylabel="val/acc (the test set when --val-size is 0)")
-    for ax in (a, b):
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _finish_figure(fig, (a, b), title, path)

@@ -127,7 +127,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
     reporting.write_json_atomic(out / "run.json", record)
     title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
     reporting.plot_confusion(test["confusion_matrix"], classes, out / "confusion.png", title)
-    if metrics_csv.exists():
+    if metrics_csv.exists() and not args.test_only:  # an evaluation has no curves
         reporting.plot_curves(metrics_csv, out / "curves.png", title)
     print_summary(record)
     print_outputs(out)
