@@ -365,7 +365,8 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
             loss = [(int(x["step"]), float(x["train/loss_step"])) for x in rows if x.get("train/loss_step")]
             acc = [(int(x["step"]) + 1, float(x["val/acc"])) for x in rows if x.get("val/acc")]
             if loss:
-                a.plot(*zip(*loss), color=colours[fw], alpha=0.6, linewidth=1, label=label)
+                a.plot(*zip(*loss), color=colours[fw], alpha=0.6, linewidth=1, label=label,
+                       marker="o" if len(loss) < 30 else None, markersize=4)  # few points: show each
             if acc:
                 b.plot(*zip(*acc), color=colours[fw], alpha=0.8, marker="o", label=label)
     a.set(xlabel="optimizer step", ylabel="training loss (per image)")
