@@ -140,6 +140,7 @@ class CIFARDataModule(L.LightningDataModule):
         # num_workers is accepted for DataModule compatibility; batches are built
         # with vectorised tensor ops in the main process, which is faster here.
         self._train = self._val = self._test = None
+        self._training_split = None  # the raw training split, read once; dropped after setup
 
     @property
     def classes(self) -> list[str]:
@@ -189,7 +190,7 @@ class CIFARDataModule(L.LightningDataModule):
         return len(self._read_training_split()[1])
 
     def _read_training_split(self) -> tuple[np.ndarray, np.ndarray]:
-        if getattr(self, "_training_split", None) is None:
+        if self._training_split is None:
             self._training_split = read_split(self.data_dir, self.info.name, train=True)
         return self._training_split
 

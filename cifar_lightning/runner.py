@@ -80,6 +80,11 @@ def load_weights_flag(load) -> None:
         raise UsageError(f"--weights {e}") from None
 
 
+def run_command(framework: str, args) -> str:
+    """The command a run.json records, as run from the repository's root."""
+    return f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + shlex.join(args.argv)
+
+
 def record_failure(args, out: Path, framework: str, message: str, checkpoint) -> None:
     """run.json of a run that did not finish: marked failed, never read as a result."""
     from .reporting import write_json_atomic
@@ -87,7 +92,7 @@ def record_failure(args, out: Path, framework: str, message: str, checkpoint) ->
     write_json_atomic(out / "run.json", {
         "status": "failed", "error": message, "framework": framework, "dataset": args.dataset, "model": args.model,
         "last_good_checkpoint": str(checkpoint) if checkpoint else None,
-        "command": f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + shlex.join(args.argv),
+        "command": run_command(framework, args),
     })  # fmt: skip
 
 
@@ -122,7 +127,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
         "per_class_accuracy": reporting.per_class_dict(test["per_class_accuracy"], classes),
         "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
         "checkpoint": str(checkpoint) if checkpoint else None,
-        "command": f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + shlex.join(args.argv),
+        "command": run_command(framework, args),
     }
     reporting.write_json_atomic(out / "run.json", record)
     title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
@@ -137,17 +142,14 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
 def read_torch_checkpoint(path: str | Path, flag: str) -> dict:
     """A Lightning checkpoint loaded safely (``weights_only=True``: no code in it runs);
     UsageError for another framework's checkpoint, or a file that is no such checkpoint."""
-    import pickle
-
-    import torch
+    from .weights import load_torch_file
 
     if str(path).endswith(".npz"):
         raise UsageError(f"{flag} {path} is an MLX checkpoint: resume it with scripts/fit_mlx.py")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise UsageError(f"{flag} {path} is not a checkpoint that loads safely with torch.load(weights_only=True) "
-                         f"({type(e).__name__}); nothing in it was run") from None  # fmt: skip
+        checkpoint = load_torch_file(path)
+    except UsageError as e:
+        raise UsageError(f"{flag} {e}") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UsageError(f"{flag} {path} holds no Lightning checkpoint (no state_dict); a fit.py run writes them "
                          "to <run>/checkpoints/last.ckpt")  # fmt: skip

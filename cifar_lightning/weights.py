@@ -61,6 +61,18 @@ def read_npz_model(path: str | Path) -> dict[str, np.ndarray]:
     return model or arrays
 
 
+def load_torch_file(path: str | Path):
+    """``torch.load(weights_only=True)`` on the CPU: a file that needs arbitrary pickle, or is
+    no torch file at all, raises UsageError, and no code in it runs."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise UsageError(f"{path} is no weights file that loads without running code (a PyTorch file that "
+                         f"needs pickle, or no weights file at all: {type(e).__name__}); nothing in it was run") from None  # fmt: skip
+
+
 def load_torch_state(path: str | Path) -> dict:
     """A torch state dict for the bare model from either framework's file."""
     import torch
@@ -73,11 +85,7 @@ def load_torch_state(path: str | Path) -> dict:
         for key in [k for k in state if k.endswith("running_mean")]:  # MLX keeps no batch counter
             state[key[: -len("running_mean")] + "num_batches_tracked"] = torch.tensor(0)
         return state
-    try:  # weights_only: a file that needs arbitrary pickle is refused, and no code in it runs
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise UsageError(f"{path} is no weights file that loads without running code (a PyTorch file that "
-                         f"needs pickle, or no weights file at all: {type(e).__name__}); nothing in it was run") from None  # fmt: skip
+    checkpoint = load_torch_file(path)
     if not isinstance(checkpoint, dict):
         raise UsageError(f"{path} holds a {type(checkpoint).__name__}, not a state dict or checkpoint")
     state = checkpoint.get("state_dict", checkpoint)

@@ -26,8 +26,6 @@ from cifar_lightning.recipes import total_steps
 from .convert import load_weights, mlx_state
 
 
-
-
 def to_mlx(batch) -> tuple[mx.array, mx.array]:
     """A (NCHW float tensor, labels) batch of the DataModule as NHWC mx arrays, converted once."""
     images, labels = batch
@@ -91,6 +89,7 @@ class MLXTrainer:
         self.limit_train_batches = limit_train_batches
         self.checkpoint_meta = checkpoint_meta or {}  # plain values kept in every checkpoint (the run's settings)
         self.train_time_s = 0.0  # seconds spent in fit, earlier segments of a resumed run included
+        self._fit_started: float | None = None  # perf_counter() when this segment's fit began
         self.current_epoch = 0
         self.global_step = 0
         self.total_steps = 0
@@ -138,8 +137,7 @@ class MLXTrainer:
         for cb in self.callbacks:
             cb.on_fit_start(self, module)
         step = None
-        started, earlier = time.perf_counter(), self.train_time_s
-        self._elapsed = lambda: earlier + time.perf_counter() - started
+        self._fit_started = time.perf_counter()
         while self.global_step < self.total_steps and not self.should_stop:
             module.model.train()
             if module.on_train_epoch_start() or step is None:
@@ -158,7 +156,13 @@ class MLXTrainer:
                 self.save_checkpoint(self.default_root_dir / "checkpoints" / "last.npz", module)
         for cb in self.callbacks:
             cb.on_fit_end(self, module)
-        self.train_time_s = self._elapsed()
+        self.train_time_s = self.elapsed_train_time()
+        self._fit_started = None
+
+    def elapsed_train_time(self) -> float:
+        """Seconds of fit so far: earlier segments (restored from a checkpoint) plus this one."""
+        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        return self.train_time_s + running
 
     def _train_epoch(self, module, loader, step, per_epoch: int) -> None:
         from tqdm import tqdm
@@ -297,9 +301,8 @@ class MLXTrainer:
         for cb in self.callbacks:
             arrays.update({f"callback.{type(cb).__name__}.{k}": np.array(v) for k, v in cb.state_dict().items()})
         arrays["random.key"] = np.array(mx.random.state[0])  # dropout continues the same sequence on resume
-        elapsed = self._elapsed() if hasattr(self, "_elapsed") else self.train_time_s
         meta = {"global_step": self.global_step, "epoch": self.current_epoch, "total_steps": self.total_steps,
-                "hparams": module.hparams, "recipe": module.recipe.to_dict(), "train_time_s": elapsed,
+                "hparams": module.hparams, "recipe": module.recipe.to_dict(), "train_time_s": self.elapsed_train_time(),
                 **self.checkpoint_meta}  # fmt: skip
         arrays["meta"] = np.array(json.dumps(meta))
         tmp = path.with_name(path.name + ".tmp.npz")
