@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .seeds import derive_seed
+
 
 @dataclass(frozen=True)
 class Augmentation:
@@ -39,17 +41,18 @@ class EpochDraws:
     cutout: torch.Tensor  # (N, 2) int64 top-left corner of the cutout square
 
 
-def _generator(seed: int, epoch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+def _generator(seed: int, purpose: str, epoch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(derive_seed(seed, purpose, epoch))
 
 
 def draw_epoch(aug: Augmentation, num_images: int, seed: int, epoch: int) -> EpochDraws:
-    g = _generator(seed, epoch)
+    """The draws of `epoch` for every training image, from (seed, "augment", epoch)."""
+    g = _generator(seed, "augment", epoch)
     shift = torch.randint(0, 2 * aug.crop_padding + 1, (num_images, 2), generator=g)
     if aug.flip == "alternating":
         # A fixed random half is mirrored on even epochs and the other half on odd
         # ones, so every image is seen both ways in any two consecutive epochs.
-        base = torch.rand(num_images, generator=_generator(seed, -1)) < 0.5
+        base = torch.rand(num_images, generator=_generator(seed, "flip_halves", 0)) < 0.5
         flip = base ^ bool(epoch % 2)
     elif aug.flip == "random":
         flip = torch.rand(num_images, generator=g) < 0.5

@@ -25,10 +25,20 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--model", default="small_cnn", choices=MODEL_NAMES,
                    help="the network, trained with its own recipe (default: small_cnn)")  # fmt: skip
     p.add_argument("--epochs", type=float, help="training epochs, may be fractional (default: the model's recipe)")
-    p.add_argument("--batch-size", type=int, help="training images per optimizer step (default: the model's recipe)")
-    p.add_argument("--lr", type=float, help="peak learning rate, as torch's SGD takes it (default: the model's recipe)")
-    p.add_argument("--momentum", type=float, help="SGD momentum in [0, 1) (default: the model's recipe)")
-    p.add_argument("--weight-decay", type=float, help="L2 weight decay, as torch's SGD takes it (default: the recipe)")
+    p.add_argument("--batch-size", type=int,
+                   help="training images per process per optimizer step; with N processes the step "
+                        "sees N times as many (default: the model's recipe: 128 small_cnn, 64 resnet18, 1024 fast)")  # fmt: skip
+    p.add_argument("--lr", type=float,
+                   help="peak learning rate in the recipe's units: per optimizer step for small_cnn (0.05) and "
+                        "resnet18 (0.1); per 1024 examples of summed loss for fast (11.5, airbench94's unit) "
+                        "(default: the model's recipe)")  # fmt: skip
+    p.add_argument("--momentum", type=float,
+                   help="SGD momentum in [0, 1), for fast only (default: 0.85); small_cnn and resnet18 "
+                        "cycle it 0.95 -> 0.85 -> 0.95 with their OneCycle schedule")  # fmt: skip
+    p.add_argument("--weight-decay", type=float,
+                   help="weight decay in the recipe's units: L2, as torch's SGD takes it, for small_cnn and "
+                        "resnet18 (5e-4); per 1024 examples and decoupled from --lr for fast (0.0153), so the "
+                        "per-step shrink grows with --batch-size (default: the model's recipe)")  # fmt: skip
     p.add_argument("--seed", type=int, help="seed of initialisation, data order, augmentation and dropout "
                                             "(default: the model's recipe)")  # fmt: skip
     p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/ or cifar-100-python/ "
@@ -41,8 +51,10 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=None,
                    help="run folder (default: a new runs/<framework>-<model>-<dataset>-<date>-<time>/)")
     p.add_argument("--overwrite", action="store_true", help="let --output-dir replace a finished run")
-    p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint, in its folder")
-    p.add_argument("--weights", metavar="PATH", help="start from weights saved by either framework")
+    p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint, in its folder (default: a new run)")
+    p.add_argument("--weights", metavar="PATH", help="start from weights saved by either framework, e.g. another run's "
+                                                            "checkpoints/initial.pt (default: a fresh initialisation "
+                                                            "from --seed)")
     p.add_argument("--test-only", action="store_true", help="evaluate --weights on the test set, no training")
     p.add_argument("--no-tta", action="store_true",
                    help="evaluate without test-time augmentation (on by default where the recipe uses it: fast)")
@@ -51,6 +63,13 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--log-every-n-steps", type=int, metavar="N",
                    help="write a training-loss row to metrics.csv every N optimizer steps "
                         "(default: about 20 rows a run, at most every 50 steps)")  # fmt: skip
+    p.add_argument("--limit-train-batches", type=int, metavar="N",
+                   help="train on the first N batches of each epoch only, e.g. for a quick check (default: all)")
+    p.add_argument("--limit-val-batches", type=int, metavar="N",
+                   help="validate on N batches only; 0 skips validation (default: all)")
+    p.add_argument("--limit-test-batches", type=int, metavar="N",
+                   help="test on N batches only: the test accuracy is then that of a part of the test set "
+                        "(default: all)")  # fmt: skip
     p.add_argument("--no-wait", action="store_true",
                    help="if another training holds the machine's training lock, exit at once instead of waiting")
     p.add_argument("--lock-file", metavar="PATH",
@@ -66,9 +85,12 @@ def _check(condition: bool, message: str) -> None:
 
 def validate(args: argparse.Namespace) -> None:
     """Check every common flag before anything runs; raises UsageError naming the flag."""
-    for flag in ("epochs", "batch_size", "lr", "log_every_n_steps", "train_subset"):
+    for flag in ("epochs", "batch_size", "lr", "log_every_n_steps", "train_subset", "limit_train_batches",
+                 "limit_test_batches"):  # fmt: skip
         value = getattr(args, flag)
         _check(value is None or value > 0, f"--{flag.replace('_', '-')} must be positive, got {value}")
+    _check(args.limit_val_batches is None or args.limit_val_batches >= 0,
+           f"--limit-val-batches must be 0 or more batches, got {args.limit_val_batches}")  # fmt: skip
     _check(args.momentum is None or 0 <= args.momentum < 1, f"--momentum must lie in [0, 1), got {args.momentum}")
     _check(args.weight_decay is None or args.weight_decay >= 0,
            f"--weight-decay must be 0 or more, got {args.weight_decay}")  # fmt: skip

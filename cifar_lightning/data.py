@@ -16,10 +16,12 @@ import torch
 
 from .augment import Augmentation, augment, draw_epoch, normalize
 from .datasets import CIFARDataError, dataset_info, dataset_present, read_class_names, read_split
+from .plain import to_plain
+from .seeds import derive_seed
 
 
 class EpochSampler:
-    """Which images each rank sees in one epoch, reshuffled by (seed, epoch).
+    """Which images each rank sees in one epoch, reshuffled from (seed, "shuffle", epoch).
 
     Lightning calls ``set_epoch`` on a loader's ``sampler`` at every epoch start
     (also after a resume), exactly as it does for a DistributedSampler.
@@ -42,7 +44,8 @@ class EpochSampler:
 
     def indices(self) -> torch.Tensor:
         if self.shuffle:
-            order = torch.randperm(self.num_images, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", self.epoch))
+            order = torch.randperm(self.num_images, generator=generator)
         else:
             order = torch.arange(self.num_images)
         if self.shuffle and self.world_size > 1:  # equal shares, so every rank runs the same number of steps
@@ -90,10 +93,11 @@ class CIFARBatchLoader:
 
 
 def stratified_split(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, holdout_idx): `holdout` indices with the classes' proportions, fixed by `seed`."""
+    """(train_idx, holdout_idx): sorted int64 indices; `holdout` of them keep the classes'
+    proportions, drawn from (seed, "split"). Raises ValueError unless 0 <= holdout < len(labels)."""
     if not 0 <= holdout < len(labels):
         raise ValueError(f"val_size must lie in [0, {len(labels) - 1}], got {holdout}")
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(derive_seed(seed, "split"))
     classes, counts = np.unique(labels, return_counts=True)
     exact = holdout * counts / len(labels)
     quota = np.floor(exact).astype(int)
@@ -107,9 +111,28 @@ def stratified_split(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.nd
 class CIFARDataModule(L.LightningDataModule):
     """CIFAR-10/100 from the official python layout, batched and augmented in memory.
 
-    By default (``val_size=0``) it trains on all training images and validates on
-    the test set, as the original project did; ``val_size=N`` holds out N training
-    images (stratified, fixed by ``seed``) and keeps the test set for ``test``.
+    Args:
+        dataset: "cifar10" or "cifar100"; ValueError otherwise.
+        data_dir: folder holding ``cifar-10-batches-py/`` or ``cifar-100-python/`` (str or
+            Path; saved as str). Missing data is downloaded there (torchvision's address and
+            md5) unless ``download=False``, which raises ``CIFARDataError`` naming the folder.
+        batch_size: training images per process per step; ValueError below 1. Evaluation
+            batches hold ``eval_batch_size`` images (default max(batch_size, 500)).
+        val_size: 0 (default) trains on all training images and validates on the test set,
+            as the original project did; N holds out N training images, stratified by class,
+            drawn from (seed, "split"), and keeps the test set for ``test``.
+        seed: seeds the split, each epoch's shuffle and each epoch's augmentation draws,
+            as independent streams (``seeds.derive_seed``).
+        crop_padding, pad_mode, flip, cutout: the augmentation (``augment.Augmentation``).
+        train_subset: train on the first N images of the training split only.
+        num_workers: accepted for DataModule compatibility; batches are built with tensor
+            ops in the main process.
+
+    Loaders yield (images float32 (B, 3, 32, 32), normalised per channel with the dataset's
+    mean and std; labels int64 (B,)). The training loader drops its last partial batch;
+    under DDP each process takes every world_size-th image of the epoch's order (equal
+    shares), and evaluation loaders split the set the same way. The reader checks shapes,
+    dtypes, label range and counts and raises ``CIFARDataError`` naming the file.
     """
 
     def __init__(
@@ -128,12 +151,13 @@ class CIFARDataModule(L.LightningDataModule):
         cutout: int = 0,
         train_subset: int | None = None,
     ):
+        given = dict(locals())
         super().__init__()
         self.info = dataset_info(dataset)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-        data_dir = str(data_dir)  # checkpoints keep plain types only (they load with weights_only=True)
-        self.save_hyperparameters()
+        # checkpoints keep plain types only (they load with weights_only=True): a Path becomes str
+        self.save_hyperparameters({k: to_plain(v, k) for k, v in given.items() if k not in ("self", "__class__")})
         self.data_dir = Path(data_dir)
         self.augmentation = Augmentation(crop_padding, pad_mode, flip, cutout)
         self.num_classes = self.info.num_classes

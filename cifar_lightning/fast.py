@@ -31,18 +31,6 @@ def tta_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     return 0.5 * mirrored(images) + 0.5 * shifted
 
 
-class StopAtStep(L.Callback):
-    """Stop after the module's ``total_training_steps()`` optimizer steps (a fractional
-    number of epochs), at a batch boundary: the same count its schedule is sized for."""
-
-    def on_train_start(self, trainer, pl_module):
-        self.steps = pl_module.total_training_steps()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.steps:
-            trainer.should_stop = True
-
-
 class LookaheadAveraging(L.Callback):
     """Every `every` steps blend the weights into a running average and copy it back.
 

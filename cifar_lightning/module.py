@@ -2,30 +2,77 @@
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from .fast import tta_logits
 from .models import build_model
-from .recipes import Recipe, get_recipe, lr_factor_linear, total_steps
+from .plain import to_plain
+from .recipes import Recipe, get_recipe, lr_factor_linear, sgd_args, total_steps
 from .spec import is_norm_bias
 
 
 class CIFARClassifier(L.LightningModule):
+    """A model of the zoo trained with SGD and its recipe's per-step schedule.
+
+    Args:
+        model: "small_cnn", "resnet18" or "fast" (``MODEL_NAMES``); ValueError otherwise.
+        num_classes: 10 or 100.
+        recipe: the recipe's numbers as a dict (or a ``Recipe``); None: the model's own
+            (``recipes.RECIPES``). ``lr`` and ``weight_decay`` are in the recipe's
+            ``units`` and become the optimiser's arguments in ``recipes.sgd_args``.
+        class_names: kept in the hyper-parameters for reports.
+        model_kwargs: architecture options for ``build_model`` (SmallCNN: ``dropout``).
+        channels_last: run the convolutions in NHWC (faster on CPU for the fast net).
+        epochs: train exactly this many epochs (may be fractional: the run stops after
+            ceil(epochs x optimizer steps per epoch) steps, at a batch boundary). None:
+            as long as the Trainer plans.
+
+    Schedule length: ``trainer.estimated_stepping_batches``, which honours ``max_epochs``,
+    ``max_steps``, ``limit_train_batches``, ``accumulate_grad_batches`` and the number of
+    devices, cut to ``epochs`` when given. Training ends at the schedule's end: the module
+    sets ``trainer.should_stop`` once ``global_step`` reaches it and skips any batch after
+    it, so the learning rate never leaves the schedule (it cannot turn negative, and
+    OneCycle is never stepped past its end). A Trainer with neither ``max_epochs`` nor
+    ``max_steps`` bounded (``max_epochs=-1``, ``max_steps=-1``) raises ValueError.
+
+    Batches are (float32 images (B, 3, 32, 32) normalised, int64 labels (B,)), as
+    ``CIFARDataModule`` yields them. Logged: ``train/loss`` (per example, whatever the
+    recipe's loss reduction), ``train/acc``, ``lr`` (the base group's, torch's units),
+    ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc`` (with test-time augmentation
+    when the recipe uses it) and ``test/acc_no_tta``; accuracies are fractions in [0, 1].
+    Every epoch value is the whole set's under DDP (torchmetrics synchronises the
+    metrics; step losses are averaged over the processes). After ``trainer.test``,
+    ``per_class_accuracy`` (num_classes,) and ``confusion_matrix`` (num_classes,
+    num_classes; rows true, columns predicted) hold CPU tensors.
+
+    Every hyper-parameter is saved as a plain type, so ``load_from_checkpoint`` and
+    ``fit(ckpt_path=...)`` work with torch's ``weights_only=True``.
+    """
+
     def __init__(
         self,
         model: str = "small_cnn",
         num_classes: int = 10,
-        recipe: dict | None = None,
+        recipe: dict | Recipe | None = None,
         class_names: list[str] | None = None,
         model_kwargs: dict | None = None,
         channels_last: bool = False,
+        epochs: float | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
-        self.recipe = Recipe(**recipe) if recipe else get_recipe(model)
+        if epochs is not None and not epochs > 0:
+            raise ValueError(f"epochs must be positive or None, got {epochs}")
+        hparams = dict(model=model, num_classes=num_classes, recipe=recipe, class_names=class_names,
+                       model_kwargs=model_kwargs, channels_last=channels_last, epochs=epochs)  # fmt: skip
+        self.save_hyperparameters({k: to_plain(v, k) for k, v in hparams.items()})
+        self.recipe = Recipe(**self.hparams.recipe) if recipe else get_recipe(model)
+        self.epochs = epochs
         self.model = build_model(model, num_classes, **(model_kwargs or {}))
         # NHWC convolutions: about 1.25x faster training of the fast net on a 2-core CPU
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -37,6 +84,12 @@ class CIFARClassifier(L.LightningModule):
         self.test_acc_plain = MulticlassAccuracy(num_classes, average="micro")  # without TTA
         self.test_per_class = MulticlassAccuracy(num_classes, average=None)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        # losses weighted by batch size: the whole set's mean, also when shares differ by an image
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+        self._total_steps: int | None = None
+        self._restored_total: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.contiguous(memory_format=self.memory_format))
@@ -55,8 +108,11 @@ class CIFARClassifier(L.LightningModule):
         logits = self(images)
         loss = self.loss(logits, labels)
         self.train_acc(logits, labels)
-        per_example = loss / len(labels) if self.recipe.loss_reduction == "sum" else loss
-        self.log("train/loss", per_example, prog_bar=True, on_step=True, on_epoch=True)
+        per_example = loss.detach() / len(labels) if self.recipe.loss_reduction == "sum" else loss.detach()
+        # the step value averaged over the processes (equal shares: the global batch's mean)
+        self.log("train/loss_step", per_example, prog_bar=True, sync_dist=True)
+        self.train_loss.update(per_example, weight=len(labels))
+        self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         # the base group's rate (group 0), as in MLX's metrics.csv; BatchNorm biases may have their own
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
@@ -66,7 +122,8 @@ class CIFARClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         self.val_acc(logits, labels)
-        self.log("val/loss", F.cross_entropy(logits, labels), prog_bar=True)
+        self.val_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        self.log("val/loss", self.val_loss, prog_bar=True)
         self.log("val/acc", self.val_acc, prog_bar=True)
 
     def test_step(self, batch, batch_idx):
@@ -77,7 +134,8 @@ class CIFARClassifier(L.LightningModule):
         self.test_acc_plain(plain, labels)
         self.test_per_class.update(logits, labels)
         self.test_confusion.update(logits, labels)
-        self.log("test/loss", F.cross_entropy(logits, labels))
+        self.test_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
+        self.log("test/loss", self.test_loss)
         self.log("test/acc", self.test_acc)
         self.log("test/acc_no_tta", self.test_acc_plain)
 
@@ -93,32 +151,75 @@ class CIFARClassifier(L.LightningModule):
         return (tta_logits(self, images) if self.recipe.tta else self(images)).argmax(dim=1)
 
     def param_groups(self) -> list[dict]:
-        """torch SGD groups: BatchNorm biases may learn `bias_lr_scale` times faster with
-        the same per-step weight decay (lr * weight_decay is what shrinks a weight)."""
-        r = self.recipe
+        """torch SGD groups from ``recipes.sgd_args``: BatchNorm biases may learn
+        `bias_lr_scale` times faster with the same per-step weight decay (lr x weight_decay
+        is what shrinks a weight)."""
+        args = sgd_args(self.recipe)
         named = list(self.model.named_parameters())
         biases = [p for n, p in named if p.requires_grad and is_norm_bias(n)]
         others = [p for n, p in named if p.requires_grad and not is_norm_bias(n)]
-        groups = [{"params": others, "lr": r.lr, "weight_decay": r.weight_decay}]
-        if biases and r.bias_lr_scale != 1:
-            groups.append({"params": biases, "lr": r.lr * r.bias_lr_scale, "weight_decay": r.weight_decay / r.bias_lr_scale})
+        groups = [{"params": others, "lr": args.lr, "weight_decay": args.weight_decay}]
+        if biases and self.recipe.bias_lr_scale != 1:
+            groups.append({"params": biases, "lr": args.bias_lr, "weight_decay": args.bias_weight_decay})
         else:
             groups[0]["params"] = others + biases
         return groups
 
+    def make_optimizer(self) -> torch.optim.SGD:
+        """The recipe's SGD over ``param_groups()``, at the schedule's peak learning rate."""
+        args = sgd_args(self.recipe)
+        return torch.optim.SGD(self.param_groups(), lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
+
     def total_training_steps(self) -> int:
-        """Optimizer steps of the whole run: the trainer's estimated_stepping_batches, cut
-        to a fractional ``recipe.epochs`` (the trainer runs ceil(epochs) epochs and is
-        stopped by ``StopAtStep``; Lightning 2.6 cannot resume runs that set max_steps)."""
-        t = self.trainer
-        planned = int(t.estimated_stepping_batches)
-        if t.max_epochs is None or t.max_epochs <= 0 or self.recipe.epochs >= t.max_epochs:
-            return planned
-        return min(planned, total_steps(self.recipe.epochs, planned / t.max_epochs))
+        """Optimizer steps of the whole run, as one process counts them: the trainer's
+        ``estimated_stepping_batches``, cut to ``epochs`` when the module was given it.
+        Raises ValueError when the trainer sets no bound on the run's length."""
+        if self._total_steps is None:
+            t = self.trainer
+            planned = t.estimated_stepping_batches
+            if not math.isfinite(planned):
+                raise ValueError("CIFARClassifier sizes its learning-rate schedule from the run's length: "
+                                 "give the Trainer max_epochs or max_steps")  # fmt: skip
+            planned = int(planned)
+            if self.epochs is not None:
+                if not math.isfinite(t.num_training_batches):  # max_epochs=-1: the loader is not set up yet
+                    t.fit_loop.setup_data()
+                per_epoch = math.ceil(t.num_training_batches / t.accumulate_grad_batches)
+                planned = min(planned, total_steps(self.epochs, per_epoch))
+            if planned < 1:
+                raise ValueError(f"the trainer plans {planned} optimizer steps: nothing to train")
+            self._total_steps = planned
+        return self._total_steps
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["schedule_total_steps"] = self._total_steps
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_total = checkpoint.get("schedule_total_steps")
+
+    def on_train_start(self) -> None:
+        # a resumed run must keep its schedule: OneCycle's restored state has its own length
+        restored = getattr(self, "_restored_total", None)
+        if restored is not None and restored != self.total_training_steps():
+            raise ValueError(f"the checkpoint's learning-rate schedule spans {restored} optimizer steps, but this "
+                             f"trainer plans {self.total_training_steps()}: resume with the run's own trainer "
+                             "settings (max_epochs, max_steps, limit_train_batches, accumulation, devices)")  # fmt: skip
+
+    def on_train_batch_start(self, batch, batch_idx):
+        # past the schedule's end (only when the trainer would run longer than `epochs`)
+        if self.trainer.global_step >= self.total_training_steps():
+            self.trainer.should_stop = True
+            return -1  # Lightning: skip the rest of this epoch
+        return None
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        if self.trainer.global_step >= self.total_training_steps():
+            self.trainer.should_stop = True  # the schedule's end: stop at this batch boundary
 
     def configure_optimizers(self):
         r = self.recipe
-        optimizer = torch.optim.SGD(self.param_groups(), lr=r.lr, momentum=r.momentum, nesterov=r.nesterov)
+        optimizer = self.make_optimizer()
+        self._total_steps = None  # the trainer's plan, read afresh for each fit
         total = self.total_training_steps()
         if r.schedule == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(

@@ -15,11 +15,15 @@ from dataclasses import asdict, dataclass, replace
 class Recipe:
     epochs: float  # may be fractional: training stops after ceil(epochs * steps_per_epoch) steps
     batch_size: int
-    lr: float  # peak learning rate, as torch's SGD sees it
+    lr: float  # peak learning rate, in `units`
     momentum: float
-    weight_decay: float  # coupled (L2), as in torch's SGD
+    weight_decay: float  # in `units`
     schedule: str  # "onecycle" or "linear_warmup_decay"
     nesterov: bool = False
+    # "torch": lr per optimizer step and coupled (L2) weight decay, as torch's SGD takes them;
+    # "airbench": lr per 1024 examples of a summed loss and weight decay per 1024 examples,
+    # decoupled from lr (see `sgd_args`)
+    units: str = "torch"
     # OneCycle (torch.optim.lr_scheduler.OneCycleLR semantics)
     pct_start: float = 0.3
     div_factor: float = 25.0
@@ -53,22 +57,21 @@ class Recipe:
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-_KILOSTEP = 1024 * (1 + 1 / (1 - 0.85))  # airbench: lr 11.5 per 1024 examples, momentum 0.85
-
 RECIPES = {
     # The original project's ResNet-18 recipe (40 epochs, OneCycle to 0.1, torch's momentum cycling).
     "resnet18": Recipe(epochs=40, batch_size=64, lr=0.1, momentum=0.9, weight_decay=5e-4, schedule="onecycle"),
     # The same recipe shape, shorter: SmallCNN converges in fewer epochs.
     "small_cnn": Recipe(epochs=20, batch_size=128, lr=0.05, momentum=0.9, weight_decay=5e-4, schedule="onecycle"),
     # airbench94's recipe (github.com/KellerJordan/cifar10-airbench, airbench94.py: 94.01% in 9.9
-    # epochs); lr and weight decay are for a summed loss.
+    # epochs), in its own units: lr 11.5 per 1024 examples, weight decay 0.0153 per 1024 examples.
     "fast": Recipe(
         epochs=9.9,
         batch_size=1024,
-        lr=11.5 / _KILOSTEP,
+        lr=11.5,
         momentum=0.85,
         nesterov=True,
-        weight_decay=0.0153 * 1024 / 11.5,  # so that lr * weight_decay = 0.001996 per step
+        weight_decay=0.0153,
+        units="airbench",
         schedule="linear_warmup_decay",
         label_smoothing=0.2,
         loss_reduction="sum",
@@ -82,6 +85,67 @@ RECIPES = {
         seed=0,
     ),
 }
+
+
+@dataclass(frozen=True)
+class SGDArgs:
+    """What torch's SGD (and the MLX twin) takes, derived from a recipe by `sgd_args`.
+
+    ``lr`` and ``weight_decay`` are for the base parameter group at the schedule's peak;
+    BatchNorm biases learn ``bias_lr`` (the recipe's ``bias_lr_scale`` times faster) with
+    ``bias_weight_decay``, so that lr x weight_decay, the fraction a weight shrinks per
+    step, is the same in both groups.
+    """
+
+    lr: float
+    weight_decay: float
+    momentum: float
+    nesterov: bool
+    bias_lr: float
+    bias_weight_decay: float
+
+
+def sgd_args(recipe: Recipe) -> SGDArgs:
+    """The optimiser's arguments from the recipe's numbers, in one place for both frameworks.
+
+    ``units="torch"``: lr and weight decay are torch's, as given; a changed batch size
+    changes neither (the loss is a mean, so the step is per batch).
+    ``units="airbench"`` (airbench94.py's convention, summed loss): with the momentum's
+    "kilostep" scale k = 1024 (1 + 1 / (1 - momentum)), torch's lr is lr / k, and the
+    per-step shrink lr_torch x wd_torch is weight_decay x batch_size / k. So a larger
+    batch takes the same step per example and decays more per step, in proportion;
+    a changed momentum rescales both through k.
+    """
+    if recipe.units == "torch":
+        lr, weight_decay = recipe.lr, recipe.weight_decay
+    elif recipe.units == "airbench":
+        kilostep = 1024 * (1 + 1 / (1 - recipe.momentum))
+        lr = recipe.lr / kilostep
+        weight_decay = recipe.weight_decay * recipe.batch_size / kilostep / lr
+    else:
+        raise ValueError(f"unknown recipe units {recipe.units!r}: expected 'torch' or 'airbench'")
+    scale = recipe.bias_lr_scale
+    return SGDArgs(lr, weight_decay, recipe.momentum, recipe.nesterov, lr * scale, weight_decay / scale)
+
+
+@dataclass(frozen=True)
+class Target:
+    """An accuracy a model's recipe should reach on a dataset (test set, a fraction), with
+    where the number comes from. Results.md sets each against the runs that trained the
+    recipe's full length on the full training set."""
+
+    model: str
+    dataset: str
+    accuracy: float
+    source: str
+
+
+TARGETS = (
+    Target("fast", "cifar10", 0.9401, "airbench94's published mean over repeated runs, 9.9 epochs "
+                                      "(github.com/KellerJordan/cifar10-airbench, airbench94.py)"),  # fmt: skip
+    Target("resnet18", "cifar10", 0.92, "the original project's ResNet-18 recipe, 40 epochs, PyTorch on MPS "
+                                        "(its MLX run reached 94%)"),  # fmt: skip
+)
 
 
 def get_recipe(model: str) -> Recipe:
@@ -113,16 +177,17 @@ def _cos_anneal(start: float, end: float, pct: float) -> float:
 
 def _onecycle(recipe: Recipe, step: int, total: int) -> tuple[float, float]:
     """(lr, momentum) of torch.optim.lr_scheduler.OneCycleLR, cosine, two phases."""
-    initial = recipe.lr / recipe.div_factor
+    peak = sgd_args(recipe).lr
+    initial = peak / recipe.div_factor
     minimum = initial / recipe.final_div_factor
     warm_end = float(recipe.pct_start * total) - 1
     if step <= warm_end:
         pct = step / warm_end
-        lr = _cos_anneal(initial, recipe.lr, pct)
+        lr = _cos_anneal(initial, peak, pct)
         mom = _cos_anneal(recipe.max_momentum, recipe.base_momentum, pct)
     else:
         pct = (step - warm_end) / (total - 1 - warm_end)
-        lr = _cos_anneal(recipe.lr, minimum, pct)
+        lr = _cos_anneal(peak, minimum, pct)
         mom = _cos_anneal(recipe.base_momentum, recipe.max_momentum, pct)
     return lr, (mom if recipe.cycle_momentum else recipe.momentum)
 
@@ -138,10 +203,11 @@ def lr_factor_linear(recipe: Recipe, step: int, total: int) -> float:
 
 
 def lr_at(recipe: Recipe, step: int, total: int) -> float:
+    """The base group's learning rate (torch's units) at 0-based optimizer step `step`."""
     if recipe.schedule == "onecycle":
         return _onecycle(recipe, step, total)[0]
     if recipe.schedule == "linear_warmup_decay":
-        return recipe.lr * lr_factor_linear(recipe, step, total)
+        return sgd_args(recipe).lr * lr_factor_linear(recipe, step, total)
     raise ValueError(f"unknown schedule {recipe.schedule!r}: expected 'onecycle' or 'linear_warmup_decay'")
 
 

@@ -76,25 +76,57 @@ def per_class_dict(values, class_names: list[str]) -> dict[str, float]:
     return {name: round(float(v), 6) for name, v in zip(class_names, values)}
 
 
+MATRIX_MAX_CLASSES = 20  # above this a matrix's cells and labels cannot be read at any page size
+
+
+def most_confused_pairs(matrix: np.ndarray, class_names: list[str], k: int = 20) -> list[tuple[str, str, int]]:
+    """The `k` largest off-diagonal counts as (true class, predicted class, count), largest first."""
+    off = np.array(matrix, dtype=np.int64, copy=True)
+    np.fill_diagonal(off, -1)
+    order = np.argsort(-off, axis=None, kind="stable")[:k]
+    pairs = [(class_names[i], class_names[j], int(off[i, j])) for i, j in zip(*np.unravel_index(order, off.shape))]
+    return [p for p in pairs if p[2] > 0]
+
+
 def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path, title: str) -> None:
+    """Up to 20 classes: the confusion matrix (rows true, columns predicted) with counts.
+    More (CIFAR-100): per-class accuracy sorted, and the 20 most confused pairs named."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    matrix = np.asarray(matrix)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(max(6, n * 0.5), max(5, n * 0.45)))
-    im = ax.imshow(matrix, cmap="Blues")
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    if n <= 20:
+    if n <= MATRIX_MAX_CLASSES:
+        fig, ax = plt.subplots(figsize=(max(6, n * 0.6), max(5, n * 0.5)))
+        im = ax.imshow(matrix, cmap="Blues")
+        ax.set(xlabel="predicted", ylabel="true", title=title)
         ax.set_xticks(range(n), class_names, rotation=45, ha="right")
         ax.set_yticks(range(n), class_names)
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7)
-    fig.colorbar(im, ax=ax)
+                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")  # fmt: skip
+        fig.colorbar(im, ax=ax)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return
+    totals = matrix.sum(axis=1)
+    accuracy = np.divide(np.diag(matrix), totals, out=np.zeros(n), where=totals > 0)
+    order = np.argsort(accuracy, kind="stable")
+    pairs = most_confused_pairs(matrix, class_names)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(14, max(8, n * 0.16)), gridspec_kw={"width_ratios": [1, 1.2]})
+    a.barh(range(n), 100 * accuracy[order], color="tab:blue")
+    a.set_yticks(range(n), [class_names[i] for i in order], fontsize=7)
+    a.set(xlabel="test accuracy (%)", title="per class, worst at the bottom", ylim=(-0.7, n - 0.3), xlim=(0, 100))
+    a.grid(axis="x", alpha=0.3)
+    b.barh(range(len(pairs)), [c for _, _, c in pairs][::-1] if pairs else [], color="tab:red")
+    b.set_yticks(range(len(pairs)), [f"{t} -> {p}" for t, p, _ in pairs][::-1], fontsize=9)
+    b.set(xlabel="test images (true -> predicted)", title=f"the {len(pairs)} most confused pairs")
+    b.grid(axis="x", alpha=0.3)
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -105,24 +137,38 @@ def read_metrics_csv(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def plot_curves(metrics_csv: str | Path, path: str | Path, title: str) -> None:
-    """Training loss per step and validation accuracy per epoch from a metrics.csv."""
+FEW_POINTS = 30  # below this, curves draw a marker at every logged point
+
+
+def val_label(val_size: int | None) -> str:
+    """What "val/acc" measured: the test set when no validation split was held out."""
+    return "val/acc (the test set: --val-size 0)" if not val_size else f"val/acc ({val_size} held-out images)"
+
+
+def plot_curves(metrics_csv: str | Path, path: str | Path, title: str, val_size: int | None = 0) -> None:
+    """Training loss per logged step and validation accuracy per epoch from a metrics.csv;
+    a marker at each point when there are few, integer step ticks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rows = read_metrics_csv(metrics_csv)
-    series = lambda key: [(float(r["step"]), float(r[key])) for r in rows if r.get(key)]  # noqa: E731
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for key, ax in (("train/loss_step", a), ("train/loss", a), ("val/acc", b)):
-        pts = series(key)
+    series = lambda key, shift=0: [(int(r["step"]) + shift, float(r[key])) for r in rows if r.get(key)]  # noqa: E731
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    curves = ((a, "train/loss_step", "training loss, per step", 0),
+              (a, "train/loss_epoch", "training loss, epoch mean", 0),
+              (b, "val/acc", val_label(val_size), 1))  # fmt: skip
+    for ax, key, label, shift in curves:
+        pts = series(key, shift)
         if pts:
-            ax.plot(*zip(*pts), label=key, marker="o" if key == "val/acc" else None, markersize=3)
-    a.set_xlabel("step")
-    a.set_ylabel("loss")
-    b.set_xlabel("step")
-    b.set_ylabel("accuracy")
+            few = len(pts) < FEW_POINTS or key != "train/loss_step"
+            ax.plot(*zip(*pts), label=label, marker="o" if few else None, markersize=4)
+    a.set(xlabel="optimizer step (0-based)", ylabel="loss (per image)")
+    b.set(xlabel="optimizer steps done", ylabel="accuracy")
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _finish_figure(fig, (a, b), title, path)
 
 
@@ -185,12 +231,64 @@ def _run_row(run: dict) -> str:
     )
 
 
-def render_results(runs: list[dict], extra_sections: list[str] = ()) -> str:
+def full_length_runs(runs: list[dict], model: str, dataset: str) -> list[dict]:
+    """Training runs of `model` on `dataset` at its recipe's length, on the whole training
+    set (no --train-subset, no --limit-train-batches, no --limit-test-batches)."""
+    from .recipes import get_recipe
+
+    epochs = get_recipe(model).epochs
+    return [r for r in training_runs(runs) if r["model"] == model and r["dataset"] == dataset
+            and r["epochs"] == epochs and not any(r["hyperparameters"].get(k) for k in
+            ("train_subset", "limit_train_batches", "limit_test_batches"))]  # fmt: skip
+
+
+def targets_section(runs: list[dict]) -> list[str]:
+    """Each declared target (``recipes.TARGETS``) against what full-length runs reached."""
+    from .recipes import TARGETS
+
+    lines = ["## Accuracy targets", "",
+             "Targets are declared in `cifar_lightning/recipes.py` (`TARGETS`) with their sources. Achieved: "
+             "test accuracy of the runs that trained the recipe's full length on the full training set, "
+             "one run per seed.", "",
+             "| model | dataset | target | source | framework | runs | mean | best | met (mean) | hardware |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t in TARGETS:
+        by_fw: dict[str, list[dict]] = {}
+        for r in full_length_runs(runs, t.model, t.dataset):
+            by_fw.setdefault(r["framework"], []).append(r)
+        head = f"| {t.model} | {t.dataset} | {_pct(t.accuracy)} | {t.source}"
+        if not by_fw:
+            lines.append(f"{head} | - | 0 | - | - | no full-length run yet | - |")
+        for fw, rs in sorted(by_fw.items()):
+            rs = one_per_seed(rs)
+            accs = [r["test_accuracy"] for r in rs]
+            mean = sum(accs) / len(accs)
+            hardware = "; ".join(sorted({_hardware_short(r) for r in rs}))
+            lines.append(f"{head} | {fw} | {len(rs)} | {_pct(mean)} | {_pct(max(accs))} "
+                         f"| {'yes' if mean >= t.accuracy else 'no'} | {hardware} |")  # fmt: skip
+    return lines + [""]
+
+
+def render_benchmarks(report: dict) -> list[str]:
+    """The table of ``scripts/benchmark.py``'s JSON report."""
+    h = report["hardware"]
+    lines = [f"## Benchmarks ({h['cpu']}, {h['cpu_count']} cores, {h['os']})", "",
+             "Measured by `python scripts/benchmark.py` (figures in `runs/benchmarks.json`). Ratio: the",
+             "library's images/s over the plain loop's, measured in the same run, one case at a time.", "",
+             "| case | images/s | ratio to plain | peak memory | run length |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in report["rows"]:
+        length = f"{r['steps']} steps of {r['batch_size']}" if "steps" in r else f"{r['images']} images"
+        lines.append(f"| {r['case']} | {r['images_per_s']:.1f} | {r.get('ratio', '-')} | {r['peak_mb']:.0f} MB | {length} |")
+    return lines + [""]
+
+
+def render_results(runs: list[dict], benchmarks: dict | None = None) -> str:
     lines = [
         "# Results",
         "",
         "Generated by `python scripts/report.py` from the `run.json` logs committed under `runs/`;",
         "do not edit by hand. Every figure below was measured on the hardware its row names.",
+        "How the runs were made and what they show: `Conclusion.md`.",
         "",
         "## All runs",
         "",
@@ -199,6 +297,7 @@ def render_results(runs: list[dict], extra_sections: list[str] = ()) -> str:
         *[_run_row(r) for r in runs],
         "",
     ]
+    lines += targets_section(runs)
     lines += _group_summary(runs)
     lines += pytorch_vs_mlx_section(runs)
     if len(runs) > 1:
@@ -210,7 +309,8 @@ def render_results(runs: list[dict], extra_sections: list[str] = ()) -> str:
         lines += ["", "| class | accuracy |", "|---|---|"]
         lines += [f"| {k} | {_pct(v)} |" for k, v in run["per_class_accuracy"].items()]
         lines.append("")
-    lines += list(extra_sections)
+    if benchmarks is not None:
+        lines += render_benchmarks(benchmarks)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -220,35 +320,87 @@ def _hardware_short(run: dict) -> str:
 
 
 def _configuration(run: dict) -> tuple:
-    """What makes runs repeats of each other (only the seed may differ)."""
-    return (run["framework"], run["model"], run["dataset"], _length(run), _hardware_short(run),
-            run["hyperparameters"].get("train_subset"))  # fmt: skip
+    """What makes training runs repeats of each other: the framework and ``comparison_key``
+    (model, data, length, hardware, every hyper-parameter but the seed)."""
+    return (run["framework"], *comparison_key(run))
+
+
+def training_runs(runs: list[dict]) -> list[dict]:
+    """Runs that trained (``epochs`` > 0); evaluations (``--test-only``) are never
+    averaged with each other or with training runs."""
+    return [r for r in runs if r["epochs"]]
+
+
+def one_per_seed(runs: list[dict]) -> list[dict]:
+    """The first run (by folder) of each seed: repeated runs differ in their seed; a
+    same-seed rerun is a reproducibility check (``same_seed_reruns``), not another sample."""
+    chosen: dict = {}
+    for r in sorted(runs, key=lambda r: r["_path"]):
+        chosen.setdefault(r["seed"], r)
+    return list(chosen.values())
+
+
+def configurations(runs: list[dict]) -> dict[tuple, list[dict]]:
+    """Training runs grouped by ``_configuration``, all runs of each group kept."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in training_runs(runs):
+        groups.setdefault(_configuration(r), []).append(r)
+    return groups
+
+
+def same_seed_reruns(runs: list[dict]) -> list[list[dict]]:
+    """Groups of two or more training runs of one configuration with one seed."""
+    out = []
+    for group in configurations(runs).values():
+        by_seed: dict = {}
+        for r in group:
+            by_seed.setdefault(r["seed"], []).append(r)
+        out += [sorted(g, key=lambda r: r["_path"]) for g in by_seed.values() if len(g) > 1]
+    return out
 
 
 def _group_summary(runs: list[dict]) -> list[str]:
-    """Mean test accuracy of repeated runs of one configuration (seeds differ)."""
-    groups: dict[tuple, list[dict]] = {}
-    for r in runs:
-        groups.setdefault(_configuration(r), []).append(r)
-    repeated = {k: g for k, g in groups.items() if len(g) > 1}
-    if not repeated:
-        return []
-    lines = ["## Repeated runs (different seeds)", "",
-             "| framework | model | dataset | epochs (steps) | hardware | runs | mean test acc | min | max | mean, no TTA |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for (framework, model, dataset, epochs, hw, _), g in repeated.items():
-        accs = [r["test_accuracy"] for r in g]
-        plain = [r["test_accuracy_no_tta"] for r in g if r.get("test_accuracy_no_tta") is not None]
-        lines.append(f"| {framework} | {model} | {dataset} | {epochs} | {hw} | {len(g)} | {_pct(sum(accs) / len(accs))} "
-                     f"| {_pct(min(accs))} | {_pct(max(accs))} | {_pct(sum(plain) / len(plain)) if plain else '-'} |")  # fmt: skip
-    return lines + [""]
+    """Mean test accuracy of repeated runs of one configuration (distinct seeds), and the
+    same-seed reruns as a reproducibility check."""
+    repeated = {k: one_per_seed(g) for k, g in configurations(runs).items()}
+    repeated = {k: g for k, g in repeated.items() if len(g) > 1}
+    lines = []
+    if repeated:
+        lines += ["## Repeated runs (distinct seeds)", "",
+                  "One run per seed of one configuration (same framework, model, data, length, hardware and "
+                  "hyper-parameters); evaluations are not included.", "",
+                  "| framework | model | dataset | epochs (steps) | hardware | runs | seeds | mean test acc | min | max "
+                  "| mean, no TTA |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for (framework, model, dataset, epochs, hw, _), g in repeated.items():
+            accs = [r["test_accuracy"] for r in g]
+            plain = [r["test_accuracy_no_tta"] for r in g if r.get("test_accuracy_no_tta") is not None]
+            seeds = ", ".join(str(r["seed"]) for r in g)
+            lines.append(f"| {framework} | {model} | {dataset} | {epochs} | {hw} | {len(g)} | {seeds} "
+                         f"| {_pct(sum(accs) / len(accs))} | {_pct(min(accs))} | {_pct(max(accs))} "
+                         f"| {_pct(sum(plain) / len(plain)) if plain else '-'} |")  # fmt: skip
+        lines.append("")
+    reruns = same_seed_reruns(runs)
+    if reruns:
+        lines += ["## Same-seed reruns (reproducibility check)", "",
+                  "Runs of one configuration with the same seed: their spread is run-to-run nondeterminism, "
+                  "not seed noise, and they count once in the tables above.", "",
+                  "| framework | model | epochs (steps) | seed | runs | test accuracies | largest difference |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for g in reruns:
+            accs = [r["test_accuracy"] for r in g]
+            lines.append(f"| {g[0]['framework']} | {g[0]['model']} | {_length(g[0])} | {g[0]['seed']} | {len(g)} "
+                         f"| {', '.join(_pct(a) for a in accs)} | {100 * (max(accs) - min(accs)):.2f} points |")  # fmt: skip
+        lines.append("")
+    return lines
 
 
 def _side_by_side(runs: list[dict]) -> list[str]:
-    """Per-class accuracy of each configuration (mean over its seeds), one column each."""
+    """Per-class accuracy of each training configuration (mean over its distinct seeds), one
+    column each."""
     by_dataset: dict[str, dict[tuple, list[dict]]] = {}
-    for r in runs:
-        by_dataset.setdefault(r["dataset"], {}).setdefault(_configuration(r), []).append(r)
+    for key, group in configurations(runs).items():
+        by_dataset.setdefault(group[0]["dataset"], {})[key] = one_per_seed(group)
     lines = []
     for dataset, groups in by_dataset.items():
         if len(groups) < 2:
@@ -269,13 +421,15 @@ def _side_by_side(runs: list[dict]) -> list[str]:
 
 
 # ------------------------------------------------------------ PyTorch vs MLX
-FRAMEWORK_ONLY_KEYS = ("seed", "precision", "channels_last", "device", "limit_train_batches")
+FRAMEWORK_ONLY_KEYS = ("seed", "precision", "channels_last", "device")
+# hyper-parameters newer runs record; older logs lack them and ran with these values
+RECORDED_SINCE = {"limit_train_batches": None, "limit_val_batches": None, "limit_test_batches": None}
 
 
 def comparison_key(run: dict) -> tuple:
     """Runs with equal keys are the same experiment up to framework and seed: same model,
     data, length, hardware and every hyper-parameter except the framework-specific ones."""
-    hp = {k: v for k, v in run["hyperparameters"].items() if k not in FRAMEWORK_ONLY_KEYS}
+    hp = {k: v for k, v in {**RECORDED_SINCE, **run["hyperparameters"]}.items() if k not in FRAMEWORK_ONLY_KEYS}
     return (run["model"], run["dataset"], _length(run), _hardware_short(run), json.dumps(hp, sort_keys=True))
 
 
@@ -293,11 +447,11 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def pytorch_vs_mlx_groups(runs: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
-    """Training runs (not evaluations) grouped by ``comparison_key``, kept where both frameworks ran."""
+    """Training runs (not evaluations) grouped by ``comparison_key``, one per seed, kept
+    where both frameworks ran."""
     groups: dict[tuple, dict[str, list[dict]]] = {}
-    for r in runs:
-        if r["epochs"]:
-            groups.setdefault(comparison_key(r), {}).setdefault(r["framework"], []).append(r)
+    for (framework, *key), rs in configurations(runs).items():
+        groups.setdefault(tuple(key), {})[framework] = one_per_seed(rs)
     return {k: g for k, g in groups.items() if {"pytorch", "mlx"} <= set(g)}
 
 
@@ -356,6 +510,8 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     colours = {"pytorch": "tab:red", "mlx": "tab:blue"}
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     for fw, rs in groups.items():
@@ -369,6 +525,8 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
                        marker="o" if len(loss) < 30 else None, markersize=4)  # few points: show each
             if acc:
                 b.plot(*zip(*acc), color=colours[fw], alpha=0.8, marker="o", label=label)
-    a.set(xlabel="optimizer step", ylabel="training loss (per image)")
-    b.set(xlabel="optimizer steps done", ylabel="val/acc (the test set when --val-size is 0)")
+    a.set(xlabel="optimizer step (0-based)", ylabel="training loss (per image)")
+    b.set(xlabel="optimizer steps done", ylabel=val_label(next(iter(groups.values()))[0]["hyperparameters"].get("val_size")))
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _finish_figure(fig, (a, b), title, path)

@@ -21,6 +21,25 @@ from .errors import UsageError
 
 RUN_FILES = ("run.json", "metrics.csv", "checkpoints")  # what makes a folder a run's
 
+# Lightning's DDP launcher starts the other processes by running the same command again;
+# rank 0 names its (checked, claimed and locked) run folder in this variable, which they inherit.
+DDP_RUN_FOLDER_ENV = "CIFAR_DDP_RUN_FOLDER"
+
+
+def ddp_worker_folder() -> Path | None:
+    """In a DDP process started by rank 0's launcher: rank 0's run folder; else None."""
+    import os
+
+    folder = os.environ.get(DDP_RUN_FOLDER_ENV)
+    return Path(folder) if folder else None
+
+
+def announce_to_ddp_workers(folder: Path) -> None:
+    """Tell the processes Lightning is about to launch which run folder is theirs."""
+    import os
+
+    os.environ[DDP_RUN_FOLDER_ENV] = str(folder.resolve())
+
 
 def default_run_folder(framework: str, args: argparse.Namespace) -> Path:
     """runs/<framework>-<model>-<dataset>[-test]-<date>-<time>, made unique with -2, -3, ..."""
@@ -41,6 +60,9 @@ def resume_folder(checkpoint: str | Path) -> Path:
 def choose_run_folder(framework: str, args: argparse.Namespace) -> Path:
     """The folder this run will write into (not yet created: see ``claim_run_folder``);
     raises UsageError rather than touch another run."""
+    worker = ddp_worker_folder()
+    if worker is not None:
+        return worker
     if args.resume:
         folder = resume_folder(args.resume)
         if args.output_dir and Path(args.output_dir).resolve() != folder:
@@ -62,7 +84,7 @@ def claim_run_folder(folder: Path, framework: str, args: argparse.Namespace) -> 
     """Create the run folder once every check has passed (so refused runs leave nothing);
     with --overwrite, remove the run it held. A default folder taken meanwhile (by a run
     that waited for the same lock) is replaced by a fresh name."""
-    if args.resume:
+    if args.resume or ddp_worker_folder() is not None:
         return folder
     if args.output_dir is None:
         if folder.exists():
@@ -79,7 +101,7 @@ def claim_run_folder(folder: Path, framework: str, args: argparse.Namespace) -> 
 
 
 # ------------------------------------------------------------------ resume
-FLAG_NAMES = {"epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "momentum": "--momentum",
+FLAG_NAMES = {"limit_train_batches": "--limit-train-batches", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "momentum": "--momentum",
               "weight_decay": "--weight-decay", "seed": "--seed", "model": "--model", "dataset": "--dataset",
               "train_subset": "--train-subset", "val_size": "--val-size", "dropout": "--dropout"}  # fmt: skip
 
@@ -88,7 +110,8 @@ def run_settings(args: argparse.Namespace, recipe: dict) -> dict:
     """Every setting that shapes training (not evaluation): what a resumed run must share."""
     shaping = {k: v for k, v in recipe.items() if k != "tta"}
     return {"model": args.model, "dataset": args.dataset, "train_subset": args.train_subset,
-            "val_size": args.val_size, "dropout": args.dropout, **shaping}  # fmt: skip
+            "val_size": args.val_size, "dropout": args.dropout,
+            "limit_train_batches": getattr(args, "limit_train_batches", None), **shaping}  # fmt: skip
 
 
 def check_resume_settings(saved: dict, now: dict, checkpoint: str | Path) -> None:

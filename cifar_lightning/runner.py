@@ -50,6 +50,9 @@ def prepare(args: argparse.Namespace, framework: str, world_size: int = 1):
     from .recipes import get_recipe
 
     recipe = get_recipe(args.model).with_overrides(**recipe_overrides(args))
+    if args.momentum is not None and recipe.schedule == "onecycle" and recipe.cycle_momentum:
+        raise UsageError(f"--momentum has no effect on {args.model}: its OneCycle schedule cycles momentum "
+                         f"{recipe.max_momentum} -> {recipe.base_momentum} -> {recipe.max_momentum}")  # fmt: skip
     dm = CIFARDataModule(
         args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
         download=not args.no_download, seed=recipe.seed, num_workers=getattr(args, "num_workers", 0),
@@ -103,9 +106,14 @@ def print_outputs(out: Path) -> None:
 
 
 def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accelerator: str, parameters: int,
-           steps: int, train_time: float, test: dict, checkpoint) -> dict:  # fmt: skip
-    """Write run.json and the plots of one run (either framework); print the summary."""
+           steps: int, train_time: float, test: dict, checkpoint, numerics: dict, processes: dict) -> dict:  # fmt: skip
+    """Write run.json and the plots of one run (either framework); print the summary.
+
+    `numerics` and `processes` say what was in effect (``provenance``): the precision
+    actually used, matmul/TF32/cuDNN switches, memory format; devices, strategy, world
+    size and the effective batch size."""
     from . import reporting
+    from .provenance import code_version
 
     classes = dm.classes
     metrics_csv = out / "metrics.csv"
@@ -113,16 +121,23 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
         "framework": framework,
         "versions": versions,
         "hardware": reporting.hardware_info(accelerator),
+        "code": code_version(),
+        "numerics": numerics,
+        "processes": processes,
         "dataset": args.dataset,
         "model": args.model,
         "parameters": parameters,
         "hyperparameters": {**recipe.to_dict(), "val_size": args.val_size, "train_subset": args.train_subset,
+                            "limit_train_batches": args.limit_train_batches,
+                            "limit_val_batches": args.limit_val_batches,
+                            "limit_test_batches": args.limit_test_batches,
                             "total_steps": steps, **getattr(args, "extra_hparams", {})},  # fmt: skip
         "status": "finished",
         "seed": recipe.seed,
         "epochs": 0 if args.test_only else recipe.epochs,
         "train_time_s": round(train_time, 2),
         "test_accuracy": round(test["test/acc"], 6),
+        "test_loss": round(test["test/loss"], 6),
         "test_accuracy_no_tta": round(test["test/acc_no_tta"], 6) if "test/acc_no_tta" in test else None,
         "per_class_accuracy": reporting.per_class_dict(test["per_class_accuracy"], classes),
         "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
@@ -133,7 +148,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
     title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
     reporting.plot_confusion(test["confusion_matrix"], classes, out / "confusion.png", title)
     if metrics_csv.exists() and not args.test_only:  # an evaluation has no curves
-        reporting.plot_curves(metrics_csv, out / "curves.png", title)
+        reporting.plot_curves(metrics_csv, out / "curves.png", title, args.val_size)
     print_summary(record)
     print_outputs(out)
     return record
@@ -166,7 +181,7 @@ def world_size(args, accelerator: str) -> int:
 
 def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     from .lock import lock_path, training_lock
-    from .run_folder import check_resume_settings, run_settings
+    from .run_folder import check_resume_settings, ddp_worker_folder, run_settings
 
     accelerator = check_accelerator(args.accelerator)
     resumed = read_torch_checkpoint(args.resume, "--resume") if args.resume else None
@@ -174,6 +189,8 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     settings = run_settings(args, recipe.to_dict())
     if resumed is not None:
         check_resume_settings(resumed.get("run", {}).get("settings", {}), settings, args.resume)
+    if ddp_worker_folder() is not None:  # rank 0 holds the lock for the whole run
+        return train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings, resumed)
     with training_lock(lock_path(args.lock_file), out, wait=not args.no_wait):
         return train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings, resumed)
 
@@ -185,33 +202,36 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     from lightning.pytorch.loggers import CSVLogger
 
     from .bookkeeping import RunBook
-    from .fast import LookaheadAveraging, StopAtStep, init_whitening
+    from .fast import LookaheadAveraging, init_whitening
     from .models import count_parameters
     from .module import CIFARClassifier
     from .recipes import total_steps
     from .reporting import package_versions
-    from .run_folder import keep_history, read_rows, resume_command
+    from .run_folder import announce_to_ddp_workers, ddp_worker_folder, keep_history, read_rows, resume_command
     from .weights import load_into_torch
 
     L.seed_everything(recipe.seed, workers=True)
     module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
-                             model_kwargs=model_kwargs(args), channels_last=args.channels_last)  # fmt: skip
+                             model_kwargs=model_kwargs(args), channels_last=args.channels_last,
+                             epochs=recipe.epochs)  # the trainer runs ceil(epochs); the module stops at epochs  # fmt: skip
     if args.weights:
         load_weights_flag(lambda: load_into_torch(module.model, args.weights))
     elif recipe.whiten_bias_epochs and not args.resume:
         init_whitening(module.model, dm.normalize(dm.train_images[:5000]))
     out = claim_run_folder(out, "torch", args)  # every check has passed: now the folder is made
-    if not args.test_only and not args.resume:
+    worker = ddp_worker_folder() is not None  # a DDP process started by rank 0: the folder is rank 0's
+    if world_size(args, accelerator) > 1 and not worker:
+        announce_to_ddp_workers(out)
+    if not args.test_only and not args.resume and not worker:
         # the starting point, so the other framework can start from the same weights (--weights)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         torch.save(module.model.state_dict(), out / "checkpoints" / "initial.pt")
 
-    steps = total_steps(recipe.epochs, len(dm.train_dataloader()))
+    steps = total_steps(recipe.epochs, min(len(dm.train_dataloader()), args.limit_train_batches or math.inf))
     book = RunBook(settings, resume_hint=lambda ckpt: resume_command("fit.py", args.argv, ckpt))
     callbacks = [
         ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                         save_last=True, save_top_k=1),  # fmt: skip
-        StopAtStep(),
         book,
     ]
     if recipe.average_every:
@@ -222,6 +242,8 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
         accelerator=accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
         max_epochs=math.ceil(recipe.epochs), callbacks=callbacks, logger=CSVLogger(out, name="", version=""),
         default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps(args, steps),
+        limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
+        limit_test_batches=args.limit_test_batches,
     )  # fmt: skip
 
     checkpoint = args.weights
@@ -245,8 +267,12 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     results["confusion_matrix"] = module.confusion_matrix.numpy()
     if not recipe.tta:
         results.pop("test/acc_no_tta", None)
-    args.extra_hparams = {"precision": args.precision, "channels_last": args.channels_last, **model_kwargs(args)}
+    from .provenance import torch_numerics, torch_processes
+
+    args.extra_hparams = model_kwargs(args)
     return finish(args, out, dm, recipe, framework="pytorch",
+                  numerics=torch_numerics(trainer, args.channels_last),
+                  processes=torch_processes(trainer, recipe.batch_size),
                   versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,
                   train_time=0.0 if args.test_only else book.train_time(), test=results,

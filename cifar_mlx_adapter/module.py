@@ -33,6 +33,24 @@ def tta_logits(model: nn.Module, images: mx.array) -> mx.array:
 
 
 class MLXClassifier:
+    """A model of the zoo, built natively in MLX, with LightningModule-style hooks.
+
+    Args:
+        model: "small_cnn", "resnet18" or "fast" (ValueError otherwise), or an
+            ``mlx.nn.Module`` of your own.
+        num_classes: 10 or 100.
+        recipe: the recipe's numbers as a dict; None: the model's own (``recipes.RECIPES``).
+            The optimiser's arguments come from ``recipes.sgd_args``, as in torch.
+        class_names: kept in ``hparams`` for reports.
+        model_kwargs: architecture options for ``build_model`` (SmallCNN: ``dropout``).
+
+    Batches are MLX arrays: images float32 (B, 32, 32, 3), NHWC, normalised; labels int32
+    (B,). Parameter names equal the torch model's; ``load_file`` converts weights both ways.
+    ``training_step`` returns the recipe's loss (a sum for the fast recipe) and logs
+    ``train/loss`` per example and ``train/acc``; ``test_step`` returns logits (num_classes
+    per image, with test-time augmentation when the recipe uses it).
+    """
+
     def __init__(
         self,
         model: str | nn.Module = "small_cnn",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from cifar_lightning.recipes import Recipe, lr_at, momentum_at
+from cifar_lightning.recipes import Recipe, lr_at, momentum_at, sgd_args
 from cifar_lightning.spec import is_norm_bias
 
 
@@ -42,14 +42,16 @@ def schedule_table(values: list[float]):
 
 def recipe_optimizer(recipe: Recipe, total_steps: int) -> optim.Optimizer:
     """SGD following `recipe` for `total_steps` steps; with bias_lr_scale, BatchNorm biases
-    get their own group (lr x scale, weight decay / scale), as torch's param groups do."""
+    get their own group (lr x scale, weight decay / scale), as torch's param groups do.
+    The arguments come from ``recipes.sgd_args``, as torch's do."""
+    args = sgd_args(recipe)
     steps = range(total_steps + 1)
     lrs = [lr_at(recipe, s, total_steps) for s in steps]
     momenta = [momentum_at(recipe, s, total_steps) for s in steps]
-    momentum = schedule_table(momenta) if recipe.cycle_momentum and recipe.schedule == "onecycle" else recipe.momentum
+    momentum = schedule_table(momenta) if recipe.cycle_momentum and recipe.schedule == "onecycle" else args.momentum
 
     def make(scale: float):
-        return SGD(schedule_table([lr * scale for lr in lrs]), momentum, recipe.weight_decay / scale, recipe.nesterov)
+        return SGD(schedule_table([lr * scale for lr in lrs]), momentum, args.weight_decay / scale, args.nesterov)
 
     if recipe.bias_lr_scale == 1:
         return make(1.0)

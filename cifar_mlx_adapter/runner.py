@@ -23,8 +23,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true", help="run on the CPU instead of the Metal GPU")
     p.add_argument("--memory-limit", type=float, metavar="GB", help="cap MLX's Metal memory at this many GB "
                                                                     "(default: MLX's own limit)")  # fmt: skip
-    p.add_argument("--limit-train-batches", type=int, metavar="N",
-                   help="train on this many batches per epoch only (default: all)")
     return p
 
 
@@ -53,8 +51,6 @@ def read_mlx_checkpoint(path: str | Path, flag: str) -> dict:
 def validate_mlx_flags(args) -> None:
     if args.memory_limit is not None and args.memory_limit <= 0:
         raise UsageError(f"--memory-limit must be a positive number of GB, got {args.memory_limit}")
-    if args.limit_train_batches is not None and args.limit_train_batches < 1:
-        raise UsageError(f"--limit-train-batches must be a positive number of batches, got {args.limit_train_batches}")
 
 
 def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
@@ -100,6 +96,7 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
     steps = total_steps(recipe.epochs, min(len(dm.train_dataloader()), args.limit_train_batches or math.inf))
     trainer = MLXTrainer(max_epochs=recipe.epochs, callbacks=callbacks, default_root_dir=out,
                          log_every_n_steps=log_every_n_steps(args, steps), limit_train_batches=args.limit_train_batches,
+                         limit_val_batches=args.limit_val_batches, limit_test_batches=args.limit_test_batches,
                          checkpoint_meta={"settings": settings})  # fmt: skip
     checkpoint = args.weights
     try:
@@ -118,8 +115,11 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
         else:
             print("\ninterrupted before the first checkpoint: nothing to resume", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
-    args.extra_hparams = {"device": device, "limit_train_batches": args.limit_train_batches, **model_kwargs(args)}
-    return finish(args, out, dm, recipe, framework="mlx", versions=package_versions("mlx", "torch", "torchmetrics"),
+    args.extra_hparams = {"device": device, **model_kwargs(args)}
+    from cifar_lightning.provenance import mlx_numerics, single_process
+
+    return finish(args, out, dm, recipe, framework="mlx", numerics=mlx_numerics(),
+                  processes=single_process(recipe.batch_size), versions=package_versions("mlx", "torch", "torchmetrics"),
                   accelerator=device, parameters=count_parameters(module.model), steps=trainer.total_steps,
                   train_time=0.0 if args.test_only else trainer.train_time_s, test=test, checkpoint=checkpoint)  # fmt: skip
 

@@ -69,6 +69,33 @@ class Callback:
 
 
 class MLXTrainer:
+    """A Lightning-like trainer for ``MLXClassifier``: fit, validate, test, predict.
+
+    Args:
+        max_epochs: training length in epochs, may be fractional: the run makes
+            ``recipes.total_steps(max_epochs, batches per epoch)`` optimizer steps, the count
+            torch's side makes, and the schedule spans exactly those.
+        callbacks: ``Callback`` objects (on_train_start, on_train_batch_end, ...).
+        default_root_dir: where ``metrics.csv`` and ``checkpoints/`` go.
+        log_every_n_steps: a training-loss row in ``metrics.csv`` every N optimizer steps.
+        enable_progress_bar: tqdm bars for training, validation and test.
+        enable_checkpointing: write ``checkpoints/last.npz`` at each epoch's end (atomically).
+        limit_train_batches, limit_val_batches, limit_test_batches: use only the first N
+            batches (None: all; ``limit_val_batches=0`` skips validation).
+        checkpoint_meta: plain values stored in every checkpoint (the scripts store the
+            run's settings, which ``--resume`` checks).
+
+    ``fit(module, datamodule, ckpt_path=None)`` takes a ``CIFARDataModule``; a checkpoint
+    restores weights, optimiser state, step, epoch, random key and train time. The step
+    is compiled with the model, optimiser and random state as inputs and outputs, so
+    dropout draws a fresh mask each step. A non-finite loss or weight raises
+    ``NonFiniteLossError`` naming the 0-based step and the last good checkpoint.
+    ``validate`` returns {"val/acc", "val/loss"}; ``test`` returns {"test/acc",
+    "test/loss", "per_class_accuracy" (num_classes,), "confusion_matrix" (num_classes,
+    num_classes; rows true), "test/acc_no_tta" with TTA}; accuracies are fractions in
+    [0, 1] computed by torchmetrics from the logits, as on the Lightning path.
+    """
+
     def __init__(
         self,
         max_epochs: float = 1,
@@ -78,6 +105,8 @@ class MLXTrainer:
         enable_progress_bar: bool = True,
         enable_checkpointing: bool = True,
         limit_train_batches: int | None = None,
+        limit_val_batches: int | None = None,
+        limit_test_batches: int | None = None,
         checkpoint_meta: dict | None = None,
     ):
         self.max_epochs = max_epochs  # may be fractional: stops after ceil(max_epochs * batches) steps
@@ -87,6 +116,7 @@ class MLXTrainer:
         self.enable_progress_bar = enable_progress_bar
         self.enable_checkpointing = enable_checkpointing
         self.limit_train_batches = limit_train_batches
+        self.limit_val_batches, self.limit_test_batches = limit_val_batches, limit_test_batches
         self.checkpoint_meta = checkpoint_meta or {}  # plain values kept in every checkpoint (the run's settings)
         self.train_time_s = 0.0  # seconds spent in fit, earlier segments of a resumed run included
         self._fit_started: float | None = None  # perf_counter() when this segment's fit began
@@ -146,7 +176,7 @@ class MLXTrainer:
                 cb.on_train_epoch_start(self, module)
             loader.sampler.set_epoch(self.current_epoch)
             self._train_epoch(module, loader, step, per_epoch)
-            val = {} if self.should_stop else self.validate(module, datamodule, verbose=False)
+            val = {} if self.should_stop or self.limit_val_batches == 0 else self.validate(module, datamodule, verbose=False)
             self.callback_metrics.update(val)
             self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **self._epoch_means, **val})
             for cb in self.callbacks:
@@ -225,17 +255,24 @@ class MLXTrainer:
             writer.writerows(self.metrics_rows)
 
     # -------------------------------------------------------------- evaluation
-    def _evaluate(self, module, loader, hook):
-        """Run `hook` over `loader` in eval mode; returns (logits, labels) as torch tensors."""
+    def _evaluate(self, module, loader, hook, limit: int | None, desc: str):
+        """Run `hook` over the first `limit` batches of `loader` (all: None) in eval mode,
+        with a progress bar; returns (logits, labels) as torch tensors."""
         import torch
+        from tqdm import tqdm
 
+        batches = len(loader) if limit is None else min(limit, len(loader))
         module.model.eval()
         outputs, targets = [], []
-        for batch_idx, batch in enumerate(loader):
-            images, labels = to_mlx(batch)
-            logits = hook((images, labels), batch_idx)
-            outputs.append(torch.from_numpy(np.array(logits)))
-            targets.append(batch[1])
+        with tqdm(total=batches, desc=desc, disable=not self.enable_progress_bar, leave=False) as bar:
+            for batch_idx, batch in enumerate(loader):
+                if batch_idx >= batches:
+                    break
+                images, labels = to_mlx(batch)
+                logits = hook((images, labels), batch_idx)
+                outputs.append(torch.from_numpy(np.array(logits)))
+                targets.append(batch[1])
+                bar.update(1)
         module.model.train()
         return torch.cat(outputs), torch.cat(targets)
 
@@ -246,7 +283,8 @@ class MLXTrainer:
         module.trainer = self
         datamodule.setup("validate")
         module._logged = {}
-        logits, labels = self._evaluate(module, datamodule.val_dataloader(), module.validation_step)
+        logits, labels = self._evaluate(module, datamodule.val_dataloader(), module.validation_step,
+                                        self.limit_val_batches, "Validation")  # fmt: skip
         k = logits.shape[1]
         out = {
             "val/acc": float(multiclass_accuracy(logits, labels, k, average="micro")),
@@ -258,20 +296,23 @@ class MLXTrainer:
 
     def test(self, module, datamodule, verbose: bool = True) -> dict:
         """Overall and per-class accuracy (torchmetrics, as the Lightning path), confusion matrix."""
+        import torch.nn.functional as F
         from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
 
         module.trainer = self
         datamodule.setup("test")
         loader = datamodule.test_dataloader()
-        logits, labels = self._evaluate(module, loader, module.test_step)
+        logits, labels = self._evaluate(module, loader, module.test_step, self.limit_test_batches, "Testing")
         k = logits.shape[1]
         out = {
             "test/acc": float(multiclass_accuracy(logits, labels, k, average="micro")),
+            "test/loss": float(F.cross_entropy(logits, labels)),
             "per_class_accuracy": multiclass_accuracy(logits, labels, k, average=None).numpy(),
             "confusion_matrix": multiclass_confusion_matrix(logits, labels, k).numpy(),
         }
         if module.recipe.tta:
-            plain, _ = self._evaluate(module, loader, lambda b, i: module(b[0]))
+            plain, _ = self._evaluate(module, loader, lambda b, i: module(b[0]), self.limit_test_batches,
+                                      "Testing without TTA")  # fmt: skip
             out["test/acc_no_tta"] = float(multiclass_accuracy(plain, labels, k, average="micro"))
         if verbose:
             print({k: v for k, v in out.items() if k.startswith("test/")})

@@ -5,6 +5,7 @@
 """
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -31,10 +32,8 @@ def main() -> int:
     runs = load_runs(args.runs)
     for run in runs:  # paths relative to the repository, as committed
         run["_path"] = Path(run["_path"]).resolve().relative_to(ROOT).as_posix() if ROOT in Path(run["_path"]).resolve().parents else run["_path"]
-    sections = []
-    for extra in sorted(Path(args.runs).glob("*.md")):  # e.g. benchmark tables written by scripts
-        sections.append(extra.read_text())
-    text = render_results(runs, sections)
+    bench = Path(args.runs) / "benchmarks.json"  # written by scripts/benchmark.py
+    text = render_results(runs, json.loads(bench.read_text()) if bench.exists() else None)
     if args.check:
         current = Path(args.output).read_text() if Path(args.output).exists() else ""
         if current != text:

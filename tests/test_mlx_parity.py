@@ -69,7 +69,7 @@ def test_train_mode_logits_and_running_stats_agree(name):
 
 
 def torch_step(t, x, y, steps):
-    optimizer = torch.optim.SGD(t.param_groups(), lr=t.recipe.lr, momentum=t.recipe.momentum, nesterov=t.recipe.nesterov)
+    optimizer = t.make_optimizer()
     total = steps
     losses = []
     for step, (bx, by) in enumerate(zip(x, y)):

@@ -16,6 +16,8 @@ from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer, NonFiniteLoss
 from cifar_lightning.reporting import RUN_SCHEMA_KEYS
 from cifar_mlx_adapter.runner import main
 
+from conftest import write_cifar
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -130,11 +132,18 @@ def test_fit_mlx_bad_inputs_give_one_line_errors(tmp_path):
     assert unknown.returncode == 2 and "invalid choice: 'vgg'" in unknown.stderr
 
 
-@pytest.mark.parametrize("model", ["small_cnn", "fast"])
-def test_fit_mlx_learns_a_learnable_fixture(cifar10_dir, tmp_path, model):
-    """The fixture's classes differ in mean colour: 3 epochs reach far above chance (10%).
-    On 50 test images chance accuracy has standard deviation 0.042, so 0.4 is 7 above it."""
-    record = fit_mlx(cifar10_dir, tmp_path / model, "--model", model, "--epochs", "3", "--batch-size", "20", "--no-tta")
+@pytest.mark.parametrize("model,n_train,flags", [
+    ("small_cnn", 500, ["--epochs", "2", "--batch-size", "25"]),
+    ("fast", 200, ["--epochs", "3", "--batch-size", "20", "--no-tta"]),
+])  # fmt: skip
+def test_fit_mlx_learns_a_learnable_fixture(tmp_path, model, n_train, flags):
+    """The fixture's classes differ in mean colour: a few epochs reach far above chance (10%).
+    On 100 test images chance accuracy has standard deviation 0.03, so 0.4 is 10 above it.
+    Measured for SmallCNN over seeds 0-3 (2 epochs of 500 images): 0.59-0.70. On 200
+    images (3 epochs of 20) SmallCNN's accuracy spread 0.1-0.6 over seeds in both
+    frameworks: too few steps for its OneCycle and dropout to settle."""
+    data = write_cifar(tmp_path / "data", "cifar10", n_train=n_train, n_test=100)
+    record = fit_mlx(data, tmp_path / model, "--model", model, *flags)
     assert record["test_accuracy"] >= 0.4, record["test_accuracy"]
 
 

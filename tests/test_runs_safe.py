@@ -266,10 +266,15 @@ def test_flags_are_checked_up_front_in_the_users_terms(framework, flags, expecte
     assert not (tmp_path / "o").exists()  # bad input leaves nothing behind
 
 
-@pytest.mark.parametrize("value", ["0", "-3"])
-def test_mlx_limit_train_batches_must_be_positive(value, cifar10_dir, tmp_path, capsys):
-    r = run_script("mlx", "--data-dir", str(cifar10_dir), "--no-download", "--limit-train-batches", value, capsys=capsys)
-    assert one_line(r) == f"error: --limit-train-batches must be a positive number of batches, got {value}"
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--limit-train-batches", "0", "must be positive, got 0"),
+    ("--limit-test-batches", "-3", "must be positive, got -3"),
+    ("--limit-val-batches", "-1", "must be 0 or more batches, got -1"),
+])  # fmt: skip
+def test_limit_batches_flags_are_checked(framework, flag, value, expected, cifar10_dir, capsys):
+    r = run_script(framework, "--data-dir", str(cifar10_dir), "--no-download", flag, value, capsys=capsys)
+    assert one_line(r) == f"error: {flag} {expected}"
 
 
 def test_batch_size_is_checked_per_process(cifar10_dir, tmp_path, capsys):
