@@ -1,14 +1,30 @@
-"""CIFAR-10/100 with PyTorch Lightning: one DataModule, one LightningModule, one model zoo."""
+"""CIFAR-10/100 with PyTorch Lightning: one DataModule, one LightningModule, one model zoo.
 
-from .data import CIFARDataModule
-from .datasets import CIFARDataError
-from .models import build_model, count_parameters
-from .module import CIFARClassifier
-from .recipes import RECIPES, Recipe, get_recipe
-from .spec import MODEL_NAMES
+``cifar_lightning.core`` is the framework-neutral part (numpy and the standard library
+only): model spec, recipes and schedules, the data reader, splits and random draws, run
+records and reports. Both the torch layer (this package) and the MLX layer
+(``cifar_mlx_adapter``) build on it. The torch names below are imported on first use,
+so ``import cifar_lightning.core`` loads neither torch nor Lightning.
+"""
 
-__all__ = [
-    "CIFARClassifier", "CIFARDataError", "CIFARDataModule", "MODEL_NAMES", "RECIPES", "Recipe",
-    "build_model", "count_parameters", "get_recipe",
-]  # fmt: skip
+from importlib import import_module
+
+from .core.datasets import CIFARDataError
+from .core.recipes import RECIPES, Recipe, get_recipe
+from .core.spec import MODEL_NAMES
+
+_TORCH_NAMES = {
+    "CIFARClassifier": ".module",
+    "CIFARDataModule": ".data",
+    "build_model": ".models",
+    "count_parameters": ".models",
+}
+
+__all__ = ["CIFARDataError", "MODEL_NAMES", "RECIPES", "Recipe", "get_recipe", *_TORCH_NAMES]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name in _TORCH_NAMES:
+        return getattr(import_module(_TORCH_NAMES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

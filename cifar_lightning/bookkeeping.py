@@ -20,7 +20,7 @@ import time
 import lightning as L
 import torch
 
-from .errors import NonFiniteLossError, non_finite_message
+from .core.errors import NonFiniteLossError, non_finite_message
 
 
 def rng_states() -> dict:
@@ -92,3 +92,37 @@ class RunBook(L.Callback):
             print(f"\ninterrupted; resume with:\n  {self.resume_hint(last)}", file=sys.stderr, flush=True)
         else:
             print("\ninterrupted before the first checkpoint: nothing to resume", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------- what run.json records of a torch run
+
+
+def torch_numerics(trainer, channels_last: bool) -> dict:
+    """The precision Lightning used (``16-mixed`` on CPU runs as ``bf16-mixed``), the
+    float32 matmul precision, TF32 and cuDNN switches, and the memory format."""
+    return {
+        "precision": str(trainer.precision),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_enabled": torch.backends.cudnn.enabled,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "memory_format": "channels_last" if channels_last else "contiguous",
+    }
+
+
+def torch_processes(trainer, batch_size: int) -> dict:
+    """Devices, strategy, world size and the effective batch (images per optimizer step,
+    over all processes and accumulated batches)."""
+    world = trainer.world_size
+    accumulate = trainer.accumulate_grad_batches
+    return {
+        "devices": trainer.num_devices,
+        "num_nodes": trainer.num_nodes,
+        "strategy": type(trainer.strategy).__name__,
+        "world_size": world,
+        "accumulate_grad_batches": accumulate,
+        "batch_size_per_process": batch_size,
+        "effective_batch_size": batch_size * world * accumulate,
+    }

@@ -1,8 +1,9 @@
-"""CIFARDataModule: the one data pipeline both frameworks consume.
+"""CIFARDataModule: the Lightning face of the data both frameworks consume.
 
-The whole split lives in memory as a uint8 tensor; each batch is gathered,
-augmented and normalised with a few tensor ops (no per-image PIL transforms).
-The loaders are plain iterables, not DataLoaders, so Lightning does not add a
+The whole split is uploaded to the training device once, as uint8; each epoch's
+order and augmentation draws (``core.data``, ``core.draws``) are uploaded once an
+epoch, and every batch is gathered, augmented and normalised there with a few tensor
+ops. The loaders are plain iterables, not DataLoaders, so Lightning adds no
 DistributedSampler: each loader shards by rank itself.
 """
 
@@ -14,98 +15,46 @@ import lightning as L
 import numpy as np
 import torch
 
-from .augment import Augmentation, augment, draw_epoch, normalize
-from .datasets import CIFARDataError, dataset_info, dataset_present, read_class_names, read_split
-from .plain import to_plain
-from .seeds import derive_seed
+from .augment import augment, draws_on, normalize
+from .core.data import BatchPlan, CIFARData, EpochSampler, stratified_split
+from .core.draws import Augmentation
+from .core.plain import to_plain
 
-
-class EpochSampler:
-    """Which images each rank sees in one epoch, reshuffled from (seed, "shuffle", epoch).
-
-    Lightning calls ``set_epoch`` on a loader's ``sampler`` at every epoch start
-    (also after a resume), exactly as it does for a DistributedSampler.
-    """
-
-    def __init__(self, num_images: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in [0, {world_size - 1}], got {rank}")
-        self.num_images, self.shuffle, self.seed = num_images, shuffle, seed
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        if self.shuffle and self.world_size > 1:
-            return self.num_images // self.world_size
-        return len(range(self.rank, self.num_images, self.world_size))
-
-    def indices(self) -> torch.Tensor:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(derive_seed(self.seed, "shuffle", self.epoch))
-            order = torch.randperm(self.num_images, generator=generator)
-        else:
-            order = torch.arange(self.num_images)
-        if self.shuffle and self.world_size > 1:  # equal shares, so every rank runs the same number of steps
-            order = order[: self.num_images - self.num_images % self.world_size]
-        return order[self.rank :: self.world_size]
+__all__ = ["CIFARBatchLoader", "CIFARDataModule", "EpochSampler", "stratified_split"]
 
 
 class CIFARBatchLoader:
-    """Yields (float32 images (B, 3, 32, 32) normalised, int64 labels (B,))."""
+    """Yields (float32 images (B, 3, 32, 32) normalised, int64 labels (B,)) on the device
+    the images live on, following a ``core.data.BatchPlan``."""
 
     batch_sampler = None  # Lightning inspects DataLoader-like attributes; batching is ours
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int,
-        mean,
-        std,
-        sampler: EpochSampler,
-        drop_last: bool = False,
-        augmentation: Augmentation | None = None,
-        seed: int = 0,
-    ):
-        self.images, self.labels = images, labels
-        self.batch_size, self.mean, self.std = batch_size, mean, std
-        self.sampler, self.drop_last = sampler, drop_last
-        self.augmentation, self.seed = augmentation, seed
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, plan: BatchPlan, mean, std):
+        self.images, self.labels, self.plan = images, labels, plan
+        self.mean, self.std = mean, std
+        self.sampler = plan.sampler  # Lightning calls sampler.set_epoch
+        self.batch_size, self.augmentation, self.seed = plan.batch_size, plan.augmentation, plan.seed
 
     def __len__(self) -> int:
-        n = len(self.sampler)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return len(self.plan)
 
-    def __iter__(self):
-        order = self.sampler.indices()
-        draws = None
-        if self.augmentation is not None:
-            draws = draw_epoch(self.augmentation, len(self.images), self.seed, self.sampler.epoch)
-        for b in range(len(self)):
-            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+    def uint8_batches(self):
+        """The augmented uint8 batches (B, 3, 32, 32) and labels, before normalisation."""
+        device = self.images.device
+        order, draws = self.plan.epoch()
+        order = torch.from_numpy(order).to(device)
+        draws = draws_on(draws, device) if draws is not None else None
+        for start, stop in self.plan.slices():
+            index = order[start:stop]
             images = self.images[index]
             if draws is not None:
-                images = augment(images, draws, index, self.augmentation)
-            yield normalize(images, self.mean, self.std), self.labels[index]
+                images = augment(images, draws["shift"][index], draws["flip"][index], draws["cutout"][index],
+                                 self.augmentation)  # fmt: skip
+            yield images, self.labels[index]
 
-
-def stratified_split(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, holdout_idx): sorted int64 indices; `holdout` of them keep the classes'
-    proportions, drawn from (seed, "split"). Raises ValueError unless 0 <= holdout < len(labels)."""
-    if not 0 <= holdout < len(labels):
-        raise ValueError(f"val_size must lie in [0, {len(labels) - 1}], got {holdout}")
-    rng = np.random.default_rng(derive_seed(seed, "split"))
-    classes, counts = np.unique(labels, return_counts=True)
-    exact = holdout * counts / len(labels)
-    quota = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - quota), kind="stable")[: holdout - quota.sum()]:
-        quota[i] += 1
-    held = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
-    held = np.sort(np.concatenate(held))
-    return np.setdiff1d(np.arange(len(labels)), held), held
+    def __iter__(self):
+        for images, labels in self.uint8_batches():
+            yield normalize(images, self.mean, self.std), labels
 
 
 class CIFARDataModule(L.LightningDataModule):
@@ -152,109 +101,79 @@ class CIFARDataModule(L.LightningDataModule):
         train_subset: int | None = None,
     ):
         given = dict(locals())
-        super().__init__()
-        self.info = dataset_info(dataset)
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        super().__init__()
         # checkpoints keep plain types only (they load with weights_only=True): a Path becomes str
         self.save_hyperparameters({k: to_plain(v, k) for k, v in given.items() if k not in ("self", "__class__")})
-        self.data_dir = Path(data_dir)
         self.augmentation = Augmentation(crop_padding, pad_mode, flip, cutout)
-        self.num_classes = self.info.num_classes
-        # num_workers is accepted for DataModule compatibility; batches are built
-        # with vectorised tensor ops in the main process, which is faster here.
-        self._train = self._val = self._test = None
-        self._training_split = None  # the raw training split, read once; dropped after setup
+        self.data = CIFARData(dataset, data_dir, batch_size=batch_size, val_size=val_size, seed=seed,
+                              eval_batch_size=eval_batch_size, augmentation=self.augmentation,
+                              train_subset=train_subset, download=download)  # fmt: skip
+        self.info, self.data_dir, self.num_classes = self.data.info, self.data.data_dir, self.data.num_classes
+        # num_workers is accepted for DataModule compatibility; batches are built on the
+        # training device with tensor ops, in the main process.
+        self._on_device: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def classes(self) -> list[str]:
-        return read_class_names(self.data_dir, self.info.name)
+        return self.data.classes
 
     def prepare_data(self) -> None:
-        """Download (once, one process) if the data is missing. Sets no state."""
-        if dataset_present(self.data_dir, self.info.name):
-            return
-        if not self.hparams.download:
-            read_split(self.data_dir, self.info.name, train=True)  # raises the message naming the folder
-            raise CIFARDataError(f"incomplete {self.info.name} data in {self.data_dir / self.info.folder}")
-        from torchvision.datasets import CIFAR10, CIFAR100
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        source = CIFAR10 if self.info.name == "cifar10" else CIFAR100
-        try:  # torchvision knows the address and verifies the archive's md5
-            download_and_extract_archive(source.url, str(self.data_dir), filename=source.filename, md5=source.tgz_md5)
-        except Exception as e:
-            raise CIFARDataError(
-                f"download of {self.info.name} into {self.data_dir.resolve()} failed ({type(e).__name__}: {e}); "
-                f"without internet, pass --data-dir pointing at a folder holding {self.info.folder}/"
-            ) from None
+        """Download (once, one process) if the data is missing and ``download`` is True
+        (torchvision's address and md5); else raise CIFARDataError naming the folder."""
+        self.data.prepare_data()
 
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
+    def _device(self) -> torch.device:
+        """The device batches are made on: the trainer's, else the CPU."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+
     def setup(self, stage: str | None = None) -> None:
-        if self._train is not None:
-            return
-        images, labels = self._read_training_split()
-        test = read_split(self.data_dir, self.info.name, train=False)
-        train_idx, val_idx = stratified_split(labels, self.hparams.val_size, self.hparams.seed)
-        if self.hparams.train_subset:
-            train_idx = train_idx[: self.hparams.train_subset]
-        as_tensors = lambda x, y: (torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))  # noqa: E731
-        self._train = as_tensors(images[train_idx], labels[train_idx])
-        self._test = as_tensors(*test)
-        self._val = as_tensors(images[val_idx], labels[val_idx]) if len(val_idx) else self._test
-        self._training_split = None  # the split's tensors hold what is needed
+        self.data.setup()
 
     def training_set_size(self) -> int:
         """Images in the dataset's whole training split (before --val-size and --train-subset);
         downloads the data first if it is missing and downloading is allowed."""
         self.prepare_data()
-        return len(self._read_training_split()[1])
+        return self.data.training_set_size()
 
-    def _read_training_split(self) -> tuple[np.ndarray, np.ndarray]:
-        if self._training_split is None:
-            self._training_split = read_split(self.data_dir, self.info.name, train=True)
-        return self._training_split
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 images (N, 3, 32, 32) and int64 labels (N,) of "train", "val" or "test" on the CPU."""
+        self.setup()
+        images, labels = self.data.splits[name]
+        return torch.from_numpy(images), torch.from_numpy(labels)
 
     @property
     def train_images(self) -> torch.Tensor:
-        """The uint8 training images (N, 3, 32, 32), e.g. for the whitening initialiser."""
-        self.setup()
-        return self._train[0]
+        """The uint8 training images (N, 3, 32, 32) on the CPU, e.g. for the whitening initialiser."""
+        return self.split("train")[0]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return normalize(images, self.info.mean, self.info.std)
 
-    def _loader(self, split: str, train: bool) -> CIFARBatchLoader:
-        self.setup()
+    def _loader(self, split: str) -> CIFARBatchLoader:
         rank, world = self._rank()
-        images, labels = getattr(self, split)
-        hp = self.hparams
-        return CIFARBatchLoader(
-            images,
-            labels,
-            hp.batch_size if train else (hp.eval_batch_size or max(hp.batch_size, 500)),
-            self.info.mean,
-            self.info.std,
-            EpochSampler(len(images), shuffle=train, seed=hp.seed, rank=rank, world_size=world),
-            drop_last=train,
-            augmentation=self.augmentation if train else None,
-            seed=hp.seed,
-        )
+        plan = self.data.plan(split, rank, world)
+        device = self._device()
+        key = (split, str(device))
+        if key not in self._on_device:  # uploaded once per split and device
+            images, labels = self.split(split)
+            self._on_device[key] = (images.to(device), labels.to(device))
+        return CIFARBatchLoader(*self._on_device[key], plan, self.info.mean, self.info.std)
 
     def train_dataloader(self) -> CIFARBatchLoader:
-        loader = self._loader("_train", train=True)
-        if len(loader) == 0:
-            raise ValueError(f"batch_size {loader.batch_size} exceeds the {len(loader.sampler)} training images of this rank")
-        return loader
+        return self._loader("train")
 
     def val_dataloader(self) -> CIFARBatchLoader:
-        return self._loader("_val", train=False)
+        return self._loader("val")
 
     def test_dataloader(self) -> CIFARBatchLoader:
-        return self._loader("_test", train=False)
+        return self._loader("test")
 
     def predict_dataloader(self) -> CIFARBatchLoader:
-        return self._loader("_test", train=False)
+        return self._loader("test")

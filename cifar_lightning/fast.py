@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .recipes import averaging_decay
-from .whitening import whitening_filters
+from .core.recipes import averaging_decay
+from .core.whitening import whitening_filters
 
 
 def init_whitening(model: nn.Module, images: torch.Tensor) -> None:

@@ -12,9 +12,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from .fast import tta_logits
 from .models import build_model
-from .plain import to_plain
-from .recipes import Recipe, get_recipe, lr_factor_linear, sgd_args, total_steps
-from .spec import is_norm_bias
+from .core.plain import to_plain
+from .core.recipes import Recipe, get_recipe, lr_factor_linear, sgd_args, total_steps
+from .core.spec import is_norm_bias
 
 
 class CIFARClassifier(L.LightningModule):

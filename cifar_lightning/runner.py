@@ -8,9 +8,10 @@ import shlex
 import time
 from pathlib import Path
 
-from .cli import common_parser, log_every_n_steps, model_kwargs, recipe_overrides, run_cli
-from .errors import NonFiniteLossError, UsageError
-from .run_folder import choose_run_folder, claim_run_folder
+from .core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
+from .core.errors import NonFiniteLossError, UsageError
+from .core.run_folder import claim_run_folder
+from .core.runs import finish, load_weights_flag, prepare, print_outputs, print_summary, record_failure  # noqa: F401
 
 
 def parser() -> argparse.ArgumentParser:
@@ -41,123 +42,22 @@ def check_accelerator(name: str) -> str:
     return name
 
 
-def prepare(args: argparse.Namespace, framework: str, world_size: int = 1):
-    """The recipe (with the flags' overrides), a ready DataModule and the run folder.
-
-    Checks the flags that need the data's size (--val-size, --train-subset, --batch-size
-    per process) before the run folder is made, so bad input leaves nothing behind."""
+def make_datamodule(args: argparse.Namespace, recipe):
+    """The CIFARDataModule the flags and the recipe describe."""
     from .data import CIFARDataModule
-    from .recipes import get_recipe
 
-    recipe = get_recipe(args.model).with_overrides(**recipe_overrides(args))
-    if args.momentum is not None and recipe.schedule == "onecycle" and recipe.cycle_momentum:
-        raise UsageError(f"--momentum has no effect on {args.model}: its OneCycle schedule cycles momentum "
-                         f"{recipe.max_momentum} -> {recipe.base_momentum} -> {recipe.max_momentum}")  # fmt: skip
-    dm = CIFARDataModule(
+    return CIFARDataModule(
         args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
         download=not args.no_download, seed=recipe.seed, num_workers=getattr(args, "num_workers", 0),
         crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode, flip=recipe.flip, cutout=recipe.cutout,
         train_subset=args.train_subset,
     )  # fmt: skip
-    n_train = dm.training_set_size()  # reads the data (downloading it first if allowed)
-    if args.val_size >= n_train:
-        raise UsageError(f"--val-size {args.val_size} leaves no training images: {args.dataset} has {n_train}")
-    left = n_train - args.val_size
-    if args.train_subset and args.train_subset > left:
-        raise UsageError(f"--train-subset {args.train_subset} exceeds the {left} training images left "
-                         f"after --val-size {args.val_size}")  # fmt: skip
-    per_rank = (args.train_subset or left) // world_size
-    if not args.test_only and recipe.batch_size > per_rank:
-        ranks = f" per process ({world_size} processes)" if world_size > 1 else ""
-        raise UsageError(f"--batch-size {recipe.batch_size} exceeds the {per_rank} training images{ranks}")
-    dm.setup()
-    out = choose_run_folder(framework, args)
-    return recipe, dm, out
-
-
-def load_weights_flag(load) -> None:
-    """Run `load` (which reads --weights); its UsageError names the flag."""
-    try:
-        load()
-    except UsageError as e:
-        raise UsageError(f"--weights {e}") from None
-
-
-def run_command(framework: str, args) -> str:
-    """The command a run.json records, as run from the repository's root."""
-    return f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + shlex.join(args.argv)
-
-
-def record_failure(args, out: Path, framework: str, message: str, checkpoint) -> None:
-    """run.json of a run that did not finish: marked failed, never read as a result."""
-    from .reporting import write_json_atomic
-
-    write_json_atomic(out / "run.json", {
-        "status": "failed", "error": message, "framework": framework, "dataset": args.dataset, "model": args.model,
-        "last_good_checkpoint": str(checkpoint) if checkpoint else None,
-        "command": run_command(framework, args),
-    })  # fmt: skip
-
-
-def print_outputs(out: Path) -> None:
-    """Where a run's record, plots and checkpoints were written."""
-    names = [n for n in ("run.json", "metrics.csv", "curves.png", "confusion.png", "checkpoints") if (out / n).exists()]
-    print(f"run folder {out}: " + ", ".join(names))
-
-
-def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accelerator: str, parameters: int,
-           steps: int, train_time: float, test: dict, checkpoint, numerics: dict, processes: dict) -> dict:  # fmt: skip
-    """Write run.json and the plots of one run (either framework); print the summary.
-
-    `numerics` and `processes` say what was in effect (``provenance``): the precision
-    actually used, matmul/TF32/cuDNN switches, memory format; devices, strategy, world
-    size and the effective batch size."""
-    from . import reporting
-    from .provenance import code_version
-
-    classes = dm.classes
-    metrics_csv = out / "metrics.csv"
-    record = {
-        "framework": framework,
-        "versions": versions,
-        "hardware": reporting.hardware_info(accelerator),
-        "code": code_version(),
-        "numerics": numerics,
-        "processes": processes,
-        "dataset": args.dataset,
-        "model": args.model,
-        "parameters": parameters,
-        "hyperparameters": {**recipe.to_dict(), "val_size": args.val_size, "train_subset": args.train_subset,
-                            "limit_train_batches": args.limit_train_batches,
-                            "limit_val_batches": args.limit_val_batches,
-                            "limit_test_batches": args.limit_test_batches,
-                            "total_steps": steps, **getattr(args, "extra_hparams", {})},  # fmt: skip
-        "status": "finished",
-        "seed": recipe.seed,
-        "epochs": 0 if args.test_only else recipe.epochs,
-        "train_time_s": round(train_time, 2),
-        "test_accuracy": round(test["test/acc"], 6),
-        "test_loss": round(test["test/loss"], 6),
-        "test_accuracy_no_tta": round(test["test/acc_no_tta"], 6) if "test/acc_no_tta" in test else None,
-        "per_class_accuracy": reporting.per_class_dict(test["per_class_accuracy"], classes),
-        "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "command": run_command(framework, args),
-    }
-    reporting.write_json_atomic(out / "run.json", record)
-    title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
-    reporting.plot_confusion(test["confusion_matrix"], classes, out / "confusion.png", title)
-    if metrics_csv.exists() and not args.test_only:  # an evaluation has no curves
-        reporting.plot_curves(metrics_csv, out / "curves.png", title, args.val_size)
-    print_summary(record)
-    print_outputs(out)
-    return record
 
 
 def read_torch_checkpoint(path: str | Path, flag: str) -> dict:
     """A Lightning checkpoint loaded safely (``weights_only=True``: no code in it runs);
     UsageError for another framework's checkpoint, or a file that is no such checkpoint."""
-    from .weights import load_torch_file
+    from .core.weights import load_torch_file
 
     if str(path).endswith(".npz"):
         raise UsageError(f"{flag} {path} is an MLX checkpoint: resume it with scripts/fit_mlx.py")
@@ -180,12 +80,12 @@ def world_size(args, accelerator: str) -> int:
 
 
 def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
-    from .lock import lock_path, training_lock
-    from .run_folder import check_resume_settings, ddp_worker_folder, run_settings
+    from .core.lock import lock_path, training_lock
+    from .core.run_folder import check_resume_settings, ddp_worker_folder, run_settings
 
     accelerator = check_accelerator(args.accelerator)
     resumed = read_torch_checkpoint(args.resume, "--resume") if args.resume else None
-    recipe, dm, out = prepare(args, "torch", world_size(args, accelerator))
+    recipe, dm, out = prepare(args, "torch", make_datamodule, world_size(args, accelerator))
     settings = run_settings(args, recipe.to_dict())
     if resumed is not None:
         check_resume_settings(resumed.get("run", {}).get("settings", {}), settings, args.resume)
@@ -205,10 +105,10 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     from .fast import LookaheadAveraging, init_whitening
     from .models import count_parameters
     from .module import CIFARClassifier
-    from .recipes import total_steps
-    from .reporting import package_versions
-    from .run_folder import announce_to_ddp_workers, ddp_worker_folder, keep_history, read_rows, resume_command
-    from .weights import load_into_torch
+    from .core.recipes import total_steps
+    from .core.reporting import package_versions
+    from .core.run_folder import announce_to_ddp_workers, ddp_worker_folder, keep_history, read_rows, resume_command
+    from .core.weights import load_into_torch
 
     L.seed_everything(recipe.seed, workers=True)
     module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
@@ -267,7 +167,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     results["confusion_matrix"] = module.confusion_matrix.numpy()
     if not recipe.tta:
         results.pop("test/acc_no_tta", None)
-    from .provenance import torch_numerics, torch_processes
+    from .bookkeeping import torch_numerics, torch_processes
 
     args.extra_hparams = model_kwargs(args)
     return finish(args, out, dm, recipe, framework="pytorch",
@@ -277,15 +177,6 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,
                   train_time=0.0 if args.test_only else book.train_time(), test=results,
                   checkpoint=checkpoint)  # fmt: skip
-
-
-def print_summary(record: dict) -> None:
-    print(f"\ntest accuracy {100 * record['test_accuracy']:.2f}%", end="")
-    if record.get("test_accuracy_no_tta") is not None:
-        print(f" (without TTA {100 * record['test_accuracy_no_tta']:.2f}%)", end="")
-    print(f", trained in {record['train_time_s']:.0f} s (validation included)" if record["epochs"] else ", evaluation only")
-    for name, acc in record["per_class_accuracy"].items():
-        print(f"  {name:>12s} {100 * acc:6.2f}%")
 
 
 def main(argv: list[str] | None = None, extra_callbacks: tuple = ()) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
-from cifar_lightning.recipes import averaging_decay
+from cifar_lightning.core.recipes import averaging_decay
 
 from .trainer import Callback
 

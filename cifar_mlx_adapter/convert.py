@@ -1,6 +1,6 @@
 """Weights and BatchNorm statistics, torch <-> MLX.
 
-Names are identical in both frameworks (see ``cifar_lightning.spec``); only conv
+Names are identical in both frameworks (see ``cifar_lightning.core.spec``); only conv
 weights change layout, (out, in, kh, kw) <-> (out, kh, kw, in). torch's
 ``num_batches_tracked`` counters have no MLX counterpart and are dropped/refilled.
 """
@@ -14,7 +14,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from cifar_lightning.weights import (
+from cifar_lightning.core.weights import (
     check_weights,
     load_torch_state,
     mlx_layout_to_torch,
@@ -62,10 +62,16 @@ def load_weights(model: nn.Module, weights: dict[str, mx.array], what: str = "we
 
 
 def load_file(model: nn.Module, path: str | Path) -> None:
-    """Load either framework's weight file (.ckpt/.pt from torch, .npz from MLX) into `model`."""
+    """Load either framework's weight file into `model`: .ckpt/.pt/.pth from torch (read with
+    torch, imported only then), .npz from MLX, or .safetensors in MLX layout (as
+    ``mx.save_safetensors(path, mlx_state(model))`` writes it). Raises UsageError or
+    WeightsMismatchError naming the file and the first offending key."""
     path = Path(path)
     if path.suffix == ".npz":
         weights = {k: mx.array(v) for k, v in read_npz_model(path).items()}
+    elif path.suffix == ".safetensors":
+        arrays = mx.load(str(path))
+        weights = {k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")} or arrays
     else:
         weights = torch_to_mlx(load_torch_state(path))
     load_weights(model, weights, what=str(path))

@@ -1,4 +1,4 @@
-"""The model spec of ``cifar_lightning.spec`` built natively in MLX (NHWC input).
+"""The model spec of ``cifar_lightning.core.spec`` built natively in MLX (NHWC input).
 
 Every parameter and BatchNorm statistic has the torch model's name; lists stand
 where torch uses nn.Sequential so the indices match (``layer2.0.shortcut.1``).
@@ -10,7 +10,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-from cifar_lightning.spec import FAST, RESNET18, SMALL_CNN, check_model_name
+from cifar_lightning.core.spec import FAST, RESNET18, SMALL_CNN, check_model_name
 
 
 class MaxPool2d(nn.Module):
@@ -151,7 +151,7 @@ def init_whitening(model: FastNet, images_nchw) -> None:
     """Set the whitening filters from normalised float images (N, 3, 32, 32), as torch does."""
     import numpy as np
 
-    from cifar_lightning.whitening import whitening_filters
+    from cifar_lightning.core.whitening import whitening_filters
 
     filters = whitening_filters(np.asarray(images_nchw), kernel=FAST["whiten_kernel"])
     model.whiten.weight = mx.array(filters.transpose(0, 2, 3, 1))
@@ -161,7 +161,7 @@ _BUILDERS = {"small_cnn": SmallCNN, "resnet18": ResNet18, "fast": FastNet}
 
 
 def build_model(name: str, num_classes: int = 10, **kwargs) -> nn.Module:
-    """The MLX model `name` (see ``cifar_lightning.spec.MODEL_NAMES``) with `num_classes` outputs."""
+    """The MLX model `name` (see ``cifar_lightning.core.spec.MODEL_NAMES``) with `num_classes` outputs."""
     return _BUILDERS[check_model_name(name)](num_classes=num_classes, **kwargs)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from cifar_lightning.recipes import Recipe, get_recipe
+from cifar_lightning.core.recipes import Recipe, get_recipe
 
 from .models import build_model
 from .optim import recipe_optimizer

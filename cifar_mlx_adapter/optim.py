@@ -5,8 +5,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.optimizers as optim
 
-from cifar_lightning.recipes import Recipe, lr_at, momentum_at, sgd_args
-from cifar_lightning.spec import is_norm_bias
+from cifar_lightning.core.recipes import Recipe, lr_at, momentum_at, sgd_args
+from cifar_lightning.core.spec import is_norm_bias
 
 
 class SGD(optim.Optimizer):

@@ -12,10 +12,10 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from cifar_lightning.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
-from cifar_lightning.errors import NonFiniteLossError, UsageError
-from cifar_lightning.run_folder import claim_run_folder
-from cifar_lightning.runner import finish, load_weights_flag, prepare, record_failure
+from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
+from cifar_lightning.core.errors import NonFiniteLossError, UsageError
+from cifar_lightning.core.run_folder import claim_run_folder
+from cifar_lightning.core.runs import finish, load_weights_flag, prepare, record_failure
 
 
 def parser() -> argparse.ArgumentParser:
@@ -53,13 +53,23 @@ def validate_mlx_flags(args) -> None:
         raise UsageError(f"--memory-limit must be a positive number of GB, got {args.memory_limit}")
 
 
+def make_data(args: argparse.Namespace, recipe):
+    """The framework-neutral CIFARData the flags and the recipe describe (no torch)."""
+    from cifar_lightning.core.data import CIFARData
+    from cifar_lightning.core.draws import Augmentation
+
+    return CIFARData(args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
+                     seed=recipe.seed, train_subset=args.train_subset, download=not args.no_download,
+                     augmentation=Augmentation(recipe.crop_padding, recipe.pad_mode, recipe.flip, recipe.cutout))  # fmt: skip
+
+
 def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
-    from cifar_lightning.lock import lock_path, training_lock
-    from cifar_lightning.run_folder import check_resume_settings, run_settings
+    from cifar_lightning.core.lock import lock_path, training_lock
+    from cifar_lightning.core.run_folder import check_resume_settings, run_settings
 
     device = setup_device(args)
     resumed = read_mlx_checkpoint(args.resume, "--resume") if args.resume else None
-    recipe, dm, out = prepare(args, "mlx")
+    recipe, dm, out = prepare(args, "mlx", make_data)
     settings = run_settings(args, recipe.to_dict())
     if resumed is not None:
         check_resume_settings(resumed.get("settings", {}), settings, args.resume)
@@ -68,9 +78,9 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
 
 
 def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
-    from cifar_lightning.recipes import total_steps
-    from cifar_lightning.reporting import package_versions
-    from cifar_lightning.run_folder import resume_command
+    from cifar_lightning.core.recipes import total_steps
+    from cifar_lightning.core.reporting import package_versions
+    from cifar_lightning.core.run_folder import resume_command
 
     from .callbacks import LookaheadAveraging
     from .convert import load_file, mlx_state
@@ -84,7 +94,8 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
     if args.weights:
         load_weights_flag(lambda: load_file(module.model, args.weights))
     elif recipe.whiten_bias_epochs and not args.resume:
-        init_whitening(module.model, dm.normalize(dm.train_images[:5000]).numpy())
+        dm.setup()
+        init_whitening(module.model, dm.normalize(dm.splits["train"][0][:5000]))
     out = claim_run_folder(out, "mlx", args)  # every check has passed: now the folder is made
     if not args.test_only and not args.resume:
         # the starting point, so the other framework can start from the same weights (--weights)
@@ -93,7 +104,7 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
     callbacks = list(callbacks)
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
-    steps = total_steps(recipe.epochs, min(len(dm.train_dataloader()), args.limit_train_batches or math.inf))
+    steps = total_steps(recipe.epochs, min(len(dm.plan("train")), args.limit_train_batches or math.inf))
     trainer = MLXTrainer(max_epochs=recipe.epochs, callbacks=callbacks, default_root_dir=out,
                          log_every_n_steps=log_every_n_steps(args, steps), limit_train_batches=args.limit_train_batches,
                          limit_val_batches=args.limit_val_batches, limit_test_batches=args.limit_test_batches,
@@ -116,10 +127,10 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
             print("\ninterrupted before the first checkpoint: nothing to resume", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
     args.extra_hparams = {"device": device, **model_kwargs(args)}
-    from cifar_lightning.provenance import mlx_numerics, single_process
+    from cifar_lightning.core.provenance import mlx_numerics, single_process
 
     return finish(args, out, dm, recipe, framework="mlx", numerics=mlx_numerics(),
-                  processes=single_process(recipe.batch_size), versions=package_versions("mlx", "torch", "torchmetrics"),
+                  processes=single_process(recipe.batch_size), versions=package_versions("mlx", "numpy"),
                   accelerator=device, parameters=count_parameters(module.model), steps=trainer.total_steps,
                   train_time=0.0 if args.test_only else trainer.train_time_s, test=test, checkpoint=checkpoint)  # fmt: skip
 

@@ -20,16 +20,12 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from cifar_lightning.errors import NonFiniteLossError, non_finite_message
-from cifar_lightning.recipes import total_steps
+from cifar_lightning.core import metrics
+from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message
+from cifar_lightning.core.recipes import total_steps
 
 from .convert import load_weights, mlx_state
-
-
-def to_mlx(batch) -> tuple[mx.array, mx.array]:
-    """A (NCHW float tensor, labels) batch of the DataModule as NHWC mx arrays, converted once."""
-    images, labels = batch
-    return mx.array(images.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(labels.numpy())
+from .data import MLXData, core_data
 
 
 def compile_with_state(fn, model: nn.Module, optimizer=None):
@@ -85,7 +81,9 @@ class MLXTrainer:
         checkpoint_meta: plain values stored in every checkpoint (the scripts store the
             run's settings, which ``--resume`` checks).
 
-    ``fit(module, datamodule, ckpt_path=None)`` takes a ``CIFARDataModule``; a checkpoint
+    ``fit(module, datamodule, ckpt_path=None)`` takes a ``CIFARDataModule`` or the neutral
+    ``CIFARData`` (then no torch is imported); batches are made on MLX's device
+    (``cifar_mlx_adapter.data``); a checkpoint
     restores weights, optimiser state, step, epoch, random key and train time. The step
     is compiled with the model, optimiser and random state as inputs and outputs, so
     dropout draws a fresh mask each step. A non-finite loss or weight raises
@@ -93,7 +91,8 @@ class MLXTrainer:
     ``validate`` returns {"val/acc", "val/loss"}; ``test`` returns {"test/acc",
     "test/loss", "per_class_accuracy" (num_classes,), "confusion_matrix" (num_classes,
     num_classes; rows true), "test/acc_no_tta" with TTA}; accuracies are fractions in
-    [0, 1] computed by torchmetrics from the logits, as on the Lightning path.
+    [0, 1] computed from the logits by ``core.metrics`` (numpy), which tests hold equal
+    to the torchmetrics figures of the Lightning path.
     """
 
     def __init__(
@@ -128,6 +127,7 @@ class MLXTrainer:
         self.metrics_rows: list[dict] = []
         self.last_checkpoint: Path | None = None
         self.optimizer = None  # made by module.configure_optimizers() in fit
+        self._mlx_data: MLXData | None = None
 
     # ---------------------------------------------------------------- training
     def _compile_step(self, module, optimizer):
@@ -152,11 +152,18 @@ class MLXTrainer:
         n = len(loader)
         return min(n, self.limit_train_batches) if self.limit_train_batches else n
 
+    def _data(self, datamodule) -> MLXData:
+        """The MLX-side data of a CIFARDataModule or CIFARData, uploaded once per trainer."""
+        if hasattr(datamodule, "prepare_data"):  # a DataModule may download the files first
+            datamodule.prepare_data()
+        data = core_data(datamodule)
+        if self._mlx_data is None or self._mlx_data.data is not data:
+            self._mlx_data = MLXData(data)
+        return self._mlx_data
+
     def fit(self, module, datamodule, ckpt_path: str | Path | None = None) -> None:
         module.trainer = self
-        datamodule.prepare_data()
-        datamodule.setup("fit")
-        loader = datamodule.train_dataloader()
+        loader = self._data(datamodule).loader("train")
         per_epoch = self._steps_per_epoch(loader)
         self.total_steps = total_steps(self.max_epochs, per_epoch)
         optimizer = module.configure_optimizers()
@@ -203,10 +210,9 @@ class MLXTrainer:
         bar = tqdm(total=min(per_epoch, self.total_steps - self.global_step), desc=f"Epoch {self.current_epoch}",
                    disable=not self.enable_progress_bar, leave=True)  # fmt: skip
         try:
-            for batch_idx, batch in enumerate(loader):
+            for batch_idx, (images, labels) in enumerate(loader):
                 if batch_idx >= per_epoch or self.global_step >= self.total_steps or self.should_stop:
                     break
-                images, labels = to_mlx(batch)
                 loss, logs = step(images, labels)
                 n = labels.shape[0]
                 for k, v in logs.items():
@@ -255,74 +261,61 @@ class MLXTrainer:
             writer.writerows(self.metrics_rows)
 
     # -------------------------------------------------------------- evaluation
-    def _evaluate(self, module, loader, hook, limit: int | None, desc: str):
+    def _evaluate(self, module, loader, hook, limit: int | None, desc: str) -> tuple[np.ndarray, np.ndarray]:
         """Run `hook` over the first `limit` batches of `loader` (all: None) in eval mode,
-        with a progress bar; returns (logits, labels) as torch tensors."""
-        import torch
+        with a progress bar; returns (logits float32 (N, C), labels int64 (N,)) as numpy."""
         from tqdm import tqdm
 
         batches = len(loader) if limit is None else min(limit, len(loader))
         module.model.eval()
         outputs, targets = [], []
         with tqdm(total=batches, desc=desc, disable=not self.enable_progress_bar, leave=False) as bar:
-            for batch_idx, batch in enumerate(loader):
+            for batch_idx, (images, labels) in enumerate(loader):
                 if batch_idx >= batches:
                     break
-                images, labels = to_mlx(batch)
-                logits = hook((images, labels), batch_idx)
-                outputs.append(torch.from_numpy(np.array(logits)))
-                targets.append(batch[1])
+                outputs.append(np.array(hook((images, labels), batch_idx)))
+                targets.append(np.array(labels, dtype=np.int64))
                 bar.update(1)
         module.model.train()
-        return torch.cat(outputs), torch.cat(targets)
+        return np.concatenate(outputs), np.concatenate(targets)
 
     def validate(self, module, datamodule, verbose: bool = True) -> dict:
-        import torch.nn.functional as F
-        from torchmetrics.functional.classification import multiclass_accuracy
-
+        """{"val/acc", "val/loss"} over the validation split (the test set when val_size is 0)."""
         module.trainer = self
-        datamodule.setup("validate")
         module._logged = {}
-        logits, labels = self._evaluate(module, datamodule.val_dataloader(), module.validation_step,
-                                        self.limit_val_batches, "Validation")  # fmt: skip
-        k = logits.shape[1]
-        out = {
-            "val/acc": float(multiclass_accuracy(logits, labels, k, average="micro")),
-            "val/loss": float(F.cross_entropy(logits, labels)),
-        }
+        loader = self._data(datamodule).loader("val")
+        logits, labels = self._evaluate(module, loader, module.validation_step, self.limit_val_batches, "Validation")
+        out = {"val/acc": metrics.accuracy(logits, labels), "val/loss": metrics.cross_entropy(logits, labels)}
         if verbose:
             print(out)
         return out
 
     def test(self, module, datamodule, verbose: bool = True) -> dict:
-        """Overall and per-class accuracy (torchmetrics, as the Lightning path), confusion matrix."""
-        import torch.nn.functional as F
-        from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
-
+        """Overall and per-class accuracy, loss and confusion matrix (``core.metrics``, equal
+        to the torchmetrics figures of the Lightning path)."""
         module.trainer = self
-        datamodule.setup("test")
-        loader = datamodule.test_dataloader()
+        loader = self._data(datamodule).loader("test")
         logits, labels = self._evaluate(module, loader, module.test_step, self.limit_test_batches, "Testing")
         k = logits.shape[1]
         out = {
-            "test/acc": float(multiclass_accuracy(logits, labels, k, average="micro")),
-            "test/loss": float(F.cross_entropy(logits, labels)),
-            "per_class_accuracy": multiclass_accuracy(logits, labels, k, average=None).numpy(),
-            "confusion_matrix": multiclass_confusion_matrix(logits, labels, k).numpy(),
+            "test/acc": metrics.accuracy(logits, labels),
+            "test/loss": metrics.cross_entropy(logits, labels),
+            "per_class_accuracy": metrics.per_class_accuracy(logits, labels, k),
+            "confusion_matrix": metrics.confusion_matrix(logits, labels, k),
         }
         if module.recipe.tta:
             plain, _ = self._evaluate(module, loader, lambda b, i: module(b[0]), self.limit_test_batches,
                                       "Testing without TTA")  # fmt: skip
-            out["test/acc_no_tta"] = float(multiclass_accuracy(plain, labels, k, average="micro"))
+            out["test/acc_no_tta"] = metrics.accuracy(plain, labels)
         if verbose:
             print({k: v for k, v in out.items() if k.startswith("test/")})
         return out
 
     def predict(self, module, datamodule) -> list[mx.array]:
+        """Predicted classes (int, (B,)) per test batch."""
         module.trainer = self
-        datamodule.setup("predict")
         module.model.eval()
-        preds = [module.predict_step(to_mlx(b), i) for i, b in enumerate(datamodule.predict_dataloader())]
+        preds = [module.predict_step(b, i) for i, b in enumerate(self._data(datamodule).loader("test"))]
         module.model.train()
         return preds
 

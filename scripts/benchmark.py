@@ -244,7 +244,7 @@ def main() -> int:
         print("RESULT " + json.dumps(result))
         return 0
 
-    from cifar_lightning.reporting import hardware_info, package_versions, render_benchmarks
+    from cifar_lightning.core.reporting import hardware_info, package_versions, render_benchmarks
 
     rows = []
     for name, kind, kw in cases(args):

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from cifar_lightning.reporting import (
+from cifar_lightning.core.reporting import (
     comparison_plot_path,
     load_runs,
     plot_pytorch_vs_mlx,

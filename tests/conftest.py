@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_lightning.datasets import DATASETS
+from cifar_lightning.core.datasets import DATASETS
 
 import os
 

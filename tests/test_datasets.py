@@ -3,7 +3,7 @@ import pickle
 import numpy as np
 import pytest
 
-from cifar_lightning.datasets import CIFARDataError, read_class_names, read_split
+from cifar_lightning.core.datasets import CIFARDataError, read_class_names, read_split
 
 
 def test_reads_cifar10_shapes_dtypes_and_names(cifar10_dir):

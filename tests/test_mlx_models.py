@@ -8,7 +8,7 @@ import torch
 import cifar_lightning.models as torch_models
 import cifar_mlx_adapter.models as mlx_models
 from cifar_lightning import MODEL_NAMES
-from cifar_lightning.weights import WeightsMismatchError
+from cifar_lightning.core.weights import WeightsMismatchError
 from cifar_mlx_adapter import build_model, count_parameters, load_weights, mlx_state, mlx_to_torch, torch_to_mlx
 
 

@@ -14,10 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule
-from cifar_lightning.recipes import get_recipe, lr_at, momentum_at
+from cifar_lightning.core.recipes import get_recipe, lr_at, momentum_at
 from cifar_mlx_adapter import MLXClassifier, load_weights, mlx_state, torch_to_mlx
 from cifar_mlx_adapter.optim import recipe_optimizer
-from cifar_mlx_adapter.trainer import to_mlx
+
+
+def to_mlx(batch):
+    """A torch (NCHW images, labels) batch as NHWC MLX arrays."""
+    images, labels = batch
+    return mx.array(images.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(labels.numpy())
 
 NO_DROPOUT = {"small_cnn": {"dropout": 0.0}}
 

@@ -14,8 +14,8 @@ import mlx.nn as nn
 import numpy as np
 import torch
 
-from cifar_lightning.recipes import get_recipe
-from cifar_lightning.spec import SMALL_CNN
+from cifar_lightning.core.recipes import get_recipe
+from cifar_lightning.core.spec import SMALL_CNN
 from cifar_mlx_adapter import MLXClassifier, MLXTrainer
 
 P = SMALL_CNN["dropout"]

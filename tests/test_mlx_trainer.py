@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from cifar_lightning import CIFARDataModule
-from cifar_lightning.recipes import get_recipe
+from cifar_lightning.core.recipes import get_recipe
 from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer, NonFiniteLossError
-from cifar_lightning.reporting import RUN_SCHEMA_KEYS
+from cifar_lightning.core.reporting import RUN_SCHEMA_KEYS
 from cifar_mlx_adapter.runner import main
 
 from conftest import write_cifar

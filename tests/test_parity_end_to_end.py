@@ -26,18 +26,24 @@ averaging skipped in MLX (``LookaheadAveraging.on_train_batch_end`` returns at o
 whitening bias never frozen in MLX.
 """
 
+import mlx.core as mx
 import numpy as np
 import pytest
 import torch
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule
 from cifar_lightning.fast import tta_logits
-from cifar_lightning.reporting import read_metrics_csv
+from cifar_lightning.core.reporting import read_metrics_csv
 from cifar_lightning.runner import main as fit_main
-from cifar_lightning.weights import load_torch_state
+from cifar_lightning.core.weights import load_torch_state
 from cifar_mlx_adapter import MLXClassifier, load_file
 from cifar_mlx_adapter.runner import main as fit_mlx_main
-from cifar_mlx_adapter.trainer import to_mlx
+
+
+def to_mlx(batch):
+    """A torch (NCHW images, labels) batch as NHWC MLX arrays."""
+    images, labels = batch
+    return mx.array(images.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(labels.numpy())
 
 FLOOR_FACTOR = 5
 ABS_FLOOR = 1e-5  # relative differences below this are float32 rounding whatever the floor
@@ -142,7 +148,7 @@ def test_both_frameworks_keep_the_same_books(cifar10_dir, tmp_path):
     gave torch 34);
     metrics.csv numbers steps from 0 in both, and `lr` is the base group's rate (the fast
     recipe's BatchNorm biases train at 64x it), as the neutral schedule gives it."""
-    from cifar_lightning.recipes import get_recipe, lr_at
+    from cifar_lightning.core.recipes import get_recipe, lr_at
 
     common = ["--data-dir", str(cifar10_dir), "--no-download", "--log-every-n-steps", "1", "--model", "fast",
               "--epochs", "2.2", "--batch-size", "13", "--no-tta"]  # fmt: skip

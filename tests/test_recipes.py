@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cifar_lightning import CIFARClassifier, get_recipe
-from cifar_lightning.recipes import lr_at, momentum_at
+from cifar_lightning.core.recipes import lr_at, momentum_at
 
 
 def torch_schedule(module: CIFARClassifier, total: int):
@@ -62,7 +62,7 @@ def test_overrides_and_unknown_model():
 
 
 def test_total_steps_is_not_pushed_over_an_integer_by_float_error():
-    from cifar_lightning.recipes import total_steps
+    from cifar_lightning.core.recipes import total_steps
 
     assert 45 * 2.2 / 3 > 33  # what the product of floats gives
     assert total_steps(2.2, 15) == 33 and total_steps(2.2, 45 / 3) == 33

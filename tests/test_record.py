@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_lightning.cli import common_parser
-from cifar_lightning.reporting import (
+from cifar_lightning.core.cli import common_parser
+from cifar_lightning.core.reporting import (
     most_confused_pairs,
     plot_confusion,
     plot_curves,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_lightning.reporting import gap_verdict, mean_std, pytorch_vs_mlx_groups, pytorch_vs_mlx_section
+from cifar_lightning.core.reporting import gap_verdict, mean_std, pytorch_vs_mlx_groups, pytorch_vs_mlx_section
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_lightning.lock import training_lock
-from cifar_lightning.reporting import load_runs
-from cifar_lightning.run_folder import resume_command
+from cifar_lightning.core.lock import training_lock
+from cifar_lightning.core.reporting import load_runs
+from cifar_lightning.core.run_folder import resume_command
 from cifar_lightning.runner import main as fit_main
 from cifar_mlx_adapter import Callback
 from cifar_mlx_adapter.runner import main as fit_mlx_main
@@ -178,7 +178,7 @@ def test_ctrl_c_prints_the_command_that_resumes(framework, cifar10_dir, tmp_path
 # ----------------------------------------------------------------------- lock
 HOLD = """
 import sys, time
-from cifar_lightning.lock import training_lock
+from cifar_lightning.core.lock import training_lock
 from pathlib import Path
 with training_lock(Path(sys.argv[1]), "runs/holder"):
     print("held", flush=True)

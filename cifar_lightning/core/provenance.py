@@ -1,5 +1,7 @@
 """What a run ran with, as it was in effect (not as it was asked for): the library's git
-commit, numerics and process layout. Written into every run.json by both frameworks."""
+commit, numerics and process layout. Written into every run.json by both frameworks;
+the torch side's numerics and processes are read from its Trainer
+(``cifar_lightning.bookkeeping``), with the same fields."""
 
 from __future__ import annotations
 
@@ -25,39 +27,6 @@ def code_version() -> dict:
         return {"commit": None, "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
-
-
-def torch_numerics(trainer, channels_last: bool) -> dict:
-    """The precision Lightning used (``16-mixed`` on CPU runs as ``bf16-mixed``), the
-    float32 matmul precision, TF32 and cuDNN switches, and the memory format."""
-    import torch
-
-    return {
-        "precision": str(trainer.precision),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "cudnn_enabled": torch.backends.cudnn.enabled,
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_deterministic": torch.backends.cudnn.deterministic,
-        "memory_format": "channels_last" if channels_last else "contiguous",
-    }
-
-
-def torch_processes(trainer, batch_size: int) -> dict:
-    """Devices, strategy, world size and the effective batch (images per optimizer step,
-    over all processes and accumulated batches)."""
-    world = trainer.world_size
-    accumulate = trainer.accumulate_grad_batches
-    return {
-        "devices": trainer.num_devices,
-        "num_nodes": trainer.num_nodes,
-        "strategy": type(trainer.strategy).__name__,
-        "world_size": world,
-        "accumulate_grad_batches": accumulate,
-        "batch_size_per_process": batch_size,
-        "effective_batch_size": batch_size * world * accumulate,
-    }
 
 
 def mlx_numerics() -> dict:

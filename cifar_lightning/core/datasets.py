@@ -130,3 +130,24 @@ def read_split(data_dir: str | Path, name: str, train: bool) -> tuple[np.ndarray
     if len(images) == 0:
         raise CIFARDataError(f"{root}: the {'train' if train else 'test'} split holds no images")
     return images, labels
+
+
+def download(name: str, data_dir: str | Path) -> None:
+    """Download and extract the official archive of `name` into `data_dir`, md5-checked.
+
+    torchvision knows the address and the checksum; it (and so torch) is imported only
+    here, when a download is needed. Raises CIFARDataError naming the folder on failure."""
+    info = dataset_info(name)
+    data_dir = Path(data_dir)
+    try:
+        from torchvision.datasets import CIFAR10, CIFAR100
+        from torchvision.datasets.utils import download_and_extract_archive
+
+        source = CIFAR10 if info.name == "cifar10" else CIFAR100
+        download_and_extract_archive(source.url, str(data_dir), filename=source.filename, md5=source.tgz_md5)
+    except Exception as e:
+        raise CIFARDataError(
+            f"download of {info.name} into {data_dir.resolve()} failed ({type(e).__name__}: {e}); "
+            f"without internet, pass --data-dir pointing at a folder holding {info.folder}/"
+        ) from None
+

@@ -1,0 +1,39 @@
+"""Evaluation metrics from logits, in numpy (the MLX path's; the torch path uses
+torchmetrics, and tests/test_core.py checks that both give the same numbers).
+
+logits: float (N, C); labels: integer (N,) in [0, C). Accuracies are fractions in [0, 1].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def predictions(logits: np.ndarray) -> np.ndarray:
+    return np.asarray(logits).argmax(axis=1)
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Plain (micro) accuracy: the fraction of images whose top logit is their label."""
+    return float((predictions(logits) == np.asarray(labels)).mean())
+
+
+def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """int64 (C, C): rows true class, columns predicted class."""
+    flat = np.asarray(labels, dtype=np.int64) * num_classes + predictions(logits)
+    return np.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """float32 (C,): recall of each class (0 for a class with no images, as torchmetrics)."""
+    m = confusion_matrix(logits, labels, num_classes)
+    totals = m.sum(axis=1)
+    return np.divide(np.diag(m), totals, out=np.zeros(num_classes), where=totals > 0).astype(np.float32)
+
+
+def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Mean cross-entropy of softmax(logits), computed in float64."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_probs[np.arange(len(z)), np.asarray(labels)].mean())

@@ -1,0 +1,133 @@
+"""What both scripts share around a run (standard library only): the recipe and data
+checks before anything is made, run.json and plots after, the failure record.
+
+Each framework's runner (``cifar_lightning.runner``, ``cifar_mlx_adapter.runner``)
+builds its data and model and calls these, so both write the same record.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from .cli import recipe_overrides
+from .errors import UsageError
+from .recipes import get_recipe
+from .run_folder import choose_run_folder
+
+
+def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int = 1):
+    """The recipe (with the flags' overrides), the data made by ``make_data(args, recipe)``
+    (a CIFARDataModule or a CIFARData: anything with ``training_set_size`` and ``setup``)
+    and the run folder.
+
+    Checks the flags that need the data's size (--val-size, --train-subset, --batch-size
+    per process) before the run folder is made, so bad input leaves nothing behind."""
+    recipe = get_recipe(args.model).with_overrides(**recipe_overrides(args))
+    if args.momentum is not None and recipe.schedule == "onecycle" and recipe.cycle_momentum:
+        raise UsageError(f"--momentum has no effect on {args.model}: its OneCycle schedule cycles momentum "
+                         f"{recipe.max_momentum} -> {recipe.base_momentum} -> {recipe.max_momentum}")  # fmt: skip
+    dm = make_data(args, recipe)
+    n_train = dm.training_set_size()  # reads the data (downloading it first if allowed)
+    if args.val_size >= n_train:
+        raise UsageError(f"--val-size {args.val_size} leaves no training images: {args.dataset} has {n_train}")
+    left = n_train - args.val_size
+    if args.train_subset and args.train_subset > left:
+        raise UsageError(f"--train-subset {args.train_subset} exceeds the {left} training images left "
+                         f"after --val-size {args.val_size}")  # fmt: skip
+    per_rank = (args.train_subset or left) // world_size
+    if not args.test_only and recipe.batch_size > per_rank:
+        ranks = f" per process ({world_size} processes)" if world_size > 1 else ""
+        raise UsageError(f"--batch-size {recipe.batch_size} exceeds the {per_rank} training images{ranks}")
+    dm.setup()
+    out = choose_run_folder(framework, args)
+    return recipe, dm, out
+
+
+def load_weights_flag(load) -> None:
+    """Run `load` (which reads --weights); its UsageError names the flag."""
+    try:
+        load()
+    except UsageError as e:
+        raise UsageError(f"--weights {e}") from None
+
+
+def run_command(framework: str, args) -> str:
+    """The command a run.json records, as run from the repository's root."""
+    return f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + shlex.join(args.argv)
+
+
+def record_failure(args, out: Path, framework: str, message: str, checkpoint) -> None:
+    """run.json of a run that did not finish: marked failed, never read as a result."""
+    from .reporting import write_json_atomic
+
+    write_json_atomic(out / "run.json", {
+        "status": "failed", "error": message, "framework": framework, "dataset": args.dataset, "model": args.model,
+        "last_good_checkpoint": str(checkpoint) if checkpoint else None,
+        "command": run_command(framework, args),
+    })  # fmt: skip
+
+
+def print_outputs(out: Path) -> None:
+    """Where a run's record, plots and checkpoints were written."""
+    names = [n for n in ("run.json", "metrics.csv", "curves.png", "confusion.png", "checkpoints") if (out / n).exists()]
+    print(f"run folder {out}: " + ", ".join(names))
+
+
+def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accelerator: str, parameters: int,
+           steps: int, train_time: float, test: dict, checkpoint, numerics: dict, processes: dict) -> dict:  # fmt: skip
+    """Write run.json and the plots of one run (either framework); print the summary.
+
+    `numerics` and `processes` say what was in effect (``provenance``): the precision
+    actually used, matmul/TF32/cuDNN switches, memory format; devices, strategy, world
+    size and the effective batch size."""
+    from . import reporting
+    from .provenance import code_version
+
+    classes = dm.classes
+    metrics_csv = out / "metrics.csv"
+    record = {
+        "framework": framework,
+        "versions": versions,
+        "hardware": reporting.hardware_info(accelerator),
+        "code": code_version(),
+        "numerics": numerics,
+        "processes": processes,
+        "dataset": args.dataset,
+        "model": args.model,
+        "parameters": parameters,
+        "hyperparameters": {**recipe.to_dict(), "val_size": args.val_size, "train_subset": args.train_subset,
+                            "limit_train_batches": args.limit_train_batches,
+                            "limit_val_batches": args.limit_val_batches,
+                            "limit_test_batches": args.limit_test_batches,
+                            "total_steps": steps, **getattr(args, "extra_hparams", {})},  # fmt: skip
+        "status": "finished",
+        "seed": recipe.seed,
+        "epochs": 0 if args.test_only else recipe.epochs,
+        "train_time_s": round(train_time, 2),
+        "test_accuracy": round(test["test/acc"], 6),
+        "test_loss": round(test["test/loss"], 6),
+        "test_accuracy_no_tta": round(test["test/acc_no_tta"], 6) if "test/acc_no_tta" in test else None,
+        "per_class_accuracy": reporting.per_class_dict(test["per_class_accuracy"], classes),
+        "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "command": run_command(framework, args),
+    }
+    reporting.write_json_atomic(out / "run.json", record)
+    title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
+    reporting.plot_confusion(test["confusion_matrix"], classes, out / "confusion.png", title)
+    if metrics_csv.exists() and not args.test_only:  # an evaluation has no curves
+        reporting.plot_curves(metrics_csv, out / "curves.png", title, args.val_size)
+    print_summary(record)
+    print_outputs(out)
+    return record
+
+
+def print_summary(record: dict) -> None:
+    print(f"\ntest accuracy {100 * record['test_accuracy']:.2f}%", end="")
+    if record.get("test_accuracy_no_tta") is not None:
+        print(f" (without TTA {100 * record['test_accuracy_no_tta']:.2f}%)", end="")
+    print(f", trained in {record['train_time_s']:.0f} s (validation included)" if record["epochs"] else ", evaluation only")
+    for name, acc in record["per_class_accuracy"].items():
+        print(f"  {name:>12s} {100 * acc:6.2f}%")
