@@ -97,7 +97,7 @@ class RunBook(L.Callback):
 # ------------------------------------------- what run.json records of a torch run
 
 
-def torch_numerics(trainer, channels_last: bool) -> dict:
+def torch_numerics(trainer, channels_last: bool, compiled: bool = False) -> dict:
     """The precision Lightning used (``16-mixed`` on CPU runs as ``bf16-mixed``), the
     float32 matmul precision, TF32 and cuDNN switches, and the memory format."""
     return {
@@ -109,6 +109,7 @@ def torch_numerics(trainer, channels_last: bool) -> dict:
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
         "memory_format": "channels_last" if channels_last else "contiguous",
+        "compiled": compiled,
     }
 
 

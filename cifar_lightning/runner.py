@@ -24,8 +24,20 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices (default: auto)")
     p.add_argument("--num-workers", type=int, default=0,
                    help="accepted for DataLoader compatibility; batches are built in the main process (default: 0)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (faster convolutions on CPU)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format for the convolutions; --no-channels-last keeps NCHW (default: on for "
+                        "cpu, where it trains the fast net 1.3x faster, and cuda, as NVIDIA recommends for "
+                        "convolutions on tensor cores; off for mps)")  # fmt: skip
+    p.add_argument("--compile", action="store_true",
+                   help="compile the model with torch.compile (default: off; the first steps are slower while it "
+                        "compiles; results differ from eager mode by float rounding, and dropout draws other masks)")  # fmt: skip
     return p
+
+
+def channels_last_default(accelerator: str) -> bool:
+    """NHWC where it is the faster layout for convolutions: the CPU (measured in
+    runs/benchmarks.json) and CUDA (NVIDIA's advice for tensor cores); NCHW on MPS."""
+    return accelerator in ("cpu", "cuda")
 
 
 def check_accelerator(name: str) -> str:
@@ -84,6 +96,8 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     from .core.run_folder import check_resume_settings, ddp_worker_folder, run_settings
 
     accelerator = check_accelerator(args.accelerator)
+    if args.channels_last is None:
+        args.channels_last = channels_last_default(accelerator)
     resumed = read_torch_checkpoint(args.resume, "--resume") if args.resume else None
     recipe, dm, out = prepare(args, "torch", make_datamodule, world_size(args, accelerator))
     settings = run_settings(args, recipe.to_dict())
@@ -112,7 +126,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
 
     L.seed_everything(recipe.seed, workers=True)
     module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
-                             model_kwargs=model_kwargs(args), channels_last=args.channels_last,
+                             model_kwargs=model_kwargs(args), channels_last=args.channels_last, compile=args.compile,
                              epochs=recipe.epochs)  # the trainer runs ceil(epochs); the module stops at epochs  # fmt: skip
     if args.weights:
         load_weights_flag(lambda: load_into_torch(module.model, args.weights))
@@ -171,7 +185,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
 
     args.extra_hparams = model_kwargs(args)
     return finish(args, out, dm, recipe, framework="pytorch",
-                  numerics=torch_numerics(trainer, args.channels_last),
+                  numerics=torch_numerics(trainer, args.channels_last, args.compile),
                   processes=torch_processes(trainer, recipe.batch_size),
                   versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,

@@ -4,13 +4,18 @@
     python scripts/benchmark.py --data-dir ../shared/data --cases data
 
 Each case runs in its own process (so its peak memory is its own), one after the
-other: never run two benchmarks at once. Rows:
-  data/*   images per second out of the training loader, augmentation included:
-           the DataModule's batched loader against the original project's pipeline
-           (torchvision CIFAR10 with per-image RandomCrop, RandomHorizontalFlip,
-           ToTensor and Normalize through a DataLoader, 0 and 2 workers).
-  train/*  training images per second of `Trainer.fit` (or `MLXTrainer.fit`) against a
-           plain loop over the same model, batches and optimiser; ratio = library / plain.
+other: never run two benchmarks at once. Rows (ratio: images/s over the reference row's,
+measured in the same run):
+  data/*    images per second out of the training loader, augmentation included, on the
+            best device here (cuda, else mps, else cpu): the on-device pipeline (uint8 set
+            uploaded once, batches gathered and augmented on the device) against the
+            per-batch CPU pipeline (batches made on the CPU, then copied), and against the
+            original project's torchvision pipeline (per-image transforms, 0 and 2 workers);
+            MLX's on-device batches against torch batches converted to MLX each step.
+  train/*   training images per second of `Trainer.fit` (or `MLXTrainer.fit`) against a
+            plain loop over the same model, device-resident batches and optimiser; the
+            fast net also in NCHW against the default layout.
+  import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """
 
@@ -35,19 +40,80 @@ def peak_mb() -> float:
 
 
 # ------------------------------------------------------------------- data cases
-def bench_datamodule(data_dir: str, batches: int, model: str) -> dict:
+def best_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+
+
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":
+        torch.mps.synchronize()
+
+
+def bench_datamodule(data_dir: str, batches: int, model: str, resident: bool) -> dict:
+    """The DataModule's loader with the set on the device (resident) or on the CPU with
+    each batch copied to the device (the per-batch CPU pipeline)."""
     from cifar_lightning import CIFARDataModule, get_recipe
+    from cifar_lightning.data import CIFARBatchLoader
 
     r = get_recipe(model)
     dm = CIFARDataModule("cifar10", data_dir, batch_size=r.batch_size, download=False,
                          crop_padding=r.crop_padding, pad_mode=r.pad_mode, flip=r.flip)  # fmt: skip
-    loader = dm.train_dataloader()
+    device = best_device()
+    images, labels = dm.split("train")
+    if resident:
+        images, labels = images.to(device), labels.to(device)
+    loader = CIFARBatchLoader(images, labels, dm.data.plan("train"), dm.info.mean, dm.info.std)
     start, n = time.perf_counter(), 0
     for i, (x, _) in enumerate(loader):
+        x = x.to(device)
         n += len(x)
         if i + 1 >= batches:
             break
-    return {"images_per_s": n / (time.perf_counter() - start), "images": n, "batch_size": r.batch_size}
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": n / seconds, "seconds": seconds, "images": n, "batch_size": r.batch_size, "device": device}
+
+
+def bench_mlx_data(data_dir: str, batches: int, model: str, resident: bool) -> dict:
+    """MLX batches made on MLX's device (resident) or torch batches converted each step."""
+    import mlx.core as mx
+
+    from cifar_lightning import CIFARDataModule, get_recipe
+    from cifar_mlx_adapter.data import MLXData
+
+    r = get_recipe(model)
+    dm = CIFARDataModule("cifar10", data_dir, batch_size=r.batch_size, download=False,
+                         crop_padding=r.crop_padding, pad_mode=r.pad_mode, flip=r.flip)  # fmt: skip
+    if resident:
+        loader = MLXData(dm.data).loader("train")
+    else:
+        loader = ((mx.array(x.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(y.numpy()))
+                  for x, y in dm.train_dataloader())  # fmt: skip
+    start, n = time.perf_counter(), 0
+    for i, (x, _) in enumerate(loader):
+        mx.eval(x)
+        n += x.shape[0]
+        if i + 1 >= batches:
+            break
+    seconds = time.perf_counter() - start
+    return {"images_per_s": n / seconds, "seconds": seconds, "images": n, "batch_size": r.batch_size,
+            "device": str(mx.default_device())}  # fmt: skip
+
+
+def bench_import(data_dir: str, package: str) -> dict:
+    """Seconds to import `package` (and, for cifar_lightning, its DataModule) afresh."""
+    code = {"cifar_mlx_adapter": "import cifar_mlx_adapter",
+            "cifar_lightning": "import cifar_lightning; cifar_lightning.CIFARDataModule"}[package]  # fmt: skip
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
 def bench_torchvision(data_dir: str, batches: int, workers: int) -> dict:
@@ -64,12 +130,16 @@ def bench_torchvision(data_dir: str, batches: int, workers: int) -> dict:
                     T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))])  # fmt: skip
     ds = CIFAR10(data_dir, train=True, transform=tf, download=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=workers, drop_last=True)
+    device = best_device()
     start, n = time.perf_counter(), 0
     for i, (x, _) in enumerate(loader):
+        x = x.to(device)
         n += len(x)
         if i + 1 >= batches:
             break
-    return {"images_per_s": n / (time.perf_counter() - start), "images": n, "batch_size": 64}
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return {"images_per_s": n / seconds, "seconds": seconds, "images": n, "batch_size": 64, "device": device}
 
 
 # ------------------------------------------------------------------ torch cases
@@ -87,10 +157,11 @@ class Timer:
             self.images += batch_size
 
     def rate(self) -> float:
-        return self.images / (time.perf_counter() - self.start)
+        self.seconds = time.perf_counter() - self.start
+        return self.images / self.seconds
 
 
-def _torch_setup(data_dir, model, batch_size):
+def _torch_setup(data_dir, model, batch_size, channels_last=True):
     import torch
 
     from cifar_lightning import CIFARClassifier, CIFARDataModule, get_recipe
@@ -99,13 +170,13 @@ def _torch_setup(data_dir, model, batch_size):
     r = get_recipe(model).with_overrides(batch_size=batch_size)
     dm = CIFARDataModule("cifar10", data_dir, batch_size=r.batch_size, download=False,
                          crop_padding=r.crop_padding, pad_mode=r.pad_mode, flip=r.flip)  # fmt: skip
-    return dm, CIFARClassifier(model, 10, recipe={**r.to_dict(), "tta": False})
+    return dm, CIFARClassifier(model, 10, recipe={**r.to_dict(), "tta": False}, channels_last=channels_last)
 
 
-def bench_lightning(data_dir, model, steps, warmup, batch_size) -> dict:
+def bench_lightning(data_dir, model, steps, warmup, batch_size, channels_last=True) -> dict:
     import lightning as L
 
-    dm, module = _torch_setup(data_dir, model, batch_size)
+    dm, module = _torch_setup(data_dir, model, batch_size, channels_last)
     timer = Timer(warmup)
 
     class TimeSteps(L.Callback):
@@ -116,7 +187,7 @@ def bench_lightning(data_dir, model, steps, warmup, batch_size) -> dict:
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[TimeSteps()])  # fmt: skip
     trainer.fit(module, datamodule=dm)
-    return {"images_per_s": timer.rate(), "steps": steps, "batch_size": dm.hparams.batch_size}
+    return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": dm.hparams.batch_size}
 
 
 def bench_plain_torch(data_dir, model, steps, warmup, batch_size) -> dict:
@@ -128,16 +199,16 @@ def bench_plain_torch(data_dir, model, steps, warmup, batch_size) -> dict:
     opt = module.make_optimizer()
     timer = Timer(warmup)
     net.train()
-    for i, (x, y) in enumerate(dm.train_dataloader()):
+    for i, (x, y) in enumerate(dm.train_dataloader()):  # device-resident batches, as Trainer.fit's
         if i >= steps:
             break
-        loss = module.loss(net(x), y)
+        loss = module.loss(module(x), y)  # forward: the module's memory format
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         loss.item()  # the per-step host sync Lightning's logging also makes
         timer.step(len(y))
-    return {"images_per_s": timer.rate(), "steps": steps, "batch_size": dm.hparams.batch_size}
+    return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": dm.hparams.batch_size}
 
 
 # -------------------------------------------------------------------- mlx cases
@@ -170,7 +241,7 @@ def bench_mlx_trainer(data_dir, model, steps, warmup, batch_size) -> dict:
                          enable_checkpointing=False, default_root_dir="/tmp/mlx-bench")  # fmt: skip
     trainer.validate = lambda *a, **k: {}  # training throughput only
     trainer.fit(module, dm)
-    return {"images_per_s": timer.rate(), "steps": steps, "batch_size": batch_size}
+    return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
 
 
 def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
@@ -180,8 +251,8 @@ def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
     import mlx.core as mx
     import mlx.nn as nn
 
+    from cifar_mlx_adapter.data import MLXData
     from cifar_mlx_adapter.optim import recipe_optimizer
-    from cifar_mlx_adapter.trainer import to_mlx
 
     dm, module = _mlx_setup(data_dir, model, batch_size)
     net = module.model
@@ -196,42 +267,58 @@ def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
         return loss
 
     timer = Timer(warmup)
-    for i, batch in enumerate(dm.train_dataloader()):
+    for i, batch in enumerate(MLXData(dm.data).loader("train")):  # the batches MLXTrainer.fit trains on
         if i >= steps:
             break
-        step(*to_mlx(batch))
+        step(*batch)
         mx.eval(state)
         timer.step(batch_size)
-    return {"images_per_s": timer.rate(), "steps": steps, "batch_size": batch_size}
+    return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
 
 
 # ----------------------------------------------------------------------- driver
-def cases(args) -> list[tuple[str, str, dict]]:
+def cases(args) -> list[tuple[str, str, dict, str | None]]:
+    """(case, runner, its arguments, the case it is measured against or None)."""
     out = []
     if "data" in args.cases:
-        out += [("data/datamodule (small_cnn aug)", "datamodule", {"batches": 100, "model": "small_cnn"}),
-                ("data/datamodule (fast aug)", "datamodule", {"batches": 30, "model": "fast"}),
-                ("data/torchvision, 0 workers", "torchvision", {"batches": 100, "workers": 0}),
-                ("data/torchvision, 2 workers", "torchvision", {"batches": 100, "workers": 2})]  # fmt: skip
+        for model, batches in (("small_cnn", 100), ("fast", 30)):
+            cpu = f"data/{model} aug: per-batch CPU pipeline"
+            out += [(f"data/{model} aug: on-device pipeline", "datamodule", {"batches": batches, "model": model, "resident": True}, cpu),
+                    (cpu, "datamodule", {"batches": batches, "model": model, "resident": False}, None)]  # fmt: skip
+        out += [("data/torchvision, 0 workers", "torchvision", {"batches": 100, "workers": 0}, "data/small_cnn aug: on-device pipeline"),
+                ("data/torchvision, 2 workers", "torchvision", {"batches": 100, "workers": 2}, "data/small_cnn aug: on-device pipeline")]  # fmt: skip
     if "train" in args.cases:
         for model, steps, bs in (("small_cnn", args.steps, 128), ("fast", max(4, args.steps // 4), 256),
                                  ("resnet18", max(4, args.steps // 4), 64)):  # fmt: skip
             kw = {"model": model, "steps": steps, "warmup": 2, "batch_size": bs}
-            out += [(f"train/{model}: Trainer.fit", "lightning", kw), (f"train/{model}: plain torch loop", "plain_torch", kw)]
+            plain = f"train/{model}: plain torch loop"
+            out += [(f"train/{model}: Trainer.fit", "lightning", kw, plain), (plain, "plain_torch", kw, None)]
+            if model == "fast":  # the default layout (NHWC on cpu and cuda) against NCHW
+                out.append((f"train/{model}: Trainer.fit, NCHW", "lightning", {**kw, "channels_last": False},
+                            f"train/{model}: Trainer.fit"))  # fmt: skip
     if "mlx" in args.cases:
+        converted = "data/mlx, fast aug: torch batches converted"
+        out += [("data/mlx, fast aug: on-device batches", "mlx_data", {"batches": 10, "model": "fast", "resident": True}, converted),
+                (converted, "mlx_data", {"batches": 10, "model": "fast", "resident": False}, None)]  # fmt: skip
         kw = {"model": "small_cnn", "steps": args.mlx_steps, "warmup": 2, "batch_size": 32}
-        out += [("mlx/small_cnn: MLXTrainer.fit", "mlx_trainer", kw), ("mlx/small_cnn: plain compiled loop", "plain_mlx", kw)]
+        plain = "mlx/small_cnn: plain compiled loop"
+        out += [("mlx/small_cnn: MLXTrainer.fit", "mlx_trainer", kw, plain), (plain, "plain_mlx", kw, None)]
+    if "import" in args.cases:
+        out += [("import/cifar_mlx_adapter", "import", {"package": "cifar_mlx_adapter"}, None),
+                ("import/cifar_lightning (DataModule)", "import", {"package": "cifar_lightning"}, None)]  # fmt: skip
     return out
 
 
 RUNNERS = {"datamodule": bench_datamodule, "torchvision": bench_torchvision, "lightning": bench_lightning,
-           "plain_torch": bench_plain_torch, "mlx_trainer": bench_mlx_trainer, "plain_mlx": bench_plain_mlx}  # fmt: skip
+           "plain_torch": bench_plain_torch, "mlx_trainer": bench_mlx_trainer, "plain_mlx": bench_plain_mlx,
+           "mlx_data": bench_mlx_data, "import": bench_import}  # fmt: skip
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description="Throughput benchmarks (prints a table, writes JSON).")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--cases", nargs="+", default=["data", "train", "mlx"], choices=["data", "train", "mlx"])
+    p.add_argument("--cases", nargs="+", default=["data", "train", "mlx", "import"],
+                   choices=["data", "train", "mlx", "import"], help="which groups of rows (default: all)")
     p.add_argument("--steps", type=int, default=24, help="training steps per torch case (fast and resnet18: a quarter)")
     p.add_argument("--mlx-steps", type=int, default=8)
     p.add_argument("--output", default=str(ROOT / "runs" / "benchmarks.json"))
@@ -240,14 +327,14 @@ def main() -> int:
     if args.one:
         kind, kw = json.loads(args.one)
         result = RUNNERS[kind](args.data_dir, **kw)
-        result["peak_mb"] = peak_mb()
+        result.setdefault("peak_mb", peak_mb())
         print("RESULT " + json.dumps(result))
         return 0
 
     from cifar_lightning.core.reporting import hardware_info, package_versions, render_benchmarks
 
     rows = []
-    for name, kind, kw in cases(args):
+    for name, kind, kw, ref in cases(args):
         start = time.perf_counter()
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
         if kind in ("mlx_trainer", "plain_mlx") and Path(LINUX_OPENBLAS).exists():
@@ -259,19 +346,21 @@ def main() -> int:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
         rows.append({"case": name, **json.loads(line[0][7:]), "wall_s": round(time.perf_counter() - start, 1),
-                     "ld_preload": env.get("LD_PRELOAD")})  # fmt: skip
-        print(f"{name:40s} {rows[-1]['images_per_s']:9.1f} img/s  peak {rows[-1]['peak_mb']:7.0f} MB", flush=True)
+                     "ld_preload": env.get("LD_PRELOAD"), "reference": ref})  # fmt: skip
+        rate = f"{rows[-1]['images_per_s']:9.1f} img/s" if "images_per_s" in rows[-1] else " " * 15
+        print(f"{name:50s} {rate} {rows[-1]['seconds']:7.1f} s  peak {rows[-1]['peak_mb']:7.0f} MB", flush=True)
     if Path(args.output).exists():  # keep the rows of cases not re-run now
         done = {r["case"] for r in rows}
         old = json.loads(Path(args.output).read_text())["rows"]
         rows = [r for r in old if r["case"] not in done] + rows
-        order = [c[0] for c in cases(argparse.Namespace(**{**vars(args), "cases": ["data", "train", "mlx"]}))]
-        rows.sort(key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
-    for row in rows:  # ratios side by side: library / plain reference of the same model
-        if row["case"].endswith(("Trainer.fit", "MLXTrainer.fit")):
-            ref = next((r for r in rows if r["case"].startswith(row["case"].split(":")[0] + ":") and "plain" in r["case"]), None)
-            if ref:
-                row["ratio"] = round(row["images_per_s"] / ref["images_per_s"], 3)
+        order = [c[0] for c in cases(argparse.Namespace(**{**vars(args), "cases": ["data", "train", "mlx", "import"]}))]
+        rows = [r for r in rows if r["case"] in order]  # rows of cases that no longer exist are dropped
+        rows.sort(key=lambda r: order.index(r["case"]))
+    by_case = {r["case"]: r for r in rows}
+    for row in rows:  # each ratio against the reference measured in the same pass
+        ref = by_case.get(row.get("reference") or "")
+        if ref and "images_per_s" in row and "images_per_s" in ref:
+            row["ratio"] = round(row["images_per_s"] / ref["images_per_s"], 3)
     report = {"hardware": hardware_info("cpu"), "versions": package_versions("torch", "lightning", "mlx"),
               "python": platform.python_version(), "rows": rows}  # fmt: skip
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

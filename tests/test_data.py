@@ -151,3 +151,11 @@ def test_sampler_length_matches_its_indices():
             for rank in range(world):
                 s = EpochSampler(103, shuffle=shuffle, seed=1, rank=rank, world_size=world)
                 assert len(s) == len(s.indices()), (shuffle, world, rank)
+
+
+def test_each_epoch_draws_anew():
+    aug = Augmentation(crop_padding=4, flip="random", cutout=8)
+    e0, e1, again = draw_epoch(aug, 500, 3, 0), draw_epoch(aug, 500, 3, 1), draw_epoch(aug, 500, 3, 0)
+    for name in ("shift", "flip", "cutout"):
+        assert not np.array_equal(getattr(e0, name), getattr(e1, name)), name
+        assert np.array_equal(getattr(e0, name), getattr(again, name)), name

@@ -3,8 +3,9 @@ computation: from the same weights, on the same DataModule batches, through each
 whole training path (compiled MLX step, Lightning's loop and schedulers, callbacks, checkpoints,
 test with TTA), the final weights, BatchNorm statistics, per-step losses and test logits agree.
 
-The noise floor is PyTorch against itself: the same run with ``--channels-last`` (other
-convolution kernels, other float32 summation orders). MLX must stay within `FLOOR_FACTOR`
+The noise floor is PyTorch against itself: the same run in the other memory format
+(``--no-channels-last`` against the CPU's default NHWC: other convolution kernels, other
+float32 summation orders). MLX must stay within `FLOOR_FACTOR`
 times that floor (or `ABS_FLOOR` where the floor is below float32 resolution), and training
 must have moved the weights more than 10x that bound, so a wrong update cannot hide in it.
 Measured here (2-core Linux CPU), floor / MLX, relative:
@@ -61,13 +62,14 @@ def global_rel_diff(a: dict, b: dict) -> float:
 
 
 def three_runs(data, tmp_path, *flags):
-    """The PyTorch run, PyTorch with --channels-last from its initial weights (the noise
-    floor), and MLX from the same initial weights. Returns their run folders."""
+    """The PyTorch run (NHWC, the CPU's default), PyTorch with --no-channels-last from its
+    initial weights (the noise floor), and MLX from the same initial weights. Returns their
+    run folders."""
     common = ["--data-dir", str(data), "--no-download", "--log-every-n-steps", "1", *flags]
     torch_dir, floor_dir, mlx_dir = tmp_path / "torch", tmp_path / "torch_cl", tmp_path / "mlx"
     fit_main([*common, "--accelerator", "cpu", "--output-dir", str(torch_dir)])
     initial = str(torch_dir / "checkpoints" / "initial.pt")
-    fit_main([*common, "--accelerator", "cpu", "--channels-last", "--weights", initial, "--output-dir", str(floor_dir)])
+    fit_main([*common, "--accelerator", "cpu", "--no-channels-last", "--weights", initial, "--output-dir", str(floor_dir)])
     fit_mlx_main([*common, "--cpu", "--weights", initial, "--output-dir", str(mlx_dir)])
     return torch_dir, floor_dir, mlx_dir
 

@@ -67,3 +67,21 @@ def test_total_steps_is_not_pushed_over_an_integer_by_float_error():
     assert 45 * 2.2 / 3 > 33  # what the product of floats gives
     assert total_steps(2.2, 15) == 33 and total_steps(2.2, 45 / 3) == 33
     assert total_steps(1.5, 4) == 6 and total_steps(0.01, 10) == 1
+
+
+def test_airbench_units_scale_decay_with_batch_size_and_keep_the_step_per_example():
+    """The fast recipe keeps airbench's units: lr per 1024 examples of summed loss and
+    weight decay per 1024 examples. A larger batch keeps torch's lr (the summed loss grows
+    with the batch) and decays proportionally more per step; momentum rescales both."""
+    from cifar_lightning.core.recipes import sgd_args
+
+    base = get_recipe("fast")
+    a, b = sgd_args(base), sgd_args(base.with_overrides(batch_size=512))
+    assert b.lr == a.lr
+    assert b.lr * b.weight_decay == pytest.approx(a.lr * a.weight_decay / 2)
+    kilostep = 1024 * (1 + 1 / (1 - 0.85))
+    assert a.lr == pytest.approx(11.5 / kilostep) and a.lr * a.weight_decay == pytest.approx(0.0153 * 1024 / kilostep)
+    c = sgd_args(base.with_overrides(momentum=0.9))
+    assert c.lr == pytest.approx(11.5 / (1024 * (1 + 1 / 0.1)))
+    small = get_recipe("small_cnn")  # torch units: the numbers as given, whatever the batch
+    assert sgd_args(small.with_overrides(batch_size=64)).lr == small.lr == 0.05

@@ -159,3 +159,24 @@ def test_short_run_curves_have_markers_integer_steps_and_say_val_is_test(tmp_pat
     assert all(m == "o" for m in seen["markers"])
     assert seen["legend"] == ["val/acc (the test set: --val-size 0)"]
     assert all(float(t).is_integer() for t in seen["ticks"])
+
+
+def test_memory_format_default_and_compile_are_recorded_and_compile_trains_alike(cifar10_dir, tmp_path):
+    """On the CPU the default layout is NHWC (faster here); --no-channels-last turns it off;
+    --compile (torch.compile) trains the same numbers as eager mode from the same weights
+    (dropout off: compiled dropout draws other masks), with the same parameter names."""
+    import torch
+
+    flags = [*SHORT, "--dropout", "0", "--log-every-n-steps", "1"]
+    eager = train("torch", cifar10_dir, *flags, "--output-dir", str(tmp_path / "eager"))
+    initial = str(tmp_path / "eager" / "checkpoints" / "initial.pt")
+    nchw = train("torch", cifar10_dir, *flags, "--no-channels-last", "--weights", initial,
+                 "--output-dir", str(tmp_path / "nchw"))  # fmt: skip
+    compiled = train("torch", cifar10_dir, *flags, "--compile", "--weights", initial,
+                     "--output-dir", str(tmp_path / "compiled"))  # fmt: skip
+    assert eager["numerics"]["memory_format"] == "channels_last" and not eager["numerics"]["compiled"]
+    assert nchw["numerics"]["memory_format"] == "contiguous"
+    assert compiled["numerics"]["compiled"] and compiled["numerics"]["memory_format"] == "channels_last"
+    assert compiled["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=1e-4)
+    keys = lambda run: sorted(torch.load(tmp_path / run / "checkpoints" / "final.ckpt", weights_only=True)["state_dict"])  # noqa: E731
+    assert keys("compiled") == keys("eager")
