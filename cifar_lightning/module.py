@@ -97,6 +97,11 @@ class CIFARClassifier(L.LightningModule):
         self._total_steps: int | None = None
         self._restored_total: int | None = None
 
+    @property
+    def compiled(self) -> bool:
+        """Whether forward runs the model through torch.compile."""
+        return self._run_model is not self.model
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._run_model(x.contiguous(memory_format=self.memory_format))
 

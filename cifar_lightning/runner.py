@@ -185,7 +185,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
 
     args.extra_hparams = model_kwargs(args)
     return finish(args, out, dm, recipe, framework="pytorch",
-                  numerics=torch_numerics(trainer, args.channels_last, args.compile),
+                  numerics=torch_numerics(trainer, module.memory_format == torch.channels_last, module.compiled),
                   processes=torch_processes(trainer, recipe.batch_size),
                   versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,

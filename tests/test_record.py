@@ -178,5 +178,8 @@ def test_memory_format_default_and_compile_are_recorded_and_compile_trains_alike
     assert nchw["numerics"]["memory_format"] == "contiguous"
     assert compiled["numerics"]["compiled"] and compiled["numerics"]["memory_format"] == "channels_last"
     assert compiled["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=1e-4)
+    from cifar_lightning import CIFARClassifier
+
+    assert isinstance(CIFARClassifier("small_cnn", 10, compile=True)._run_model, torch._dynamo.eval_frame.OptimizedModule)
     keys = lambda run: sorted(torch.load(tmp_path / run / "checkpoints" / "final.ckpt", weights_only=True)["state_dict"])  # noqa: E731
     assert keys("compiled") == keys("eager")
