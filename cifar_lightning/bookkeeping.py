@@ -121,7 +121,9 @@ def torch_processes(trainer, batch_size: int) -> dict:
     return {
         "devices": trainer.num_devices,
         "num_nodes": trainer.num_nodes,
-        "strategy": type(trainer.strategy).__name__,
+        # Lightning's registry names: single_device, ddp, fsdp, deepspeed, ... (as MLX's record says single_device)
+        "strategy": getattr(trainer.strategy, "strategy_name", None)
+        or type(trainer.strategy).__name__.removesuffix("Strategy").lower(),
         "world_size": world,
         "accumulate_grad_batches": accumulate,
         "batch_size_per_process": batch_size,

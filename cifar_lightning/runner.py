@@ -20,7 +20,8 @@ def parser() -> argparse.ArgumentParser:
                    help="where torch trains; auto: cuda, else mps, else cpu (default: auto)")  # fmt: skip
     p.add_argument("--devices", default="auto", help="number of devices, or auto (default: auto)")
     p.add_argument("--precision", default="32-true",
-                   help="Lightning precision: 32-true, 16-mixed, bf16-mixed (default: 32-true)")  # fmt: skip
+                   help="Lightning precision: 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true or 64-true; "
+                        "run.json records the one used (16-mixed runs as bf16-mixed on cpu) (default: 32-true)")  # fmt: skip
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices (default: auto)")
     p.add_argument("--num-workers", type=int, default=0,
                    help="accepted for DataLoader compatibility; batches are built in the main process (default: 0)")
@@ -186,6 +187,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     args.extra_hparams = model_kwargs(args)
     return finish(args, out, dm, recipe, framework="pytorch",
                   numerics=torch_numerics(trainer, module.memory_format == torch.channels_last, module.compiled),
+                  gpu=torch.cuda.get_device_name(0) if accelerator == "cuda" else None,
                   processes=torch_processes(trainer, recipe.batch_size),
                   versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,
@@ -193,5 +195,22 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
                   checkpoint=checkpoint)  # fmt: skip
 
 
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
+
+
+def validate_torch_flags(args: argparse.Namespace) -> None:
+    """fit.py's own flags, checked before anything is read or made (UsageError naming the flag)."""
+    if args.precision not in PRECISIONS:
+        raise UsageError(f"--precision {args.precision}: expected one of {', '.join(PRECISIONS)}")
+    if args.devices != "auto" and not (args.devices.isdigit() and int(args.devices) >= 1):
+        raise UsageError(f"--devices {args.devices}: expected a positive number of devices, or auto")
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    strategies = ["auto", *StrategyRegistry.available_strategies()]
+    if args.strategy not in strategies:
+        raise UsageError(f"--strategy {args.strategy}: expected auto, ddp, ddp_spawn, fsdp or another of "
+                         "Lightning's registered strategies")  # fmt: skip
+
+
 def main(argv: list[str] | None = None, extra_callbacks: tuple = ()) -> dict:
-    return run_cli(parser(), run, argv, extra_callbacks)
+    return run_cli(parser(), run, argv, extra_callbacks, validate_extra=validate_torch_flags)

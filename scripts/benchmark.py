@@ -361,7 +361,11 @@ def main() -> int:
         ref = by_case.get(row.get("reference") or "")
         if ref and "images_per_s" in row and "images_per_s" in ref:
             row["ratio"] = round(row["images_per_s"] / ref["images_per_s"], 3)
-    report = {"hardware": hardware_info("cpu"), "versions": package_versions("torch", "lightning", "mlx"),
+    import torch
+
+    device = best_device()
+    gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
+    report = {"hardware": hardware_info(device, gpu), "versions": package_versions("torch", "lightning", "mlx"),
               "python": platform.python_version(), "rows": rows}  # fmt: skip
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")

@@ -1,11 +1,16 @@
 """Regenerate Results.md from the run logs (run.json) committed under runs/.
 
-    python scripts/report.py            # writes Results.md
+    python scripts/report.py            # writes Results.md from the committed logs
     python scripts/report.py --check    # exit 1 if Results.md is out of date
+    python scripts/report.py --all --output MyResults.md   # your own runs too
+
+In a git checkout only the run.json files git tracks are read (your own runs under
+runs/ do not change the published report until you commit them); --all reads every one.
 """
 
 import argparse
 import json
+import subprocess
 import os
 import sys
 from pathlib import Path
@@ -21,15 +26,33 @@ from cifar_lightning.core.reporting import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def tracked_run_logs(folder: Path) -> set[Path] | None:
+    """The run.json files git tracks under `folder`; None outside a git checkout."""
+    try:
+        r = subprocess.run(["git", "-C", str(folder), "ls-files", "-z", "--full-name", "--", "."],
+                           capture_output=True, text=True, timeout=30)  # fmt: skip
+        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
+                             capture_output=True, text=True, timeout=30)  # fmt: skip
+    except OSError:
+        return None
+    if r.returncode or top.returncode:
+        return None
+    root = Path(top.stdout.strip())
+    return {(root / name).resolve() for name in r.stdout.split("\0") if name.endswith("run.json")}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default=str(ROOT / "runs"), help="folder searched for run.json logs (default: runs/)")
     p.add_argument("--output", default=str(ROOT / "Results.md"), help="the report to write (default: Results.md)")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the report is out of date")
+    p.add_argument("--all", action="store_true",
+                   help="read every run.json under --runs, not only those git tracks (default: tracked only, "
+                        "when the folder is in a git checkout)")  # fmt: skip
     args = p.parse_args()
     args.runs, args.output = Path(args.runs).resolve(), Path(args.output).resolve()
     os.chdir(ROOT)  # run folders are named relative to the repository, as committed
-    runs = load_runs(args.runs)
+    runs = load_runs(args.runs, None if args.all else tracked_run_logs(args.runs))
     for run in runs:  # paths relative to the repository, as committed
         run["_path"] = Path(run["_path"]).resolve().relative_to(ROOT).as_posix() if ROOT in Path(run["_path"]).resolve().parents else run["_path"]
     bench = Path(args.runs) / "benchmarks.json"  # written by scripts/benchmark.py

@@ -205,6 +205,7 @@ def test_ddp_metrics_are_whole_set_values(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert ddp["hyperparameters"]["total_steps"] == 200 // 2 // 20
+    assert ddp["processes"] | {"devices": 2, "world_size": 2, "strategy": "ddp", "effective_batch_size": 40} == ddp["processes"]
     r = subprocess.run([*fit, *common, "--test-only", "--weights", str(tmp_path / "ddp" / "checkpoints" / "final.ckpt"),
                         "--output-dir", str(tmp_path / "one")], capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]

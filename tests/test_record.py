@@ -55,6 +55,7 @@ def test_run_json_records_what_was_in_effect_in_both_frameworks(cifar10_dir, tmp
         assert run["code"]["dirty"] in (True, False) if git_head() else run["code"]["dirty"] is None
         assert 0 <= run["test_loss"] and 0 <= run["test_accuracy"] <= 1
     assert set(torch_run["processes"]) == set(mlx_run["processes"])  # the same columns in both logs
+    assert torch_run["processes"]["strategy"] == mlx_run["processes"]["strategy"] == "single_device"
     assert set(torch_run) == set(mlx_run)
 
 
@@ -183,3 +184,26 @@ def test_memory_format_default_and_compile_are_recorded_and_compile_trains_alike
     assert isinstance(CIFARClassifier("small_cnn", 10, compile=True)._run_model, torch._dynamo.eval_frame.OptimizedModule)
     keys = lambda run: sorted(torch.load(tmp_path / run / "checkpoints" / "final.ckpt", weights_only=True)["state_dict"])  # noqa: E731
     assert keys("compiled") == keys("eager")
+
+
+def test_limited_runs_say_so():
+    from cifar_lightning.core.reporting import limits_text
+
+    assert limits_text({"train_subset": None, "limit_test_batches": None}) == ""
+    text = render_results([fake_run("pytorch", 1, 0.5, "runs/small", train_subset=2000, limit_test_batches=2)])
+    assert "| --train-subset 2000, --limit-test-batches 2 |" in text
+
+
+def test_report_reads_only_tracked_logs_in_a_git_checkout(tmp_path):
+    """A user's own runs under runs/ do not make `report.py --check` fail."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from report import tracked_run_logs
+
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    for name in ("committed", "mine"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "run.json").write_text("{}")
+    git("add", "runs/committed/run.json")
+    assert tracked_run_logs(tmp_path / "runs") == {(tmp_path / "runs" / "committed" / "run.json").resolve()}
+    assert tracked_run_logs(tmp_path / "runs" / "mine") == set()

@@ -138,6 +138,9 @@ def test_resume_refuses_another_runs_settings_and_the_other_frameworks_checkpoin
     train(framework, cifar10_dir, *QUICK, "--epochs", "2", "--output-dir", str(out))
     last = out / "checkpoints" / ("last.ckpt" if framework == "torch" else "last.npz")
     common = ["--data-dir", str(cifar10_dir), "--no-download", "--model", "small_cnn", "--train-subset", "100"]
+    r = run_script(framework, *common, "--epochs", "2", "--batch-size", "50", "--resume", str(last), capsys=capsys)
+    assert one_line(r).startswith(f"error: --resume {last}: the run in {out.resolve()} has finished")
+    (out / "run.json").unlink()  # as if it had been interrupted: no record yet
     r = run_script(framework, *common, "--epochs", "1.5", "--batch-size", "25", "--resume", str(last), capsys=capsys)
     assert one_line(r) == (f"error: --resume {last} was trained with other settings: --epochs 2.0 there, 1.5 here, "
                            "--batch-size 50 there, 25 here; resume with the run's own")  # fmt: skip
@@ -275,6 +278,17 @@ def test_flags_are_checked_up_front_in_the_users_terms(framework, flags, expecte
 def test_limit_batches_flags_are_checked(framework, flag, value, expected, cifar10_dir, capsys):
     r = run_script(framework, "--data-dir", str(cifar10_dir), "--no-download", flag, value, capsys=capsys)
     assert one_line(r) == f"error: {flag} {expected}"
+
+
+@pytest.mark.parametrize("flag,value,expected", [
+    ("--precision", "bogus", "--precision bogus: expected one of 32-true, 16-mixed"),
+    ("--devices", "-1", "--devices -1: expected a positive number of devices, or auto"),
+    ("--strategy", "nope", "--strategy nope: expected auto, ddp"),
+])  # fmt: skip
+def test_lightning_flags_are_checked_before_anything_is_made(flag, value, expected, cifar10_dir, tmp_path, capsys):
+    r = run_script("torch", "--data-dir", str(cifar10_dir), "--no-download", flag, value, capsys=capsys, cwd=tmp_path)
+    assert one_line(r).startswith(f"error: {expected}")
+    assert not (tmp_path / "runs").exists()  # no run folder is left behind
 
 
 def test_batch_size_is_checked_per_process(cifar10_dir, tmp_path, capsys):

@@ -24,7 +24,9 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="which CIFAR (default: cifar10)")
     p.add_argument("--model", default="small_cnn", choices=MODEL_NAMES,
                    help="the network, trained with its own recipe (default: small_cnn)")  # fmt: skip
-    p.add_argument("--epochs", type=float, help="training epochs, may be fractional (default: the model's recipe)")
+    p.add_argument("--epochs", type=float,
+                   help="training epochs, may be fractional (default: the model's recipe: 20 small_cnn, "
+                        "40 resnet18, 9.9 fast)")  # fmt: skip
     p.add_argument("--batch-size", type=int,
                    help="training images per process per optimizer step; with N processes the step "
                         "sees N times as many (default: the model's recipe: 128 small_cnn, 64 resnet18, 1024 fast)")  # fmt: skip
@@ -40,7 +42,8 @@ def common_parser(description: str) -> argparse.ArgumentParser:
                         "resnet18 (5e-4); per 1024 examples and decoupled from --lr for fast (0.0153), so the "
                         "per-step shrink grows with --batch-size (default: the model's recipe)")  # fmt: skip
     p.add_argument("--seed", type=int, help="seed of initialisation, data order, augmentation and dropout "
-                                            "(default: the model's recipe)")  # fmt: skip
+                                            "(default: the model's recipe: 1111 small_cnn and resnet18, "
+                                            "0 fast)")  # fmt: skip
     p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/ or cifar-100-python/ "
                                                       "(default: data)")  # fmt: skip
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")

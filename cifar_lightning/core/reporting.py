@@ -39,8 +39,9 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def hardware_info(accelerator: str) -> dict:
-    """What the run ran on; `accelerator` is the one actually used (cpu, mps, cuda, metal)."""
+def hardware_info(accelerator: str, gpu: str | None = None) -> dict:
+    """What the run ran on; `accelerator` is the one actually used (cpu, mps, cuda, metal),
+    `gpu` the GPU's name where the framework reports one."""
     info = {
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
@@ -48,10 +49,8 @@ def hardware_info(accelerator: str) -> dict:
         "cpu_count": os.cpu_count(),
         "accelerator": accelerator,
     }
-    if accelerator == "cuda":
-        import torch
-
-        info["gpu"] = torch.cuda.get_device_name(0)
+    if gpu:
+        info["gpu"] = gpu
     return info
 
 
@@ -165,6 +164,8 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, title: str, val_size:
         if pts:
             few = len(pts) < FEW_POINTS or key != "train/loss_step"
             ax.plot(*zip(*pts), label=label, marker="o" if few else None, markersize=4)
+    if not series("val/acc"):
+        b.text(0.5, 0.5, "no validation rows (validation was skipped)", transform=b.transAxes, ha="center")
     a.set(xlabel="optimizer step (0-based)", ylabel="loss (per image)")
     b.set(xlabel="optimizer steps done", ylabel="accuracy")
     for ax in (a, b):
@@ -194,9 +195,13 @@ def final_train_loss(metrics_csv: str | Path) -> float | None:
 # ------------------------------------------------------------------ Results.md
 
 
-def load_runs(root: str | Path) -> list[dict]:
+def load_runs(root: str | Path, only: set[Path] | None = None) -> list[dict]:
+    """Every finished run's run.json under `root` (those in `only`, when given), each with
+    its folder as ``_path``; failed runs are skipped."""
     runs = []
     for path in sorted(Path(root).rglob("run.json")):
+        if only is not None and path.resolve() not in only:
+            continue
         run = json.loads(path.read_text())
         if run.get("status") == "failed":  # a diverged run is evidence of nothing but its failure
             continue
@@ -222,12 +227,22 @@ def _length(run: dict) -> str:
     return f"{run['epochs']} ({run['hyperparameters']['total_steps']} steps)"
 
 
+def limits_text(hyperparameters: dict) -> str:
+    """The flags that made a run smaller than its recipe ("" for none): a training subset,
+    or batch limits (then the test accuracy is that of part of the test set)."""
+    hp = hyperparameters
+    parts = [f"--train-subset {hp['train_subset']}" if hp.get("train_subset") else ""]
+    parts += [f"--limit-{kind}-batches {hp[f'limit_{kind}_batches']}" for kind in ("train", "val", "test")
+              if hp.get(f"limit_{kind}_batches") is not None]  # fmt: skip
+    return ", ".join(p for p in parts if p)
+
+
 def _run_row(run: dict) -> str:
     extra = run.get("test_accuracy_no_tta")
     return (
         f"| `{run['_path']}` | {run['framework']} | {run['model']} | {run['dataset']} | {_length(run)} "
         f"| {_pct(run['test_accuracy'])} | {_pct(extra) if extra is not None else '-'} "
-        f"| {run['train_time_s']:.0f} s | {_hardware(run)} |"
+        f"| {run['train_time_s']:.0f} s | {limits_text(run['hyperparameters']) or '-'} | {_hardware(run)} |"
     )
 
 
@@ -298,8 +313,9 @@ def render_results(runs: list[dict], benchmarks: dict | None = None) -> str:
         "",
         "## All runs",
         "",
-        "| run | framework | model | dataset | epochs (steps) | test acc | test acc, no TTA | train time | hardware |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| run | framework | model | dataset | epochs (steps) | test acc | test acc, no TTA | train time | limits "
+        "| hardware |",
+        "|---|---|---|---|---|---|---|---|---|---|",
         *[_run_row(r) for r in runs],
         "",
     ]
@@ -461,15 +477,31 @@ def pytorch_vs_mlx_groups(runs: list[dict]) -> dict[tuple, dict[str, list[dict]]
     return {k: g for k, g in groups.items() if {"pytorch", "mlx"} <= set(g)}
 
 
+# Student's t, two-sided 95% critical values by degrees of freedom (any statistics table)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+       12: 2.179, 14: 2.145, 16: 2.120, 20: 2.086, 30: 2.042}  # fmt: skip
+
+
+def t95(df: int) -> float:
+    """The 95% two-sided critical value of Student's t for `df` degrees of freedom (the
+    table's next smaller df where it has no entry, which errs on the strict side; 1.96 above 30)."""
+    if df > 30:
+        return 1.96
+    return T95[max(k for k in T95 if k <= df)]
+
+
 def gap_verdict(a: list[float], b: list[float]) -> str:
-    """Whether mean(b) - mean(a) lies within two standard errors of the difference."""
+    """Whether mean(b) - mean(a) is larger than seed noise: a two-sample t-test at 95%
+    (standard error of the difference sqrt(sa^2/na + sb^2/nb), na + nb - 2 degrees of freedom)."""
     (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
     if len(a) < 2 or len(b) < 2:
         return f"{100 * (mb - ma):+.2f} points; one run per framework cannot tell seed noise from a gap"
     se = (sa**2 / len(a) + sb**2 / len(b)) ** 0.5
-    inside = abs(mb - ma) <= 2 * se
-    return (f"{100 * (mb - ma):+.2f} points, two standard errors {100 * 2 * se:.2f}: "
-            + ("within seed noise" if inside else "larger than seed noise"))  # fmt: skip
+    critical = t95(len(a) + len(b) - 2)
+    inside = abs(mb - ma) <= critical * se
+    return (f"{100 * (mb - ma):+.2f} points, standard error {100 * se:.2f}; a t-test at 95% with "
+            f"{len(a) + len(b) - 2} degrees of freedom needs {critical:.2f} standard errors "
+            f"({100 * critical * se:.2f} points): " + ("within seed noise" if inside else "larger than seed noise"))
 
 
 def comparison_plot_path(group: dict[str, list[dict]]) -> Path:

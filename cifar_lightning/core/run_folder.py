@@ -57,6 +57,15 @@ def resume_folder(checkpoint: str | Path) -> Path:
     return Path(checkpoint).resolve().parent.parent
 
 
+def _finished(folder: Path) -> bool:
+    import json
+
+    try:
+        return json.loads((folder / "run.json").read_text()).get("status") == "finished"
+    except (OSError, ValueError):
+        return False
+
+
 def choose_run_folder(framework: str, args: argparse.Namespace) -> Path:
     """The folder this run will write into (not yet created: see ``claim_run_folder``);
     raises UsageError rather than touch another run."""
@@ -67,6 +76,9 @@ def choose_run_folder(framework: str, args: argparse.Namespace) -> Path:
         folder = resume_folder(args.resume)
         if args.output_dir and Path(args.output_dir).resolve() != folder:
             raise UsageError(f"--resume continues the run in {folder}; drop --output-dir {args.output_dir}")
+        if _finished(folder):
+            raise UsageError(f"--resume {args.resume}: the run in {folder} has finished (its run.json says so); "
+                             "evaluate it with --test-only --weights, or start a new run")  # fmt: skip
         return folder
     if args.output_dir is None:
         folder = default_run_folder(framework, args)

@@ -76,7 +76,8 @@ def print_outputs(out: Path) -> None:
 
 
 def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accelerator: str, parameters: int,
-           steps: int, train_time: float, test: dict, checkpoint, numerics: dict, processes: dict) -> dict:  # fmt: skip
+           steps: int, train_time: float, test: dict, checkpoint, numerics: dict, processes: dict,
+           gpu: str | None = None) -> dict:  # fmt: skip
     """Write run.json and the plots of one run (either framework); print the summary.
 
     `numerics` and `processes` say what was in effect (``provenance``): the precision
@@ -90,7 +91,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
     record = {
         "framework": framework,
         "versions": versions,
-        "hardware": reporting.hardware_info(accelerator),
+        "hardware": reporting.hardware_info(accelerator, gpu),
         "code": code_version(),
         "numerics": numerics,
         "processes": processes,
@@ -115,7 +116,9 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
         "command": run_command(framework, args),
     }
     reporting.write_json_atomic(out / "run.json", record)
+    limits = reporting.limits_text(record["hyperparameters"])
     title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
+    title += f" ({limits})" if limits else ""
     reporting.plot_confusion(test["confusion_matrix"], classes, out / "confusion.png", title)
     if metrics_csv.exists() and not args.test_only:  # an evaluation has no curves
         reporting.plot_curves(metrics_csv, out / "curves.png", title, args.val_size)
@@ -125,7 +128,11 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
 
 
 def print_summary(record: dict) -> None:
+    from .reporting import limits_text
+
     print(f"\ntest accuracy {100 * record['test_accuracy']:.2f}%", end="")
+    if limits_text(record["hyperparameters"]):
+        print(f" (a smaller run: {limits_text(record['hyperparameters'])})", end="")
     if record.get("test_accuracy_no_tta") is not None:
         print(f" (without TTA {100 * record['test_accuracy_no_tta']:.2f}%)", end="")
     print(f", trained in {record['train_time_s']:.0f} s (validation included)" if record["epochs"] else ", evaluation only")
