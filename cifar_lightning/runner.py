@@ -173,7 +173,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
         steps = module.total_training_steps()  # per rank, as the trainer counts them
         checkpoint = out / "checkpoints" / "final.ckpt"
         trainer.save_checkpoint(checkpoint)
-    results = trainer.test(module, datamodule=dm, verbose=False)[0]
+    results = trainer.test(module, datamodule=dm, verbose=False, weights_only=True)[0]
     if trainer.global_rank != 0:
         return {}
     if resumed is not None:  # after the test: the CSV logger rewrites the file when its columns grow
