@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 
 from .augment import augment, draws_on, normalize
@@ -33,7 +32,6 @@ class CIFARBatchLoader:
         self.images, self.labels, self.plan = images, labels, plan
         self.mean, self.std = mean, std
         self.sampler = plan.sampler  # Lightning calls sampler.set_epoch
-        self.batch_size, self.augmentation, self.seed = plan.batch_size, plan.augmentation, plan.seed
 
     def __len__(self) -> int:
         return len(self.plan)
@@ -49,7 +47,7 @@ class CIFARBatchLoader:
             images = self.images[index]
             if draws is not None:
                 images = augment(images, draws["shift"][index], draws["flip"][index], draws["cutout"][index],
-                                 self.augmentation)  # fmt: skip
+                                 self.plan.augmentation)  # fmt: skip
             yield images, self.labels[index]
 
     def __iter__(self):
@@ -101,8 +99,6 @@ class CIFARDataModule(L.LightningDataModule):
         train_subset: int | None = None,
     ):
         given = dict(locals())
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         super().__init__()
         # checkpoints keep plain types only (they load with weights_only=True): a Path becomes str
         self.save_hyperparameters({k: to_plain(v, k) for k, v in given.items() if k not in ("self", "__class__")})
@@ -139,7 +135,6 @@ class CIFARDataModule(L.LightningDataModule):
     def training_set_size(self) -> int:
         """Images in the dataset's whole training split (before --val-size and --train-subset);
         downloads the data first if it is missing and downloading is allowed."""
-        self.prepare_data()
         return self.data.training_set_size()
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:

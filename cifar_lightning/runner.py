@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
-import time
 from pathlib import Path
 
 from .core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from .core.errors import NonFiniteLossError, UsageError
 from .core.run_folder import claim_run_folder
-from .core.runs import finish, load_weights_flag, prepare, print_outputs, print_summary, record_failure  # noqa: F401
+from .core.runs import finish, load_weights_flag, planned_steps, prepare, record_failure
 
 
 def parser() -> argparse.ArgumentParser:
@@ -120,7 +118,6 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     from .fast import LookaheadAveraging, init_whitening
     from .models import count_parameters
     from .module import CIFARClassifier
-    from .core.recipes import total_steps
     from .core.reporting import package_versions
     from .core.run_folder import announce_to_ddp_workers, ddp_worker_folder, keep_history, read_rows, resume_command
     from .core.weights import load_into_torch
@@ -142,7 +139,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         torch.save(module.model.state_dict(), out / "checkpoints" / "initial.pt")
 
-    steps = total_steps(recipe.epochs, min(len(dm.train_dataloader()), args.limit_train_batches or math.inf))
+    steps = planned_steps(args, recipe, dm)
     book = RunBook(settings, resume_hint=lambda ckpt: resume_command("fit.py", args.argv, ckpt))
     callbacks = [
         ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,

@@ -82,9 +82,9 @@ class MLXData:
     def loader(self, split: str) -> MLXBatchLoader:
         """"train" (shuffled, augmented, full batches), "val" or "test"."""
         data = self.data
-        data.setup()
+        plan = data.plan(split)  # reads and splits the data on first use
         if split not in self._arrays:
             images, labels = data.splits[split]
             self._arrays[split] = (mx.array(np.ascontiguousarray(images.transpose(0, 2, 3, 1))),
                                    mx.array(labels.astype(np.int32)))  # fmt: skip
-        return MLXBatchLoader(*self._arrays[split], data.plan(split), data.mean, data.std)
+        return MLXBatchLoader(*self._arrays[split], plan, data.mean, data.std)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import zipfile
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from cifar_lightning.core.errors import NonFiniteLossError, UsageError
 from cifar_lightning.core.run_folder import claim_run_folder
-from cifar_lightning.core.runs import finish, load_weights_flag, prepare, record_failure
+from cifar_lightning.core.runs import finish, load_weights_flag, planned_steps, prepare, record_failure
 
 
 def parser() -> argparse.ArgumentParser:
@@ -78,7 +77,6 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
 
 
 def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
-    from cifar_lightning.core.recipes import total_steps
     from cifar_lightning.core.reporting import package_versions
     from cifar_lightning.core.run_folder import resume_command
 
@@ -104,7 +102,7 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
     callbacks = list(callbacks)
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
-    steps = total_steps(recipe.epochs, min(len(dm.plan("train")), args.limit_train_batches or math.inf))
+    steps = planned_steps(args, recipe, dm)
     trainer = MLXTrainer(max_epochs=recipe.epochs, callbacks=callbacks, default_root_dir=out,
                          log_every_n_steps=log_every_n_steps(args, steps), limit_train_batches=args.limit_train_batches,
                          limit_val_batches=args.limit_val_batches, limit_test_batches=args.limit_test_batches,

@@ -154,10 +154,9 @@ class MLXTrainer:
 
     def _data(self, datamodule) -> MLXData:
         """The MLX-side data of a CIFARDataModule or CIFARData, uploaded once per trainer."""
-        if hasattr(datamodule, "prepare_data"):  # a DataModule may download the files first
-            datamodule.prepare_data()
         data = core_data(datamodule)
         if self._mlx_data is None or self._mlx_data.data is not data:
+            data.prepare_data()  # downloads the files first where that is allowed
             self._mlx_data = MLXData(data)
         return self._mlx_data
 

@@ -192,10 +192,8 @@ def bench_lightning(data_dir, model, steps, warmup, batch_size, channels_last=Tr
 
 def bench_plain_torch(data_dir, model, steps, warmup, batch_size) -> dict:
     """The reference: a bare loop, the same model, loader, loss and optimiser groups."""
-    import torch
-
     dm, module = _torch_setup(data_dir, model, batch_size)
-    net, recipe = module.model, module.recipe
+    net = module.model
     opt = module.make_optimizer()
     timer = Timer(warmup)
     net.train()

@@ -11,9 +11,8 @@ import mlx.nn as mnn
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from cifar_lightning import CIFARClassifier, CIFARDataModule
+from cifar_lightning import CIFARClassifier
 from cifar_lightning.core.recipes import get_recipe, lr_at, momentum_at
 from cifar_mlx_adapter import MLXClassifier, load_weights, mlx_state, torch_to_mlx
 from cifar_mlx_adapter.optim import recipe_optimizer

@@ -29,7 +29,6 @@ whitening bias never frozen in MLX.
 
 import mlx.core as mx
 import numpy as np
-import pytest
 import torch
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule

@@ -154,7 +154,7 @@ def test_data_order_of_nearby_seeds_is_unrelated(cifar10_dir):
     a.sampler.set_epoch(1)
     b.sampler.set_epoch(0)
     assert not np.array_equal(a.sampler.indices()[:20], b.sampler.indices()[:20])
-    draws = [draw_epoch(loader.augmentation, 200, loader.seed, epoch).shift for loader, epoch in ((a, 1), (b, 0))]
+    draws = [draw_epoch(loader.plan.augmentation, 200, loader.plan.seed, epoch).shift for loader, epoch in ((a, 1), (b, 0))]
     assert not np.array_equal(*draws)
 
 

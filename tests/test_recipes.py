@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from cifar_lightning import CIFARClassifier, get_recipe
 from cifar_lightning.core.recipes import lr_at, momentum_at

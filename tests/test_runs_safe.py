@@ -7,7 +7,6 @@ on, across weight averaging) are in test_fit.py and test_mlx_trainer.py.
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 import time

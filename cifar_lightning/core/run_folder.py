@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import os
 import shlex
 import shutil
 import sys
@@ -28,16 +30,12 @@ DDP_RUN_FOLDER_ENV = "CIFAR_DDP_RUN_FOLDER"
 
 def ddp_worker_folder() -> Path | None:
     """In a DDP process started by rank 0's launcher: rank 0's run folder; else None."""
-    import os
-
     folder = os.environ.get(DDP_RUN_FOLDER_ENV)
     return Path(folder) if folder else None
 
 
 def announce_to_ddp_workers(folder: Path) -> None:
     """Tell the processes Lightning is about to launch which run folder is theirs."""
-    import os
-
     os.environ[DDP_RUN_FOLDER_ENV] = str(folder.resolve())
 
 
@@ -58,8 +56,6 @@ def resume_folder(checkpoint: str | Path) -> Path:
 
 
 def _finished(folder: Path) -> bool:
-    import json
-
     try:
         return json.loads((folder / "run.json").read_text()).get("status") == "finished"
     except (OSError, ValueError):

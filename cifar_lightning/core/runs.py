@@ -13,7 +13,7 @@ from pathlib import Path
 
 from .cli import recipe_overrides
 from .errors import UsageError
-from .recipes import get_recipe
+from .recipes import get_recipe, total_steps
 from .run_folder import choose_run_folder
 
 
@@ -43,6 +43,14 @@ def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int
     dm.setup()
     out = choose_run_folder(framework, args)
     return recipe, dm, out
+
+
+def planned_steps(args: argparse.Namespace, recipe, data) -> int:
+    """Optimizer steps the run will make as one process counts them (for the log interval):
+    the recipe's epochs of the training plan, cut by --limit-train-batches. `data` is a
+    CIFARData or a CIFARDataModule (its ``.data``)."""
+    per_epoch = len(getattr(data, "data", data).plan("train"))
+    return total_steps(recipe.epochs, min(per_epoch, args.limit_train_batches or per_epoch))
 
 
 def load_weights_flag(load) -> None:
@@ -131,8 +139,9 @@ def print_summary(record: dict) -> None:
     from .reporting import limits_text
 
     print(f"\ntest accuracy {100 * record['test_accuracy']:.2f}%", end="")
-    if limits_text(record["hyperparameters"]):
-        print(f" (a smaller run: {limits_text(record['hyperparameters'])})", end="")
+    limits = limits_text(record["hyperparameters"])
+    if limits:
+        print(f" (a smaller run: {limits})", end="")
     if record.get("test_accuracy_no_tta") is not None:
         print(f" (without TTA {100 * record['test_accuracy_no_tta']:.2f}%)", end="")
     print(f", trained in {record['train_time_s']:.0f} s (validation included)" if record["epochs"] else ", evaluation only")
