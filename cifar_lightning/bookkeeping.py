@@ -3,18 +3,20 @@
 - Stops a diverging run at the first non-finite training loss (or non-finite weights
   about to be checkpointed), naming the step and the last good checkpoint, which is
   left untouched.
+- Measures the training time (``on_train_start`` to ``on_train_end``, the validation
+  passes during fit kept apart), the spans MLX's trainer measures.
 - Writes into every checkpoint (key ``"run"``) the settings that shaped the run, the
-  training time so far and every random generator's state (torch's CPU generator
+  training and validation time so far and every random generator's state (torch's CPU generator
   and the accelerator's), so a resumed run is checked against its past, adds its
   time to the earlier segments', and draws the dropout masks the uninterrupted run
   would have drawn.
-- On Ctrl-C prints the exact command that resumes the run.
+- Notes a Ctrl-C (Lightning then exits with status 1 after its own shutdown), so the
+  runner can print the command that resumes the run and exit with 130.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import lightning as L
@@ -42,24 +44,50 @@ def set_rng_states(state: dict) -> None:
 
 
 class RunBook(L.Callback):
-    def __init__(self, settings: dict, resume_hint=None):
+    def __init__(self, settings: dict):
         self.settings = settings
-        self.resume_hint = resume_hint  # callable(checkpoint path) -> command, or None
-        self.earlier_time = 0.0  # training time of the segments before a resume, in seconds
-        self._start = None
+        self.earlier_time = 0.0  # training seconds of the segments before a resume
+        self.earlier_validation = 0.0  # their validation seconds
+        self.interrupted = False  # Ctrl-C reached the trainer
+        self._start: float | None = None  # this segment's training span
+        self._end: float | None = None
+        self._validation = 0.0  # validation seconds within this segment
+        self._validation_start: float | None = None
 
     # ------------------------------------------------------------- time
     def on_train_start(self, trainer, pl_module):
-        self._start = time.perf_counter()
+        self._start, self._end, self._validation = time.perf_counter(), None, 0.0
+
+    def on_train_end(self, trainer, pl_module):
+        self._end = time.perf_counter()
+
+    def on_validation_start(self, trainer, pl_module):
+        if self._start is not None and self._end is None:  # within fit's span, not a later test
+            self._validation_start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        if self._validation_start is not None:
+            self._validation += time.perf_counter() - self._validation_start
+            self._validation_start = None
 
     def train_time(self) -> float:
-        """Seconds of training, all segments of the run together."""
-        return self.earlier_time + (time.perf_counter() - self._start if self._start is not None else 0.0)
+        """Seconds of training (optimizer steps and per-epoch checkpoints; validation
+        excluded), all segments of the run together. A resumed run that had nothing left to
+        train (Lightning skips ``on_train_start``) adds nothing."""
+        if self._start is None:
+            return self.earlier_time
+        end = self._end if self._end is not None else time.perf_counter()
+        return self.earlier_time + (end - self._start - self._validation)
+
+    def validation_time(self) -> float:
+        """Seconds of validation during fit, all segments together."""
+        return self.earlier_validation + self._validation
 
     # -------------------------------------------------------- divergence
     def last_checkpoint(self, trainer) -> str | None:
+        """checkpoints/last.ckpt once the run (or the one it resumes) has written it, else None."""
         cb = trainer.checkpoint_callback
-        return getattr(cb, "last_model_path", None) or None
+        return getattr(cb, "best_model_path", None) or getattr(cb, "last_model_path", None) or None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -75,23 +103,20 @@ class RunBook(L.Callback):
             if not torch.isfinite(p).all():
                 message = non_finite_message(math.nan, trainer.global_step - 1, self.last_checkpoint(trainer))
                 raise NonFiniteLossError(f"{message} ({name} is not finite)")
-        checkpoint["run"] = {"settings": self.settings, "train_time_s": self.train_time(), "rng": rng_states()}
+        checkpoint["run"] = {"settings": self.settings, "train_time_s": self.train_time(),
+                             "validation_time_s": self.validation_time(), "rng": rng_states()}  # fmt: skip
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         run = checkpoint.get("run", {})
         self.earlier_time = run.get("train_time_s", 0.0)
+        self.earlier_validation = run.get("validation_time_s", 0.0)
         if "rng" in run:
             set_rng_states(run["rng"])
 
     # ----------------------------------------------------------- Ctrl-C
     def on_exception(self, trainer, pl_module, exception):
-        if not isinstance(exception, KeyboardInterrupt) or trainer.global_rank != 0:
-            return
-        last = self.last_checkpoint(trainer)
-        if last and self.resume_hint:
-            print(f"\ninterrupted; resume with:\n  {self.resume_hint(last)}", file=sys.stderr, flush=True)
-        else:
-            print("\ninterrupted before the first checkpoint: nothing to resume", file=sys.stderr, flush=True)
+        if isinstance(exception, KeyboardInterrupt):
+            self.interrupted = True
 
 
 # ------------------------------------------- what run.json records of a torch run

@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from .augment import augment, draws_on, normalize
+from .augment import augment, cutout, draws_on, normalize
 from .core.data import BatchPlan, CIFARData, EpochSampler, stratified_split
 from .core.draws import Augmentation
 from .core.plain import to_plain
@@ -36,23 +36,33 @@ class CIFARBatchLoader:
     def __len__(self) -> int:
         return len(self.plan)
 
-    def uint8_batches(self):
-        """The augmented uint8 batches (B, 3, 32, 32) and labels, before normalisation."""
+    def _batches(self):
+        """(uint8 images (B, 3, 32, 32) cropped and mirrored, labels (B,), cutout corners (B, 2)
+        or None) of each batch of the epoch."""
         device = self.images.device
         order, draws = self.plan.epoch()
         order = torch.from_numpy(order).to(device)
         draws = draws_on(draws, device) if draws is not None else None
         for start, stop in self.plan.slices():
             index = order[start:stop]
-            images = self.images[index]
+            images, corners = self.images[index], None
             if draws is not None:
-                images = augment(images, draws["shift"][index], draws["flip"][index], draws["cutout"][index],
-                                 self.plan.augmentation)  # fmt: skip
-            yield images, self.labels[index]
+                images = augment(images, draws["shift"][index], draws["flip"][index], self.plan.augmentation)
+                corners = draws["cutout"][index] if self.plan.augmentation.cutout else None
+            yield images, self.labels[index], corners
+
+    def uint8_batches(self):
+        """The cropped and mirrored uint8 batches (B, 3, 32, 32) and labels, before
+        normalisation (cutout comes after it: it writes the mean)."""
+        for images, labels, _ in self._batches():
+            yield images, labels
 
     def __iter__(self):
-        for images, labels in self.uint8_batches():
-            yield normalize(images, self.mean, self.std), labels
+        for images, labels, corners in self._batches():
+            images = normalize(images, self.mean, self.std)
+            if corners is not None:
+                images = cutout(images, corners, self.plan.augmentation.cutout)
+            yield images, labels
 
 
 class CIFARDataModule(L.LightningDataModule):

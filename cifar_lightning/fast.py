@@ -32,21 +32,30 @@ def tta_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 
 class LookaheadAveraging(L.Callback):
-    """Every `every` steps blend the weights into a running average and copy it back.
+    """Every `every` optimizer steps blend the weights into a running average and copy it
+    back; at the schedule's last step copy the average into the model, so the final
+    weights are the average (airbench94.py's ``lookahead_state.update(model, decay=1.0)``).
 
     The average's decay grows as (step / total)^3 (see ``recipes.averaging_decay``),
-    so it barely averages early and strongly at the end; the final weights are the
-    average. Its state goes into checkpoints, so a resumed run continues it.
+    so it barely averages early and strongly at the end. It acts once per optimizer step:
+    under gradient accumulation Lightning calls ``on_train_batch_end`` for every
+    micro-batch, and only a batch after which ``global_step`` moved ends a step. The
+    final copy happens at the last step itself, not in ``on_train_end``, so the last
+    checkpoint already holds the final weights: a run resumed after its last epoch
+    (Lightning then skips ``on_train_start`` and ``on_train_end``) ends with them too.
+    Its state goes into checkpoints, so a resumed run continues the average.
     """
 
     def __init__(self, every: int = 5):
         self.every = every
         self.average: dict[str, torch.Tensor] | None = None
+        self._last_step: int | None = None  # global_step after the last optimizer step seen
 
     def _floats(self, pl_module):
         return {k: v for k, v in pl_module.state_dict().items() if v.is_floating_point()}
 
     def on_train_start(self, trainer, pl_module):
+        self._last_step = trainer.global_step
         if self.average is None:
             self.average = {k: v.detach().clone() for k, v in self._floats(pl_module).items()}
         else:  # restored from a checkpoint: move to the module's device
@@ -55,16 +64,18 @@ class LookaheadAveraging(L.Callback):
     @torch.no_grad()
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
-        if step % self.every:
+        if step == self._last_step:  # a micro-batch of an accumulated step: no optimizer step yet
             return
-        decay = averaging_decay(step, pl_module.total_training_steps())
+        self._last_step = step
+        total = pl_module.total_training_steps()
+        if step % self.every == 0:
+            self._blend(pl_module, averaging_decay(step, total))
+        if step >= total:
+            self._blend(pl_module, 1.0)  # the final weights are the average
+
+    def _blend(self, pl_module, decay: float) -> None:
         for k, v in self._floats(pl_module).items():
             self.average[k].lerp_(v, 1 - decay)
-            v.copy_(self.average[k])
-
-    @torch.no_grad()
-    def on_train_end(self, trainer, pl_module):
-        for k, v in self._floats(pl_module).items():
             v.copy_(self.average[k])
 
     def state_dict(self):

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from .fast import tta_logits
 from .models import build_model
 from .core.plain import to_plain
-from .core.recipes import Recipe, get_recipe, lr_factor_linear, sgd_args, total_steps
+from .core.recipes import Recipe, lr_factor_linear, module_recipe, sgd_args, total_steps
 from .core.spec import is_norm_bias
 
 
@@ -21,11 +21,15 @@ class CIFARClassifier(L.LightningModule):
     """A model of the zoo trained with SGD and its recipe's per-step schedule.
 
     Args:
-        model: "small_cnn", "resnet18" or "fast" (``MODEL_NAMES``); ValueError otherwise.
+        model: "small_cnn", "resnet18" or "fast" (``MODEL_NAMES``; ValueError otherwise), or a
+            ``torch.nn.Module`` of your own taking (B, 3, 32, 32) float32 images and returning
+            (B, num_classes) logits; then `recipe` is required, and the hyper-parameters keep
+            the module's class name (pass the module again to ``load_from_checkpoint``).
         num_classes: 10 or 100.
         recipe: the recipe's numbers as a dict (or a ``Recipe``); None: the model's own
             (``recipes.RECIPES``). ``lr`` and ``weight_decay`` are in the recipe's
-            ``units`` and become the optimiser's arguments in ``recipes.sgd_args``.
+            ``units`` and become the optimiser's arguments in ``recipes.sgd_args``, for the
+            images one optimizer step sees over all processes and accumulated batches.
         class_names: kept in the hyper-parameters for reports.
         model_kwargs: architecture options for ``build_model`` (SmallCNN: ``dropout``).
         channels_last: run the convolutions in NHWC (faster on CPU for the fast net).
@@ -43,11 +47,17 @@ class CIFARClassifier(L.LightningModule):
     OneCycle is never stepped past its end). A Trainer with neither ``max_epochs`` nor
     ``max_steps`` bounded (``max_epochs=-1``, ``max_steps=-1``) raises ValueError.
 
+    A summed loss (the fast recipe's units: a step per example) reaches the optimiser as the
+    sum over every image of the step: DDP averages gradients over processes and Lightning
+    divides each accumulated batch's loss by ``accumulate_grad_batches``, so the module
+    multiplies a summed loss by both (``loss_scale``); a mean loss needs nothing.
+
     Batches are (float32 images (B, 3, 32, 32) normalised, int64 labels (B,)), as
     ``CIFARDataModule`` yields them. Logged: ``train/loss`` (per example, whatever the
     recipe's loss reduction), ``train/acc``, ``lr`` (the base group's, torch's units),
     ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc`` (with test-time augmentation
-    when the recipe uses it) and ``test/acc_no_tta``; accuracies are fractions in [0, 1].
+    when the recipe uses it) and, with TTA only, ``test/acc_no_tta``; accuracies are
+    fractions in [0, 1].
     Every epoch value is the whole set's under DDP (torchmetrics synchronises the
     metrics; step losses are averaged over the processes). After ``trainer.test``,
     ``per_class_accuracy`` (num_classes,) and ``confusion_matrix`` (num_classes,
@@ -59,7 +69,7 @@ class CIFARClassifier(L.LightningModule):
 
     def __init__(
         self,
-        model: str = "small_cnn",
+        model: str | torch.nn.Module = "small_cnn",
         num_classes: int = 10,
         recipe: dict | Recipe | None = None,
         class_names: list[str] | None = None,
@@ -71,13 +81,15 @@ class CIFARClassifier(L.LightningModule):
         super().__init__()
         if epochs is not None and not epochs > 0:
             raise ValueError(f"epochs must be positive or None, got {epochs}")
-        hparams = dict(model=model, num_classes=num_classes, recipe=recipe, class_names=class_names,
+        own = isinstance(model, torch.nn.Module)
+        name = type(model).__name__ if own else model
+        hparams = dict(model=name, num_classes=num_classes, recipe=recipe, class_names=class_names,
                        model_kwargs=model_kwargs, channels_last=channels_last, epochs=epochs,
                        compile=compile)  # fmt: skip
         self.save_hyperparameters({k: to_plain(v, k) for k, v in hparams.items()})
-        self.recipe = Recipe(**self.hparams.recipe) if recipe else get_recipe(model)
+        self.recipe = module_recipe(name, self.hparams.recipe, own)
         self.epochs = epochs
-        self.model = build_model(model, num_classes, **(model_kwargs or {}))
+        self.model = model if own else build_model(model, num_classes, **(model_kwargs or {}))
         # NHWC convolutions: 1.32x faster training of the fast net on a 2-core CPU (runs/benchmarks.json)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
@@ -114,6 +126,20 @@ class CIFARClassifier(L.LightningModule):
         if whiten is not None and self.recipe.whiten_bias_epochs:
             whiten.bias.requires_grad_(self.current_epoch < self.recipe.whiten_bias_epochs)
 
+    def _batches_per_step(self) -> int:
+        """Batches behind one optimizer step: processes x accumulated batches (1 without a trainer)."""
+        t = self._trainer
+        return 1 if t is None else t.world_size * t.accumulate_grad_batches
+
+    def loss_scale(self) -> int:
+        """What the training loss is multiplied by before backward: for a summed loss, the
+        processes times the accumulated batches (see the class docstring); 1 for a mean."""
+        return self._batches_per_step() if self.recipe.loss_reduction == "sum" else 1
+
+    def examples_per_step(self) -> int:
+        """Images one optimizer step sees: batch size x processes x accumulated batches."""
+        return self.recipe.batch_size * self._batches_per_step()
+
     def training_step(self, batch, batch_idx):
         images, labels = batch
         logits = self(images)
@@ -127,7 +153,7 @@ class CIFARClassifier(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         # the base group's rate (group 0), as in MLX's metrics.csv; BatchNorm biases may have their own
         self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False)
-        return loss
+        return loss * self.loss_scale()
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch
@@ -148,7 +174,8 @@ class CIFARClassifier(L.LightningModule):
         self.test_loss.update(F.cross_entropy(logits, labels), weight=len(labels))
         self.log("test/loss", self.test_loss)
         self.log("test/acc", self.test_acc)
-        self.log("test/acc_no_tta", self.test_acc_plain)
+        if self.recipe.tta:
+            self.log("test/acc_no_tta", self.test_acc_plain)
 
     def on_test_epoch_end(self) -> None:
         # per-class values are vectors: kept as attributes (self.log takes scalars only)
@@ -165,7 +192,7 @@ class CIFARClassifier(L.LightningModule):
         """torch SGD groups from ``recipes.sgd_args``: BatchNorm biases may learn
         `bias_lr_scale` times faster with the same per-step weight decay (lr x weight_decay
         is what shrinks a weight)."""
-        args = sgd_args(self.recipe)
+        args = sgd_args(self.recipe, self.examples_per_step())
         named = list(self.model.named_parameters())
         biases = [p for n, p in named if p.requires_grad and is_norm_bias(n)]
         others = [p for n, p in named if p.requires_grad and not is_norm_bias(n)]
@@ -178,7 +205,7 @@ class CIFARClassifier(L.LightningModule):
 
     def make_optimizer(self) -> torch.optim.SGD:
         """The recipe's SGD over ``param_groups()``, at the schedule's peak learning rate."""
-        args = sgd_args(self.recipe)
+        args = sgd_args(self.recipe, self.examples_per_step())
         return torch.optim.SGD(self.param_groups(), lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
 
     def total_training_steps(self) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from .core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from .core.errors import NonFiniteLossError, UsageError
 from .core.run_folder import claim_run_folder
-from .core.runs import finish, load_weights_flag, planned_steps, prepare, record_failure
+from .core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure
 
 
 def parser() -> argparse.ArgumentParser:
@@ -21,8 +21,6 @@ def parser() -> argparse.ArgumentParser:
                    help="Lightning precision: 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true or 64-true; "
                         "run.json records the one used (16-mixed runs as bf16-mixed on cpu) (default: 32-true)")  # fmt: skip
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices (default: auto)")
-    p.add_argument("--num-workers", type=int, default=0,
-                   help="accepted for DataLoader compatibility; batches are built in the main process (default: 0)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format for the convolutions; --no-channels-last keeps NCHW (default: on for "
                         "cpu, where it trains the fast net 1.3x faster, and cuda, as NVIDIA recommends for "
@@ -59,26 +57,57 @@ def make_datamodule(args: argparse.Namespace, recipe):
 
     return CIFARDataModule(
         args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
-        download=not args.no_download, seed=recipe.seed, num_workers=getattr(args, "num_workers", 0),
+        download=not args.no_download, seed=recipe.seed,
         crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode, flip=recipe.flip, cutout=recipe.cutout,
         train_subset=args.train_subset,
     )  # fmt: skip
 
 
-def read_torch_checkpoint(path: str | Path, flag: str) -> dict:
-    """A Lightning checkpoint loaded safely (``weights_only=True``: no code in it runs);
-    UsageError for another framework's checkpoint, or a file that is no such checkpoint."""
-    from .core.weights import load_torch_file
+def quiet_lightning() -> None:
+    """Keep out of a run's output what Lightning prints on every run that is no news here:
+    its cloud-logging tip, "exists and is not empty" about the run folder this script
+    made itself (it holds checkpoints/initial.pt; a resumed run's history is kept by
+    ``keep_history``), and a deprecation inside Lightning's own pytree helper. Real
+    problems still print."""
+    import logging
+    import warnings
 
-    if str(path).endswith(".npz"):
-        raise UsageError(f"{flag} {path} is an MLX checkpoint: resume it with scripts/fit_mlx.py")
+    class NoTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip")
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(NoTips())
+    for message in (r"Checkpoint directory .* exists and is not empty", r"Experiment logs directory .* exists and is not empty",
+                    r".*isinstance\(treespec, LeafSpec\)"):  # fmt: skip
+        warnings.filterwarnings("ignore", message=message)
+
+
+def read_torch_checkpoint(path: str | Path, flag: str) -> dict:
+    """A Lightning checkpoint of fit.py, loaded safely (``weights_only=True``: no code in it
+    runs). Anything else is a UsageError of one line, ``<flag> <file>: <what it is>;
+    expected ...``: the other framework's checkpoint, bare weights (no training state), or
+    a file that is no checkpoint at all (recognised by content, whatever its name)."""
+    from .core.weights import load_torch_file, weights_file_kind
+
+    expected = "expected a fit.py checkpoint such as <run>/checkpoints/last.ckpt"
+    kind, what = weights_file_kind(path)
+    if kind == "npz" and what == "an MLX checkpoint":
+        what += " (resume it with scripts/fit_mlx.py)"
+    elif kind in ("npz", "safetensors"):
+        what += ": weights without training state (start from them with --weights)"
+    if kind != "torch":
+        raise UsageError(f"{flag} {path}: {what}; {expected}")
     try:
-        checkpoint = load_torch_file(path)
+        checkpoint = load_torch_file(path, expected)
     except UsageError as e:
         raise UsageError(f"{flag} {e}") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UsageError(f"{flag} {path} holds no Lightning checkpoint (no state_dict); a fit.py run writes them "
-                         "to <run>/checkpoints/last.ckpt")  # fmt: skip
+    if not isinstance(checkpoint, dict):
+        raise UsageError(f"{flag} {path}: a PyTorch file holding a {type(checkpoint).__name__}; {expected}")
+    if not {"state_dict", "optimizer_states", "global_step", "epoch"} <= checkpoint.keys():
+        held = "a Lightning checkpoint" if "state_dict" in checkpoint else "a PyTorch file"
+        raise UsageError(f"{flag} {path}: {held} of weights without training state (start from them with "
+                         f"--weights); {expected}")  # fmt: skip
     return checkpoint
 
 
@@ -109,6 +138,8 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
 
 
 def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings, resumed) -> dict:
+    import time
+
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -119,7 +150,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     from .models import count_parameters
     from .module import CIFARClassifier
     from .core.reporting import package_versions
-    from .core.run_folder import announce_to_ddp_workers, ddp_worker_folder, keep_history, read_rows, resume_command
+    from .core.run_folder import announce_to_ddp_workers, ddp_worker_folder, interrupted, keep_history, read_rows
     from .core.weights import load_into_torch
 
     L.seed_everything(recipe.seed, workers=True)
@@ -140,12 +171,11 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
         torch.save(module.model.state_dict(), out / "checkpoints" / "initial.pt")
 
     steps = planned_steps(args, recipe, dm)
-    book = RunBook(settings, resume_hint=lambda ckpt: resume_command("fit.py", args.argv, ckpt))
-    callbacks = [
-        ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                        save_last=True, save_top_k=1),  # fmt: skip
-        book,
-    ]
+    book = RunBook(settings)
+    quiet_lightning()
+    # one file, checkpoints/last.ckpt, replaced at every epoch's end (no epochNNN.ckpt beside it)
+    last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)
+    callbacks = [last, book]
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
     callbacks += list(extra_callbacks)
@@ -156,21 +186,35 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
         default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps(args, steps),
         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
         limit_test_batches=args.limit_test_batches,
+        enable_model_summary=False,  # its FLOPs column reads 0 for these nets; announce_run says what trains
     )  # fmt: skip
+    if trainer.global_rank == 0:
+        announce_run(out, args.model, count_parameters(module.model), accelerator, args.test_only)
 
     checkpoint = args.weights
-    if not args.test_only:
-        try:
-            trainer.fit(module, datamodule=dm, ckpt_path=args.resume, weights_only=True)
-        except NonFiniteLossError as e:
-            if trainer.global_rank == 0:
-                keep_history(out / "metrics.csv", history, resumed["global_step"] if resumed else 0)
-                record_failure(args, out, "pytorch", str(e), book.last_checkpoint(trainer))
+    try:
+        if not args.test_only:
+            try:
+                trainer.fit(module, datamodule=dm, ckpt_path=args.resume, weights_only=True)
+            except NonFiniteLossError as e:
+                if trainer.global_rank == 0:
+                    keep_history(out / "metrics.csv", history, resumed["global_step"] if resumed else 0)
+                    record_failure(args, out, "pytorch", str(e), book.last_checkpoint(trainer))
+                raise
+            steps = module.total_training_steps()  # per rank, as the trainer counts them
+            checkpoint = out / "checkpoints" / "final.ckpt"
+            trainer.save_checkpoint(checkpoint, weights_only=False)  # the full state, as last.ckpt holds it
+        test_start = time.perf_counter()
+        results = trainer.test(module, datamodule=dm, verbose=False, weights_only=True)[0]
+        test_time = time.perf_counter() - test_start
+    except (KeyboardInterrupt, SystemExit) as e:
+        # Lightning ends a Ctrl-C with its own shutdown and sys.exit(1); other exits pass through
+        if isinstance(e, SystemExit) and not book.interrupted:
             raise
-        steps = module.total_training_steps()  # per rank, as the trainer counts them
-        checkpoint = out / "checkpoints" / "final.ckpt"
-        trainer.save_checkpoint(checkpoint)
-    results = trainer.test(module, datamodule=dm, verbose=False, weights_only=True)[0]
+        if trainer.global_rank != 0:
+            raise SystemExit(130) from None
+        last = None if args.test_only else book.last_checkpoint(trainer)
+        interrupted(out, "fit.py", args.argv, last, new_folder=not args.resume)
     if trainer.global_rank != 0:
         return {}
     if resumed is not None:  # after the test: the CSV logger rewrites the file when its columns grow
@@ -188,8 +232,8 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
                   processes=torch_processes(trainer, recipe.batch_size),
                   versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,
-                  train_time=0.0 if args.test_only else book.train_time(), test=results,
-                  checkpoint=checkpoint)  # fmt: skip
+                  times={"train": book.train_time(), "validation": book.validation_time(), "test": test_time},
+                  test=results, checkpoint=checkpoint)  # fmt: skip
 
 
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")

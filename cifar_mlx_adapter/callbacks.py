@@ -31,13 +31,13 @@ class LookaheadAveraging(Callback):
 
     def on_train_batch_end(self, trainer, module, batch_idx):
         step = trainer.global_step
-        if step % self.every:
-            return
-        decay = averaging_decay(step, trainer.total_steps)
-        self.average = {k: decay * self.average[k] + (1 - decay) * v for k, v in self._state(module).items()}
-        self._copy_back(module)
+        if step % self.every == 0:
+            self._blend(module, averaging_decay(step, trainer.total_steps))
+        if step >= trainer.total_steps:
+            self._blend(module, 1.0)  # the final weights are the average, in the last checkpoint too
 
-    def on_fit_end(self, trainer, module):
+    def _blend(self, module, decay: float) -> None:
+        self.average = {k: decay * self.average[k] + (1 - decay) * v for k, v in self._state(module).items()}
         self._copy_back(module)
 
     def state_dict(self):

@@ -24,9 +24,9 @@ def core_data(data) -> CIFARData:
     return core
 
 
-def augment(images: mx.array, shift: mx.array, flip: mx.array, corner: mx.array, aug: Augmentation) -> mx.array:
-    """uint8 (B, 32, 32, 3) -> uint8 (B, 32, 32, 3): as ``cifar_lightning.augment.augment``,
-    on NHWC MLX arrays."""
+def augment(images: mx.array, shift: mx.array, flip: mx.array, aug: Augmentation) -> mx.array:
+    """uint8 (B, 32, 32, 3) -> uint8 (B, 32, 32, 3): as ``cifar_lightning.augment.augment``
+    (pad, crop at `shift`, mirror where `flip`), on NHWC MLX arrays."""
     b, n = images.shape[0], images.shape[1]
     positions = mx.arange(n, dtype=shift.dtype)
     rows, cols, inside = source_pixels(shift, flip, positions, aug.crop_padding, aug.pad_mode == "reflect")
@@ -34,9 +34,14 @@ def augment(images: mx.array, shift: mx.array, flip: mx.array, corner: mx.array,
     zero = mx.zeros((), dtype=images.dtype)
     if inside is not None:
         out = mx.where(inside[..., None], out, zero)
-    if aug.cutout:
-        out = mx.where(cutout_mask(corner, positions, aug.cutout)[..., None], zero, out)
     return out
+
+
+def cutout(images: mx.array, corner: mx.array, size: int) -> mx.array:
+    """As ``cifar_lightning.augment.cutout`` on normalised NHWC images: the square is set to
+    0, the dataset's mean."""
+    positions = mx.arange(images.shape[1], dtype=corner.dtype)
+    return mx.where(cutout_mask(corner, positions, size)[..., None], mx.zeros((), dtype=images.dtype), images)
 
 
 def normalize(images: mx.array, mean, std) -> mx.array:
@@ -54,22 +59,33 @@ class MLXBatchLoader:
     def __len__(self) -> int:
         return len(self.plan)
 
-    def uint8_batches(self):
-        """The augmented uint8 batches (B, 32, 32, 3) and labels, before normalisation."""
+    def _batches(self):
+        """(uint8 images (B, 32, 32, 3) cropped and mirrored, labels (B,), cutout corners (B, 2)
+        or None) of each batch of the epoch."""
         order, draws = self.plan.epoch()
         order = mx.array(order.astype(np.int32))
         if draws is not None:
             shift, flip, corner = (mx.array(getattr(draws, k)) for k in ("shift", "flip", "cutout"))
         for start, stop in self.plan.slices():
             index = order[start:stop]
-            images = self.images[index]
+            images, corners = self.images[index], None
             if draws is not None:
-                images = augment(images, shift[index], flip[index], corner[index], self.plan.augmentation)
-            yield images, self.labels[index]
+                images = augment(images, shift[index], flip[index], self.plan.augmentation)
+                corners = corner[index] if self.plan.augmentation.cutout else None
+            yield images, self.labels[index], corners
+
+    def uint8_batches(self):
+        """The cropped and mirrored uint8 batches (B, 32, 32, 3) and labels, before
+        normalisation (cutout comes after it: it writes the mean)."""
+        for images, labels, _ in self._batches():
+            yield images, labels
 
     def __iter__(self):
-        for images, labels in self.uint8_batches():
-            yield normalize(images, self.mean, self.std), labels
+        for images, labels, corners in self._batches():
+            images = normalize(images, self.mean, self.std)
+            if corners is not None:
+                images = cutout(images, corners, self.plan.augmentation.cutout)
+            yield images, labels
 
 
 class MLXData:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from cifar_lightning.core.recipes import Recipe, get_recipe
+from cifar_lightning.core.recipes import module_recipe
 
 from .models import build_model
 from .optim import recipe_optimizer
@@ -37,7 +37,8 @@ class MLXClassifier:
 
     Args:
         model: "small_cnn", "resnet18" or "fast" (ValueError otherwise), or an
-            ``mlx.nn.Module`` of your own.
+            ``mlx.nn.Module`` of your own taking (B, 32, 32, 3) float32 images and returning
+            (B, num_classes) logits; then `recipe` is required (ValueError otherwise).
         num_classes: 10 or 100.
         recipe: the recipe's numbers as a dict; None: the model's own (``recipes.RECIPES``).
             The optimiser's arguments come from ``recipes.sgd_args``, as in torch.
@@ -61,7 +62,7 @@ class MLXClassifier:
     ):
         name = model if isinstance(model, str) else type(model).__name__
         self.hparams = {"model": name, "num_classes": num_classes, "recipe": recipe, "class_names": class_names}
-        self.recipe = Recipe(**recipe) if recipe else get_recipe(name)
+        self.recipe = module_recipe(name, recipe, own_model=not isinstance(model, str))
         self.model = build_model(model, num_classes, **(model_kwargs or {})) if isinstance(model, str) else model
         self.trainer = None
         self._logged: dict[str, mx.array] = {}

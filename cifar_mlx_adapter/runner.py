@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import zipfile
 from pathlib import Path
 
 import mlx.core as mx
@@ -14,37 +13,56 @@ import numpy as np
 from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from cifar_lightning.core.errors import NonFiniteLossError, UsageError
 from cifar_lightning.core.run_folder import claim_run_folder
-from cifar_lightning.core.runs import finish, load_weights_flag, planned_steps, prepare, record_failure
+from cifar_lightning.core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure
 
 
 def parser() -> argparse.ArgumentParser:
     p = common_parser("Train a CIFAR classifier natively in Apple MLX.")
-    p.add_argument("--cpu", action="store_true", help="run on the CPU instead of the Metal GPU")
+    p.add_argument("--cpu", action="store_true",
+                   help="run on the CPU instead of the GPU MLX reports (Metal on a Mac, CUDA with mlx[cuda]) "
+                        "(default: the GPU when there is one)")  # fmt: skip
     p.add_argument("--memory-limit", type=float, metavar="GB", help="cap MLX's Metal memory at this many GB "
                                                                     "(default: MLX's own limit)")  # fmt: skip
     return p
 
 
 def setup_device(args) -> str:
-    """The device MLX will use, as named in run.json ("metal" or "cpu")."""
+    """The device MLX will use, as named in run.json: "metal" (Apple GPU), "cuda" (an NVIDIA
+    GPU through mlx[cuda]) or "cpu" (--cpu, or no GPU)."""
     if args.memory_limit is not None:
         mx.set_memory_limit(int(args.memory_limit * 2**30))
-    if args.cpu or not mx.metal.is_available():
+    if args.cpu or not mx.is_available(mx.gpu):
         mx.set_default_device(mx.cpu)
         return "cpu"
-    return "metal"
+    mx.set_default_device(mx.gpu)
+    return "metal" if mx.metal.is_available() else "cuda"
 
 
 def read_mlx_checkpoint(path: str | Path, flag: str) -> dict:
-    """The metadata of an MLXTrainer checkpoint (.npz read without pickle); UsageError for
-    another framework's checkpoint, or a file that is no such checkpoint."""
-    if str(path).endswith((".ckpt", ".pt", ".pth")):
-        raise UsageError(f"{flag} {path} is a PyTorch checkpoint: resume it with scripts/fit.py")
+    """The metadata of an MLXTrainer checkpoint (.npz read without pickle). Anything else is
+    a UsageError of one line, ``<flag> <file>: <what it is>; expected ...``: the other
+    framework's checkpoint, bare weights (no training state), or a file that is no
+    checkpoint at all (recognised by content, whatever its name)."""
+    from cifar_lightning.core.weights import weights_file_kind
+
+    expected = "expected a fit_mlx.py checkpoint such as <run>/checkpoints/last.npz"
+    kind, what = weights_file_kind(path)
+    if kind == "torch":
+        what += " (resume it with scripts/fit.py)"
+    elif kind == "safetensors" or what == "an .npz of weights":
+        what += ": weights without training state (start from them with --weights)"
+    if what != "an MLX checkpoint":
+        raise UsageError(f"{flag} {path}: {what}; {expected}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return json.loads(str(z["meta"]))
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
-        raise UsageError(f"{flag} {path} is not an MLX checkpoint written by fit_mlx.py ({type(e).__name__})") from None
+            meta = json.loads(str(z["meta"]))
+    except Exception as e:  # any parse error of a damaged file; KeyboardInterrupt is no Exception
+        what = "an .npz holding pickled objects (refused: nothing in it was run)" if "pickle" in str(e) else \
+            f"an MLX checkpoint that does not read ({type(e).__name__})"  # fmt: skip
+        raise UsageError(f"{flag} {path}: {what}; {expected}") from None
+    if not isinstance(meta, dict) or not {"global_step", "epoch", "total_steps"} <= meta.keys():
+        raise UsageError(f"{flag} {path}: an .npz whose meta is not fit_mlx.py's; {expected}")
+    return meta
 
 
 def validate_mlx_flags(args) -> None:
@@ -67,6 +85,12 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
     from cifar_lightning.core.run_folder import check_resume_settings, run_settings
 
     device = setup_device(args)
+    if device == "cpu":
+        from cifar_lightning.core.blas import slow_blas_warning
+
+        warning = slow_blas_warning()
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
     resumed = read_mlx_checkpoint(args.resume, "--resume") if args.resume else None
     recipe, dm, out = prepare(args, "mlx", make_data)
     settings = run_settings(args, recipe.to_dict())
@@ -77,8 +101,10 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
 
 
 def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
+    import time
+
     from cifar_lightning.core.reporting import package_versions
-    from cifar_lightning.core.run_folder import resume_command
+    from cifar_lightning.core.run_folder import interrupted
 
     from .callbacks import LookaheadAveraging
     from .convert import load_file, mlx_state
@@ -108,6 +134,7 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
                          limit_val_batches=args.limit_val_batches, limit_test_batches=args.limit_test_batches,
                          checkpoint_meta={"settings": settings})  # fmt: skip
     checkpoint = args.weights
+    announce_run(out, args.model, count_parameters(module.model), device, args.test_only)
     try:
         if not args.test_only:
             try:
@@ -116,21 +143,20 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
                 record_failure(args, out, "mlx", str(e), trainer.last_checkpoint)
                 raise
             checkpoint = trainer.save_checkpoint(out / "checkpoints" / "final.npz", module)
+        test_start = time.perf_counter()
         test = trainer.test(module, dm, verbose=False)
+        test_time = time.perf_counter() - test_start
     except KeyboardInterrupt:
-        if trainer.last_checkpoint and not args.test_only:
-            hint = resume_command("fit_mlx.py", args.argv, trainer.last_checkpoint)
-            print(f"\ninterrupted; resume with:\n  {hint}", file=sys.stderr, flush=True)
-        else:
-            print("\ninterrupted before the first checkpoint: nothing to resume", file=sys.stderr, flush=True)
-        raise SystemExit(130) from None
+        last = None if args.test_only else trainer.last_checkpoint
+        interrupted(out, "fit_mlx.py", args.argv, last, new_folder=not args.resume)
     args.extra_hparams = {"device": device, **model_kwargs(args)}
     from cifar_lightning.core.provenance import mlx_numerics, single_process
 
     return finish(args, out, dm, recipe, framework="mlx", numerics=mlx_numerics(),
                   processes=single_process(recipe.batch_size), versions=package_versions("mlx", "numpy"),
                   accelerator=device, parameters=count_parameters(module.model), steps=trainer.total_steps,
-                  train_time=0.0 if args.test_only else trainer.train_time_s, test=test, checkpoint=checkpoint)  # fmt: skip
+                  times={"train": trainer.train_time_s, "validation": trainer.validation_time_s, "test": test_time},
+                  test=test, checkpoint=checkpoint)  # fmt: skip
 
 
 def main(argv: list[str] | None = None, callbacks: tuple = ()) -> dict:

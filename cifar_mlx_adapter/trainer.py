@@ -50,6 +50,19 @@ def set_random_key(key) -> None:
     mx.random.seed((hi << 32) | lo)
 
 
+def module_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    """Every submodule with its training flag, parents before children."""
+    named = sorted(model.named_modules(), key=lambda item: item[0].count(".") + (item[0] != ""))
+    return [(m, m.training) for _, m in named]
+
+
+def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
+    """Put each submodule back in the mode ``module_modes`` captured (as Lightning's
+    evaluation loop does), so a layer the user froze with ``.eval()`` stays frozen."""
+    for m, training in modes:  # parents first: a child's own flag overrides its parent's recursive call
+        m.train(training)
+
+
 class Callback:
     """Hooks an MLXTrainer calls; override the ones you need."""
 
@@ -68,7 +81,8 @@ class MLXTrainer:
     """A Lightning-like trainer for ``MLXClassifier``: fit, validate, test, predict.
 
     Args:
-        max_epochs: training length in epochs, may be fractional: the run makes
+        max_epochs: training length in epochs, positive and finite (ValueError otherwise), may be
+            fractional: the run makes
             ``recipes.total_steps(max_epochs, batches per epoch)`` optimizer steps, the count
             torch's side makes, and the schedule spans exactly those.
         callbacks: ``Callback`` objects (on_train_start, on_train_batch_end, ...).
@@ -76,8 +90,8 @@ class MLXTrainer:
         log_every_n_steps: a training-loss row in ``metrics.csv`` every N optimizer steps.
         enable_progress_bar: tqdm bars for training, validation and test.
         enable_checkpointing: write ``checkpoints/last.npz`` at each epoch's end (atomically).
-        limit_train_batches, limit_val_batches, limit_test_batches: use only the first N
-            batches (None: all; ``limit_val_batches=0`` skips validation).
+        limit_train_batches, limit_val_batches, limit_test_batches, limit_predict_batches: use
+            only the first N batches (None: all; ``limit_val_batches=0`` skips validation).
         checkpoint_meta: plain values stored in every checkpoint (the scripts store the
             run's settings, which ``--resume`` checks).
 
@@ -87,7 +101,12 @@ class MLXTrainer:
     restores weights, optimiser state, step, epoch, random key and train time. The step
     is compiled with the model, optimiser and random state as inputs and outputs, so
     dropout draws a fresh mask each step. A non-finite loss or weight raises
-    ``NonFiniteLossError`` naming the 0-based step and the last good checkpoint.
+    ``NonFiniteLossError`` naming the first 0-based step whose loss was not finite and the
+    last good checkpoint. As Lightning's Trainer, it never switches a submodule's mode for
+    training (a layer the user put in eval mode stays frozen) and restores every
+    submodule's mode after validate, test and predict. ``train_time_s`` (optimizer steps and
+    per-epoch checkpoints) and ``validation_time_s`` (validation during fit) are seconds over
+    all segments of a resumed run, the spans torch's record measures.
     ``validate`` returns {"val/acc", "val/loss"}; ``test`` returns {"test/acc",
     "test/loss", "per_class_accuracy" (num_classes,), "confusion_matrix" (num_classes,
     num_classes; rows true), "test/acc_no_tta" with TTA}; accuracies are fractions in
@@ -106,8 +125,11 @@ class MLXTrainer:
         limit_train_batches: int | None = None,
         limit_val_batches: int | None = None,
         limit_test_batches: int | None = None,
+        limit_predict_batches: int | None = None,
         checkpoint_meta: dict | None = None,
     ):
+        if not (isinstance(max_epochs, (int, float)) and math.isfinite(max_epochs) and max_epochs > 0):
+            raise ValueError(f"max_epochs must be a positive, finite number of epochs, got {max_epochs!r}")
         self.max_epochs = max_epochs  # may be fractional: stops after ceil(max_epochs * batches) steps
         self.callbacks = list(callbacks)
         self.default_root_dir = Path(default_root_dir)
@@ -116,9 +138,14 @@ class MLXTrainer:
         self.enable_checkpointing = enable_checkpointing
         self.limit_train_batches = limit_train_batches
         self.limit_val_batches, self.limit_test_batches = limit_val_batches, limit_test_batches
+        self.limit_predict_batches = limit_predict_batches
         self.checkpoint_meta = checkpoint_meta or {}  # plain values kept in every checkpoint (the run's settings)
-        self.train_time_s = 0.0  # seconds spent in fit, earlier segments of a resumed run included
+        # seconds, earlier segments of a resumed run included: training (steps and per-epoch
+        # checkpoints) and the validation passes during fit, kept apart as in torch's record
+        self.train_time_s = 0.0
+        self.validation_time_s = 0.0
         self._fit_started: float | None = None  # perf_counter() when this segment's fit began
+        self._segment_validation = 0.0  # validation seconds within this segment
         self.current_epoch = 0
         self.global_step = 0
         self.total_steps = 0
@@ -165,6 +192,8 @@ class MLXTrainer:
         loader = self._data(datamodule).loader("train")
         per_epoch = self._steps_per_epoch(loader)
         self.total_steps = total_steps(self.max_epochs, per_epoch)
+        if self.total_steps < 1:
+            raise ValueError(f"the trainer plans {self.total_steps} optimizer steps: nothing to train")
         optimizer = module.configure_optimizers()
         self.optimizer = optimizer
         if ckpt_path:
@@ -173,16 +202,17 @@ class MLXTrainer:
         for cb in self.callbacks:
             cb.on_fit_start(self, module)
         step = None
-        self._fit_started = time.perf_counter()
+        # The model trains in the modes it has: a fresh model is in training mode, and a layer
+        # the user put in eval mode stays there (evaluation restores every submodule's mode).
+        self._fit_started, self._segment_validation = time.perf_counter(), 0.0
         while self.global_step < self.total_steps and not self.should_stop:
-            module.model.train()
             if module.on_train_epoch_start() or step is None:
                 step = self._compile_step(module, optimizer)
             for cb in self.callbacks:
                 cb.on_train_epoch_start(self, module)
             loader.sampler.set_epoch(self.current_epoch)
             self._train_epoch(module, loader, step, per_epoch)
-            val = {} if self.should_stop or self.limit_val_batches == 0 else self.validate(module, datamodule, verbose=False)
+            val = {} if self.should_stop or self.limit_val_batches == 0 else self._timed_validation(module, datamodule)
             self.callback_metrics.update(val)
             self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **self._epoch_means, **val})
             for cb in self.callbacks:
@@ -193,17 +223,35 @@ class MLXTrainer:
         for cb in self.callbacks:
             cb.on_fit_end(self, module)
         self.train_time_s = self.elapsed_train_time()
-        self._fit_started = None
+        self.validation_time_s += self._segment_validation
+        self._fit_started, self._segment_validation = None, 0.0
+
+    def _timed_validation(self, module, datamodule) -> dict:
+        start = time.perf_counter()
+        try:
+            return self.validate(module, datamodule, verbose=False)
+        finally:
+            self._segment_validation += time.perf_counter() - start
 
     def elapsed_train_time(self) -> float:
-        """Seconds of fit so far: earlier segments (restored from a checkpoint) plus this one."""
-        running = time.perf_counter() - self._fit_started if self._fit_started is not None else 0.0
+        """Seconds of training so far (optimizer steps and per-epoch checkpoints, validation
+        excluded): earlier segments (restored from a checkpoint) plus this one."""
+        running = 0.0
+        if self._fit_started is not None:
+            running = time.perf_counter() - self._fit_started - self._segment_validation
         return self.train_time_s + running
+
+    def elapsed_validation_time(self) -> float:
+        """Seconds of validation during fit, all segments."""
+        return self.validation_time_s + self._segment_validation
 
     def _train_epoch(self, module, loader, step, per_epoch: int) -> None:
         from tqdm import tqdm
 
         sums: dict[str, mx.array] = {}
+        # the first step whose loss is not finite, -1 while none is: kept on the device, so the
+        # host still waits only at logged steps, yet the error names the step where it began
+        first_bad = mx.array(-1, dtype=mx.int32)
         seen = 0
         start = time.perf_counter()
         bar = tqdm(total=min(per_epoch, self.total_steps - self.global_step), desc=f"Epoch {self.current_epoch}",
@@ -216,11 +264,13 @@ class MLXTrainer:
                 n = labels.shape[0]
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v * n
-                mx.async_eval(loss, sums)
+                first_bad = mx.where((first_bad < 0) & ~mx.isfinite(loss), self.global_step, first_bad)
+                mx.async_eval(loss, sums, first_bad)
                 seen += n
                 self.global_step += 1
                 if self.global_step % self.log_every_n_steps == 0 or self.global_step == self.total_steps:
-                    value = self._check_finite(logs["train/loss"])
+                    self._check_finite(first_bad, loss)
+                    value = float(logs["train/loss"].item())
                     self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, "train/loss_step": value,
                                    "lr": self._current_lr()})  # fmt: skip
                     bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
@@ -229,17 +279,18 @@ class MLXTrainer:
                     cb.on_train_batch_end(self, module, batch_idx)
         finally:  # a stopped run's error message starts on a line of its own
             bar.close()
+        self._check_finite(first_bad, loss if seen else None)
         means = {k: float(v.item()) / max(seen, 1) for k, v in sums.items()}
-        self._check_finite(means.get("train/loss", 0.0))
         self._epoch_means = {("train/loss_epoch" if k == "train/loss" else k): v for k, v in means.items()}
         self.callback_metrics.update(self._epoch_means)
         self.epoch_images_per_s = seen / max(time.perf_counter() - start, 1e-9)
 
-    def _check_finite(self, value) -> float:
-        value = float(value.item() if isinstance(value, mx.array) else value)
-        if not math.isfinite(value):
-            raise NonFiniteLossError(non_finite_message(value, self.global_step - 1, self.last_checkpoint))
-        return value
+    def _check_finite(self, first_bad: mx.array, loss: mx.array | None) -> None:
+        """Raise NonFiniteLossError naming the first 0-based step whose loss was not finite."""
+        bad = int(first_bad.item())
+        if bad >= 0:
+            value = float(loss.item()) if loss is not None else math.nan
+            raise NonFiniteLossError(non_finite_message(value, bad, self.last_checkpoint))
 
     def _current_lr(self) -> float:
         opt = self.optimizer
@@ -263,20 +314,29 @@ class MLXTrainer:
     def _evaluate(self, module, loader, hook, limit: int | None, desc: str) -> tuple[np.ndarray, np.ndarray]:
         """Run `hook` over the first `limit` batches of `loader` (all: None) in eval mode,
         with a progress bar; returns (logits float32 (N, C), labels int64 (N,)) as numpy."""
+        outputs, targets = [], []
+        for output, labels in self._eval_batches(module, loader, hook, limit, desc):
+            outputs.append(np.array(output))
+            targets.append(np.array(labels, dtype=np.int64))
+        return np.concatenate(outputs), np.concatenate(targets)
+
+    def _eval_batches(self, module, loader, hook, limit: int | None, desc: str):
+        """Yield (hook((images, labels), batch_idx), labels) for the first `limit` batches (all:
+        None) in eval mode, with a progress bar; every submodule's mode is restored after."""
         from tqdm import tqdm
 
         batches = len(loader) if limit is None else min(limit, len(loader))
+        modes = module_modes(module.model)
         module.model.eval()
-        outputs, targets = [], []
-        with tqdm(total=batches, desc=desc, disable=not self.enable_progress_bar, leave=False) as bar:
-            for batch_idx, (images, labels) in enumerate(loader):
-                if batch_idx >= batches:
-                    break
-                outputs.append(np.array(hook((images, labels), batch_idx)))
-                targets.append(np.array(labels, dtype=np.int64))
-                bar.update(1)
-        module.model.train()
-        return np.concatenate(outputs), np.concatenate(targets)
+        try:
+            with tqdm(total=batches, desc=desc, disable=not self.enable_progress_bar, leave=False) as bar:
+                for batch_idx, (images, labels) in enumerate(loader):
+                    if batch_idx >= batches:
+                        break
+                    yield hook((images, labels), batch_idx), labels
+                    bar.update(1)
+        finally:
+            restore_modes(modes)
 
     def validate(self, module, datamodule, verbose: bool = True) -> dict:
         """{"val/acc", "val/loss"} over the validation split (the test set when val_size is 0)."""
@@ -311,12 +371,16 @@ class MLXTrainer:
         return out
 
     def predict(self, module, datamodule) -> list[mx.array]:
-        """Predicted classes (int, (B,)) per test batch."""
+        """``module.predict_step`` of each test batch (predicted classes, int (B,)), the first
+        ``limit_predict_batches`` only when set, in eval mode with a progress bar."""
         module.trainer = self
-        module.model.eval()
-        preds = [module.predict_step(b, i) for i, b in enumerate(self._data(datamodule).loader("test"))]
-        module.model.train()
-        return preds
+        loader = self._data(datamodule).loader("test")
+        predictions = []
+        for prediction, _ in self._eval_batches(module, loader, module.predict_step, self.limit_predict_batches,
+                                                "Predicting"):  # fmt: skip
+            mx.eval(prediction)  # computed batch by batch, as the bar shows
+            predictions.append(prediction)
+        return predictions
 
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | Path, module) -> Path:
@@ -336,6 +400,7 @@ class MLXTrainer:
         arrays["random.key"] = np.array(mx.random.state[0])  # dropout continues the same sequence on resume
         meta = {"global_step": self.global_step, "epoch": self.current_epoch, "total_steps": self.total_steps,
                 "hparams": module.hparams, "recipe": module.recipe.to_dict(), "train_time_s": self.elapsed_train_time(),
+                "validation_time_s": self.elapsed_validation_time(),
                 **self.checkpoint_meta}  # fmt: skip
         arrays["meta"] = np.array(json.dumps(meta))
         tmp = path.with_name(path.name + ".tmp.npz")
@@ -365,6 +430,7 @@ class MLXTrainer:
                              f"this one has {self.total_steps}: resume with the same epochs and batch size")  # fmt: skip
         self.global_step, self.current_epoch = meta["global_step"], meta["epoch"]
         self.train_time_s = meta.get("train_time_s", 0.0)
+        self.validation_time_s = meta.get("validation_time_s", 0.0)
         self.last_checkpoint = path
         # keep the rows of the earlier segments: those of the steps the checkpoint covers
         metrics = self.default_root_dir / "metrics.csv"

@@ -6,17 +6,22 @@
 
 In a git checkout only the run.json files git tracks are read (your own runs under
 runs/ do not change the published report until you commit them); --all reads every one.
+The PyTorch-vs-MLX plots of the default report go beside their runs (committed with them);
+those of any other report (--all, or another --output) go in a folder beside that report,
+<output name>-plots/, so that no committed plot is ever overwritten.
 """
 
 import argparse
 import json
-import subprocess
 import os
+import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 from cifar_lightning.core.reporting import (
-    comparison_plot_path,
+    comparison_headings,
+    comparison_plot_paths,
     load_runs,
     plot_pytorch_vs_mlx,
     pytorch_vs_mlx_groups,
@@ -24,6 +29,7 @@ from cifar_lightning.core.reporting import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUTPUT = ROOT / "Results.md"
 
 
 def tracked_run_logs(folder: Path) -> set[Path] | None:
@@ -41,14 +47,36 @@ def tracked_run_logs(folder: Path) -> set[Path] | None:
     return {(root / name).resolve() for name in r.stdout.split("\0") if name.endswith("run.json")}
 
 
+def plot_folder(output: Path, read_all: bool) -> Path | None:
+    """Where a report's PyTorch-vs-MLX plots go, relative to the report's folder: None for
+    the default report of the tracked logs (beside the runs, where they are committed);
+    otherwise "<output name>-plots" (`output` an absolute path)."""
+    if output == DEFAULT_OUTPUT and not read_all:
+        return None
+    return Path(f"{output.stem}-plots")
+
+
+def write_plots(runs: list[dict], plots: dict, base: Path) -> None:
+    """Draw each PyTorch-vs-MLX group's curves at ``base / plots[key]``."""
+    groups = pytorch_vs_mlx_groups(runs)
+    headings = comparison_headings(groups)
+    for key, group in groups.items():
+        path = base / plots[key]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        plot_pytorch_vs_mlx(group, path, textwrap.fill(headings[key].replace("`", ""), 110))
+        print(f"wrote {path}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", default=str(ROOT / "runs"), help="folder searched for run.json logs (default: runs/)")
-    p.add_argument("--output", default=str(ROOT / "Results.md"), help="the report to write (default: Results.md)")
+    p.add_argument("--output", default=str(DEFAULT_OUTPUT),
+                   help="the report to write (default: Results.md); another name puts its plots in "
+                        "<name>-plots/ beside it")  # fmt: skip
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the report is out of date")
     p.add_argument("--all", action="store_true",
                    help="read every run.json under --runs, not only those git tracks (default: tracked only, "
-                        "when the folder is in a git checkout)")  # fmt: skip
+                        "when the folder is in a git checkout); its plots go in <output name>-plots/")  # fmt: skip
     args = p.parse_args()
     args.runs, args.output = Path(args.runs).resolve(), Path(args.output).resolve()
     os.chdir(ROOT)  # run folders are named relative to the repository, as committed
@@ -56,7 +84,9 @@ def main() -> int:
     for run in runs:  # paths relative to the repository, as committed
         run["_path"] = Path(run["_path"]).resolve().relative_to(ROOT).as_posix() if ROOT in Path(run["_path"]).resolve().parents else run["_path"]
     bench = Path(args.runs) / "benchmarks.json"  # written by scripts/benchmark.py
-    text = render_results(runs, json.loads(bench.read_text()) if bench.exists() else None)
+    folder = plot_folder(args.output, args.all)
+    plots = comparison_plot_paths(pytorch_vs_mlx_groups(runs), folder)
+    text = render_results(runs, json.loads(bench.read_text()) if bench.exists() else None, plots)
     if args.check:
         current = Path(args.output).read_text() if Path(args.output).exists() else ""
         if current != text:
@@ -64,10 +94,7 @@ def main() -> int:
             return 1
         return 0
     Path(args.output).write_text(text)
-    for (model, dataset, length, hardware, _), group in pytorch_vs_mlx_groups(runs).items():
-        path = ROOT / comparison_plot_path(group)
-        plot_pytorch_vs_mlx(group, path, f"PyTorch vs MLX: {model} on {dataset}, {length}, {hardware}")
-        print(f"wrote {path}")
+    write_plots(runs, plots, ROOT if folder is None else args.output.parent)
     print(f"wrote {args.output} from {len(runs)} runs")
     return 0
 

@@ -1,17 +1,45 @@
+"""The data pipeline: sizes, dtypes, splits, shuffles, augmentation, the reader's checks.
+
+The augmentation's shared formula (``core.draws``, applied by both frameworks) is tested
+against torch's own ops (``F.pad`` in both modes, slicing, ``flip``), an independent
+reference. Faults these tests were checked against: reflect padding replaced by edge
+replication (``F.pad(mode="replicate")``'s result: the reference test fails); cutout
+writing uint8 0 instead of the mean; the split's left-over images always given to the
+lowest class numbers; the reader accepting a copy with a batch file missing rows.
+"""
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cifar_lightning import CIFARDataError, CIFARDataModule
-from cifar_lightning.augment import augment
+from cifar_lightning.augment import augment, cutout, normalize
 from cifar_lightning.core.data import EpochSampler, stratified_split
 from cifar_lightning.core.draws import Augmentation, draw_epoch
 
 
 def apply(images, draws, aug):
-    """The torch pipeline's augmentation of `images` (rows 0..B-1 of the draws)."""
+    """The torch pipeline's crop and flip of `images` (rows 0..B-1 of the draws)."""
     t = lambda a: torch.from_numpy(a)  # noqa: E731
-    return augment(images, t(draws.shift), t(draws.flip), t(draws.cutout), aug)
+    return augment(images, t(draws.shift), t(draws.flip), aug)
+
+
+@pytest.mark.parametrize("pad_mode", ["reflect", "constant"])
+@pytest.mark.parametrize("padding", [2, 4])
+def test_crop_and_flip_equal_torchs_own_pad_crop_and_flip(pad_mode, padding):
+    """Each image equals torch's reference: F.pad (reflect, or zeros), the 32x32 window at
+    its drawn shift, mirrored where its flip is 1."""
+    images = torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8)
+    aug = Augmentation(crop_padding=padding, pad_mode=pad_mode, flip="random")
+    draws = draw_epoch(aug, 64, seed=3, epoch=1)
+    out = apply(images, draws, aug)
+    padded = F.pad(images.float(), (padding,) * 4, mode=pad_mode).to(torch.uint8)
+    for i in range(64):
+        dy, dx = draws.shift[i]
+        expected = padded[i, :, dy : dy + 32, dx : dx + 32]
+        expected = expected.flip(-1) if draws.flip[i] else expected
+        assert torch.equal(out[i], expected), f"image {i}, shift {(dy, dx)}, flip {draws.flip[i]}"
 
 
 def make_dm(root, **kw):
@@ -103,11 +131,52 @@ def test_alternating_flip_mirrors_every_image_once_per_two_epochs():
     assert 400 < int(even.sum()) < 600
 
 
-def test_cutout_zeroes_a_square():
+def test_cutout_writes_the_mean_in_a_square():
+    """airbench's batch_cutout sets the square to 0 after normalising: the dataset's mean,
+    not black. The loader's batches hold an 8x8 square of exact zeros per image, at the
+    drawn corner, and nothing else changed."""
     images = torch.full((8, 3, 32, 32), 200, dtype=torch.uint8)
-    aug = Augmentation(crop_padding=0, flip="none", cutout=8)
-    out = apply(images, draw_epoch(aug, 8, 0, 0), aug)
-    assert (out == 0).sum(dim=(1, 2, 3)).tolist() == [3 * 64] * 8
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    draws = draw_epoch(Augmentation(crop_padding=0, flip="none", cutout=8), 8, 0, 0)
+    out = cutout(normalize(images, mean, std), torch.from_numpy(draws.cutout), 8)
+    plain = normalize(images, mean, std)
+    for i, (y, x) in enumerate(draws.cutout):
+        assert out[i, :, y : y + 8, x : x + 8].eq(0).all()
+        outside = torch.ones(32, 32, dtype=torch.bool)
+        outside[y : y + 8, x : x + 8] = False
+        assert torch.equal(out[i][:, outside], plain[i][:, outside])
+
+
+def test_the_loader_applies_cutout_after_normalising(cifar10_dir):
+    dm = make_dm(cifar10_dir, crop_padding=0, flip="none", cutout=12)
+    images, _ = next(iter(dm.train_dataloader()))
+    zeros = (images == 0).all(dim=1).sum(dim=(1, 2))  # pixels equal to the mean in every channel
+    assert zeros.min() >= 144  # the 12x12 square in each image
+
+
+def test_split_leftovers_go_to_classes_chosen_by_the_seed():
+    """5,005 of a balanced 10-class set: five classes hold out one more image; which five
+    depends on the seed (it was always classes 0-4)."""
+    labels = np.repeat(np.arange(10), 1000)
+    extra = set()
+    for seed in range(6):
+        _, held = stratified_split(labels, 5005, seed)
+        counts = np.bincount(labels[held], minlength=10)
+        assert sorted(counts.tolist()) == [500] * 5 + [501] * 5
+        extra.add(tuple(np.flatnonzero(counts == 501)))
+    assert len(extra) > 1
+
+
+def test_the_reader_checks_the_official_image_counts(cifar10_dir, monkeypatch):
+    """A copy with fewer images than CIFAR-10's 50,000/10,000 is refused, naming the folder
+    and both counts, unless CIFAR_ALLOW_PARTIAL_DATA=1 says it is meant."""
+    from cifar_lightning.core.datasets import read_split
+
+    monkeypatch.delenv("CIFAR_ALLOW_PARTIAL_DATA")
+    with pytest.raises(CIFARDataError, match=r"cifar-10-batches-py: the training split holds 200 images, expected 50,000"):
+        read_split(cifar10_dir, "cifar10", train=True)
+    monkeypatch.setenv("CIFAR_ALLOW_PARTIAL_DATA", "1")
+    assert len(read_split(cifar10_dir, "cifar10", train=True)[1]) == 200
 
 
 def test_bad_augmentation_settings():

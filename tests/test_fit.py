@@ -42,17 +42,6 @@ def test_fit_writes_run_json_checkpoint_and_plots(cifar10_dir, tmp_path):
     assert restored.hparams.model == "small_cnn" and restored.hparams.class_names[0] == "class0"
 
 
-class StopAfterEpoch(L.Callback):
-    """Interrupts a run at the end of epoch `epoch` (0-based), as Ctrl-C between epochs would."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer, pl_module):
-        if trainer.current_epoch == self.epoch:
-            trainer.should_stop = True
-
-
 class CountSteps(L.Callback):
     def __init__(self):
         self.steps = 0
@@ -61,19 +50,48 @@ class CountSteps(L.Callback):
         self.steps += 1
 
 
+class CtrlC(L.Callback):
+    """Presses Ctrl-C at one of the places a run can be cut: "mid-epoch" (after global step
+    `step`), "epoch-end" (as epoch `epoch` starts: the previous one's checkpoint is written),
+    "after-last-epoch" (training done, its last checkpoint written, no final.ckpt, no test),
+    "during-test" (the final test pass)."""
+
+    def __init__(self, where: str, step: int = 0, epoch: int = 0):
+        self.where, self.step, self.epoch = where, step, epoch
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.where == "mid-epoch" and trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.where == "epoch-end" and trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+    def on_train_end(self, trainer, pl_module):
+        if self.where == "after-last-epoch":
+            raise KeyboardInterrupt
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        if self.where == "during-test":
+            raise KeyboardInterrupt
+
+
 def final_weights(out):
     return torch.load(Path(out) / "checkpoints" / "final.ckpt", weights_only=True)["state_dict"]
 
 
-def assert_resume_matches(data, tmp_path, common, cut_after_epoch, cut_step, total):
-    """Uninterrupted run vs the same run cut after an epoch and resumed (in its own folder)
-    from last.ckpt: the resumed process trains only the remaining steps, ends with the same
-    weights, and its run.json and metrics.csv cover the whole run."""
-    fit(data, tmp_path / "full", *common)
-    fit(data, tmp_path / "cut", *common, callbacks=(StopAfterEpoch(cut_after_epoch),))
-    # an interrupted run (Ctrl-C, a crash, a lost machine) has no run.json yet; stopping by
-    # callback lets this one finish and write it, so take it away (a finished run cannot resume)
-    (tmp_path / "cut" / "run.json").unlink()
+def assert_resume_matches(data, tmp_path, common, cut: CtrlC, cut_step, total, full_out=None):
+    """Uninterrupted run vs the same run cut by Ctrl-C (exit status 130, no run.json) and
+    resumed in its own folder from last.ckpt: the resumed process trains only the remaining
+    steps, ends with the same weights and test accuracy, and its run.json and metrics.csv
+    cover the whole run."""
+    full_out = full_out or tmp_path / "full"
+    if not (full_out / "run.json").exists():
+        fit(data, full_out, *common)
+    with pytest.raises(SystemExit) as stop:
+        fit(data, tmp_path / "cut", *common, callbacks=(cut,))
+    assert stop.value.code == 130
+    assert not (tmp_path / "cut" / "run.json").exists()
     last = tmp_path / "cut/checkpoints/last.ckpt"
     saved = torch.load(last, weights_only=True)
     assert saved["global_step"] == cut_step
@@ -82,25 +100,42 @@ def assert_resume_matches(data, tmp_path, common, cut_after_epoch, cut_step, tot
     argv = ["--data-dir", str(data), "--no-download", "--accelerator", "cpu", *common, "--resume", str(last)]
     record = main(argv, extra_callbacks=(counter,))
     assert counter.steps == total - cut_step  # it continued; it did not start over
-    full, resumed = final_weights(tmp_path / "full"), final_weights(tmp_path / "cut")
-    initial = torch.load(tmp_path / "full/checkpoints/initial.pt", weights_only=True)
+    full, resumed = final_weights(full_out), final_weights(tmp_path / "cut")
+    initial = torch.load(full_out / "checkpoints/initial.pt", weights_only=True)
     moved = [k for k in initial if initial[k].is_floating_point() and not torch.allclose(initial[k], full[f"model.{k}"], rtol=1e-3, atol=1e-4)]
     assert len(moved) > len(initial) // 2  # training changed the weights, so equality means something
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], rtol=1e-5, atol=1e-6, msg=key)
+    assert record["test_accuracy"] == json.loads((full_out / "run.json").read_text())["test_accuracy"]
     steps = [int(r["step"]) for r in read_metrics_csv(tmp_path / "cut/metrics.csv") if r.get("train/loss_step")]
     assert steps == list(range(total))  # the rows of both segments
-    assert record["train_time_s"] > first_segment  # both segments' time, not only the last one's
+    assert record["train_time_s"] >= first_segment  # both segments' time, not only the last one's
 
 
-def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(cifar10_dir, tmp_path):
-    """2 steps an epoch, 6 epochs, averaging every 5 steps: cut at step 6, between the
-    averaging steps 5 and 10 and before the whitening-bias freeze (epoch 3). The final
-    weights are the average of step 10, which the restored weights, optimiser state,
-    averaging state and the freeze after the resume all feed."""
-    common = ["--model", "fast", "--epochs", "6", "--batch-size", "50", "--no-tta", "--train-subset", "100",
-              "--log-every-n-steps", "1"]  # fmt: skip
-    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=2, cut_step=6, total=12)
+FAST_CUTS = {  # 2 steps an epoch, 6 epochs: where the cut leaves last.ckpt (its global step)
+    "mid-epoch": (CtrlC("mid-epoch", step=7), 6),
+    "epoch-end": (CtrlC("epoch-end", epoch=3), 6),
+    "after-last-epoch": (CtrlC("after-last-epoch"), 12),
+    "during-test": (CtrlC("during-test"), 12),
+}
+
+
+@pytest.fixture(scope="module")
+def full_fast_run(tmp_path_factory):
+    """The uninterrupted fast run the cut runs are compared with (made once, by the first test)."""
+    return tmp_path_factory.mktemp("fast") / "full"
+
+
+@pytest.mark.parametrize("where", sorted(FAST_CUTS))
+def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(cifar10_dir, tmp_path, where, full_fast_run):
+    """Averaging every 5 steps, the final weights the average (copied back at step 12), the
+    whitening-bias freeze at epoch 3: a run cut anywhere, also after its last epoch or
+    during its final test (Lightning then skips on_train_start and on_train_end), ends as
+    the uninterrupted one. Checked against: the final copy-back done in on_train_end."""
+    common = ["--model", "fast", "--epochs", "6", "--batch-size", "25", "--no-tta", "--train-subset", "50",
+              "--log-every-n-steps", "1", "--seed", "0"]  # fmt: skip
+    cut, cut_step = FAST_CUTS[where]
+    assert_resume_matches(cifar10_dir, tmp_path, common, cut, cut_step, total=12, full_out=full_fast_run)
 
 
 def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_dir, tmp_path):
@@ -108,7 +143,7 @@ def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_
     generator state restored from the checkpoint)."""
     common = ["--model", "small_cnn", "--epochs", "2", "--batch-size", "50", "--train-subset", "100",
               "--log-every-n-steps", "1"]  # fmt: skip
-    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=0, cut_step=2, total=4)
+    assert_resume_matches(cifar10_dir, tmp_path, common, CtrlC("epoch-end", epoch=1), cut_step=2, total=4)
 
 
 def run_script(*args):

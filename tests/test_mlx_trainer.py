@@ -38,17 +38,6 @@ def test_fit_mlx_writes_the_same_run_json_schema(cifar10_dir, tmp_path):
     assert Path(saved["checkpoint"]).is_file() and (tmp_path / "m/checkpoints/last.npz").is_file()
 
 
-class StopAfterEpoch(Callback):
-    """Interrupts a run at the end of epoch `epoch` (0-based), as Ctrl-C between epochs would."""
-
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    def on_train_epoch_end(self, trainer, module):
-        if trainer.current_epoch == self.epoch:
-            trainer.should_stop = True
-
-
 class CountSteps(Callback):
     def __init__(self):
         self.steps = 0
@@ -57,14 +46,49 @@ class CountSteps(Callback):
         self.steps += 1
 
 
-def assert_resume_matches(data, tmp_path, common, cut_after_epoch, cut_step, total):
-    """Uninterrupted run vs the same run cut after an epoch and resumed from its last.npz:
-    the resumed process trains only the remaining steps and ends with the same weights."""
-    fit_mlx(data, tmp_path / "full", *common)
-    fit_mlx(data, tmp_path / "cut", *common, callbacks=(StopAfterEpoch(cut_after_epoch),))
-    # an interrupted run (Ctrl-C, a crash, a lost machine) has no run.json yet; stopping by
-    # callback lets this one finish and write it, so take it away (a finished run cannot resume)
-    (tmp_path / "cut" / "run.json").unlink()
+class CtrlC(Callback):
+    """Presses Ctrl-C where a run can be cut (as tests/test_fit.py's twin): "mid-epoch"
+    (after global step `step`), "epoch-end" (as epoch `epoch` starts), "after-last-epoch"
+    (training done, last.npz written, no final.npz, no test); "during-test" is pressed by
+    ``cut_run`` in the trainer's test pass."""
+
+    def __init__(self, where: str, step: int = 0, epoch: int = 0):
+        self.where, self.step, self.epoch = where, step, epoch
+
+    def on_train_batch_end(self, trainer, module, batch_idx):
+        if self.where == "mid-epoch" and trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+    def on_train_epoch_start(self, trainer, module):
+        if self.where == "epoch-end" and trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt
+
+    def on_fit_end(self, trainer, module):
+        if self.where == "after-last-epoch":
+            raise KeyboardInterrupt
+
+
+def cut_run(data, out, common, cut: CtrlC, monkeypatch):
+    """The run cut by Ctrl-C: exit status 130 and no run.json."""
+    with monkeypatch.context() as m:
+        if cut.where == "during-test":
+            def ctrl_c(*args, **kwargs):
+                raise KeyboardInterrupt
+
+            m.setattr(MLXTrainer, "test", ctrl_c)
+        with pytest.raises(SystemExit) as stop:
+            fit_mlx(data, out, *common, callbacks=(cut,))
+    assert stop.value.code == 130 and not (out / "run.json").exists()
+
+
+def assert_resume_matches(data, tmp_path, common, cut, cut_step, total, monkeypatch, full_out=None):
+    """Uninterrupted run vs the same run cut by Ctrl-C and resumed from its last.npz: the
+    resumed process trains only the remaining steps and ends with the same weights and
+    test accuracy."""
+    full_out = full_out or tmp_path / "full"
+    if not (full_out / "run.json").exists():
+        fit_mlx(data, full_out, *common)
+    cut_run(data, tmp_path / "cut", common, cut, monkeypatch)
     meta = json.loads(str(np.load(tmp_path / "cut/checkpoints/last.npz")["meta"]))
     assert meta["global_step"] == cut_step
     counter = CountSteps()
@@ -72,12 +96,13 @@ def assert_resume_matches(data, tmp_path, common, cut_after_epoch, cut_step, tot
             "--resume", str(tmp_path / "cut/checkpoints/last.npz")]  # fmt: skip
     record = main(argv, callbacks=(counter,))  # continues in the checkpoint's own folder
     assert counter.steps == total - cut_step  # it continued; it did not start over
-    full = np.load(tmp_path / "full/checkpoints/final.npz")
+    full = np.load(full_out / "checkpoints/final.npz")
     resumed = np.load(tmp_path / "cut/checkpoints/final.npz")
     steps = [int(r["step"]) for r in csv.DictReader(open(tmp_path / "cut/metrics.csv")) if r.get("train/loss_step")]
     assert steps == list(range(total))  # the rows of both segments
-    assert record["train_time_s"] > meta["train_time_s"]  # both segments' time, not only the last one's
-    initial = np.load(tmp_path / "full/checkpoints/initial.npz")
+    assert record["train_time_s"] >= meta["train_time_s"]  # both segments' time, not only the last one's
+    assert record["test_accuracy"] == json.loads((full_out / "run.json").read_text())["test_accuracy"]
+    initial = np.load(full_out / "checkpoints/initial.npz")
     assert json.loads(str(resumed["meta"]))["global_step"] == total
     moved = [k for k in initial.files if not np.allclose(initial[k], full[f"model.{k}"], rtol=1e-3, atol=1e-4)]
     assert len(moved) > len(initial.files) // 2  # training changed the weights, so equality means something
@@ -86,20 +111,42 @@ def assert_resume_matches(data, tmp_path, common, cut_after_epoch, cut_step, tot
             np.testing.assert_allclose(resumed[key], full[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(cifar10_dir, tmp_path):
-    """2 steps an epoch, 6 epochs, averaging every 5 steps: cut at step 6, between the
-    averaging steps 5 and 10 and before the whitening-bias freeze (epoch 3). The final
-    weights are the average of step 10, which the restored weights, optimiser state,
-    averaging state and the freeze after the resume all feed."""
-    common = ["--model", "fast", "--epochs", "6", "--batch-size", "50", "--no-tta", "--train-subset", "100"]
-    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=2, cut_step=6, total=12)
+FAST_CUTS = {  # 2 steps an epoch, 6 epochs: where the cut leaves last.npz (its global step)
+    "mid-epoch": (CtrlC("mid-epoch", step=7), 6),
+    "epoch-end": (CtrlC("epoch-end", epoch=3), 6),
+    "after-last-epoch": (CtrlC("after-last-epoch"), 12),
+    "during-test": (CtrlC("during-test"), 12),
+}
 
 
-def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_dir, tmp_path):
+@pytest.fixture(scope="module")
+def full_fast_run(tmp_path_factory):
+    return tmp_path_factory.mktemp("fast") / "full"
+
+
+@pytest.mark.parametrize("where", sorted(FAST_CUTS))
+def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(cifar10_dir, tmp_path, where,
+                                                                              monkeypatch, full_fast_run):  # fmt: skip
+    """As torch's twin: averaging every 5 steps, the final copy-back at step 12, the
+    whitening-bias freeze at epoch 3; a run cut anywhere ends as the uninterrupted one."""
+    common = ["--model", "fast", "--epochs", "6", "--batch-size", "25", "--no-tta", "--train-subset", "50"]
+    cut, cut_step = FAST_CUTS[where]
+    assert_resume_matches(cifar10_dir, tmp_path, common, cut, cut_step, 12, monkeypatch, full_out=full_fast_run)
+
+
+def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_dir, tmp_path, monkeypatch):
     """Dropout on: the resumed run draws the masks the uninterrupted one drew (random key
     restored from the checkpoint)."""
     common = ["--model", "small_cnn", "--epochs", "2", "--batch-size", "50", "--train-subset", "100"]
-    assert_resume_matches(cifar10_dir, tmp_path, common, cut_after_epoch=0, cut_step=2, total=4)
+    assert_resume_matches(cifar10_dir, tmp_path, common, CtrlC("epoch-end", epoch=1), 2, 4, monkeypatch)
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_no_folder(cifar10_dir, tmp_path, monkeypatch):
+    """Nothing to resume: exit 130 and the run's folder (initial.npz, a partial metrics.csv)
+    removed, as in torch (tests/test_runs_safe.py checks both frameworks' messages)."""
+    common = ["--model", "small_cnn", "--epochs", "2", "--batch-size", "50", "--train-subset", "100"]
+    cut_run(cifar10_dir, tmp_path / "cut", common, CtrlC("mid-epoch", step=1), monkeypatch)
+    assert not (tmp_path / "cut").exists()
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(cifar10_dir, tmp_path):

@@ -1,7 +1,18 @@
+"""Recipes and schedules. The fast schedule is checked against airbench94.py's published
+formula (github.com/KellerJordan/cifar10-airbench: ``np.interp(steps, [0, int(0.23 *
+total), total], [0.2, 1, 0.07])``, read by ``LambdaLR`` once per step), OneCycle against
+torch's own ``OneCycleLR``: references independent of ``core.recipes``.
+
+Faults these tests were checked against: the fast schedule's warm-up moved to 46% and its
+end factor to 0.2 (the airbench test fails; the torch comparison of the fast schedule
+cannot see it, both sides use the same function); a float product that crosses an integer.
+"""
+
+import numpy as np
 import pytest
 
 from cifar_lightning import CIFARClassifier, get_recipe
-from cifar_lightning.core.recipes import lr_at, momentum_at
+from cifar_lightning.core.recipes import lr_at, momentum_at, sgd_args
 
 
 def torch_schedule(module: CIFARClassifier, total: int):
@@ -10,6 +21,7 @@ def torch_schedule(module: CIFARClassifier, total: int):
     class FakeTrainer:
         estimated_stepping_batches = total
         max_epochs = module.recipe.epochs
+        world_size = accumulate_grad_batches = 1
 
     module._trainer = FakeTrainer()  # what configure_optimizers reads
     config = module.configure_optimizers()
@@ -31,6 +43,20 @@ def test_neutral_schedule_matches_torch_at_every_step(model, total):
     for step, (lr, mom) in enumerate(torch_schedule(module, total)):
         assert lr == pytest.approx(lr_at(recipe, step, total), rel=1e-9)
         assert mom == pytest.approx(momentum_at(recipe, step, total), rel=1e-9)
+
+
+@pytest.mark.parametrize("total", [476, 97, 10])
+def test_fast_schedule_is_airbench94s_published_one(total):
+    """At every step, the factor of the peak lr equals airbench94's np.interp schedule; at the
+    named steps of a 9.9-epoch run (476 steps of 1,024) it is 0.2 at step 0, 1 at step 109
+    (int(0.23 x 476)) and 0.07 at step 476."""
+    recipe = get_recipe("fast")
+    peak = sgd_args(recipe).lr
+    published = np.interp(np.arange(total + 1), [0, int(0.23 * total), total], [0.2, 1, 0.07])
+    ours = np.array([lr_at(recipe, step, total) / peak for step in range(total + 1)])
+    np.testing.assert_allclose(ours, published, rtol=1e-12, atol=1e-12)
+    if total == 476:
+        assert (ours[0], ours[109], ours[476]) == pytest.approx((0.2, 1.0, 0.07), abs=1e-12)
 
 
 def test_onecycle_shape():

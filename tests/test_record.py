@@ -4,7 +4,9 @@ default and unit; Results.md's grouping rules; readable plots.
 
 Faults these tests were checked against: the requested precision recorded instead of the
 effective one; a same-seed rerun averaged as another seed; an evaluation averaged with
-training runs; a CIFAR-100 confusion matrix drawn as a 100 x 100 grid.
+training runs; a CIFAR-100 confusion matrix drawn as a 100 x 100 grid; the targets table
+reading a log without ``status`` as unfinished (test_targets_table_...). Results.md's
+other rules are tested, each against its planted fault, in test_reporting.py.
 """
 
 from __future__ import annotations
@@ -109,14 +111,23 @@ def test_evaluations_are_never_averaged():
     assert "test only" not in text.split("## Side by side")[1]
 
 
-def test_targets_table_sets_declared_targets_against_full_length_runs():
-    full = [fake_run("pytorch", s, a, f"runs/f{s}", epochs=9.9) | {"model": "fast"} for s, a in ((0, 0.94), (1, 0.942))]
-    short = fake_run("mlx", 0, 0.73, "runs/short", epochs=1) | {"model": "fast"}
+def fast_recipe_run(framework, seed, acc, path, **overrides):
+    """A run of the fast recipe on the full training set; `overrides` as flags would set them."""
+    from cifar_lightning.core.recipes import get_recipe
+
+    hp = {**get_recipe("fast").to_dict(), "seed": seed, "val_size": 0, "train_subset": None, "total_steps": 476,
+          **overrides}  # fmt: skip
+    return fake_run(framework, seed, acc, path, epochs=hp["epochs"]) | {"model": "fast", "hyperparameters": hp}
+
+
+def test_targets_table_sets_declared_targets_against_runs_of_the_recipe():
+    full = [fast_recipe_run("pytorch", s, a, f"runs/f{s}") for s, a in ((0, 0.94), (1, 0.942))]
+    short = fast_recipe_run("mlx", 0, 0.73, "runs/short", epochs=1.0)
     text = render_results([*full, short]).split("## Accuracy targets")[1].split("\n## ")[0]
     assert "| fast | cifar10 | 94.01% |" in text and "airbench" in text
     assert "| pytorch | 2 | 94.10% | 94.20% | yes |" in text
     assert "mlx" not in text  # a 1-epoch run is not held against a 9.9-epoch target
-    assert "| resnet18 | cifar10 | 92.00% |" in text and "no full-length run yet" in text
+    assert "| resnet18 | cifar10 | 92.00% |" in text and "no run of the recipe yet" in text
 
 
 def test_cifar100_confusion_is_readable(tmp_path):

@@ -1,25 +1,94 @@
-"""Results.md generation: the PyTorch-vs-MLX comparison and the committed report being current."""
+"""Results.md generation: which runs count toward a target, which pair up as PyTorch vs MLX,
+the gap verdict, times and images/s, headings and plots, and the committed report being current.
 
+Every test below failed on the code before these fixes, and was run again against each fault
+listed for it, planted alone in ``cifar_lightning/core/reporting.py`` or ``scripts/report.py``
+(and failed each time):
+
+- test_targets_count_only_runs_of_the_recipe_itself: the old filter (any finished run of
+  the recipe's length: --lr/--val-size, --no-tta, --dropout runs counted); the tta key
+  skipped; the val_size check removed; keys outside the recipe (dropout) ignored.
+- test_targets_count_runs_logged_before_units_and_status_were_recorded: the old filter;
+  a missing status read as not finished; the legacy-units translation removed.
+- test_targets_and_run_rows_say_which_code_trained_them: no reason given for an unknown
+  commit; "+changes" dropped; no code column in the table of all runs.
+- test_apple_gpu_runs_pair_across_frameworks: the key on the raw accelerator name
+  (mps != metal); cpu put in the Apple GPU class; the machine left out of the key.
+- test_gap_verdict_is_welchs_test: the old verdict (Welch's standard error, pooled degrees
+  of freedom, 1.96 above 30); Student's pooled test (equal_var=True); alpha halved to
+  0.025; the critical value doubled.
+- test_gap_verdict_says_when_no_verdict_is_possible: a verdict from one run per side;
+  no special case for zero spread on both sides.
+- test_a_single_run_shows_its_value_without_a_spread: "± 0.00" for one run.
+- test_images_per_s_only_from_runs_that_log_training_time_alone: images/s from an old
+  train_time_s; from an evaluation; the note on old spans left out; "0 s" for an evaluation.
+- test_comparison_headings_are_unique: the old heading (model, data, length, hardware);
+  no hyper-parameters named when folder and code agree; two groups sharing one plot file.
+- test_report_all_writes_its_plots_beside_its_output: plots written beside the runs
+  whatever --output; no plot written while the report names one.
+- test_results_name_files_that_exist: the targets text naming cifar_lightning/recipes.py.
+"""
+
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from cifar_lightning.core.reporting import gap_verdict, mean_std, pytorch_vs_mlx_groups, pytorch_vs_mlx_section
+from cifar_lightning.core.recipes import get_recipe, sgd_args
+from cifar_lightning.core.reporting import (
+    code_text,
+    gap_verdict,
+    mean_std,
+    pytorch_vs_mlx_groups,
+    pytorch_vs_mlx_section,
+    recipe_runs,
+    render_results,
+    train_images_per_s,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
+CPU = {"cpu": "CPU", "cpu_count": 2, "accelerator": "cpu", "os": "Linux", "machine": "x86_64"}
+MAC = {"cpu": "Apple M2 Max", "cpu_count": 12, "os": "Darwin 24.1.0", "machine": "arm64"}
+COMMIT = "5c33a4d195b89e03ef70887c314db61ccacada75"
 
 
-def run(framework, seed, acc, epochs=2, lr=0.05, path=None):
+def run(framework, seed, acc, epochs=2, lr=0.05, path=None, hardware=CPU, **fields):
+    """A small_cnn run.json as load_runs returns it (new time fields unless overridden)."""
     return {
         "framework": framework, "model": "small_cnn", "dataset": "cifar10", "seed": seed, "epochs": epochs,
-        "hardware": {"cpu": "CPU", "cpu_count": 2, "accelerator": "cpu", "os": "Linux"},
+        "hardware": dict(hardware), "status": "finished", "code": {"commit": COMMIT, "dirty": False},
         "hyperparameters": {"lr": lr, "seed": seed, "batch_size": 100, "total_steps": 10,
                             "precision": "32-true" if framework == "pytorch" else None},
-        "train_time_s": 10.0, "test_accuracy": acc, "per_class_accuracy": {"cat": acc, "dog": acc},
-        "_path": path or f"runs/x/{framework}-{seed}",
+        "train_time_s": 10.0, "validation_time_s": 1.0, "test_time_s": 0.5, "test_accuracy": acc,
+        "per_class_accuracy": {"cat": acc, "dog": acc}, "parameters": 1,
+        "_path": path or f"runs/x/{framework}-{seed}", **fields,
     }  # fmt: skip
+
+
+def recipe_run(seed, acc, framework="pytorch", path=None, code=COMMIT, **overrides):
+    """A run of the fast recipe on the full training set, as today's runners record it;
+    `overrides` change hyper-parameters (as a flag would)."""
+    hp = {**get_recipe("fast").to_dict(), "seed": seed, "val_size": 0, "train_subset": None,
+          "limit_train_batches": None, "limit_val_batches": None, "limit_test_batches": None,
+          "total_steps": 476, **overrides}  # fmt: skip
+    return {
+        "framework": framework, "model": "fast", "dataset": "cifar10", "seed": seed, "epochs": hp["epochs"],
+        "hardware": {**CPU, "accelerator": "cuda", "gpu": "NVIDIA H200"}, "status": "finished",
+        "code": {"commit": code, "dirty": False} if code else None, "hyperparameters": hp,
+        "train_time_s": 60.0, "validation_time_s": 3.0, "test_time_s": 1.0, "test_accuracy": acc,
+        "test_accuracy_no_tta": acc - 0.007, "per_class_accuracy": {"cat": acc}, "parameters": 1,
+        "_path": path or f"runs/fast/{framework}-s{seed}-{len(overrides)}",
+    }  # fmt: skip
+
+
+def targets_table(runs) -> str:
+    return render_results(runs).split("## Accuracy targets")[1].split("\n## ")[0]
+
+
+def fast_row(text: str) -> str:
+    return next(line for line in text.splitlines() if line.startswith("| fast | cifar10 |") and "pytorch" in line)
 
 
 def test_runs_pair_up_only_when_everything_but_framework_and_seed_agrees():
@@ -35,11 +104,181 @@ def test_runs_pair_up_only_when_everything_but_framework_and_seed_agrees():
     assert "| cat | 71.00% | 70.00% | -1.00 |" in text
 
 
-def test_gap_verdict_compares_with_two_standard_errors():
+# ---------------------------------------------------------------- fault 1: targets
+
+
+def test_targets_count_only_runs_of_the_recipe_itself():
+    two = [recipe_run(0, 0.9397), recipe_run(1, 0.9397)]
+    assert "| 2 | 93.97% | 93.97% | no |" in fast_row(targets_table(two))
+    others = [
+        recipe_run(2, 0.99, lr=46.0, val_size=45000),  # another lr, 5000 training images
+        recipe_run(3, 0.99, val_size=5000),  # 45000 training images
+        recipe_run(4, 0.99, tta=False),  # --no-tta
+        recipe_run(5, 0.99, train_subset=1000),
+        recipe_run(6, 0.99, limit_test_batches=2),  # part of the test set
+        recipe_run(7, 0.99, dropout=0.0),  # an architecture option
+        recipe_run(8, 0.99) | {"status": "interrupted"},
+    ]
+    for other in others:
+        row = fast_row(targets_table([*two, other]))
+        assert "| 2 | 93.97% | 93.97% | no |" in row, (other["hyperparameters"], row)
+    assert [r["seed"] for r in recipe_runs([*two, *others], "fast", "cifar10")] == [0, 1]
+
+
+def test_targets_count_runs_logged_before_units_and_status_were_recorded():
+    """The fast recipe's runs before `units` was recorded logged lr and weight decay in
+    torch's units, and before `status` existed run.json was written only at the end of a
+    finished run: such runs (runs/fast-h200/e9.9-*) are runs of the recipe."""
+    recipe = get_recipe("fast")
+    sgd = sgd_args(recipe)
+    legacy = recipe_run(0, 0.94, code=None, lr=sgd.lr, weight_decay=sgd.weight_decay)
+    del legacy["hyperparameters"]["units"], legacy["status"]
+    other = recipe_run(1, 0.99, code=None, lr=2 * sgd.lr, weight_decay=sgd.weight_decay)
+    del other["hyperparameters"]["units"]
+    assert [r["seed"] for r in recipe_runs([legacy, other], "fast", "cifar10")] == [0]
+    committed = json.loads((ROOT / "runs" / "fast-h200" / "e9.9-s0" / "run.json").read_text())
+    committed["_path"] = "runs/fast-h200/e9.9-s0"
+    assert recipe_runs([committed], "fast", "cifar10") == [committed]
+
+
+def test_targets_and_run_rows_say_which_code_trained_them():
+    old = targets_table([recipe_run(0, 0.94, code=None), recipe_run(1, 0.94, code=None)])
+    assert "code" in old.split("|---")[0]  # a column header
+    assert "unknown (recorded before commits were logged)" in fast_row(old)
+    new = fast_row(targets_table([recipe_run(0, 0.94), recipe_run(1, 0.94, code="abcdef1234")]))
+    assert "5c33a4d" in new and "abcdef1" in new
+    dirty = recipe_run(0, 0.94) | {"code": {"commit": COMMIT, "dirty": True}}
+    assert code_text(dirty) == "5c33a4d+changes"
+    assert code_text(recipe_run(0, 0.94, code=None)) == "unknown"
+    assert code_text(recipe_run(0, 0.94) | {"code": {"commit": None, "dirty": None}}) == "unknown"
+    rows = render_results([dirty]).split("## All runs")[1].split("\n## ")[0]
+    assert "code" in rows.split("|---")[0] and "| 5c33a4d+changes |" in rows
+
+
+# ---------------------------------------------------------------- fault 2: pairing
+
+
+def test_apple_gpu_runs_pair_across_frameworks():
+    torch_mps = [run("pytorch", s, 0.7, hardware={**MAC, "accelerator": "mps"}) for s in (1, 2)]
+    mlx_metal = [run("mlx", s, 0.7, hardware={**MAC, "accelerator": "metal"}) for s in (1, 2)]
+    (group,) = pytorch_vs_mlx_groups([*torch_mps, *mlx_metal]).values()
+    assert len(group["pytorch"]) == len(group["mlx"]) == 2
+    assert "Apple GPU" in "\n".join(pytorch_vs_mlx_section([*torch_mps, *mlx_metal]))
+    torch_cpu = [run("pytorch", s, 0.7, hardware={**MAC, "accelerator": "cpu"}) for s in (1, 2)]
+    assert pytorch_vs_mlx_groups([*torch_cpu, *mlx_metal]) == {}  # a CPU run is no GPU run's twin
+    nvidia = [run("pytorch", 1, 0.7, hardware={**CPU, "accelerator": "cuda", "gpu": "NVIDIA H200"}),
+              run("mlx", 1, 0.7, hardware={**CPU, "accelerator": "cuda"})]  # fmt: skip
+    (group,) = pytorch_vs_mlx_groups(nvidia).values()
+    assert "NVIDIA GPU" in "\n".join(pytorch_vs_mlx_section(nvidia))
+    elsewhere = run("mlx", 1, 0.7, hardware={**MAC, "cpu": "Apple M1", "accelerator": "metal"})
+    assert pytorch_vs_mlx_groups([*torch_mps, elsewhere]) == {}  # another machine
+
+
+# ---------------------------------------------------------------- fault 3: the gap verdict
+
+
+def test_gap_verdict_is_welchs_test():
     assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(2**0.5))
-    assert "within seed noise" in gap_verdict([0.70, 0.72, 0.71], [0.71, 0.70, 0.72])
-    assert "larger than seed noise" in gap_verdict([0.70, 0.701, 0.702], [0.80, 0.801, 0.802])
-    assert "one run per framework" in gap_verdict([0.70], [0.71])
+    # Welch: t = 3.0 on 1 degree of freedom (critical value 12.7), p = 0.20
+    verdict = gap_verdict([0.60, 0.70], [0.80] * 8)
+    assert "not established" in verdict and "Welch" in verdict and "p = 0.2" in verdict
+    # R's t.test (Welch by default) on these numbers: t = -1.8325, df = 17.9, p-value = 0.08356
+    ts1, ts2 = [11, 9, 10, 11, 10, 12, 9, 11, 12, 9], [11, 13, 10, 13, 12, 9, 11, 12, 12, 11]
+    verdict = gap_verdict(ts2, ts1)
+    assert "t = -1.83" in verdict and "17.9 degrees of freedom" in verdict and "p = 0.0836" in verdict
+    assert "not established" in verdict
+    # equal spreads and sizes (3 and 3): 4 degrees of freedom, where t(0.975, 4) = 2.776 (any t table)
+    a = [0.70, 0.71, 0.72]  # standard deviation 0.01: standard error of the difference 0.01 * sqrt(2/3)
+    se = 0.01 * (2 / 3) ** 0.5
+    above = gap_verdict(a, [x + 2.80 * se for x in a])
+    below = gap_verdict(a, [x + 2.75 * se for x in a])
+    assert "4.0 degrees of freedom" in above
+    assert "a real gap" in above and "not established" in below
+
+
+def test_gap_verdict_says_when_no_verdict_is_possible():
+    assert "no verdict" in gap_verdict([0.70], [0.71]) and "one run" in gap_verdict([0.70], [0.71])
+    assert "no verdict" in gap_verdict([0.70, 0.72], [0.71])
+    assert "no verdict" in gap_verdict([0.70, 0.70], [0.72, 0.72])  # no spread on either side
+    assert "a real gap" not in gap_verdict([0.70, 0.70], [0.72, 0.72])
+
+
+# ---------------------------------------------------------------- fault 4: one run
+
+
+def test_a_single_run_shows_its_value_without_a_spread():
+    runs = [run("pytorch", 1, 0.7302), run("mlx", 1, 0.7305)]
+    text = "\n".join(pytorch_vs_mlx_section(runs))
+    assert "| pytorch | 1 | 1 | 73.02% |" in text and "| mlx | 1 | 1 | 73.05% |" in text
+    assert "±" not in text.split("|---")[1]
+
+
+# ---------------------------------------------------------------- fault 5: times
+
+
+def test_images_per_s_only_from_runs_that_log_training_time_alone():
+    new = [run("pytorch", 1, 0.7), run("mlx", 1, 0.7)]
+    assert train_images_per_s(new[0]) == pytest.approx(10 * 100 / 10.0)  # steps x batch / train_time_s
+    old = [{k: v for k, v in r.items() if k not in ("validation_time_s", "test_time_s")} for r in new]
+    assert train_images_per_s(old[0]) is None
+    evaluation = run("pytorch", 1, 0.7, epochs=0, train_time_s=0.0)
+    evaluation["hyperparameters"]["total_steps"] = 0
+    assert train_images_per_s(evaluation) is None
+    text = "\n".join(pytorch_vs_mlx_section(old))
+    assert "| 100 |" not in text and "n/a" in text
+    assert "validation" in text and "test pass" in text  # why there is no figure
+    assert "| 100 |" in "\n".join(pytorch_vs_mlx_section(new))
+    rows = render_results([*old, evaluation]).split("## All runs")[1].split("\n## ")[0]
+    assert "test only" in rows and "| 0 s |" not in rows
+
+
+# ---------------------------------------------------------------- fault 6: headings
+
+
+def test_comparison_headings_are_unique():
+    legacy = [run(fw, 0, 0.73, path=f"runs/side/a/{fw}", code=None) for fw in ("pytorch", "mlx")]
+    for r in legacy:
+        r["hyperparameters"]["units"] = None  # recorded in other units: another key, same summary
+    ondevice = [run(fw, 0, 0.72, path=f"runs/side/b/{fw}") for fw in ("pytorch", "mlx")]
+    same_folder = [run(fw, 0, 0.70, lr=0.1, path=f"runs/side/b/{fw}-lr") for fw in ("pytorch", "mlx")]
+    runs = [*legacy, *ondevice, *same_folder]
+    assert len(pytorch_vs_mlx_groups(runs)) == 3
+    headings = [line for line in render_results(runs).splitlines() if line.startswith("## PyTorch vs MLX")]
+    assert len(headings) == 3 and len(set(headings)) == 3, headings
+    assert any("runs/side/a" in h for h in headings) and any("5c33a4d" in h for h in headings)
+    plots = [line for line in render_results(runs).splitlines() if "Curves of every run" in line]
+    assert len(set(plots)) == 3  # one plot each, none overwriting another
+
+
+# ---------------------------------------------------------------- fault 7: plots and names
+
+
+def write_run(folder: Path, record: dict) -> None:
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps({k: v for k, v in record.items() if k != "_path"}))
+    (folder / "metrics.csv").write_text("epoch,step,train/loss_step,val/acc\n0,0,2.3,\n0,1,2.2,0.3\n")
+
+
+def test_report_all_writes_its_plots_beside_its_output(tmp_path):
+    runs_dir = tmp_path / "runs" / "pair"
+    for fw in ("pytorch", "mlx"):
+        write_run(runs_dir / fw, run(fw, 1, 0.7))
+    out = tmp_path / "out" / "Mine.md"
+    out.parent.mkdir()
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--runs", str(tmp_path / "runs"),
+                           "--all", "--output", str(out)], capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not list((tmp_path / "runs").rglob("*.png"))  # nothing written among the runs
+    plots = list(out.parent.rglob("*.png"))
+    assert len(plots) == 1
+    assert plots[0].relative_to(out.parent).as_posix() in out.read_text()  # the report names it
+
+
+def test_results_name_files_that_exist():
+    text = render_results([recipe_run(0, 0.94)])
+    assert "cifar_lightning/core/recipes.py" in text
+    for name in (w.strip("`") for w in text.split() if w.startswith("`cifar_lightning/")):
+        assert (ROOT / name.rstrip(".,;:)`")).exists(), name
 
 
 def test_committed_results_md_is_generated_from_the_committed_logs():

@@ -145,7 +145,8 @@ def test_resume_refuses_another_runs_settings_and_the_other_frameworks_checkpoin
                            "--batch-size 50 there, 25 here; resume with the run's own")  # fmt: skip
     other = "mlx" if framework == "torch" else "torch"
     r = run_script(other, *common, "--epochs", "2", "--batch-size", "50", "--resume", str(last), capsys=capsys)
-    assert f"is a{'n MLX' if framework == 'mlx' else ' PyTorch'} checkpoint: resume it with scripts/{script(framework)}" in one_line(r)
+    what = "an MLX checkpoint" if framework == "mlx" else "a PyTorch file"
+    assert one_line(r).startswith(f"error: --resume {last}: {what} (resume it with scripts/{script(framework)}); expected")
 
 
 def test_resume_command_continues_in_the_checkpoints_folder():

@@ -88,6 +88,13 @@ def _check(condition: bool, message: str) -> None:
 
 def validate(args: argparse.Namespace) -> None:
     """Check every common flag before anything runs; raises UsageError naming the flag."""
+    import math
+
+    from .weights import check_weights_file
+
+    for name, value in vars(args).items():  # every float flag, the script's own too (--memory-limit)
+        if isinstance(value, float):
+            _check(math.isfinite(value), f"--{name.replace('_', '-')} must be a finite number, got {value}")
     for flag in ("epochs", "batch_size", "lr", "log_every_n_steps", "train_subset", "limit_train_batches",
                  "limit_test_batches"):  # fmt: skip
         value = getattr(args, flag)
@@ -107,6 +114,8 @@ def validate(args: argparse.Namespace) -> None:
     for flag in ("weights", "resume"):
         path = getattr(args, flag)
         _check(path is None or Path(path).is_file(), f"--{flag} {path}: no such file")
+    if args.weights:  # by content: a file of no weights format is refused before the data are read
+        check_weights_file(args.weights, "--weights")
     _check(args.output_dir is None or not Path(args.output_dir).is_file(),
            f"--output-dir {args.output_dir} is a file; expected a folder (new, or one to --overwrite)")  # fmt: skip
 

@@ -20,14 +20,18 @@ from .seeds import derive_seed
 
 def stratified_split(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, holdout_idx): sorted int64 indices; `holdout` of them keep the classes'
-    proportions, drawn from (seed, "split"). Raises ValueError unless 0 <= holdout < len(labels)."""
+    proportions, drawn from (seed, "split"). Each class holds out floor(its exact share);
+    the images left over go to the classes with the largest remainders, ties broken at
+    random by the seed (not by class number). Raises ValueError unless 0 <= holdout < len(labels)."""
     if not 0 <= holdout < len(labels):
         raise ValueError(f"val_size must lie in [0, {len(labels) - 1}], got {holdout}")
     rng = np.random.default_rng(derive_seed(seed, "split"))
     classes, counts = np.unique(labels, return_counts=True)
     exact = holdout * counts / len(labels)
     quota = np.floor(exact).astype(int)
-    for i in np.argsort(-(exact - quota), kind="stable")[: holdout - quota.sum()]:
+    shuffled = rng.permutation(len(classes))  # a stable sort of shuffled classes breaks ties at random
+    by_remainder = shuffled[np.argsort(-(exact - quota)[shuffled], kind="stable")]
+    for i in by_remainder[: holdout - quota.sum()]:
         quota[i] += 1
     held = [rng.permutation(np.flatnonzero(labels == c))[:q] for c, q in zip(classes, quota)]
     held = np.sort(np.concatenate(held))

@@ -3,11 +3,16 @@
 Reads the official python layout (``cifar-10-batches-py/``, ``cifar-100-python/``)
 into numpy arrays: images as uint8 (N, 3, 32, 32), labels as int64 (N,).
 Content is validated (shape, dtype, label range, counts) rather than md5 sums,
-so a losslessly rebuilt copy of the data reads as well as the official one.
+so a losslessly rebuilt copy of the data reads as well as the official one. Each
+split must hold the official number of images (50,000 training and 10,000 test
+images in both datasets, from the datasets' page, cs.toronto.edu/~kriz/cifar.html):
+a copy with fewer is refused, naming the folder, unless the environment variable
+``CIFAR_ALLOW_PARTIAL_DATA=1`` says a smaller copy is meant (the tests' fixtures).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +38,8 @@ class DatasetInfo:
     num_classes: int
     mean: tuple[float, float, float]  # per channel, on [0, 1] pixels
     std: tuple[float, float, float]
+    train_size: int = 50_000  # images in the official training split
+    test_size: int = 10_000  # and in the test split
 
 
 DATASETS = {
@@ -61,6 +68,9 @@ DATASETS = {
         std=(0.2673, 0.2564, 0.2762),
     ),
 }
+
+
+PARTIAL_DATA_ENV = "CIFAR_ALLOW_PARTIAL_DATA"  # "1": read a copy with fewer images than the official sets
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -127,8 +137,13 @@ def read_split(data_dir: str | Path, name: str, train: bool) -> tuple[np.ndarray
     parts = [_read_batch(root / f, info) for f in (info.train_files if train else info.test_files)]
     images = np.concatenate([p[0] for p in parts])
     labels = np.concatenate([p[1] for p in parts])
+    split = "training" if train else "test"
     if len(images) == 0:
-        raise CIFARDataError(f"{root}: the {'train' if train else 'test'} split holds no images")
+        raise CIFARDataError(f"{root}: the {split} split holds no images")
+    expected = info.train_size if train else info.test_size
+    if len(images) != expected and os.environ.get(PARTIAL_DATA_ENV) != "1":
+        raise CIFARDataError(f"{root}: the {split} split holds {len(images):,} images, expected {expected:,} "
+                             f"(an incomplete copy? {PARTIAL_DATA_ENV}=1 reads a smaller copy on purpose)")  # fmt: skip
     return images, labels
 
 

@@ -105,23 +105,25 @@ class SGDArgs:
     bias_weight_decay: float
 
 
-def sgd_args(recipe: Recipe) -> SGDArgs:
+def sgd_args(recipe: Recipe, examples_per_step: int | None = None) -> SGDArgs:
     """The optimiser's arguments from the recipe's numbers, in one place for both frameworks.
 
     ``units="torch"``: lr and weight decay are torch's, as given; a changed batch size
     changes neither (the loss is a mean, so the step is per batch).
     ``units="airbench"`` (airbench94.py's convention, summed loss): with the momentum's
     "kilostep" scale k = 1024 (1 + 1 / (1 - momentum)), torch's lr is lr / k, and the
-    per-step shrink lr_torch x wd_torch is weight_decay x batch_size / k. So a larger
-    batch takes the same step per example and decays more per step, in proportion;
-    a changed momentum rescales both through k.
+    per-step shrink lr_torch x wd_torch is weight_decay x examples_per_step / k. So a
+    larger batch takes the same step per example and decays more per step, in proportion;
+    a changed momentum rescales both through k. `examples_per_step` counts the images of
+    one optimizer step over all processes and accumulated batches (default: the recipe's
+    batch_size, one process without accumulation).
     """
     if recipe.units == "torch":
         lr, weight_decay = recipe.lr, recipe.weight_decay
     elif recipe.units == "airbench":
         kilostep = 1024 * (1 + 1 / (1 - recipe.momentum))
         lr = recipe.lr / kilostep
-        weight_decay = recipe.weight_decay * recipe.batch_size / kilostep / lr
+        weight_decay = recipe.weight_decay * (examples_per_step or recipe.batch_size) / kilostep / lr
     else:
         raise ValueError(f"unknown recipe units {recipe.units!r}: expected 'torch' or 'airbench'")
     scale = recipe.bias_lr_scale
@@ -153,6 +155,17 @@ def get_recipe(model: str) -> Recipe:
         return RECIPES[model]
     except KeyError:
         raise ValueError(f"unknown model {model!r}: expected one of {sorted(RECIPES)}") from None
+
+
+def module_recipe(name: str, recipe: dict | None, own_model: bool) -> Recipe:
+    """The recipe a module trains with: `recipe` (a dict of ``Recipe`` fields) when given,
+    else the zoo model `name`'s own. A model of the user's own has no recipe of its own:
+    ValueError unless `recipe` is given."""
+    if recipe:
+        return Recipe(**recipe)
+    if own_model:
+        raise ValueError(f"a model of your own ({name}) needs recipe=..., e.g. get_recipe('small_cnn').to_dict()")
+    return get_recipe(name)
 
 
 def total_steps(epochs: float, steps_per_epoch: int | float) -> int:

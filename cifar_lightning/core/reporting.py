@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
+import re
 import subprocess
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -40,8 +43,10 @@ def _cpu_model() -> str:
 
 
 def hardware_info(accelerator: str, gpu: str | None = None) -> dict:
-    """What the run ran on; `accelerator` is the one actually used (cpu, mps, cuda, metal),
-    `gpu` the GPU's name where the framework reports one."""
+    """What the run ran on. `accelerator`: the device actually used, as its framework names
+    it (torch: cpu, mps, cuda; MLX: cpu, metal, or cuda in its CUDA build; Results.md
+    compares them by class, ``device_class``); `gpu`: the GPU's name where the framework
+    reports one."""
     info = {
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
@@ -196,28 +201,132 @@ def final_train_loss(metrics_csv: str | Path) -> float | None:
 
 
 def load_runs(root: str | Path, only: set[Path] | None = None) -> list[dict]:
-    """Every finished run's run.json under `root` (those in `only`, when given), each with
-    its folder as ``_path``; failed runs are skipped."""
+    """Every run's run.json under `root` (those in `only`, when given), each with its
+    folder as ``_path``; failed runs are skipped."""
     runs = []
     for path in sorted(Path(root).rglob("run.json")):
         if only is not None and path.resolve() not in only:
             continue
         run = json.loads(path.read_text())
-        if run.get("status") == "failed":  # a diverged run is evidence of nothing but its failure
+        if run_status(run) == "failed":  # a diverged run is evidence of nothing but its failure
             continue
         run["_path"] = path.parent.as_posix()
         runs.append(run)
     return runs
 
 
+def run_status(run: dict) -> str:
+    """A run.json's ``status`` ("finished", "failed"). Logs written before the field existed
+    (commit 9dbcb7b added it with the failure record) have none: run.json was then written
+    only after a run had trained and tested, so they read "finished"."""
+    return run.get("status", "finished")
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def code_text(run: dict) -> str:
+    """The code a run used: the commit's short hash (7 hex digits), with "+changes" when
+    tracked files differed from it (" (changes unknown)" when that was not recorded);
+    "unknown" when no commit was recorded (logs older than the ``code`` field, or a run
+    outside a git checkout)."""
+    code = run.get("code") or {}
+    if not code.get("commit"):
+        return "unknown"
+    dirty = code.get("dirty")
+    return code["commit"][:7] + ("+changes" if dirty else "" if dirty is False else " (changes unknown)")
+
+
+def code_note(run: dict) -> str:
+    """``code_text``, saying why a commit is unknown."""
+    if not run.get("code"):
+        return "unknown (recorded before commits were logged)"
+    return code_text(run) if run["code"].get("commit") else "unknown (not run from a git checkout)"
+
+
+# ------------------------------------------------------------ devices
+DEVICE_CLASSES = {"cpu": "CPU", "mps": "Apple GPU", "metal": "Apple GPU", "cuda": "NVIDIA GPU"}
+
+
+def device_class(hardware: dict) -> str:
+    """The kind of device a run computed on, named alike in both frameworks: torch's "mps"
+    and MLX's "metal" are the Apple GPU, "cuda" (torch, or MLX's CUDA build) an NVIDIA GPU,
+    "cpu" the CPU; any other accelerator as recorded."""
+    return DEVICE_CLASSES.get(hardware["accelerator"], hardware["accelerator"])
+
+
+def machine_and_device(run: dict) -> str:
+    """What two runs must share to be compared across frameworks: the device class and the
+    machine (CPU model, cores, architecture, operating system). The GPU's name is left out:
+    torch records it, MLX does not."""
+    h = run["hardware"]
+    machine = h.get("machine", "architecture unknown")
+    return f"{device_class(h)}, {h['cpu']} ({h['cpu_count']} cores, {machine}), {h['os']}"
+
+
 def _hardware(run: dict) -> str:
+    """CPU (cores), operating system and device as recorded, the GPU's name where there is one."""
     h = run["hardware"]
     device = f"{h['accelerator']} ({h['gpu']})" if h.get("gpu") else h["accelerator"]
     return f"{h['cpu']} ({h['cpu_count']} cores), {h['os']}, {device}"
+
+
+def _hardware_short(run: dict) -> str:
+    """The GPU's name, else CPU (cores) and accelerator."""
+    h = run["hardware"]
+    return h.get("gpu") or f"{h['cpu']} ({h['cpu_count']} cores), {h['accelerator']}"
+
+
+# ------------------------------------------------------------ times
+OLD_TIME_MARK = "†"
+OLD_TIME_NOTE = (f"{OLD_TIME_MARK} Logged before training, validation and test times were recorded apart "
+                 "(`validation_time_s`, `test_time_s`): this train time also spans the validation passes, and in "
+                 "PyTorch the final checkpoint save and the whole test pass, so no training images/s (n/a) can be "
+                 "computed from it, and it is not comparable with the train time of newer runs.")  # fmt: skip
+
+
+def has_split_times(run: dict) -> bool:
+    """Whether run.json logs its spans apart: ``train_time_s`` (optimizer steps and the
+    per-epoch checkpoint writes), ``validation_time_s`` and ``test_time_s`` (seconds).
+    Older logs have ``train_time_s`` only, over other spans (see ``OLD_TIME_NOTE``)."""
+    return run.get("validation_time_s") is not None and run.get("test_time_s") is not None
+
+
+def train_images_per_s(run: dict) -> float | None:
+    """Training images per second of training time: total_steps x effective batch size
+    (``processes.effective_batch_size``, else ``batch_size``) / ``train_time_s``. None for
+    an evaluation (no steps), a zero time, or a log without split times (its train time
+    also spans validation, and in PyTorch the test pass)."""
+    hp = run["hyperparameters"]
+    if not has_split_times(run) or not hp.get("total_steps") or not run.get("train_time_s"):
+        return None
+    batch = (run.get("processes") or {}).get("effective_batch_size") or hp["batch_size"]
+    return hp["total_steps"] * batch / run["train_time_s"]
+
+
+def _time_cell(run: dict) -> str:
+    """A run's train time in seconds, marked when it spans more than training; "-" for an evaluation."""
+    if not run["epochs"]:
+        return "-"
+    return f"{run['train_time_s']:.0f} s" + ("" if has_split_times(run) else OLD_TIME_MARK)
+
+
+def _mean_time_cell(runs: list[dict]) -> str:
+    """Mean train time (s) of runs whose times mean the same span; "n/a" when they mix spans."""
+    kinds = {has_split_times(r) for r in runs}
+    if len(kinds) > 1:
+        return f"n/a (old and new spans){OLD_TIME_MARK}"
+    return f"{mean_std([r['train_time_s'] for r in runs])[0]:.0f} s" + ("" if kinds == {True} else OLD_TIME_MARK)
+
+
+def _images_per_s_cell(runs: list[dict]) -> str:
+    """Mean training images/s, or n/a when any run's log cannot give it."""
+    rates = [train_images_per_s(r) for r in runs]
+    return f"n/a{OLD_TIME_MARK}" if None in rates else f"{mean_std(rates)[0]:.0f}"
+
+
+# ------------------------------------------------------------ rows of every run
 
 
 def _length(run: dict) -> str:
@@ -242,45 +351,107 @@ def _run_row(run: dict) -> str:
     return (
         f"| `{run['_path']}` | {run['framework']} | {run['model']} | {run['dataset']} | {_length(run)} "
         f"| {_pct(run['test_accuracy'])} | {_pct(extra) if extra is not None else '-'} "
-        f"| {run['train_time_s']:.0f} s | {limits_text(run['hyperparameters']) or '-'} | {_hardware(run)} |"
+        f"| {_time_cell(run)} | {limits_text(run['hyperparameters']) or '-'} | {code_text(run)} | {_hardware(run)} |"
     )
 
 
-def full_length_runs(runs: list[dict], model: str, dataset: str) -> list[dict]:
-    """Training runs of `model` on `dataset` at its recipe's length, on the whole training
-    set (no --train-subset, no --limit-train-batches, no --limit-test-batches)."""
-    from .recipes import get_recipe
+def _all_runs(runs: list[dict]) -> list[str]:
+    """The table of every run, one row each, and the note on old time spans where one has them."""
+    lines = ["## All runs", "",
+             "| run | framework | model | dataset | epochs (steps) | test acc | test acc, no TTA | train time | limits "
+             "| code | hardware |",
+             "|---|---|---|---|---|---|---|---|---|---|---|", *[_run_row(r) for r in runs], ""]  # fmt: skip
+    if any(r["epochs"] and not has_split_times(r) for r in runs):
+        lines += [OLD_TIME_NOTE, ""]
+    return lines
 
-    epochs = get_recipe(model).epochs
-    return [r for r in training_runs(runs) if r["model"] == model and r["dataset"] == dataset
-            and r["epochs"] == epochs and not any(r["hyperparameters"].get(k) for k in
-            ("train_subset", "limit_train_batches", "limit_test_batches"))]  # fmt: skip
+
+# ------------------------------------------------------------ accuracy targets
+# hyper-parameters a run records beside its recipe's that say how a framework executed it
+# (not what it trained), and the run's step count
+EXECUTION_KEYS = {"precision", "channels_last", "device", "total_steps"}
+MISSING = object()
+
+
+def recipe_as_logged(model: str, hyperparameters: dict) -> dict:
+    """The model's recipe (``recipes.get_recipe(model).to_dict()``) as a run's log records
+    it. A log without ``units`` predates that field (commit fc0dacc), when recipes were
+    written in torch's units: a recipe in other units is compared in torch's (lr and weight
+    decay from ``recipes.sgd_args``). ValueError for an unknown model."""
+    from .recipes import get_recipe, sgd_args
+
+    recipe = get_recipe(model)
+    expected = recipe.to_dict()
+    if "units" not in hyperparameters:
+        sgd = sgd_args(recipe)
+        del expected["units"]
+        expected.update(lr=sgd.lr, weight_decay=sgd.weight_decay)
+    return expected
+
+
+def _same(value, wanted) -> bool:
+    """Equal, floats to 1e-9 relative (a value through JSON or another formula); bools only to bools."""
+    if isinstance(value, bool) or isinstance(wanted, bool):
+        return value is wanted
+    if isinstance(value, (int, float)) and isinstance(wanted, (int, float)):
+        return math.isclose(value, wanted, rel_tol=1e-9)
+    return value == wanted
+
+
+def recipe_differences(run: dict) -> list[str]:
+    """Why a run is not its model's recipe trained on the full training set, one phrase each
+    ("lr 46.0 (recipe 11.5)", "val_size 5000", "status interrupted"); [] for a finished
+    training run whose every recorded hyper-parameter but the seed is the recipe's, with
+    --val-size 0 and no --train-subset or --limit-*-batches. ValueError for an unknown model."""
+    hp = {**RECORDED_SINCE, **run["hyperparameters"]}
+    out = [] if run["epochs"] else ["an evaluation"]
+    if run_status(run) != "finished":
+        out.append(f"status {run_status(run)}")
+    expected = recipe_as_logged(run["model"], hp)
+    for key, wanted in expected.items():
+        value = hp.get(key, MISSING)
+        if key != "seed" and not _same(value, wanted):
+            out.append(f"{key} {'not recorded' if value is MISSING else value} (recipe {wanted})")
+    if hp.get("val_size", MISSING) != 0:
+        out.append(f"val_size {hp.get('val_size', 'not recorded')}")
+    out += [f"{key} {hp[key]}" for key in ("train_subset", *RECORDED_SINCE) if hp.get(key)]
+    others = set(hp) - set(expected) - EXECUTION_KEYS - {"val_size", "train_subset", *RECORDED_SINCE}
+    return out + [f"{key} {hp[key]}" for key in sorted(others)]  # e.g. --dropout: another architecture
+
+
+def recipe_runs(runs: list[dict], model: str, dataset: str) -> list[dict]:
+    """The runs of `model`'s recipe itself on the whole training set of `dataset`
+    (``recipe_differences`` empty), in the order given."""
+    return [r for r in runs if r["model"] == model and r["dataset"] == dataset and not recipe_differences(r)]
 
 
 def targets_section(runs: list[dict]) -> list[str]:
-    """Each declared target (``recipes.TARGETS``) against what full-length runs reached."""
+    """Each declared target (``recipes.TARGETS``) against what runs of the recipe reached."""
     from .recipes import TARGETS
 
     lines = ["## Accuracy targets", "",
-             "Targets are declared in `cifar_lightning/recipes.py` (`TARGETS`) with their sources. Achieved: "
-             "test accuracy of the runs that trained the recipe's full length on the full training set, "
-             "one run per seed.", "",
-             "| model | dataset | target | source | framework | runs | mean | best | met (mean) | hardware |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "Targets are declared in `cifar_lightning/core/recipes.py` (`TARGETS`) with their sources. Counted: "
+             "finished training runs whose every recorded hyper-parameter but the seed is the recipe's "
+             "(`RECIPES`), on the full training set (`--val-size 0`, no `--train-subset`, no `--limit-*-batches`), "
+             "one run per seed. Code: the commit the counted runs were trained at (\"+changes\": with uncommitted "
+             "changes); later commits may train the recipe differently.", "",
+             "| model | dataset | target | source | framework | runs | mean | best | met (mean) | code | hardware |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for t in TARGETS:
         by_fw: dict[str, list[dict]] = {}
-        for r in full_length_runs(runs, t.model, t.dataset):
+        for r in recipe_runs(runs, t.model, t.dataset):
             by_fw.setdefault(r["framework"], []).append(r)
         head = f"| {t.model} | {t.dataset} | {_pct(t.accuracy)} | {t.source}"
         if not by_fw:
-            lines.append(f"{head} | - | 0 | - | - | no full-length run yet | - |")
+            lines.append(f"{head} | - | 0 | - | - | no run of the recipe yet | - | - |")
         for fw, rs in sorted(by_fw.items()):
             rs = one_per_seed(rs)
             accs = [r["test_accuracy"] for r in rs]
             mean = sum(accs) / len(accs)
+            codes = "; ".join(sorted({code_note(r) for r in rs}))
             hardware = "; ".join(sorted({_hardware_short(r) for r in rs}))
             lines.append(f"{head} | {fw} | {len(rs)} | {_pct(mean)} | {_pct(max(accs))} "
-                         f"| {'yes' if mean >= t.accuracy else 'no'} | {hardware} |")  # fmt: skip
+                         f"| {'yes' if mean >= t.accuracy else 'no'} | {codes} | {hardware} |")  # fmt: skip
     return lines + [""]
 
 
@@ -303,7 +474,10 @@ def render_benchmarks(report: dict) -> list[str]:
     return lines + [""]
 
 
-def render_results(runs: list[dict], benchmarks: dict | None = None) -> str:
+def render_results(runs: list[dict], benchmarks: dict | None = None,
+                   plot_paths: dict[tuple, Path] | None = None) -> str:  # fmt: skip
+    """Results.md's text. `plot_paths`: where each PyTorch-vs-MLX group's curves are, as
+    the report names them (default ``comparison_plot_paths``: beside the runs)."""
     lines = [
         "# Results",
         "",
@@ -311,21 +485,19 @@ def render_results(runs: list[dict], benchmarks: dict | None = None) -> str:
         "do not edit by hand. Every figure below was measured on the hardware its row names.",
         "How the runs were made and what they show: `Conclusion.md`.",
         "",
-        "## All runs",
-        "",
-        "| run | framework | model | dataset | epochs (steps) | test acc | test acc, no TTA | train time | limits "
-        "| hardware |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *[_run_row(r) for r in runs],
-        "",
     ]
+    lines += _all_runs(runs)
     lines += targets_section(runs)
     lines += _group_summary(runs)
-    lines += pytorch_vs_mlx_section(runs)
+    lines += pytorch_vs_mlx_section(runs, plot_paths)
     if len(runs) > 1:
         lines += _side_by_side(runs)
     for run in runs:
-        lines += [f"## `{run['_path']}`", "", f"- seed {run['seed']}, {run['parameters']:,} parameters"]
+        lines += [f"## `{run['_path']}`", "", f"- seed {run['seed']}, {run['parameters']:,} parameters, "
+                  f"code {code_note(run)}"]
+        if has_split_times(run):
+            lines.append(f"- train {run['train_time_s']:.1f} s, validation {run['validation_time_s']:.1f} s, "
+                         f"test {run['test_time_s']:.1f} s")  # fmt: skip
         if run.get("note"):
             lines.append(f"- {run['note']}")
         lines += ["", "| class | accuracy |", "|---|---|"]
@@ -336,15 +508,13 @@ def render_results(runs: list[dict], benchmarks: dict | None = None) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def _hardware_short(run: dict) -> str:
-    h = run["hardware"]
-    return h.get("gpu") or f"{h['cpu']} ({h['cpu_count']} cores), {h['accelerator']}"
+# ------------------------------------------------------------ repeated runs
 
 
 def _configuration(run: dict) -> tuple:
-    """What makes training runs repeats of each other: the framework and ``comparison_key``
-    (model, data, length, hardware, every hyper-parameter but the seed)."""
-    return (run["framework"], *comparison_key(run))
+    """What makes training runs repeats of each other: framework, model, data, length,
+    hardware (``_hardware_short``) and every hyper-parameter but the seed (``_hp_key``)."""
+    return (run["framework"], run["model"], run["dataset"], _length(run), _hardware_short(run), _hp_key(run))
 
 
 def training_runs(runs: list[dict]) -> list[dict]:
@@ -448,18 +618,17 @@ FRAMEWORK_ONLY_KEYS = ("seed", "precision", "channels_last", "device")
 RECORDED_SINCE = {"limit_train_batches": None, "limit_val_batches": None, "limit_test_batches": None}
 
 
-def comparison_key(run: dict) -> tuple:
-    """Runs with equal keys are the same experiment up to framework and seed: same model,
-    data, length, hardware and every hyper-parameter except the framework-specific ones."""
+def _hp_key(run: dict) -> str:
+    """Every hyper-parameter but the framework-specific ones and the seed, as sorted JSON."""
     hp = {k: v for k, v in {**RECORDED_SINCE, **run["hyperparameters"]}.items() if k not in FRAMEWORK_ONLY_KEYS}
-    return (run["model"], run["dataset"], _length(run), _hardware_short(run), json.dumps(hp, sort_keys=True))
+    return json.dumps(hp, sort_keys=True)
 
 
-def train_images_per_s(run: dict) -> float:
-    """Training images per second of wall time: steps x batch size / train_time_s (which
-    includes each epoch's validation pass, in both frameworks alike)."""
-    hp = run["hyperparameters"]
-    return hp["total_steps"] * hp["batch_size"] / run["train_time_s"]
+def comparison_key(run: dict) -> tuple:
+    """(model, dataset, length, ``machine_and_device``, hyper-parameters as JSON): runs with
+    equal keys are the same experiment up to framework and seed, on one machine and one
+    class of device (torch's mps and MLX's metal alike)."""
+    return (run["model"], run["dataset"], _length(run), machine_and_device(run), _hp_key(run))
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -468,69 +637,133 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
+def _mean_spread(values: list[float]) -> str:
+    """"mean ± std" in percent and points; the value alone for a single run (no spread to give)."""
+    if len(values) == 1:
+        return _pct(values[0])
+    m, sd = mean_std(values)
+    return f"{_pct(m)} ± {100 * sd:.2f}"
+
+
 def pytorch_vs_mlx_groups(runs: list[dict]) -> dict[tuple, dict[str, list[dict]]]:
-    """Training runs (not evaluations) grouped by ``comparison_key``, one per seed, kept
-    where both frameworks ran."""
+    """Training runs (not evaluations) grouped by ``comparison_key`` and framework, one per
+    seed, kept where both frameworks ran."""
     groups: dict[tuple, dict[str, list[dict]]] = {}
-    for (framework, *key), rs in configurations(runs).items():
-        groups.setdefault(tuple(key), {})[framework] = one_per_seed(rs)
-    return {k: g for k, g in groups.items() if {"pytorch", "mlx"} <= set(g)}
+    for r in training_runs(runs):
+        groups.setdefault(comparison_key(r), {}).setdefault(r["framework"], []).append(r)
+    both = {k: g for k, g in groups.items() if {"pytorch", "mlx"} <= set(g)}
+    return {k: {fw: one_per_seed(rs) for fw, rs in g.items()} for k, g in both.items()}
 
 
-# Student's t, two-sided 95% critical values by degrees of freedom (any statistics table)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-       12: 2.179, 14: 2.145, 16: 2.120, 20: 2.086, 30: 2.042}  # fmt: skip
-
-
-def t95(df: int) -> float:
-    """The 95% two-sided critical value of Student's t for `df` degrees of freedom (the
-    table's next smaller df where it has no entry, which errs on the strict side; 1.96 above 30)."""
-    if df > 30:
-        return 1.96
-    return T95[max(k for k in T95 if k <= df)]
+ALPHA = 0.05  # two-sided significance level of the gap verdict: a 95% test
 
 
 def gap_verdict(a: list[float], b: list[float]) -> str:
-    """Whether mean(b) - mean(a) is larger than seed noise: a two-sample t-test at 95%
-    (standard error of the difference sqrt(sa^2/na + sb^2/nb), na + nb - 2 degrees of freedom)."""
-    (ma, sa), (mb, sb) = mean_std(a), mean_std(b)
-    if len(a) < 2 or len(b) < 2:
-        return f"{100 * (mb - ma):+.2f} points; one run per framework cannot tell seed noise from a gap"
-    se = (sa**2 / len(a) + sb**2 / len(b)) ** 0.5
-    critical = t95(len(a) + len(b) - 2)
-    inside = abs(mb - ma) <= critical * se
-    return (f"{100 * (mb - ma):+.2f} points, standard error {100 * se:.2f}; a t-test at 95% with "
-            f"{len(a) + len(b) - 2} degrees of freedom needs {critical:.2f} standard errors "
-            f"({100 * critical * se:.2f} points): " + ("within seed noise" if inside else "larger than seed noise"))
+    """Whether mean(b) - mean(a) (accuracies as fractions; said in points) is larger than
+    seed noise: Welch's unequal-variances t-test, two-sided at 95% (``scipy.stats.ttest_ind``
+    with ``equal_var=False``; Welch-Satterthwaite degrees of freedom). No verdict, said so,
+    with fewer than two runs on a side or no spread on either side."""
+    from scipy import stats
+
+    gap = f"{100 * (np.mean(b) - np.mean(a)):+.2f} points"
+    if min(len(a), len(b)) < 2:
+        who = "each framework has" if max(len(a), len(b)) < 2 else "one framework has"
+        return f"{gap}; no verdict: {who} one run, and Welch's t-test needs two or more (seeds) per framework"
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return (f"{gap}; no verdict: every run of each framework reached the same accuracy, so there is no "
+                "seed noise to test the gap against (Welch's t-test is undefined)")  # fmt: skip
+    with warnings.catch_warnings():  # one side without spread (equal runs) is a valid case, not a precision loss
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        res = stats.ttest_ind(b, a, equal_var=False)
+    verdict = "a real gap (p < 0.05)" if res.pvalue < ALPHA else "not established: within seed noise (p >= 0.05)"
+    return (f"{gap}; Welch's t-test (two-sided, 95%): t = {res.statistic:.2f}, {res.df:.1f} degrees of freedom, "
+            f"p = {res.pvalue:.3g}: {verdict}")  # fmt: skip
 
 
-def comparison_plot_path(group: dict[str, list[dict]]) -> Path:
-    """Where a comparison's curves go: beside its runs, in their common folder."""
-    folders = [r["_path"] for rs in group.values() for r in rs]
-    return Path(os.path.commonpath(folders)) / "pytorch-vs-mlx.png"
+def _group_runs(group: dict[str, list[dict]]) -> list[dict]:
+    """Every run of a PyTorch-vs-MLX group, both frameworks'."""
+    return [r for rs in group.values() for r in rs]
 
 
-def pytorch_vs_mlx_section(runs: list[dict]) -> list[str]:
+def _common_folder(runs: list[dict]) -> str:
+    """The deepest folder holding every run's folder ("." when they share none)."""
+    return Path(os.path.commonpath([r["_path"] for r in runs]) or ".").as_posix()
+
+
+def _comparison_title(key: tuple, group: dict[str, list[dict]]) -> str:
+    """Model, data, length, machine and device class, the runs' common folder and their code."""
+    model, dataset, length, machine, _ = key
+    runs = _group_runs(group)
+    codes = ", ".join(sorted({code_text(r) for r in runs}))
+    return f"PyTorch vs MLX: {model}, {dataset}, {length}, {machine}: `{_common_folder(runs)}`, code {codes}"
+
+
+def _distinguishing(key: tuple, keys: list[tuple]) -> str:
+    """This key's values of the hyper-parameters whose values differ among `keys`."""
+    hps = [json.loads(k[-1]) for k in keys]
+    names = sorted({n for hp in hps for n in hp if len({json.dumps(h.get(n, "not recorded")) for h in hps}) > 1})
+    mine = json.loads(key[-1])
+    return ", ".join(f"{n} {mine.get(n, 'not recorded')}" for n in names)
+
+
+def comparison_headings(groups: dict[tuple, dict[str, list[dict]]]) -> dict[tuple, str]:
+    """Each group's heading, unique: model, data, length, machine and device class, the
+    runs' common folder and code (``code_text``); groups that would still share one
+    (the same folder and code) also name the hyper-parameters that set them apart."""
+    titles = {key: _comparison_title(key, g) for key, g in groups.items()}
+    out = {}
+    for key, title in titles.items():
+        clash = [k for k, t in titles.items() if t == title]
+        out[key] = f"{title} ({_distinguishing(key, clash)})" if len(clash) > 1 else title
+    return out
+
+
+def comparison_plot_paths(groups: dict[tuple, dict[str, list[dict]]], folder: Path | None = None) -> dict[tuple, Path]:
+    """Where each group's curves go: beside its runs (``pytorch-vs-mlx.png`` in their common
+    folder) or, given `folder`, in it (``pytorch-vs-mlx_<common folder>.png``). Groups that
+    would share a file get "-2", "-3", ... in the order given."""
+    out: dict[tuple, Path] = {}
+    seen: dict[Path, int] = {}
+    for key, g in groups.items():
+        common = _common_folder(_group_runs(g))
+        if folder is None:
+            path = Path(common) / "pytorch-vs-mlx.png"
+        else:
+            path = Path(folder) / f"pytorch-vs-mlx_{re.sub(r'[^A-Za-z0-9._-]+', '_', common).strip('_.')}.png"
+        seen[path] = seen.get(path, 0) + 1
+        out[key] = path if seen[path] == 1 else path.with_name(f"{path.stem}-{seen[path]}.png")
+    return out
+
+
+def _framework_row(framework: str, runs: list[dict]) -> str:
+    """One framework's row of a PyTorch-vs-MLX table."""
+    accs = [r["test_accuracy"] for r in runs]
+    folders = sorted({Path(r["_path"]).parent.as_posix() for r in runs})
+    return (f"| {framework} | {len(runs)} | {', '.join(str(r['seed']) for r in runs)} | {_mean_spread(accs)} "
+            f"| {_pct(min(accs))} | {_pct(max(accs))} | {_mean_time_cell(runs)} | {_images_per_s_cell(runs)} "
+            f"| {', '.join(sorted({code_text(r) for r in runs}))} | {'; '.join(sorted({_hardware(r) for r in runs}))} "
+            f"| {', '.join(f'`{f}`' for f in folders)} |")  # fmt: skip
+
+
+def pytorch_vs_mlx_section(runs: list[dict], plot_paths: dict[tuple, Path] | None = None) -> list[str]:
+    """One section per ``pytorch_vs_mlx_groups`` group: both frameworks' rows, the gap
+    verdict (``gap_verdict``), the plot's path (``plot_paths``, default
+    ``comparison_plot_paths``) and per-class means."""
+    groups = pytorch_vs_mlx_groups(runs)
+    headings = comparison_headings(groups)
+    plots = plot_paths if plot_paths is not None else comparison_plot_paths(groups)
     lines = []
-    for (model, dataset, length, hardware, _), g in pytorch_vs_mlx_groups(runs).items():
-        lines += [f"## PyTorch vs MLX: {model}, {dataset}, {length}, {hardware}", "",
-                  "| framework | runs | seeds | test acc, mean ± std | min | max | train time, mean | train images/s | "
-                  "hardware | runs in |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for fw in ("pytorch", "mlx"):
-            rs = g[fw]
-            m, sd = mean_std([r["test_accuracy"] for r in rs])
-            accs = [r["test_accuracy"] for r in rs]
-            folders = sorted({Path(r["_path"]).parent.as_posix() for r in rs})
-            lines.append(
-                f"| {fw} | {len(rs)} | {', '.join(str(r['seed']) for r in rs)} | {_pct(m)} ± {100 * sd:.2f} "
-                f"| {_pct(min(accs))} | {_pct(max(accs))} | {mean_std([r['train_time_s'] for r in rs])[0]:.0f} s "
-                f"| {mean_std([train_images_per_s(r) for r in rs])[0]:.0f} | {_hardware(rs[0])} "
-                f"| {', '.join(f'`{f}`' for f in folders)} |"
-            )  # fmt: skip
+    for key, g in groups.items():
+        lines += [f"## {headings[key]}", "",
+                  "| framework | runs | seeds | test acc, mean ± std (points) | min | max | train time, mean "
+                  "| train images/s | code | hardware | runs in |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|",
+                  _framework_row("pytorch", g["pytorch"]), _framework_row("mlx", g["mlx"])]  # fmt: skip
+        if not all(has_split_times(r) for r in _group_runs(g)):
+            lines += ["", OLD_TIME_NOTE]
         accs = {fw: [r["test_accuracy"] for r in g[fw]] for fw in ("pytorch", "mlx")}
-        lines += ["", f"MLX minus PyTorch: {gap_verdict(accs['pytorch'], accs['mlx'])}. "
-                  f"Curves of every run: `{comparison_plot_path(g).as_posix()}`.", "",
+        lines += ["", f"MLX minus PyTorch, test accuracy: {gap_verdict(accs['pytorch'], accs['mlx'])}. "
+                  f"Curves of every run: `{plots[key].as_posix()}`.", "",
                   "| class | PyTorch, mean | MLX, mean | MLX - PyTorch |", "|---|---|---|---|"]  # fmt: skip
         for c in g["pytorch"][0]["per_class_accuracy"]:
             pt = mean_std([r["per_class_accuracy"][c] for r in g["pytorch"]])[0]

@@ -154,6 +154,37 @@ def resume_command(script: str, argv: list[str], checkpoint: str | Path) -> str:
     return shlex.join(["python", script_path(script), *kept, "--resume", str(checkpoint)])
 
 
+# ------------------------------------------------------------------ Ctrl-C
+EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+RUN_OUTPUTS = (*RUN_FILES, "hparams.yaml", "curves.png", "confusion.png")  # what a run writes into its folder
+
+
+def interrupted(folder: Path, script: str, argv: list[str], last_checkpoint, new_folder: bool) -> None:
+    """After Ctrl-C: print the command that resumes from `last_checkpoint`; with nothing to
+    resume, remove what the run wrote into its `new_folder` (not a resumed run's), so no
+    half-made run is left behind. Then exit with status 130, in both frameworks."""
+    if last_checkpoint and Path(last_checkpoint).is_file():
+        print(f"\ninterrupted; resume with:\n  {resume_command(script, argv, last_checkpoint)}", file=sys.stderr, flush=True)
+    else:
+        if new_folder:
+            discard_run_outputs(folder)
+        print("\ninterrupted before the first checkpoint: nothing to resume, nothing kept", file=sys.stderr, flush=True)
+    raise SystemExit(EXIT_INTERRUPTED)
+
+
+def discard_run_outputs(folder: Path) -> None:
+    """Remove what a run writes into `folder` (``RUN_OUTPUTS``), and the folder once empty;
+    anything else a user keeps there stays."""
+    for name in RUN_OUTPUTS:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 # ----------------------------------------------------------------- history
 def read_rows(path: Path) -> list[dict]:
     if not path.is_file():

@@ -41,6 +41,12 @@ def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int
         ranks = f" per process ({world_size} processes)" if world_size > 1 else ""
         raise UsageError(f"--batch-size {recipe.batch_size} exceeds the {per_rank} training images{ranks}")
     dm.setup()
+    if not args.test_only:
+        try:
+            planned_steps(args, recipe, dm)
+        except OverflowError:
+            raise UsageError(f"--epochs {args.epochs}: more optimizer steps than can be counted; expected a "
+                             "number of epochs a run can train") from None  # fmt: skip
     out = choose_run_folder(framework, args)
     return recipe, dm, out
 
@@ -77,6 +83,12 @@ def record_failure(args, out: Path, framework: str, message: str, checkpoint) ->
     })  # fmt: skip
 
 
+def announce_run(out: Path, model: str, parameters: int, device: str, test_only: bool) -> None:
+    """The line both scripts print before they train or evaluate."""
+    what = "evaluating" if test_only else "training"
+    print(f"{what} {model} ({parameters:,} parameters) on {device}, into {out}", flush=True)
+
+
 def print_outputs(out: Path) -> None:
     """Where a run's record, plots and checkpoints were written."""
     names = [n for n in ("run.json", "metrics.csv", "curves.png", "confusion.png", "checkpoints") if (out / n).exists()]
@@ -84,9 +96,14 @@ def print_outputs(out: Path) -> None:
 
 
 def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accelerator: str, parameters: int,
-           steps: int, train_time: float, test: dict, checkpoint, numerics: dict, processes: dict,
+           steps: int, times: dict, test: dict, checkpoint, numerics: dict, processes: dict,
            gpu: str | None = None) -> dict:  # fmt: skip
     """Write run.json and the plots of one run (either framework); print the summary.
+
+    `times` holds seconds, all segments of a resumed run together, over the same spans in
+    both frameworks: "train" (optimizer steps and the per-epoch checkpoints, validation
+    excluded), "validation" (the validation passes during fit) and "test" (the final test
+    pass). An evaluation (--test-only) trained nothing: 0 steps and 0 s of training.
 
     `numerics` and `processes` say what was in effect (``provenance``): the precision
     actually used, matmul/TF32/cuDNN switches, memory format; devices, strategy, world
@@ -110,11 +127,13 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
                             "limit_train_batches": args.limit_train_batches,
                             "limit_val_batches": args.limit_val_batches,
                             "limit_test_batches": args.limit_test_batches,
-                            "total_steps": steps, **getattr(args, "extra_hparams", {})},  # fmt: skip
+                            "total_steps": 0 if args.test_only else steps, **getattr(args, "extra_hparams", {})},  # fmt: skip
         "status": "finished",
         "seed": recipe.seed,
         "epochs": 0 if args.test_only else recipe.epochs,
-        "train_time_s": round(train_time, 2),
+        "train_time_s": round(times["train"], 2),
+        "validation_time_s": round(times["validation"], 2),
+        "test_time_s": round(times["test"], 2),
         "test_accuracy": round(test["test/acc"], 6),
         "test_loss": round(test["test/loss"], 6),
         "test_accuracy_no_tta": round(test["test/acc_no_tta"], 6) if "test/acc_no_tta" in test else None,
@@ -144,6 +163,10 @@ def print_summary(record: dict) -> None:
         print(f" (a smaller run: {limits})", end="")
     if record.get("test_accuracy_no_tta") is not None:
         print(f" (without TTA {100 * record['test_accuracy_no_tta']:.2f}%)", end="")
-    print(f", trained in {record['train_time_s']:.0f} s (validation included)" if record["epochs"] else ", evaluation only")
+    if record["epochs"]:
+        print(f", trained in {record['train_time_s']:.0f} s (validation {record['validation_time_s']:.0f} s, "
+              f"test {record['test_time_s']:.0f} s)")  # fmt: skip
+    else:
+        print(f", evaluation only (test {record['test_time_s']:.0f} s)")
     for name, acc in record["per_class_accuracy"].items():
         print(f"  {name:>12s} {100 * acc:6.2f}%")
