@@ -88,7 +88,10 @@ class CIFARDataModule(L.LightningDataModule):
     Loaders yield (images float32 (B, 3, 32, 32), normalised per channel with the dataset's
     mean and std; labels int64 (B,)). The training loader drops its last partial batch;
     under DDP each process takes every world_size-th image of the epoch's order (equal
-    shares), and evaluation loaders split the set the same way. The reader checks shapes,
+    shares), and evaluation loaders split the set the same way; the Trainer's flags that
+    change a loader's batches are honoured: ``use_distributed_sampler=False`` (no sharding),
+    ``overfit_batches`` (no shuffling), ``limit_*_batches`` (Lightning stops the loader).
+    The reader checks shapes,
     dtypes, label range and counts and raises ``CIFARDataError`` naming the file.
     """
 
@@ -131,8 +134,18 @@ class CIFARDataModule(L.LightningDataModule):
         self.data.prepare_data()
 
     def _rank(self) -> tuple[int, int]:
+        """(rank, world size) to shard by: the trainer's, unless it was told not to shard
+        (``Trainer(use_distributed_sampler=False)``: every process reads the whole split)."""
         trainer = getattr(self, "trainer", None)
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if trainer is None or not getattr(trainer._accelerator_connector, "use_distributed_sampler", True):
+            return 0, 1
+        return trainer.global_rank, trainer.world_size
+
+    def _shuffle_training(self) -> bool:
+        """False under ``Trainer(overfit_batches=N)``: the same first batches every epoch, as
+        Lightning makes a DataLoader's sampler sequential for it."""
+        trainer = getattr(self, "trainer", None)
+        return not (trainer is not None and trainer.overfit_batches)
 
     def _device(self) -> torch.device:
         """The device batches are made on: the trainer's, else the CPU."""
@@ -163,7 +176,7 @@ class CIFARDataModule(L.LightningDataModule):
 
     def _loader(self, split: str) -> CIFARBatchLoader:
         rank, world = self._rank()
-        plan = self.data.plan(split, rank, world)
+        plan = self.data.plan(split, rank, world, shuffle=self._shuffle_training() if split == "train" else None)
         device = self._device()
         key = (split, str(device))
         if key not in self._on_device:  # uploaded once per split and device

@@ -177,3 +177,28 @@ def test_fit_mlx_uses_the_gpu_mlx_reports(monkeypatch, metal, cuda, expected):
     assert chosen == [mx.cpu if expected == "cpu" else mx.gpu]
     chosen.clear()
     assert setup_device(SimpleNamespace(memory_limit=None, cpu=True)) == "cpu" and chosen == [mx.cpu]
+
+
+def test_the_loader_honours_the_trainer_flags_that_change_its_batches(cifar10_dir):
+    """overfit_batches: the same batches every epoch (no shuffling); use_distributed_sampler
+    False: a rank reads the whole split instead of its share."""
+    seen = []
+
+    class RecordOrder(L.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append(trainer.train_dataloader.sampler.indices()[:40].tolist())
+
+    dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=20, download=False)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=2, overfit_batches=2, callbacks=[RecordOrder()], logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(CIFARClassifier("small_cnn", 10), datamodule=dm)
+    assert len(seen) == 2 and seen[0] == seen[1] == list(range(40))
+
+    dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=20, download=False)
+    fake = SimpleNamespace(global_rank=1, world_size=2, overfit_batches=0,
+                           _accelerator_connector=SimpleNamespace(use_distributed_sampler=False),
+                           strategy=SimpleNamespace(root_device=torch.device("cpu")))  # fmt: skip
+    dm.trainer = fake
+    assert len(dm.train_dataloader().sampler.indices()) == 200
+    fake._accelerator_connector.use_distributed_sampler = True
+    assert len(dm.train_dataloader().sampler.indices()) == 100

@@ -135,6 +135,7 @@ def test_onecycle_lr_and_momentum_per_step_equal_torch():
     class FakeTrainer:
         estimated_stepping_batches = total
         max_epochs = recipe.epochs
+        world_size = accumulate_grad_batches = 1
 
     t._trainer = FakeTrainer()
     config = t.configure_optimizers()

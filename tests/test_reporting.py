@@ -27,9 +27,27 @@ listed for it, planted alone in ``cifar_lightning/core/reporting.py`` or ``scrip
 - test_report_all_writes_its_plots_beside_its_output: plots written beside the runs
   whatever --output; no plot written while the report names one.
 - test_results_name_files_that_exist: the targets text naming cifar_lightning/recipes.py.
+
+The paired comparison (PyTorch and MLX runs from the same initial weights) was tested the
+same way, each fault planted alone in ``cifar_lightning/core/reporting.py``:
+
+- test_mlx_runs_pair_with_the_pytorch_run_whose_initial_weights_they_loaded: pairing by
+  seed only, ignoring which folder's initial.pt --weights named, and ignoring --weights
+  altogether (the MLX run from another folder's initial.pt, and the one without --weights,
+  became pairs); the sign of the differences flipped; the zero-spread case removed.
+- test_paired_verdict_is_the_paired_t_test: ttest_ind (Welch's, and Student's) in place of
+  ttest_rel (t and p no longer the textbook paired figures); the sign of the differences
+  flipped (PyTorch - MLX: "-0.20", t = -3.46), in the verdict alone and everywhere.
+- test_pairing_finds_a_gap_that_seed_noise_hides: ttest_ind in place of ttest_rel (no real
+  gap found); the sign flipped.
+- test_paired_verdict_says_when_no_verdict_is_possible: the one-pair case removed (a t-test
+  from one pair); the zero-spread case removed (a t from float noise in equal
+  differences); the sign flipped.
 """
 
 import json
+import math
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +59,8 @@ from cifar_lightning.core.reporting import (
     code_text,
     gap_verdict,
     mean_std,
+    paired_runs,
+    paired_verdict,
     pytorch_vs_mlx_groups,
     pytorch_vs_mlx_section,
     recipe_runs,
@@ -201,6 +221,123 @@ def test_gap_verdict_says_when_no_verdict_is_possible():
     assert "no verdict" in gap_verdict([0.70, 0.72], [0.71])
     assert "no verdict" in gap_verdict([0.70, 0.70], [0.72, 0.72])  # no spread on either side
     assert "a real gap" not in gap_verdict([0.70, 0.70], [0.72, 0.72])
+
+
+# ---------------------------------------------------------------- paired runs: same initial weights
+
+
+def torch_run(seed, acc, folder="runs/pair", **fields):
+    """A fit.py run in `folder`/pytorch-seed<seed>, its command as runs.run_command records it."""
+    path = f"{folder}/pytorch-seed{seed}"
+    command = f"python scripts/fit.py --model small_cnn --epochs 2 --seed {seed} --accelerator cpu --output-dir {path}"
+    return run("pytorch", seed, acc, path=path, command=command, **fields)
+
+
+def mlx_run(seed, acc, weights=None, folder="runs/pair", **fields):
+    """A fit_mlx.py run in `folder`/mlx-seed<seed>; `weights`: its --weights argument (none when None)."""
+    path = f"{folder}/mlx-seed{seed}"
+    flag = f" --weights {weights}" if weights is not None else ""
+    command = f"python scripts/fit_mlx.py --model small_cnn --epochs 2 --seed {seed} --cpu{flag} --output-dir {path}"
+    return run("mlx", seed, acc, path=path, command=command, **fields)
+
+
+def pair(seed, torch_acc, mlx_acc, folder="runs/pair"):
+    """A PyTorch run and the MLX run started from its checkpoints/initial.pt with the same seed."""
+    t = torch_run(seed, torch_acc, folder, test_loss=1.0 + seed / 100)
+    return t, mlx_run(seed, mlx_acc, f"{t['_path']}/checkpoints/initial.pt", folder, test_loss=2.0 + seed / 100)
+
+
+def section(runs) -> str:
+    return "\n".join(pytorch_vs_mlx_section(runs))
+
+
+def test_mlx_runs_pair_with_the_pytorch_run_whose_initial_weights_they_loaded():
+    torch = {s: torch_run(s, 0.70 + s / 100) for s in (1, 2, 3, 4, 5, 6)}
+    mlx = [
+        mlx_run(1, 0.72, "./runs/pair/pytorch-seed1/checkpoints/initial.pt"),  # "./": the same folder
+        mlx_run(2, 0.73, "runs/other/pytorch-seed2/checkpoints/initial.pt"),  # another folder's weights, same seed
+        mlx_run(3, 0.74),  # no --weights: its own initial weights
+        mlx_run(4, 0.75, "/home/me/cifar/runs/pair/pytorch-seed4/checkpoints/initial.pt"),  # absolute
+        mlx_run(5, 0.76, "runs/pair/pytorch-seed5/checkpoints/final.ckpt"),  # trained weights, not the start
+        mlx_run(6, 0.77, "pair/pytorch-seed6/checkpoints/initial.pt"),  # relative to another folder
+    ]
+    mlx[5]["command"] = mlx[5]["command"].replace("--weights ", "--weights=")  # the flag's other spelling
+    (group,) = pytorch_vs_mlx_groups([*torch.values(), *mlx]).values()
+    assert [(t["seed"], m["seed"]) for t, m in paired_runs(group)] == [(1, 1), (4, 4)]
+    assert all(t is torch[m["seed"]] for t, m in paired_runs(group))
+    # a run folder read as an absolute path (report.py --runs outside the repository)
+    far = torch_run(7, 0.7) | {"_path": "/data/checkout/runs/pair/pytorch-seed7"}
+    (group,) = pytorch_vs_mlx_groups([far, mlx_run(7, 0.7, "runs/pair/pytorch-seed7/checkpoints/initial.pt")]).values()
+    assert len(paired_runs(group)) == 1
+    # the weights of the PyTorch run of another seed: not the same batches, no pair
+    other_seed = mlx_run(2, 0.7, "runs/pair/pytorch-seed1/checkpoints/initial.pt")
+    (group,) = pytorch_vs_mlx_groups([torch[1], other_seed]).values()
+    assert paired_runs(group) == []
+    # a group with some runs paired: the pairs' table and test, then Welch's test over every run
+    text = section([*torch.values(), *mlx])
+    assert "Paired runs:" in text and "same batches" in text and "dropout" in text
+    assert "| 1 | 71.00% | 72.00% | +1.00 | n/a | n/a | `runs/pair/pytorch-seed1` | `runs/pair/mlx-seed1` |" in text
+    assert "| 4 | 74.00% | 75.00% | +1.00 |" in text
+    assert sum(line.startswith("| 2 |") or line.startswith("| 3 |") for line in text.splitlines()) == 0
+    assert "Paired, the 2 pairs above: +1.00 points; no verdict: every pair differs by the same amount" in text
+    assert "every run of the table taken as an independent sample (8 of them in no pair): " in text
+    assert "Welch's t-test" in text
+    # no pair at all: today's line, unchanged
+    plain = section([torch[3], mlx[2]])
+    assert "Paired" not in plain and "MLX minus PyTorch, test accuracy: +1.00 points; no verdict" in plain
+
+
+def test_paired_verdict_is_the_paired_t_test():
+    torch = [0.700, 0.650, 0.750]
+    mlx = [0.701, 0.652, 0.753]  # MLX - PyTorch: 0.1, 0.2, 0.3 points
+    d = [100 * (m - t) for t, m in zip(torch, mlx)]
+    n = len(d)
+    t_stat = statistics.mean(d) / (statistics.stdev(d) / math.sqrt(n))  # textbook: 2 sqrt(3) = 3.464
+    df = n - 1
+    # Student's t with 2 degrees of freedom has the closed-form CDF 1/2 + t / (2 sqrt(2 + t^2)),
+    # so the two-sided p-value is 1 - t / sqrt(2 + t^2) = 0.0742
+    p = 1 - t_stat / math.sqrt(2 + t_stat**2)
+    assert round(t_stat, 2) == 3.46 and round(p, 4) == 0.0742
+    verdict = paired_verdict(torch, mlx)
+    assert verdict.startswith("+0.20 points; paired t-test (two-sided, 95%)")
+    assert f"t = {t_stat:.2f}, {df} degrees of freedom, p = {p:.3g}" in verdict
+    assert "not established" in verdict  # p = 0.074 > 0.05
+    runs = [r for s, (a, b) in enumerate(zip(torch, mlx)) for r in pair(s + 1, a, b)]
+    text = section(runs)
+    assert "| 1 | 70.00% | 70.10% | +0.10 | 1.0100 | 2.0100 |" in text
+    assert "| 2 | 65.00% | 65.20% | +0.20 | 1.0200 | 2.0200 |" in text
+    assert "| 3 | 75.00% | 75.30% | +0.30 | 1.0300 | 2.0300 |" in text
+    assert "over 3 pairs: +0.20 ± 0.10 points" in text
+    assert f"MLX minus PyTorch, test accuracy, paired: {verdict}." in text
+    assert "Welch" not in text  # every run is paired: the paired test is the verdict
+
+
+def test_pairing_finds_a_gap_that_seed_noise_hides():
+    """Seeds far apart (60%, 70%, 80%), MLX consistently 1.0-1.2 points above its PyTorch twin:
+    against the seed-to-seed spread the gap is nothing, against the within-pair spread it is real."""
+    torch = [0.60, 0.70, 0.80]
+    mlx = [0.610, 0.711, 0.812]
+    assert "not established" in gap_verdict(torch, mlx)  # Welch: t = 0.13
+    d = [100 * (m - t) for t, m in zip(torch, mlx)]
+    t_stat = statistics.mean(d) / (statistics.stdev(d) / math.sqrt(3))  # 1.1 / (0.1 / sqrt 3) = 19.05
+    p = 1 - t_stat / math.sqrt(2 + t_stat**2)  # two degrees of freedom, as above: 0.0027
+    verdict = paired_verdict(torch, mlx)
+    assert f"t = {t_stat:.2f}, 2 degrees of freedom, p = {p:.3g}: a real gap" in verdict
+    text = section([r for s, (a, b) in enumerate(zip(torch, mlx)) for r in pair(s + 1, a, b)])
+    assert "| +1.00 |" in text and "| +1.10 |" in text and "| +1.20 |" in text
+    assert "MLX minus PyTorch, test accuracy, paired: +1.10 points; paired t-test" in text and "a real gap" in text
+
+
+def test_paired_verdict_says_when_no_verdict_is_possible():
+    one = paired_verdict([0.70], [0.71])
+    assert one.startswith("+1.00 points") and "no verdict from one pair" in one
+    text = section(list(pair(1, 0.70, 0.71)))
+    assert "over 1 pair: +1.00 points (one pair: no spread)" in text and "no verdict from one pair" in text
+    same = paired_verdict([0.71, 0.72, 0.73], [0.72, 0.73, 0.74])  # +1 point each, up to float noise
+    assert "no verdict" in same and "same amount" in same and "a real gap" not in same
+    assert "no verdict" in paired_verdict([0.70, 0.72], [0.70, 0.72])  # equal runs: no difference at all
+    with pytest.raises(ValueError):
+        paired_verdict([0.7, 0.7], [0.7])
 
 
 # ---------------------------------------------------------------- fault 4: one run

@@ -156,26 +156,54 @@ def test_resume_command_continues_in_the_checkpoints_folder():
 
 
 class InterruptTorch(L.Callback):
+    def __init__(self, epoch: int = 1):
+        self.epoch = epoch
+
     def on_train_epoch_start(self, trainer, pl_module):
-        if trainer.current_epoch == 1:
+        if trainer.current_epoch == self.epoch:
             raise KeyboardInterrupt
 
 
 class InterruptMLX(Callback):
+    def __init__(self, epoch: int = 1):
+        self.epoch = epoch
+
     def on_train_epoch_start(self, trainer, module):
-        if trainer.current_epoch == 1:
+        if trainer.current_epoch == self.epoch:
             raise KeyboardInterrupt
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_ctrl_c_prints_the_command_that_resumes(framework, cifar10_dir, tmp_path, capsys):
+    """Both frameworks exit with 130 (Lightning's own shutdown ends in status 1) and print
+    the command that resumes from the last checkpoint."""
     out = tmp_path / "run"
     interrupt = InterruptTorch() if framework == "torch" else InterruptMLX()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as stop:
         train(framework, cifar10_dir, *QUICK, "--epochs", "2", "--output-dir", str(out), callbacks=(interrupt,))
+    assert stop.value.code == 130
     last = out / "checkpoints" / ("last.ckpt" if framework == "torch" else "last.npz")
     err = capsys.readouterr().err
     assert f"--epochs 2 --resume {last}" in err and f"python scripts/{script(framework)} --data-dir" in err
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(framework, cifar10_dir, tmp_path, capsys):
+    """Nothing to resume: exit 130, one line saying so, and no folder holding initial
+    weights and a partial metrics.csv; a user's own file in --output-dir stays."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    interrupt = InterruptTorch(epoch=0) if framework == "torch" else InterruptMLX(epoch=0)
+    with pytest.raises(SystemExit) as stop:
+        train(framework, cifar10_dir, *QUICK, "--output-dir", str(out), callbacks=(interrupt,))
+    assert stop.value.code == 130
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert "nothing to resume" in capsys.readouterr().err
+    (out / "notes.txt").unlink()
+    with pytest.raises(SystemExit):
+        train(framework, cifar10_dir, *QUICK, "--output-dir", str(out), callbacks=(interrupt,))
+    assert not out.exists()
 
 
 # ----------------------------------------------------------------------- lock

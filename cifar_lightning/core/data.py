@@ -173,13 +173,15 @@ class CIFARData:
         self.splits["val"] = (images[val_idx], labels[val_idx]) if len(val_idx) else test
         self._training_split = None
 
-    def plan(self, split: str, rank: int = 0, world_size: int = 1) -> BatchPlan:
+    def plan(self, split: str, rank: int = 0, world_size: int = 1, shuffle: bool | None = None) -> BatchPlan:
         """The batches of `split` ("train", "val" or "test") for one rank: training batches
-        are shuffled, augmented and full (the last partial batch is dropped)."""
+        are augmented and full (the last partial batch is dropped) and, unless `shuffle` is
+        False, shuffled each epoch; evaluation batches keep the split's order."""
         self.setup()
         train = split == "train"
         num = len(self.splits[split][1])
-        sampler = EpochSampler(num, shuffle=train, seed=self.seed, rank=rank, world_size=world_size)
+        shuffle = train if shuffle is None else shuffle
+        sampler = EpochSampler(num, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
         plan = BatchPlan(sampler, self.batch_size if train else self.eval_batch_size, drop_last=train,
                          augmentation=self.augmentation if train else None, seed=self.seed)  # fmt: skip
         if train and len(plan) == 0:

@@ -10,12 +10,14 @@ import json
 import math
 import os
 import platform
+import posixpath
 import re
+import shlex
 import subprocess
 import sys
 import warnings
 from importlib import metadata
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -680,6 +682,131 @@ def gap_verdict(a: list[float], b: list[float]) -> str:
             f"p = {res.pvalue:.3g}: {verdict}")  # fmt: skip
 
 
+# ------------------------------------------------------------ paired runs (same initial weights)
+INITIAL_WEIGHTS = ("checkpoints", "initial.pt")  # where fit.py saves the weights it starts from
+SAME_DIFFERENCE = 1e-9  # differences closer than this are equal (float noise; accuracies are k / test images)
+PAIRING_TEXT = (
+    "Paired runs: each MLX run below was started from its PyTorch run's initial weights "
+    "(`--weights <PyTorch run>/checkpoints/initial.pt` in its command) with the same seed, so both saw the same "
+    "batches: the data order and the augmentation draws come from the seed in both frameworks. The two runs of a "
+    "pair differ only by the framework's arithmetic and its own random streams (such as dropout), so the "
+    "seed-to-seed spread (initial weights, data order) cancels in their difference, and the paired t-test "
+    "(`scipy.stats.ttest_rel`) tests the mean of the differences against their own spread."
+)  # fmt: skip
+
+
+def weights_argument(run: dict) -> str | None:
+    """The path a run's recorded ``command`` gave to ``--weights`` (``--weights PATH`` or
+    ``--weights=PATH``); None without one, or without a recorded command."""
+    command = run.get("command")
+    if not command:
+        return None
+    try:
+        argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+    except ValueError:  # unbalanced quotes: read it as plain words
+        argv = str(command).split()
+    for i, arg in enumerate(argv):
+        if arg == "--weights" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--weights="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def initial_weights_folder(run: dict) -> str | None:
+    """The run folder whose ``checkpoints/initial.pt`` the run's ``--weights`` loaded, as
+    written in its command (normalised: no "./", no trailing "/"); None when the run loaded
+    no weights or other ones (a final checkpoint, an .npz)."""
+    weights = weights_argument(run)
+    if weights is None:
+        return None
+    path = PurePosixPath(posixpath.normpath(weights))
+    return path.parent.parent.as_posix() if path.parts[-2:] == INITIAL_WEIGHTS else None
+
+
+def same_folder(written: str, folder: str) -> bool:
+    """Whether a folder as a command wrote it (relative to the repository, where the runners
+    are started, or absolute) names a run's folder (``_path``: relative to the repository as
+    ``scripts/report.py`` reads it, or absolute). Both normalised; an absolute path names a
+    relative one when its trailing parts are that relative path."""
+    a, b = PurePosixPath(posixpath.normpath(written)), PurePosixPath(posixpath.normpath(folder))
+    if a == b:
+        return True
+    if a.is_absolute() == b.is_absolute():
+        return False
+    absolute, relative = (a, b) if a.is_absolute() else (b, a)
+    parts = relative.parts
+    return bool(parts) and ".." not in parts and absolute.parts[-len(parts):] == parts
+
+
+def paired_runs(group: dict[str, list[dict]]) -> list[tuple[dict, dict]]:
+    """(PyTorch run, MLX run) pairs of a ``pytorch_vs_mlx_groups`` group, by seed: an MLX
+    run is paired with the PyTorch run of the same seed whose folder's
+    ``checkpoints/initial.pt`` its command loaded with ``--weights`` (``initial_weights_folder``,
+    ``same_folder``). Same initial weights and seed mean the same batches in both frameworks.
+    Each run is in at most one pair (one run per seed per framework)."""
+    pairs = []
+    for m in group.get("mlx", []):
+        folder = initial_weights_folder(m)
+        if folder is None:
+            continue
+        twins = [t for t in group.get("pytorch", []) if t["seed"] == m["seed"] and same_folder(folder, t["_path"])]
+        if twins:
+            pairs.append((twins[0], m))
+    seed_order = lambda p: (0, p[0]["seed"]) if isinstance(p[0]["seed"], int) else (1, 0)  # noqa: E731
+    return sorted(pairs, key=lambda p: (*seed_order(p), p[0]["_path"]))
+
+
+def paired_verdict(pytorch: list[float], mlx: list[float]) -> str:
+    """Whether the mean of the paired differences mlx[i] - pytorch[i] (accuracies as
+    fractions; said in points) is larger than their spread: the paired t-test
+    (``scipy.stats.ttest_rel``), two-sided at 95%, n - 1 degrees of freedom. No verdict,
+    said so, from one pair, or when every pair differs by the same amount (no spread: the
+    test is undefined)."""
+    from scipy import stats
+
+    if len(pytorch) != len(mlx) or not pytorch:
+        raise ValueError(f"paired_verdict needs pairs, got {len(pytorch)} PyTorch and {len(mlx)} MLX values")
+    diffs = np.asarray(mlx, dtype=float) - np.asarray(pytorch, dtype=float)
+    gap = f"{100 * diffs.mean():+.2f} points"
+    if len(diffs) == 1:
+        return f"{gap}; no verdict from one pair: the paired t-test needs two or more pairs (seeds)"
+    if np.ptp(diffs) < SAME_DIFFERENCE:
+        return (f"{gap}; no verdict: every pair differs by the same amount, so the differences have no spread "
+                "to test their mean against (the paired t-test is undefined)")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        res = stats.ttest_rel(mlx, pytorch)
+    verdict = ("a real gap (p < 0.05)" if res.pvalue < ALPHA
+               else "not established: within the spread of the paired differences (p >= 0.05)")  # fmt: skip
+    return (f"{gap}; paired t-test (two-sided, 95%): t = {res.statistic:.2f}, {len(diffs) - 1} degrees of freedom, "
+            f"p = {res.pvalue:.3g}: {verdict}")  # fmt: skip
+
+
+def _loss(run: dict) -> str:
+    return "n/a" if run.get("test_loss") is None else f"{run['test_loss']:.4f}"
+
+
+def _paired_lines(pairs: list[tuple[dict, dict]]) -> list[str]:
+    """What pairing means, one row per pair, and the mean difference with its standard deviation."""
+    lines = [PAIRING_TEXT, "",
+             "| seed | PyTorch test acc | MLX test acc | MLX - PyTorch (points) | PyTorch test loss | MLX test loss "
+             "| PyTorch run | MLX run |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t, m in pairs:
+        lines.append(f"| {t['seed']} | {_pct(t['test_accuracy'])} | {_pct(m['test_accuracy'])} "
+                     f"| {100 * (m['test_accuracy'] - t['test_accuracy']):+.2f} | {_loss(t)} | {_loss(m)} "
+                     f"| `{t['_path']}` | `{m['_path']}` |")  # fmt: skip
+    diffs = [m["test_accuracy"] - t["test_accuracy"] for t, m in pairs]
+    mean, sd = mean_std(diffs)
+    if len(diffs) > 1:
+        summary = (f"over {len(pairs)} pairs: {100 * mean:+.2f} ± {100 * sd:.2f} points (mean ± standard deviation "
+                   "of the differences)")  # fmt: skip
+    else:
+        summary = f"over 1 pair: {100 * mean:+.2f} points (one pair: no spread)"
+    return lines + ["", f"Difference, MLX - PyTorch, {summary}."]
+
+
 def _group_runs(group: dict[str, list[dict]]) -> list[dict]:
     """Every run of a PyTorch-vs-MLX group, both frameworks'."""
     return [r for rs in group.values() for r in rs]
@@ -747,8 +874,11 @@ def _framework_row(framework: str, runs: list[dict]) -> str:
 
 def pytorch_vs_mlx_section(runs: list[dict], plot_paths: dict[tuple, Path] | None = None) -> list[str]:
     """One section per ``pytorch_vs_mlx_groups`` group: both frameworks' rows, the gap
-    verdict (``gap_verdict``), the plot's path (``plot_paths``, default
-    ``comparison_plot_paths``) and per-class means."""
+    verdict, the plot's path (``plot_paths``, default ``comparison_plot_paths``) and
+    per-class means. The verdict: Welch's test (``gap_verdict``) for a group without pairs;
+    where runs started from the same weights (``paired_runs``) a table of the pairs and the
+    paired test (``paired_verdict``), which is the verdict when every run is in a pair
+    (otherwise Welch's test over every run follows it)."""
     groups = pytorch_vs_mlx_groups(runs)
     headings = comparison_headings(groups)
     plots = plot_paths if plot_paths is not None else comparison_plot_paths(groups)
@@ -762,9 +892,22 @@ def pytorch_vs_mlx_section(runs: list[dict], plot_paths: dict[tuple, Path] | Non
         if not all(has_split_times(r) for r in _group_runs(g)):
             lines += ["", OLD_TIME_NOTE]
         accs = {fw: [r["test_accuracy"] for r in g[fw]] for fw in ("pytorch", "mlx")}
-        lines += ["", f"MLX minus PyTorch, test accuracy: {gap_verdict(accs['pytorch'], accs['mlx'])}. "
-                  f"Curves of every run: `{plots[key].as_posix()}`.", "",
-                  "| class | PyTorch, mean | MLX, mean | MLX - PyTorch |", "|---|---|---|---|"]  # fmt: skip
+        curves = f"Curves of every run: `{plots[key].as_posix()}`."
+        pairs = paired_runs(g)
+        if not pairs:
+            lines += ["", f"MLX minus PyTorch, test accuracy: {gap_verdict(accs['pytorch'], accs['mlx'])}. {curves}"]
+        else:
+            paired = paired_verdict([t["test_accuracy"] for t, _ in pairs], [m["test_accuracy"] for _, m in pairs])
+            lines += ["", *_paired_lines(pairs), ""]
+            if 2 * len(pairs) == len(_group_runs(g)):  # every run is in a pair: the paired test is the verdict
+                lines.append(f"MLX minus PyTorch, test accuracy, paired: {paired}. {curves}")
+            else:
+                unpaired = len(_group_runs(g)) - 2 * len(pairs)
+                lines += [f"Paired, the {len(pairs)} pair{'s' * (len(pairs) > 1)} above: {paired}.", "",
+                          f"MLX minus PyTorch, test accuracy, every run of the table taken as an independent sample "
+                          f"({unpaired} of them in no pair): {gap_verdict(accs['pytorch'], accs['mlx'])}. "
+                          f"{curves}"]  # fmt: skip
+        lines += ["", "| class | PyTorch, mean | MLX, mean | MLX - PyTorch |", "|---|---|---|---|"]
         for c in g["pytorch"][0]["per_class_accuracy"]:
             pt = mean_std([r["per_class_accuracy"][c] for r in g["pytorch"]])[0]
             ml = mean_std([r["per_class_accuracy"][c] for r in g["mlx"]])[0]
