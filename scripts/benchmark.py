@@ -15,6 +15,8 @@ measured in the same run):
   train/*   training images per second of `Trainer.fit` (or `MLXTrainer.fit`) against a
             plain loop over the same model, device-resident batches and optimiser; the
             fast net also in NCHW against the default layout.
+  mlx/*     also MLX's own BLAS (mlx[cpu] on Linux ships a reference BLAS) against the
+            OpenBLAS that cifar_lightning.core.blas preloads, on the same plain loop.
   import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """
@@ -32,7 +34,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LINUX_OPENBLAS = "/usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0"  # Debian's libopenblas0-pthread
 
 
 def peak_mb() -> float:
@@ -300,7 +301,8 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
                 (converted, "mlx_data", {"batches": 10, "model": "fast", "resident": False}, None)]  # fmt: skip
         kw = {"model": "small_cnn", "steps": args.mlx_steps, "warmup": 2, "batch_size": 32}
         plain = "mlx/small_cnn: plain compiled loop"
-        out += [("mlx/small_cnn: MLXTrainer.fit", "mlx_trainer", kw, plain), (plain, "plain_mlx", kw, None)]
+        out += [("mlx/small_cnn: MLXTrainer.fit", "mlx_trainer", kw, plain), (plain, "plain_mlx", kw, None),
+                ("mlx/small_cnn: plain compiled loop, MLX's own BLAS", "plain_mlx_own_blas", kw, plain)]  # fmt: skip
     if "import" in args.cases:
         out += [("import/cifar_mlx_adapter", "import", {"package": "cifar_mlx_adapter"}, None),
                 ("import/cifar_lightning (DataModule)", "import", {"package": "cifar_lightning"}, None)]  # fmt: skip
@@ -309,7 +311,7 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
 
 RUNNERS = {"datamodule": bench_datamodule, "torchvision": bench_torchvision, "lightning": bench_lightning,
            "plain_torch": bench_plain_torch, "mlx_trainer": bench_mlx_trainer, "plain_mlx": bench_plain_mlx,
-           "mlx_data": bench_mlx_data, "import": bench_import}  # fmt: skip
+           "plain_mlx_own_blas": bench_plain_mlx, "mlx_data": bench_mlx_data, "import": bench_import}  # fmt: skip
 
 
 def main() -> int:
@@ -329,14 +331,20 @@ def main() -> int:
         print("RESULT " + json.dumps(result))
         return 0
 
-    from cifar_lightning.core.reporting import hardware_info, package_versions, render_benchmarks
+    from cifar_lightning.core import blas
+    from cifar_lightning.core.reporting import hardware_info, package_versions
+    from cifar_lightning.core.results import render_benchmarks
 
     rows = []
     for name, kind, kw, ref in cases(args):
         start = time.perf_counter()
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        if kind in ("mlx_trainer", "plain_mlx") and Path(LINUX_OPENBLAS).exists():
-            env["LD_PRELOAD"] = LINUX_OPENBLAS  # mlx[cpu]'s reference BLAS is ~7x slower than OpenBLAS here
+        if kind in ("mlx_trainer", "plain_mlx", "plain_mlx_own_blas") and blas.needed():
+            env.pop("LD_PRELOAD", None)  # mlx[cpu] on Linux: OpenBLAS preloaded, except for the own-BLAS row
+            if kind == "plain_mlx_own_blas":
+                env[blas.SWITCH] = "0"
+            else:
+                env.update(blas.environment() or {})
         proc = subprocess.run([sys.executable, __file__, "--data-dir", args.data_dir, "--one", json.dumps([kind, kw])],
                               capture_output=True, text=True, env=env)  # fmt: skip
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]

@@ -19,14 +19,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from cifar_lightning.core.reporting import (
-    comparison_headings,
-    comparison_plot_paths,
-    load_runs,
-    plot_pytorch_vs_mlx,
-    pytorch_vs_mlx_groups,
-    render_results,
-)
+from cifar_lightning.core.grouping import pytorch_vs_mlx_groups
+from cifar_lightning.core.plots import plot_pytorch_vs_mlx
+from cifar_lightning.core.results import comparison_headings, comparison_plot_paths, render_results
+from cifar_lightning.core.run_logs import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "Results.md"

@@ -88,7 +88,10 @@ LOADED = "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sy
 
 def test_core_imports_no_framework():
     loaded = run_python("import cifar_lightning.core.runs, cifar_lightning.core.data, cifar_lightning.core.metrics, "
-                        "cifar_lightning.core.reporting, cifar_lightning.core.draws, cifar_lightning\n" + LOADED)  # fmt: skip
+                        "cifar_lightning.core.reporting, cifar_lightning.core.plots, "
+                        "cifar_lightning.core.run_logs, cifar_lightning.core.grouping, cifar_lightning.core.pairing, "
+                        "cifar_lightning.core.significance, cifar_lightning.core.results, cifar_lightning.core.draws, "
+                        "cifar_lightning\n" + LOADED)  # fmt: skip
     assert loaded == []
 
 

@@ -20,13 +20,9 @@ import numpy as np
 import pytest
 
 from cifar_lightning.core.cli import common_parser
-from cifar_lightning.core.reporting import (
-    most_confused_pairs,
-    plot_confusion,
-    plot_curves,
-    pytorch_vs_mlx_groups,
-    render_results,
-)
+from cifar_lightning.core.grouping import pytorch_vs_mlx_groups
+from cifar_lightning.core.plots import most_confused_pairs, plot_confusion, plot_curves
+from cifar_lightning.core.results import render_results
 from cifar_lightning.runner import parser as fit_parser
 from cifar_mlx_adapter.runner import parser as fit_mlx_parser
 

@@ -2,7 +2,8 @@
 the gap verdict, times and images/s, headings and plots, and the committed report being current.
 
 Every test below failed on the code before these fixes, and was run again against each fault
-listed for it, planted alone in ``cifar_lightning/core/reporting.py`` or ``scripts/report.py``
+listed for it, planted alone in ``cifar_lightning/core/reporting.py`` (since split into
+``run_logs``, ``grouping``, ``pairing``, ``significance`` and ``results``) or ``scripts/report.py``
 (and failed each time):
 
 - test_targets_count_only_runs_of_the_recipe_itself: the old filter (any finished run of
@@ -55,18 +56,11 @@ from pathlib import Path
 import pytest
 
 from cifar_lightning.core.recipes import get_recipe, sgd_args
-from cifar_lightning.core.reporting import (
-    code_text,
-    gap_verdict,
-    mean_std,
-    paired_runs,
-    paired_verdict,
-    pytorch_vs_mlx_groups,
-    pytorch_vs_mlx_section,
-    recipe_runs,
-    render_results,
-    train_images_per_s,
-)
+from cifar_lightning.core.grouping import pytorch_vs_mlx_groups, recipe_runs
+from cifar_lightning.core.pairing import paired_runs
+from cifar_lightning.core.results import pytorch_vs_mlx_section, render_results
+from cifar_lightning.core.run_logs import code_text, train_images_per_s
+from cifar_lightning.core.significance import gap_verdict, mean_std, paired_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = {"cpu": "CPU", "cpu_count": 2, "accelerator": "cpu", "os": "Linux", "machine": "x86_64"}

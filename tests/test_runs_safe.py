@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from cifar_lightning.core.lock import training_lock
-from cifar_lightning.core.reporting import load_runs
+from cifar_lightning.core.run_logs import load_runs
 from cifar_lightning.core.run_folder import resume_command
 from cifar_lightning.runner import main as fit_main
 from cifar_mlx_adapter import Callback

@@ -98,14 +98,19 @@ def claim_run_folder(folder: Path, framework: str, args: argparse.Namespace) -> 
         if folder.exists():
             folder = default_run_folder(framework, args)
     else:
-        for name in RUN_FILES:
-            target = folder / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
+        remove_files(folder, RUN_FILES)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def remove_files(folder: Path, names) -> None:
+    """Remove the files and folders `names` from `folder`, where they exist."""
+    for name in names:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 # ------------------------------------------------------------------ resume
@@ -175,12 +180,7 @@ def interrupted(folder: Path, script: str, argv: list[str], last_checkpoint, new
 def discard_run_outputs(folder: Path) -> None:
     """Remove what a run writes into `folder` (``RUN_OUTPUTS``), and the folder once empty;
     anything else a user keeps there stays."""
-    for name in RUN_OUTPUTS:
-        target = folder / name
-        if target.is_dir():
-            shutil.rmtree(target)
-        elif target.exists():
-            target.unlink()
+    remove_files(folder, RUN_OUTPUTS)
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
 

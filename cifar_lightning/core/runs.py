@@ -108,7 +108,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
     `numerics` and `processes` say what was in effect (``provenance``): the precision
     actually used, matmul/TF32/cuDNN switches, memory format; devices, strategy, world
     size and the effective batch size."""
-    from . import reporting
+    from . import plots, reporting
     from .provenance import code_version
 
     classes = dm.classes
@@ -146,9 +146,9 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
     limits = reporting.limits_text(record["hyperparameters"])
     title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
     title += f" ({limits})" if limits else ""
-    reporting.plot_confusion(test["confusion_matrix"], classes, out / "confusion.png", title)
+    plots.plot_confusion(test["confusion_matrix"], classes, out / "confusion.png", title)
     if metrics_csv.exists() and not args.test_only:  # an evaluation has no curves
-        reporting.plot_curves(metrics_csv, out / "curves.png", title, args.val_size)
+        plots.plot_curves(metrics_csv, out / "curves.png", title, args.val_size)
     print_summary(record)
     print_outputs(out)
     return record

@@ -1,0 +1,385 @@
+"""Results.md's text from the run logs: the table of every run, the accuracy targets,
+repeated runs and same-seed reruns, per-class accuracy side by side, one section per
+PyTorch-vs-MLX group (with its pairs and its verdict), each run's classes, and the
+benchmarks; the headings and plot paths of the PyTorch-vs-MLX groups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from .grouping import configurations, one_per_seed, pytorch_vs_mlx_groups, recipe_runs, same_seed_reruns
+from .pairing import paired_runs
+from .reporting import limits_text
+from .run_logs import code_note, code_text, has_split_times, hardware_short, length_text, train_images_per_s
+from .significance import gap_verdict, mean_std, paired_verdict
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _hardware(run: dict) -> str:
+    """CPU (cores), operating system and device as recorded, the GPU's name where there is one."""
+    h = run["hardware"]
+    device = f"{h['accelerator']} ({h['gpu']})" if h.get("gpu") else h["accelerator"]
+    return f"{h['cpu']} ({h['cpu_count']} cores), {h['os']}, {device}"
+
+
+# ------------------------------------------------------------ times
+OLD_TIME_MARK = "†"
+OLD_TIME_NOTE = (f"{OLD_TIME_MARK} Logged before training, validation and test times were recorded apart "
+                 "(`validation_time_s`, `test_time_s`): this train time also spans the validation passes, and in "
+                 "PyTorch the final checkpoint save and the whole test pass, so no training images/s (n/a) can be "
+                 "computed from it, and it is not comparable with the train time of newer runs.")  # fmt: skip
+
+
+def _time_cell(run: dict) -> str:
+    """A run's train time in seconds, marked when it spans more than training; "-" for an evaluation."""
+    if not run["epochs"]:
+        return "-"
+    return f"{run['train_time_s']:.0f} s" + ("" if has_split_times(run) else OLD_TIME_MARK)
+
+
+def _mean_time_cell(runs: list[dict]) -> str:
+    """Mean train time (s) of runs whose times mean the same span; "n/a" when they mix spans."""
+    kinds = {has_split_times(r) for r in runs}
+    if len(kinds) > 1:
+        return f"n/a (old and new spans){OLD_TIME_MARK}"
+    return f"{mean_std([r['train_time_s'] for r in runs])[0]:.0f} s" + ("" if kinds == {True} else OLD_TIME_MARK)
+
+
+def _images_per_s_cell(runs: list[dict]) -> str:
+    """Mean training images/s, or n/a when any run's log cannot give it."""
+    rates = [train_images_per_s(r) for r in runs]
+    return f"n/a{OLD_TIME_MARK}" if None in rates else f"{mean_std(rates)[0]:.0f}"
+
+
+# ------------------------------------------------------------ rows of every run
+
+
+def _run_row(run: dict) -> str:
+    extra = run.get("test_accuracy_no_tta")
+    return (
+        f"| `{run['_path']}` | {run['framework']} | {run['model']} | {run['dataset']} | {length_text(run)} "
+        f"| {_pct(run['test_accuracy'])} | {_pct(extra) if extra is not None else '-'} "
+        f"| {_time_cell(run)} | {limits_text(run['hyperparameters']) or '-'} | {code_text(run)} | {_hardware(run)} |"
+    )
+
+
+def _all_runs(runs: list[dict]) -> list[str]:
+    """The table of every run, one row each, and the note on old time spans where one has them."""
+    lines = ["## All runs", "",
+             "| run | framework | model | dataset | epochs (steps) | test acc | test acc, no TTA | train time | limits "
+             "| code | hardware |",
+             "|---|---|---|---|---|---|---|---|---|---|---|", *[_run_row(r) for r in runs], ""]  # fmt: skip
+    if any(r["epochs"] and not has_split_times(r) for r in runs):
+        lines += [OLD_TIME_NOTE, ""]
+    return lines
+
+
+# ------------------------------------------------------------ accuracy targets
+
+
+def targets_section(runs: list[dict]) -> list[str]:
+    """Each declared target (``recipes.TARGETS``) against what runs of the recipe reached."""
+    from .recipes import TARGETS
+
+    lines = ["## Accuracy targets", "",
+             "Targets are declared in `cifar_lightning/core/recipes.py` (`TARGETS`) with their sources. Counted: "
+             "finished training runs whose every recorded hyper-parameter but the seed is the recipe's "
+             "(`RECIPES`), on the full training set (`--val-size 0`, no `--train-subset`, no `--limit-*-batches`), "
+             "one run per seed. Code: the commit the counted runs were trained at (\"+changes\": with uncommitted "
+             "changes); later commits may train the recipe differently.", "",
+             "| model | dataset | target | source | framework | runs | mean | best | met (mean) | code | hardware |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t in TARGETS:
+        by_fw: dict[str, list[dict]] = {}
+        for r in recipe_runs(runs, t.model, t.dataset):
+            by_fw.setdefault(r["framework"], []).append(r)
+        head = f"| {t.model} | {t.dataset} | {_pct(t.accuracy)} | {t.source}"
+        if not by_fw:
+            lines.append(f"{head} | - | 0 | - | - | no run of the recipe yet | - | - |")
+        for fw, rs in sorted(by_fw.items()):
+            rs = one_per_seed(rs)
+            accs = [r["test_accuracy"] for r in rs]
+            mean = sum(accs) / len(accs)
+            codes = "; ".join(sorted({code_note(r) for r in rs}))
+            hardware = "; ".join(sorted({hardware_short(r) for r in rs}))
+            lines.append(f"{head} | {fw} | {len(rs)} | {_pct(mean)} | {_pct(max(accs))} "
+                         f"| {'yes' if mean >= t.accuracy else 'no'} | {codes} | {hardware} |")  # fmt: skip
+    return lines + [""]
+
+
+def render_benchmarks(report: dict) -> list[str]:
+    """The table of ``scripts/benchmark.py``'s JSON report."""
+    h = report["hardware"]
+    lines = [f"## Benchmarks ({h['cpu']}, {h['cpu_count']} cores, {h['os']})", "",
+             "Measured by `python scripts/benchmark.py` (figures in `runs/benchmarks.json`), one case at a time. "
+             "Ratio: images/s over the row named in the last column, measured in the same pass. Time: the "
+             "timed part of the case (imports: a fresh interpreter).", "",
+             "| case | images/s | time | peak memory | run length | ratio | against |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in report["rows"]:
+        length = (f"{r['steps']} steps of {r['batch_size']}" if "steps" in r
+                  else f"{r['images']} images" if "images" in r else "-")  # fmt: skip
+        rate = f"{r['images_per_s']:.1f}" if "images_per_s" in r else "-"
+        seconds = f"{r['seconds']:.1f} s" if "seconds" in r else "-"
+        lines.append(f"| {r['case']} | {rate} | {seconds} | {r['peak_mb']:.0f} MB | {length} "
+                     f"| {r.get('ratio', '-')} | {r.get('reference') or '-'} |")  # fmt: skip
+    return lines + [""]
+
+
+def render_results(runs: list[dict], benchmarks: dict | None = None,
+                   plot_paths: dict[tuple, Path] | None = None) -> str:  # fmt: skip
+    """Results.md's text. `plot_paths`: where each PyTorch-vs-MLX group's curves are, as
+    the report names them (default ``comparison_plot_paths``: beside the runs)."""
+    lines = [
+        "# Results",
+        "",
+        "Generated by `python scripts/report.py` from the `run.json` logs committed under `runs/`;",
+        "do not edit by hand. Every figure below was measured on the hardware its row names.",
+        "How the runs were made and what they show: `Conclusion.md`.",
+        "",
+    ]
+    lines += _all_runs(runs)
+    lines += targets_section(runs)
+    lines += _group_summary(runs)
+    lines += pytorch_vs_mlx_section(runs, plot_paths)
+    if len(runs) > 1:
+        lines += _side_by_side(runs)
+    for run in runs:
+        lines += [f"## `{run['_path']}`", "", f"- seed {run['seed']}, {run['parameters']:,} parameters, "
+                  f"code {code_note(run)}"]
+        if has_split_times(run):
+            lines.append(f"- train {run['train_time_s']:.1f} s, validation {run['validation_time_s']:.1f} s, "
+                         f"test {run['test_time_s']:.1f} s")  # fmt: skip
+        if run.get("note"):
+            lines.append(f"- {run['note']}")
+        lines += ["", "| class | accuracy |", "|---|---|"]
+        lines += [f"| {k} | {_pct(v)} |" for k, v in run["per_class_accuracy"].items()]
+        lines.append("")
+    if benchmarks is not None:
+        lines += render_benchmarks(benchmarks)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# ------------------------------------------------------------ repeated runs
+
+
+def _group_summary(runs: list[dict]) -> list[str]:
+    """Mean test accuracy of repeated runs of one configuration (distinct seeds), and the
+    same-seed reruns as a reproducibility check."""
+    repeated = {k: one_per_seed(g) for k, g in configurations(runs).items()}
+    repeated = {k: g for k, g in repeated.items() if len(g) > 1}
+    lines = []
+    if repeated:
+        lines += ["## Repeated runs (distinct seeds)", "",
+                  "One run per seed of one configuration (same framework, model, data, length, hardware and "
+                  "hyper-parameters); evaluations are not included.", "",
+                  "| framework | model | dataset | epochs (steps) | hardware | runs | seeds | mean test acc | min | max "
+                  "| mean, no TTA |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        for (framework, model, dataset, epochs, hw, _), g in repeated.items():
+            accs = [r["test_accuracy"] for r in g]
+            plain = [r["test_accuracy_no_tta"] for r in g if r.get("test_accuracy_no_tta") is not None]
+            seeds = ", ".join(str(r["seed"]) for r in g)
+            lines.append(f"| {framework} | {model} | {dataset} | {epochs} | {hw} | {len(g)} | {seeds} "
+                         f"| {_pct(sum(accs) / len(accs))} | {_pct(min(accs))} | {_pct(max(accs))} "
+                         f"| {_pct(sum(plain) / len(plain)) if plain else '-'} |")  # fmt: skip
+        lines.append("")
+    reruns = same_seed_reruns(runs)
+    if reruns:
+        lines += ["## Same-seed reruns (reproducibility check)", "",
+                  "Runs of one configuration with the same seed: their spread is run-to-run nondeterminism, "
+                  "not seed noise, and they count once in the tables above.", "",
+                  "| framework | model | epochs (steps) | seed | runs | test accuracies | largest difference |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        for g in reruns:
+            accs = [r["test_accuracy"] for r in g]
+            lines.append(f"| {g[0]['framework']} | {g[0]['model']} | {length_text(g[0])} | {g[0]['seed']} | {len(g)} "
+                         f"| {', '.join(_pct(a) for a in accs)} | {100 * (max(accs) - min(accs)):.2f} points |")  # fmt: skip
+        lines.append("")
+    return lines
+
+
+def _side_by_side(runs: list[dict]) -> list[str]:
+    """Per-class accuracy of each training configuration (mean over its distinct seeds), one
+    column each."""
+    by_dataset: dict[str, dict[tuple, list[dict]]] = {}
+    for key, group in configurations(runs).items():
+        by_dataset.setdefault(group[0]["dataset"], {})[key] = one_per_seed(group)
+    lines = []
+    for dataset, groups in by_dataset.items():
+        if len(groups) < 2:
+            continue
+        classes = list(next(iter(groups.values()))[0]["per_class_accuracy"])
+        header = [f"{fw} {model}, {ep}, {hw}" + (f", {len(g)} runs" if len(g) > 1 else "")
+                  for (fw, model, _, ep, hw, _), g in groups.items()]  # fmt: skip
+        lines += [f"## Side by side: {dataset}", "", "| class | " + " | ".join(header) + " |",
+                  "|---|" + "---|" * len(groups)]  # fmt: skip
+        for c in ["overall", *classes]:
+            cells = []
+            for g in groups.values():
+                vals = [r["test_accuracy"] if c == "overall" else r["per_class_accuracy"][c] for r in g]
+                cells.append(_pct(sum(vals) / len(vals)))
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+# ------------------------------------------------------------ PyTorch vs MLX
+
+
+def _mean_spread(values: list[float]) -> str:
+    """"mean ± std" in percent and points; the value alone for a single run (no spread to give)."""
+    if len(values) == 1:
+        return _pct(values[0])
+    m, sd = mean_std(values)
+    return f"{_pct(m)} ± {100 * sd:.2f}"
+
+
+PAIRING_TEXT = (
+    "Paired runs: each MLX run below was started from its PyTorch run's initial weights "
+    "(`--weights <PyTorch run>/checkpoints/initial.pt` in its command) with the same seed, so both saw the same "
+    "batches: the data order and the augmentation draws come from the seed in both frameworks. The two runs of a "
+    "pair differ only by the framework's arithmetic and its own random streams (such as dropout), so the "
+    "seed-to-seed spread (initial weights, data order) cancels in their difference, and the paired t-test "
+    "(`scipy.stats.ttest_rel`) tests the mean of the differences against their own spread."
+)  # fmt: skip
+
+
+def _loss(run: dict) -> str:
+    return "n/a" if run.get("test_loss") is None else f"{run['test_loss']:.4f}"
+
+
+def _paired_lines(pairs: list[tuple[dict, dict]]) -> list[str]:
+    """What pairing means, one row per pair, and the mean difference with its standard deviation."""
+    lines = [PAIRING_TEXT, "",
+             "| seed | PyTorch test acc | MLX test acc | MLX - PyTorch (points) | PyTorch test loss | MLX test loss "
+             "| PyTorch run | MLX run |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for t, m in pairs:
+        lines.append(f"| {t['seed']} | {_pct(t['test_accuracy'])} | {_pct(m['test_accuracy'])} "
+                     f"| {100 * (m['test_accuracy'] - t['test_accuracy']):+.2f} | {_loss(t)} | {_loss(m)} "
+                     f"| `{t['_path']}` | `{m['_path']}` |")  # fmt: skip
+    diffs = [m["test_accuracy"] - t["test_accuracy"] for t, m in pairs]
+    mean, sd = mean_std(diffs)
+    if len(diffs) > 1:
+        summary = (f"over {len(pairs)} pairs: {100 * mean:+.2f} ± {100 * sd:.2f} points (mean ± standard deviation "
+                   "of the differences)")  # fmt: skip
+    else:
+        summary = f"over 1 pair: {100 * mean:+.2f} points (one pair: no spread)"
+    return lines + ["", f"Difference, MLX - PyTorch, {summary}."]
+
+
+def _group_runs(group: dict[str, list[dict]]) -> list[dict]:
+    """Every run of a PyTorch-vs-MLX group, both frameworks'."""
+    return [r for rs in group.values() for r in rs]
+
+
+def _common_folder(runs: list[dict]) -> str:
+    """The deepest folder holding every run's folder ("." when they share none)."""
+    return Path(os.path.commonpath([r["_path"] for r in runs]) or ".").as_posix()
+
+
+def _comparison_title(key: tuple, group: dict[str, list[dict]]) -> str:
+    """Model, data, length, machine and device class, the runs' common folder and their code."""
+    model, dataset, length, machine, _ = key
+    runs = _group_runs(group)
+    codes = ", ".join(sorted({code_text(r) for r in runs}))
+    return f"PyTorch vs MLX: {model}, {dataset}, {length}, {machine}: `{_common_folder(runs)}`, code {codes}"
+
+
+def _distinguishing(key: tuple, keys: list[tuple]) -> str:
+    """This key's values of the hyper-parameters whose values differ among `keys`."""
+    hps = [json.loads(k[-1]) for k in keys]
+    names = sorted({n for hp in hps for n in hp if len({json.dumps(h.get(n, "not recorded")) for h in hps}) > 1})
+    mine = json.loads(key[-1])
+    return ", ".join(f"{n} {mine.get(n, 'not recorded')}" for n in names)
+
+
+def comparison_headings(groups: dict[tuple, dict[str, list[dict]]]) -> dict[tuple, str]:
+    """Each group's heading, unique: model, data, length, machine and device class, the
+    runs' common folder and code (``code_text``); groups that would still share one
+    (the same folder and code) also name the hyper-parameters that set them apart."""
+    titles = {key: _comparison_title(key, g) for key, g in groups.items()}
+    out = {}
+    for key, title in titles.items():
+        clash = [k for k, t in titles.items() if t == title]
+        out[key] = f"{title} ({_distinguishing(key, clash)})" if len(clash) > 1 else title
+    return out
+
+
+def comparison_plot_paths(groups: dict[tuple, dict[str, list[dict]]], folder: Path | None = None) -> dict[tuple, Path]:
+    """Where each group's curves go: beside its runs (``pytorch-vs-mlx.png`` in their common
+    folder) or, given `folder`, in it (``pytorch-vs-mlx_<common folder>.png``). Groups that
+    would share a file get "-2", "-3", ... in the order given."""
+    out: dict[tuple, Path] = {}
+    seen: dict[Path, int] = {}
+    for key, g in groups.items():
+        common = _common_folder(_group_runs(g))
+        if folder is None:
+            path = Path(common) / "pytorch-vs-mlx.png"
+        else:
+            path = Path(folder) / f"pytorch-vs-mlx_{re.sub(r'[^A-Za-z0-9._-]+', '_', common).strip('_.')}.png"
+        seen[path] = seen.get(path, 0) + 1
+        out[key] = path if seen[path] == 1 else path.with_name(f"{path.stem}-{seen[path]}.png")
+    return out
+
+
+def _framework_row(framework: str, runs: list[dict]) -> str:
+    """One framework's row of a PyTorch-vs-MLX table."""
+    accs = [r["test_accuracy"] for r in runs]
+    folders = sorted({Path(r["_path"]).parent.as_posix() for r in runs})
+    return (f"| {framework} | {len(runs)} | {', '.join(str(r['seed']) for r in runs)} | {_mean_spread(accs)} "
+            f"| {_pct(min(accs))} | {_pct(max(accs))} | {_mean_time_cell(runs)} | {_images_per_s_cell(runs)} "
+            f"| {', '.join(sorted({code_text(r) for r in runs}))} | {'; '.join(sorted({_hardware(r) for r in runs}))} "
+            f"| {', '.join(f'`{f}`' for f in folders)} |")  # fmt: skip
+
+
+def pytorch_vs_mlx_section(runs: list[dict], plot_paths: dict[tuple, Path] | None = None) -> list[str]:
+    """One section per ``pytorch_vs_mlx_groups`` group: both frameworks' rows, the gap
+    verdict, the plot's path (``plot_paths``, default ``comparison_plot_paths``) and
+    per-class means. The verdict: Welch's test (``gap_verdict``) for a group without pairs;
+    where runs started from the same weights (``paired_runs``) a table of the pairs and the
+    paired test (``paired_verdict``), which is the verdict when every run is in a pair
+    (otherwise Welch's test over every run follows it)."""
+    groups = pytorch_vs_mlx_groups(runs)
+    headings = comparison_headings(groups)
+    plots = plot_paths if plot_paths is not None else comparison_plot_paths(groups)
+    lines = []
+    for key, g in groups.items():
+        lines += [f"## {headings[key]}", "",
+                  "| framework | runs | seeds | test acc, mean ± std (points) | min | max | train time, mean "
+                  "| train images/s | code | hardware | runs in |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|",
+                  _framework_row("pytorch", g["pytorch"]), _framework_row("mlx", g["mlx"])]  # fmt: skip
+        if not all(has_split_times(r) for r in _group_runs(g)):
+            lines += ["", OLD_TIME_NOTE]
+        accs = {fw: [r["test_accuracy"] for r in g[fw]] for fw in ("pytorch", "mlx")}
+        curves = f"Curves of every run: `{plots[key].as_posix()}`."
+        pairs = paired_runs(g)
+        if not pairs:
+            lines += ["", f"MLX minus PyTorch, test accuracy: {gap_verdict(accs['pytorch'], accs['mlx'])}. {curves}"]
+        else:
+            paired = paired_verdict([t["test_accuracy"] for t, _ in pairs], [m["test_accuracy"] for _, m in pairs])
+            lines += ["", *_paired_lines(pairs), ""]
+            if 2 * len(pairs) == len(_group_runs(g)):  # every run is in a pair: the paired test is the verdict
+                lines.append(f"MLX minus PyTorch, test accuracy, paired: {paired}. {curves}")
+            else:
+                unpaired = len(_group_runs(g)) - 2 * len(pairs)
+                lines += [f"Paired, the {len(pairs)} pair{'s' * (len(pairs) > 1)} above: {paired}.", "",
+                          f"MLX minus PyTorch, test accuracy, every run of the table taken as an independent sample "
+                          f"({unpaired} of them in no pair): {gap_verdict(accs['pytorch'], accs['mlx'])}. "
+                          f"{curves}"]  # fmt: skip
+        lines += ["", "| class | PyTorch, mean | MLX, mean | MLX - PyTorch |", "|---|---|---|---|"]
+        for c in g["pytorch"][0]["per_class_accuracy"]:
+            pt = mean_std([r["per_class_accuracy"][c] for r in g["pytorch"]])[0]
+            ml = mean_std([r["per_class_accuracy"][c] for r in g["mlx"]])[0]
+            lines.append(f"| {c} | {_pct(pt)} | {_pct(ml)} | {100 * (ml - pt):+.2f} |")
+        lines.append("")
+    return lines
