@@ -15,7 +15,7 @@ from cifar_lightning.core.datasets import DATASETS, PARTIAL_DATA_ENV
 
 
 def pytest_configure(config):
-    """MLX's CPU build on Linux is ~10x slower with its own BLAS: start the test run again,
+    """MLX's CPU build on Linux is ~12x slower with its own BLAS: start the test run again,
     once, with OpenBLAS preloaded (cifar_lightning.core.blas; CIFAR_FAST_BLAS=0 keeps MLX's
     own). pytest's output capture is stopped first, so the new run prints to the terminal."""
     env = blas.restart_environment()

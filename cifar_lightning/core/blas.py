@@ -1,8 +1,8 @@
 """A fast BLAS for MLX's CPU build on Linux, without root (standard library only).
 
-``mlx[cpu]`` on Linux links a reference BLAS: a SmallCNN training step at batch 128 runs
-at about 12 images/s on a 2-core x86-64 CPU, against about 136 with OpenBLAS
-(``runs/blas-benchmark.txt``). BLAS cannot be swapped inside a running process, so a
+``mlx[cpu]`` on Linux links a reference BLAS: a SmallCNN training step runs at 12.3
+images/s on a 2-core x86-64 CPU, against 147.4 with OpenBLAS (``scripts/benchmark.py
+--cases mlx``, ``runs/benchmarks.json``). BLAS cannot be swapped inside a running process, so a
 process that wants the fast one starts again with OpenBLAS preloaded (``LD_PRELOAD``),
 which MLX's calls to ``cblas_sgemm`` and the like then resolve to.
 
@@ -146,5 +146,5 @@ def slow_blas_warning() -> str | None:
         return None
     if os.environ.get(SWITCH) == "0":
         return None  # asked for on purpose
-    return ("warning: MLX runs on this CPU with its reference BLAS, about 10x slower than with OpenBLAS: "
+    return ("warning: MLX runs on this CPU with its reference BLAS, about 12x slower than with OpenBLAS: "
             "pip install cmeel-openblas (x86-64 Linux) or apt-get install libopenblas0-pthread")  # fmt: skip
