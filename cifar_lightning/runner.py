@@ -65,19 +65,17 @@ def make_datamodule(args: argparse.Namespace, recipe):
 
 def quiet_lightning() -> None:
     """Keep out of a run's output what Lightning prints on every run that is no news here:
-    its cloud-logging tip, "exists and is not empty" about the run folder this script
-    made itself (it holds checkpoints/initial.pt; a resumed run's history is kept by
-    ``keep_history``), and a deprecation inside Lightning's own pytree helper. Real
-    problems still print."""
+    its information lines (seed, GPU/TPU availability, its cloud-logging tip, "fit stopped",
+    its own Ctrl-C line: the script prints what trains where and how a run ended),
+    "exists and is not empty" about the run folder this script made itself (it holds
+    checkpoints/initial.pt; a resumed run's history is kept by ``keep_history``), and a
+    deprecation inside Lightning's own pytree helper. Warnings about real problems still
+    print."""
     import logging
     import warnings
 
-    class NoTips(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip")
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(NoTips())
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for message in (r"Checkpoint directory .* exists and is not empty", r"Experiment logs directory .* exists and is not empty",
                     r".*isinstance\(treespec, LeafSpec\)"):  # fmt: skip
         warnings.filterwarnings("ignore", message=message)
@@ -153,6 +151,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     from .core.run_folder import announce_to_ddp_workers, ddp_worker_folder, interrupted, keep_history, read_rows
     from .core.weights import load_into_torch
 
+    quiet_lightning()
     L.seed_everything(recipe.seed, workers=True)
     module = CIFARClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
                              model_kwargs=model_kwargs(args), channels_last=args.channels_last, compile=args.compile,
@@ -172,7 +171,6 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
 
     steps = planned_steps(args, recipe, dm)
     book = RunBook(settings)
-    quiet_lightning()
     # one file, checkpoints/last.ckpt, replaced at every epoch's end (no epochNNN.ckpt beside it)
     last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)
     callbacks = [last, book]

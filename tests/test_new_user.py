@@ -50,10 +50,12 @@ def quiet_run(script: str, data: Path, out: Path, *flags: str) -> str:
                         "--model", "small_cnn", "--epochs", "1", "--batch-size", "50", "--train-subset", "100",
                         "--output-dir", str(out), *flags], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("training small_cnn (573,194 parameters) on cpu"), r.stdout[:500]  # its first line
     return r.stdout + r.stderr
 
 
-NOISE = ("litlogger", "exists and is not empty", "LeafSpec", "Total Flops", "weights_only", "Warning", "warning:")
+NOISE = ("litlogger", "exists and is not empty", "LeafSpec", "Total Flops", "weights_only", "Warning", "warning:",
+         "GPU available", "Seed set")
 
 
 def test_a_run_prints_nothing_that_looks_like_a_problem(cifar10_dir, tmp_path):
