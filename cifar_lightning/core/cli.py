@@ -28,8 +28,8 @@ def common_parser(description: str) -> argparse.ArgumentParser:
                    help="training epochs, may be fractional (default: the model's recipe: 20 small_cnn, "
                         "40 resnet18, 9.9 fast)")  # fmt: skip
     p.add_argument("--batch-size", type=int,
-                   help="training images per process per optimizer step; with N processes the step "
-                        "sees N times as many (default: the model's recipe: 128 small_cnn, 64 resnet18, 1024 fast)")  # fmt: skip
+                   help="training images per process per optimizer step; with N processes (fit.py's "
+                        "--devices) the step sees N times as many (default: the model's recipe: 128 small_cnn, 64 resnet18, 1024 fast)")  # fmt: skip
     p.add_argument("--lr", type=float,
                    help="peak learning rate in the recipe's units: per optimizer step for small_cnn (0.05) and "
                         "resnet18 (0.1); per 1024 examples of summed loss for fast (11.5, airbench94's unit) "
@@ -56,7 +56,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="let --output-dir replace a finished run")
     p.add_argument("--resume", metavar="CKPT", help="continue an interrupted run from its checkpoint, in its folder (default: a new run)")
     p.add_argument("--weights", metavar="PATH", help="start from weights saved by either framework, e.g. another run's "
-                                                            "checkpoints/initial.pt (default: a fresh initialisation "
+                                                            "checkpoints/initial.pt or initial.npz (default: a fresh initialisation "
                                                             "from --seed)")
     p.add_argument("--test-only", action="store_true", help="evaluate --weights on the test set, no training")
     p.add_argument("--no-tta", action="store_true",
