@@ -211,8 +211,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
             raise
         if trainer.global_rank != 0:
             raise SystemExit(130) from None
-        last = None if args.test_only else book.last_checkpoint(trainer)
-        interrupted(out, "fit.py", args.argv, last, new_folder=not args.resume)
+        interrupted(out, "fit.py", args, book.last_checkpoint(trainer))
     if trainer.global_rank != 0:
         return {}
     if resumed is not None:  # after the test: the CSV logger rewrites the file when its columns grow

@@ -147,8 +147,7 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
         test = trainer.test(module, dm, verbose=False)
         test_time = time.perf_counter() - test_start
     except KeyboardInterrupt:
-        last = None if args.test_only else trainer.last_checkpoint
-        interrupted(out, "fit_mlx.py", args.argv, last, new_folder=not args.resume)
+        interrupted(out, "fit_mlx.py", args, trainer.last_checkpoint)
     args.extra_hparams = {"device": device, **model_kwargs(args)}
     from cifar_lightning.core.provenance import mlx_numerics, single_process
 

@@ -164,14 +164,16 @@ EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 
 RUN_OUTPUTS = (*RUN_FILES, "hparams.yaml", "curves.png", "confusion.png")  # what a run writes into its folder
 
 
-def interrupted(folder: Path, script: str, argv: list[str], last_checkpoint, new_folder: bool) -> None:
-    """After Ctrl-C: print the command that resumes from `last_checkpoint`; with nothing to
-    resume, remove what the run wrote into its `new_folder` (not a resumed run's), so no
-    half-made run is left behind. Then exit with status 130, in both frameworks."""
-    if last_checkpoint and Path(last_checkpoint).is_file():
-        print(f"\ninterrupted; resume with:\n  {resume_command(script, argv, last_checkpoint)}", file=sys.stderr, flush=True)
+def interrupted(folder: Path, script: str, args: argparse.Namespace, last_checkpoint) -> None:
+    """After Ctrl-C: print the command that resumes from `last_checkpoint` (a training run's);
+    with nothing to resume (an evaluation, or no checkpoint yet), remove what the run wrote
+    into its folder unless it continues an earlier run (--resume), so no half-made run is
+    left behind. Then exit with status 130, in both frameworks."""
+    if not args.test_only and last_checkpoint and Path(last_checkpoint).is_file():
+        print(f"\ninterrupted; resume with:\n  {resume_command(script, args.argv, last_checkpoint)}", file=sys.stderr,
+              flush=True)  # fmt: skip
     else:
-        if new_folder:
+        if not args.resume:
             discard_run_outputs(folder)
         print("\ninterrupted before the first checkpoint: nothing to resume, nothing kept", file=sys.stderr, flush=True)
     raise SystemExit(EXIT_INTERRUPTED)
