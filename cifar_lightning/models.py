@@ -92,9 +92,16 @@ class ConvGroup(nn.Module):
 
 
 class FastNet(nn.Module):
-    """airbench94's net. Call ``cifar_lightning.fast.init_whitening`` before training."""
+    """airbench94's net. Call ``cifar_lightning.fast.init_whitening`` before training.
 
-    def __init__(self, num_classes: int = 10):
+    Args:
+        logit_scale: the head's output is multiplied by this (airbench94: 1/9;
+            airbench94_muon: 1/256, one over the head's input features).
+        head_std: None keeps torch.nn.Linear's initialisation of the head; a number rescales
+            the head's weight to that standard deviation (airbench94_muon: 1.0).
+    """
+
+    def __init__(self, num_classes: int = 10, logit_scale: float = FAST["logit_scale"], head_std: float | None = None):
         super().__init__()
         self.whiten = nn.Conv2d(3, FAST["whiten_width"], FAST["whiten_kernel"])
         self.whiten.weight.requires_grad_(False)
@@ -104,11 +111,15 @@ class FastNet(nn.Module):
             setattr(self, f"block{i}", ConvGroup(c_in, width))
             c_in = width
         self.head = nn.Linear(c_in, num_classes, bias=False)
+        if head_std is not None:
+            with torch.no_grad():
+                self.head.weight.mul_(head_std / self.head.weight.std())
+        self.logit_scale = logit_scale
         self.act, self.pool = nn.GELU(), nn.MaxPool2d(3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.act(self.whiten(x)))))
-        return self.head(self.pool(x).flatten(1)) * FAST["logit_scale"]
+        return self.head(self.pool(x).flatten(1)) * self.logit_scale
 
 
 _BUILDERS = {"small_cnn": SmallCNN, "resnet18": ResNet18, "fast": FastNet}

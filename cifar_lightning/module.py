@@ -13,8 +13,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from .fast import tta_logits
 from .models import build_model
 from .core.plain import to_plain
-from .core.recipes import Recipe, lr_factor_linear, module_recipe, sgd_args, total_steps
-from .core.spec import is_norm_bias
+from .core.recipes import (Recipe, cycles_momentum, module_recipe, optimizer_parts, part_lr_at, route_parameters,
+                           total_steps)  # fmt: skip
+from .optim import Muon
 
 
 class CIFARClassifier(L.LightningModule):
@@ -89,7 +90,8 @@ class CIFARClassifier(L.LightningModule):
         self.save_hyperparameters({k: to_plain(v, k) for k, v in hparams.items()})
         self.recipe = module_recipe(name, self.hparams.recipe, own)
         self.epochs = epochs
-        self.model = model if own else build_model(model, num_classes, **(model_kwargs or {}))
+        kwargs = {**self.recipe.model_kwargs, **(model_kwargs or {})}  # e.g. fast_muon's head scale
+        self.model = model if own else build_model(model, num_classes, **kwargs)
         # NHWC convolutions: 1.32x faster training of the fast net on a 2-core CPU (runs/benchmarks.json)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.model.to(memory_format=self.memory_format)
@@ -189,24 +191,54 @@ class CIFARClassifier(L.LightningModule):
         return (tta_logits(self, images) if self.recipe.tta else self(images)).argmax(dim=1)
 
     def param_groups(self) -> list[dict]:
-        """torch SGD groups from ``recipes.sgd_args``: BatchNorm biases may learn
-        `bias_lr_scale` times faster with the same per-step weight decay (lr x weight_decay
-        is what shrinks a weight)."""
-        args = sgd_args(self.recipe, self.examples_per_step())
-        named = list(self.model.named_parameters())
-        biases = [p for n, p in named if p.requires_grad and is_norm_bias(n)]
-        others = [p for n, p in named if p.requires_grad and not is_norm_bias(n)]
-        groups = [{"params": others, "lr": args.lr, "weight_decay": args.weight_decay}]
-        if biases and self.recipe.bias_lr_scale != 1:
-            groups.append({"params": biases, "lr": args.bias_lr, "weight_decay": args.bias_weight_decay})
-        else:
-            groups[0]["params"] = others + biases
+        """One torch param group per optimiser part of the recipe (``recipes.optimizer_parts``,
+        in torch's units for the images of one optimizer step), holding the trainable
+        parameters ``recipes.route_parameters`` gives it; parts that own none are left out.
+        With the flat SGD fields: the base group, then the BatchNorm biases when they learn
+        `bias_lr_scale` times faster with the same per-step decay (lr x weight_decay)."""
+        parts = optimizer_parts(self.recipe, self.examples_per_step())
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        # the whitening bias trains in the first epochs only and is unfrozen in on_train_epoch_start
+        whiten = getattr(self.model, "whiten", None)
+        frozen_bias = whiten is not None and whiten.bias is not None and not whiten.bias.requires_grad
+        if frozen_bias and self.recipe.whiten_bias_epochs:
+            named.append(("whiten.bias", whiten.bias))
+        owner = route_parameters({n: p.ndim for n, p in named}, parts)
+        groups = []
+        for i, part in enumerate(parts):
+            params = [p for n, p in named if owner[n] == i]
+            if not params:
+                continue
+            group = {"params": params, "lr": part.lr, "weight_decay": part.weight_decay, "part": i}
+            if part.kind == "adamw":
+                group.update(betas=(part.momentum, part.beta2), eps=part.eps)
+            else:
+                group.update(momentum=part.momentum, nesterov=part.nesterov)
+            if part.kind == "muon":
+                group.update(muon=True, ns_steps=part.ns_steps, ns_dtype=part.ns_dtype)
+            groups.append(group)
         return groups
 
-    def make_optimizer(self) -> torch.optim.SGD:
-        """The recipe's SGD over ``param_groups()``, at the schedule's peak learning rate."""
-        args = sgd_args(self.recipe, self.examples_per_step())
-        return torch.optim.SGD(self.param_groups(), lr=args.lr, momentum=args.momentum, nesterov=args.nesterov)
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        """The recipe's optimiser over ``param_groups()``, at each part's peak learning rate:
+        ``torch.optim.SGD`` or ``torch.optim.AdamW`` when every part is of that kind,
+        ``cifar_lightning.optim.Muon`` (Muon groups beside SGD groups) for Muon."""
+        groups = self.param_groups()
+        kinds = {optimizer_parts(self.recipe)[g["part"]].kind for g in groups}
+        if kinds == {"sgd"}:
+            return torch.optim.SGD(groups, lr=groups[0]["lr"])
+        if kinds == {"adamw"}:
+            return torch.optim.AdamW(groups, lr=groups[0]["lr"])
+        if kinds <= {"muon", "sgd"}:
+            return Muon(groups)
+        raise ValueError(f"optimizers {sorted(kinds)} in one recipe: expected SGD, AdamW, or Muon with SGD")
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch of the trainer's training loader (the loader is set up if needed)."""
+        t = self.trainer
+        if not math.isfinite(t.num_training_batches):  # max_epochs=-1: the loader is not set up yet
+            t.fit_loop.setup_data()
+        return math.ceil(t.num_training_batches / t.accumulate_grad_batches)
 
     def total_training_steps(self) -> int:
         """Optimizer steps of the whole run, as one process counts them: the trainer's
@@ -220,10 +252,7 @@ class CIFARClassifier(L.LightningModule):
                                  "give the Trainer max_epochs or max_steps")  # fmt: skip
             planned = int(planned)
             if self.epochs is not None:
-                if not math.isfinite(t.num_training_batches):  # max_epochs=-1: the loader is not set up yet
-                    t.fit_loop.setup_data()
-                per_epoch = math.ceil(t.num_training_batches / t.accumulate_grad_batches)
-                planned = min(planned, total_steps(self.epochs, per_epoch))
+                planned = min(planned, total_steps(self.epochs, self.steps_per_epoch()))
             if planned < 1:
                 raise ValueError(f"the trainer plans {planned} optimizer steps: nothing to train")
             self._total_steps = planned
@@ -259,20 +288,28 @@ class CIFARClassifier(L.LightningModule):
         optimizer = self.make_optimizer()
         self._total_steps = None  # the trainer's plan, read afresh for each fit
         total = self.total_training_steps()
-        if r.schedule == "onecycle":
+        parts = optimizer_parts(r)
+        own_schedules = any(parts[g["part"]].decay_epochs for g in optimizer.param_groups)
+        if r.schedule == "onecycle" and not own_schedules:
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
                 max_lr=[g["lr"] for g in optimizer.param_groups],
                 total_steps=total,
                 pct_start=r.pct_start,
                 anneal_strategy="cos",
-                cycle_momentum=r.cycle_momentum,
+                cycle_momentum=cycles_momentum(r) and isinstance(optimizer, torch.optim.SGD),
                 base_momentum=r.base_momentum,
                 max_momentum=r.max_momentum,
                 div_factor=r.div_factor,
                 final_div_factor=r.final_div_factor,
             )
-        else:
-            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor_linear(r, step, total))
+        else:  # each group's rate from the neutral schedule, as a factor of its peak
+            per_epoch = self.steps_per_epoch() if own_schedules else 0  # only a part's own schedule needs it
+
+            def factor(part):
+                return lambda step: part_lr_at(r, part, step, total, per_epoch) / part.lr if part.lr else 0.0
+
+            factors = [factor(parts[g["part"]]) for g in optimizer.param_groups]
+            scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factors)
         # "interval": "step" -- the default ("epoch") would silently stretch the cycle 100-fold
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -127,9 +127,10 @@ class ConvGroup(nn.Module):
 
 
 class FastNet(nn.Module):
-    """airbench94's net; its whitening filters come from ``init_whitening`` or converted weights."""
+    """airbench94's net; its whitening filters come from ``init_whitening`` or converted weights.
+    `logit_scale` and `head_std` as in ``cifar_lightning.models.FastNet``."""
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, logit_scale: float = FAST["logit_scale"], head_std: float | None = None):
         super().__init__()
         k, width = FAST["whiten_kernel"], FAST["whiten_width"]
         self.whiten = nn.Conv2d(3, width, k, bias=True)
@@ -140,11 +141,15 @@ class FastNet(nn.Module):
             setattr(self, f"block{i}", ConvGroup(c_in, w))
             c_in = w
         self.head = nn.Linear(c_in, num_classes, bias=False)
+        if head_std is not None:  # torch's Tensor.std: the unbiased estimate
+            w = self.head.weight
+            self.head.weight = w * (head_std / mx.sqrt(mx.var(w, ddof=1)))
+        self._logit_scale = logit_scale  # underscore: not a parameter
         self.pool = MaxPool2d(3)
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.block3(self.block2(self.block1(nn.gelu(self.whiten(x)))))
-        return self.head(self.pool(x).reshape(x.shape[0], -1)) * FAST["logit_scale"]
+        return self.head(self.pool(x).reshape(x.shape[0], -1)) * self._logit_scale
 
 
 def init_whitening(model: FastNet, images_nchw) -> None:

@@ -63,7 +63,8 @@ class MLXClassifier:
         name = model if isinstance(model, str) else type(model).__name__
         self.hparams = {"model": name, "num_classes": num_classes, "recipe": recipe, "class_names": class_names}
         self.recipe = module_recipe(name, recipe, own_model=not isinstance(model, str))
-        self.model = build_model(model, num_classes, **(model_kwargs or {})) if isinstance(model, str) else model
+        kwargs = {**self.recipe.model_kwargs, **(model_kwargs or {})}  # e.g. fast_muon's head scale
+        self.model = build_model(model, num_classes, **kwargs) if isinstance(model, str) else model
         self.trainer = None
         self._logged: dict[str, mx.array] = {}
 
@@ -103,8 +104,10 @@ class MLXClassifier:
         return self.test_step(batch, batch_idx).argmax(axis=1)
 
     def configure_optimizers(self):
-        """SGD whose learning rate (and momentum, when the recipe cycles it) follow the recipe."""
-        return recipe_optimizer(self.recipe, self.trainer.total_steps)
+        """The recipe's optimisers (SGD, AdamW, Muon), each part's learning rate (and SGD's
+        momentum, when the recipe cycles it) following the recipe, as torch's do."""
+        t = self.trainer
+        return recipe_optimizer(self.recipe, t.total_steps, t.steps_per_epoch, self.model)
 
     # Lightning-style epoch hook: the fast recipe trains the whitening bias for a few epochs only
     def on_train_epoch_start(self) -> bool:

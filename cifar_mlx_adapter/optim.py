@@ -1,12 +1,18 @@
-"""MLX optimisers that follow torch's SGD and the recipe's schedules step for step."""
+"""MLX optimisers that follow torch's step for step: SGD, AdamW and Muon, one per recipe part."""
 
 from __future__ import annotations
 
 import mlx.core as mx
+import mlx.nn as nn
 import mlx.optimizers as optim
+from mlx.utils import tree_flatten
 
-from cifar_lightning.core.recipes import Recipe, lr_at, momentum_at, sgd_args
-from cifar_lightning.core.spec import is_norm_bias
+from cifar_lightning.core.recipes import (OptimizerPart, Recipe, cycles_momentum, momentum_at, optimizer_parts,
+                                          part_lr_at, route_parameters)  # fmt: skip
+
+# Newton-Schulz coefficients (a, b, c) of airbench94_muon.py's zeropower_via_newtonschulz5
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+_DTYPES = {"bfloat16": mx.bfloat16, "float32": mx.float32}
 
 
 class SGD(optim.Optimizer):
@@ -32,6 +38,51 @@ class SGD(optim.Optimizer):
         return parameter - self.learning_rate.astype(gradient.dtype) * update
 
 
+def newton_schulz(g: mx.array, steps: int = 3, dtype: str = "bfloat16", eps: float = 1e-7) -> mx.array:
+    """As ``cifar_lightning.optim.newton_schulz``: X = g / (|g|_F + eps) in `dtype`, transposed
+    when taller than wide, then `steps` times X <- a X + (b A + c A^2) X, A = X X^T.
+    g is 2-D; the result has g's shape, in `dtype`."""
+    a, b, c = NS_COEFFICIENTS
+    x = g.astype(_DTYPES[dtype])
+    x = x / (mx.sqrt(mx.sum(mx.square(x))) + eps)
+    tall = g.shape[0] > g.shape[1]
+    if tall:
+        x = x.T
+    for _ in range(steps):
+        A = x @ x.T
+        x = a * x + (b * A + c * (A @ A)) @ x
+    return x.T if tall else x
+
+
+class Muon(optim.Optimizer):
+    """airbench94_muon.py's Muon, as ``cifar_lightning.optim.Muon``'s Muon groups: buf = m buf
+    + g; g' = g + m buf (Nesterov) or buf; p <- p sqrt(out) / |p|_F; p <- p - lr NS(g'
+    reshaped (out, -1)). Unlike mlx.optimizers.Muon it rescales the filters, runs
+    Newton-Schulz in `ns_dtype` and has no weight decay.
+
+    MLX keeps conv filters as (out, kh, kw, in), torch as (out, in, kh, kw): the rows are
+    the same filters, the columns a permutation, which Newton-Schulz commutes with
+    (X P (X P)^T = X X^T), so both frameworks take the same step up to rounding."""
+
+    def __init__(self, learning_rate, momentum: float, nesterov: bool = True, ns_steps: int = 3,
+                 ns_dtype: str = "bfloat16"):  # fmt: skip
+        super().__init__()
+        self._maybe_schedule("learning_rate", learning_rate)
+        self.momentum, self.nesterov, self.ns_steps, self.ns_dtype = momentum, nesterov, ns_steps, ns_dtype
+
+    def init_single(self, parameter: mx.array, state: dict):
+        state["v"] = mx.zeros_like(parameter)
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict):
+        v = self.momentum * state["v"] + gradient
+        state["v"] = v
+        g = gradient + self.momentum * v if self.nesterov else v
+        out = parameter.shape[0]
+        parameter = parameter * (out**0.5 / mx.sqrt(mx.sum(mx.square(parameter))))
+        update = newton_schulz(g.reshape(out, -1), self.ns_steps, self.ns_dtype).reshape(g.shape)
+        return parameter - self.learning_rate.astype(parameter.dtype) * update.astype(parameter.dtype)
+
+
 def schedule_table(values: list[float]):
     """A schedule as a lookup table (exactly the neutral formula's values, in float32),
     indexable by the optimiser's traced step inside a compiled function."""
@@ -40,19 +91,40 @@ def schedule_table(values: list[float]):
     return lambda step: table[mx.minimum(step, last).astype(mx.int32)]
 
 
-def recipe_optimizer(recipe: Recipe, total_steps: int) -> optim.Optimizer:
-    """SGD following `recipe` for `total_steps` steps; with bias_lr_scale, BatchNorm biases
-    get their own group (lr x scale, weight decay / scale), as torch's param groups do.
-    The arguments come from ``recipes.sgd_args``, as torch's do."""
-    args = sgd_args(recipe)
+def _make(part: OptimizerPart, lr, momentum) -> optim.Optimizer:
+    if part.kind == "sgd":
+        return SGD(lr, momentum, part.weight_decay, part.nesterov)
+    if part.kind == "adamw":  # bias_correction=True: torch's AdamW always corrects; MLX's default does not
+        return optim.AdamW(lr, [part.momentum, part.beta2], part.eps, part.weight_decay, bias_correction=True)
+    return Muon(lr, part.momentum, part.nesterov, part.ns_steps, part.ns_dtype)
+
+
+def trainable_ndims(model: nn.Module) -> dict[str, int]:
+    """{name: number of dimensions} of the model's trainable parameters (torch's names)."""
+    return {name: value.ndim for name, value in tree_flatten(model.trainable_parameters())}
+
+
+def recipe_optimizer(recipe: Recipe, total_steps: int, steps_per_epoch: int, model: nn.Module) -> optim.Optimizer:
+    """The recipe's optimisers (``recipes.optimizer_parts``) over `model`'s trainable
+    parameters, routed by ``recipes.route_parameters`` as torch's param groups are, each
+    part's learning rate (and SGD's momentum, when OneCycle cycles it) a table of the
+    neutral schedule (``recipes.part_lr_at``) over `total_steps` steps.
+
+    One part is that optimiser; several are an ``mlx.optimizers.MultiOptimizer`` holding
+    them last part first (so the first part, the base group, is its fallback and
+    ``optimizers[-1]``; checkpoints of the two-group SGD keep their order)."""
+    parts = optimizer_parts(recipe)
+    ndims = trainable_ndims(model)
+    whiten = getattr(model, "whiten", None)
+    if whiten is not None and recipe.whiten_bias_epochs and "whiten.bias" not in ndims:
+        ndims["whiten.bias"] = 1  # frozen now, trained in the first epochs (on_train_epoch_start)
+    owner = route_parameters(ndims, parts)
     steps = range(total_steps + 1)
-    lrs = [lr_at(recipe, s, total_steps) for s in steps]
-    momenta = [momentum_at(recipe, s, total_steps) for s in steps]
-    momentum = schedule_table(momenta) if recipe.cycle_momentum and recipe.schedule == "onecycle" else args.momentum
-
-    def make(scale: float):
-        return SGD(schedule_table([lr * scale for lr in lrs]), momentum, args.weight_decay / scale, args.nesterov)
-
-    if recipe.bias_lr_scale == 1:
-        return make(1.0)
-    return optim.MultiOptimizer([make(recipe.bias_lr_scale), make(1.0)], [lambda path, _: is_norm_bias(path)])
+    momentum = schedule_table([momentum_at(recipe, s, total_steps) for s in steps]) if cycles_momentum(recipe) else None
+    made = [_make(p, schedule_table([part_lr_at(recipe, p, s, total_steps, steps_per_epoch) for s in steps]),
+                  momentum if momentum is not None else p.momentum) for p in parts]  # fmt: skip
+    if len(parts) == 1:
+        return made[0]
+    order = list(range(len(parts)))[::-1]
+    filters = [lambda path, _, i=i: owner.get(path) == i for i in order[:-1]]
+    return optim.MultiOptimizer([made[i] for i in order], filters)

@@ -149,6 +149,7 @@ class MLXTrainer:
         self.current_epoch = 0
         self.global_step = 0
         self.total_steps = 0
+        self.steps_per_epoch = 0  # optimizer steps per training epoch, set by fit
         self.should_stop = False
         self.callback_metrics: dict[str, float] = {}
         self.metrics_rows: list[dict] = []
@@ -190,7 +191,7 @@ class MLXTrainer:
     def fit(self, module, datamodule, ckpt_path: str | Path | None = None) -> None:
         module.trainer = self
         loader = self._data(datamodule).loader("train")
-        per_epoch = self._steps_per_epoch(loader)
+        per_epoch = self.steps_per_epoch = self._steps_per_epoch(loader)
         self.total_steps = total_steps(self.max_epochs, per_epoch)
         if self.total_steps < 1:
             raise ValueError(f"the trainer plans {self.total_steps} optimizer steps: nothing to train")

@@ -255,7 +255,7 @@ def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
 
     dm, module = _mlx_setup(data_dir, model, batch_size)
     net = module.model
-    opt = recipe_optimizer(module.recipe, steps)
+    opt = recipe_optimizer(module.recipe, steps, steps, net)
     loss_and_grad = nn.value_and_grad(net, lambda x, y: module.loss(net(x), y))
     state = [net.state, opt.state, mx.random.state]  # without the random state, dropout's mask is frozen
 

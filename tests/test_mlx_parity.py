@@ -90,7 +90,7 @@ def torch_step(t, x, y, steps):
 
 def mlx_steps(m, batches, total):
     class T:
-        total_steps = total
+        total_steps = steps_per_epoch = total
 
     m.trainer = T()
     optimizer = m.configure_optimizers()
@@ -140,7 +140,7 @@ def test_onecycle_lr_and_momentum_per_step_equal_torch():
     t._trainer = FakeTrainer()
     config = t.configure_optimizers()
     opt, sched = config["optimizer"], config["lr_scheduler"]["scheduler"]
-    mopt = recipe_optimizer(recipe, total)
+    mopt = recipe_optimizer(recipe, total, total, MLXClassifier("small_cnn", 10).model)
     param = {"w": mx.zeros((1,))}
     for step in range(total):
         new = mopt.apply_gradients({"w": mx.zeros((1,))}, param)  # runs the schedule for this step

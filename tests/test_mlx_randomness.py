@@ -25,7 +25,7 @@ WIDTH = 20_000  # elements per mask: the keep rate's binomial standard error is 
 def compiled_step(module, total_steps=10):
     """The trainer's compiled training step for `module`, as MLXTrainer.fit builds it."""
     trainer = MLXTrainer(enable_progress_bar=False, enable_checkpointing=False)
-    trainer.total_steps = total_steps
+    trainer.total_steps = trainer.steps_per_epoch = total_steps
     module.trainer = trainer
     optimizer = module.configure_optimizers()
     return trainer._compile_step(module, optimizer)

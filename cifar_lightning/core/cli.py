@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .datasets import DATASETS
 from .errors import CIFARError, NonFiniteLossError, UsageError
+from .recipes import OPTIMIZER_KINDS
 from .spec import MODEL_NAMES
 
 EXIT_USAGE = 2  # bad input: nothing was trained
@@ -24,23 +25,34 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="which CIFAR (default: cifar10)")
     p.add_argument("--model", default="small_cnn", choices=MODEL_NAMES,
                    help="the network, trained with its own recipe (default: small_cnn)")  # fmt: skip
+    p.add_argument("--optimizer", choices=OPTIMIZER_KINDS,
+                   help="sgd: every model's own recipe; adamw: AdamW on every parameter at torch.optim.AdamW's "
+                        "defaults (lr 1e-3 per step at the schedule's peak, betas 0.9/0.999, decoupled weight "
+                        "decay 1e-2) under the model's schedule, for any model; muon: --model fast only, "
+                        "airbench94_muon's recipe (Muon lr 0.24 per step on the conv filters, Nesterov SGD on "
+                        "the rest, batch 2000, 8 epochs) (default: sgd)")  # fmt: skip
+    p.add_argument("--muon-dtype", choices=("bfloat16", "float32"),
+                   help="the dtype of Muon's Newton-Schulz iterations (default: bfloat16, as published)")
     p.add_argument("--epochs", type=float,
                    help="training epochs, may be fractional (default: the model's recipe: 20 small_cnn, "
-                        "40 resnet18, 9.9 fast)")  # fmt: skip
+                        "40 resnet18, 9.9 fast, 8 fast with --optimizer muon)")  # fmt: skip
     p.add_argument("--batch-size", type=int,
                    help="training images per process per optimizer step; with N processes (fit.py's "
-                        "--devices) the step sees N times as many (default: the model's recipe: 128 small_cnn, 64 resnet18, 1024 fast)")  # fmt: skip
+                        "--devices) the step sees N times as many (default: the model's recipe: 128 small_cnn, 64 resnet18, 1024 fast, "
+                        "2000 fast with --optimizer muon)")  # fmt: skip
     p.add_argument("--lr", type=float,
                    help="peak learning rate in the recipe's units: per optimizer step for small_cnn (0.05) and "
-                        "resnet18 (0.1); per 1024 examples of summed loss for fast (11.5, airbench94's unit) "
-                        "(default: the model's recipe)")  # fmt: skip
+                        "resnet18 (0.1) and for --optimizer adamw (1e-3); per 1024 examples of summed loss for "
+                        "fast (11.5, airbench94's unit); not for --optimizer muon, whose four optimisers have "
+                        "their own (default: the recipe's)")  # fmt: skip
     p.add_argument("--momentum", type=float,
-                   help="SGD momentum in [0, 1), for fast only (default: 0.85); small_cnn and resnet18 "
-                        "cycle it 0.95 -> 0.85 -> 0.95 with their OneCycle schedule")  # fmt: skip
+                   help="SGD momentum in [0, 1), for fast only (default: 0.85), or AdamW's beta1 (default: "
+                        "0.9); small_cnn and resnet18 with SGD cycle it 0.95 -> 0.85 -> 0.95 with OneCycle")  # fmt: skip
     p.add_argument("--weight-decay", type=float,
                    help="weight decay in the recipe's units: L2, as torch's SGD takes it, for small_cnn and "
                         "resnet18 (5e-4); per 1024 examples and decoupled from --lr for fast (0.0153), so the "
-                        "per-step shrink grows with --batch-size (default: the model's recipe)")  # fmt: skip
+                        "per-step shrink grows with --batch-size; decoupled, as torch's AdamW takes it, for "
+                        "--optimizer adamw (1e-2) (default: the recipe's)")  # fmt: skip
     p.add_argument("--seed", type=int, help="seed of initialisation, data order, augmentation and dropout "
                                             "(default: the model's recipe: 1111 small_cnn and resnet18, "
                                             "0 fast)")  # fmt: skip

@@ -17,15 +17,22 @@ EXECUTION_KEYS = {"precision", "channels_last", "device", "total_steps"}
 MISSING = object()
 
 
-def recipe_as_logged(model: str, hyperparameters: dict) -> dict:
-    """The model's recipe (``recipes.get_recipe(model).to_dict()``) as a run's log records
-    it. A log without ``units`` predates that field (commit fc0dacc), when recipes were
-    written in torch's units: a recipe in other units is compared in torch's (lr and weight
-    decay from ``recipes.sgd_args``). ValueError for an unknown model."""
+def run_recipe(run: dict) -> str:
+    """The name in ``RECIPES`` of the recipe a run trained with ("fast", "fast_muon", ...):
+    recorded as ``hyperparameters.recipe``; logs older than that field trained their model's own."""
+    return run["hyperparameters"].get("recipe") or run["model"]
+
+
+def recipe_as_logged(name: str, hyperparameters: dict) -> dict:
+    """The recipe `name` (``recipes.get_recipe(name).to_dict()``) as a run's log records
+    it, through JSON (tuples become lists). A log without ``units`` predates that field
+    (commit fc0dacc), when recipes were written in torch's units: a recipe in other units is
+    compared in torch's (lr and weight decay from ``recipes.sgd_args``). ValueError for an
+    unknown recipe."""
     from .recipes import get_recipe, sgd_args
 
-    recipe = get_recipe(model)
-    expected = recipe.to_dict()
+    recipe = get_recipe(name)
+    expected = json.loads(json.dumps(recipe.to_dict()))
     if "units" not in hyperparameters:
         sgd = sgd_args(recipe)
         del expected["units"]
@@ -51,7 +58,7 @@ def recipe_differences(run: dict) -> list[str]:
     out = [] if run["epochs"] else ["an evaluation"]
     if run_status(run) != "finished":
         out.append(f"status {run_status(run)}")
-    expected = recipe_as_logged(run["model"], hp)
+    expected = recipe_as_logged(run_recipe(run), hp)
     for key, wanted in expected.items():
         value = hp.get(key, MISSING)
         if key != "seed" and not _same(value, wanted):
@@ -59,14 +66,14 @@ def recipe_differences(run: dict) -> list[str]:
     if hp.get("val_size", MISSING) != 0:
         out.append(f"val_size {hp.get('val_size', 'not recorded')}")
     out += [f"{key} {hp[key]}" for key in ("train_subset", *RECORDED_SINCE) if hp.get(key)]
-    others = set(hp) - set(expected) - EXECUTION_KEYS - {"val_size", "train_subset", *RECORDED_SINCE}
+    others = set(hp) - set(expected) - EXECUTION_KEYS - {"recipe", "val_size", "train_subset", *RECORDED_SINCE}
     return out + [f"{key} {hp[key]}" for key in sorted(others)]  # e.g. --dropout: another architecture
 
 
-def recipe_runs(runs: list[dict], model: str, dataset: str) -> list[dict]:
-    """The runs of `model`'s recipe itself on the whole training set of `dataset`
+def recipe_runs(runs: list[dict], recipe: str, dataset: str) -> list[dict]:
+    """The runs of the recipe `recipe` itself on the whole training set of `dataset`
     (``recipe_differences`` empty), in the order given."""
-    return [r for r in runs if r["model"] == model and r["dataset"] == dataset and not recipe_differences(r)]
+    return [r for r in runs if run_recipe(r) == recipe and r["dataset"] == dataset and not recipe_differences(r)]
 
 
 def _configuration(run: dict) -> tuple:

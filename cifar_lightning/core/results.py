@@ -94,13 +94,13 @@ def targets_section(runs: list[dict]) -> list[str]:
              "(`RECIPES`), on the full training set (`--val-size 0`, no `--train-subset`, no `--limit-*-batches`), "
              "one run per seed. Code: the commit the counted runs were trained at (\"+changes\": with uncommitted "
              "changes); later commits may train the recipe differently.", "",
-             "| model | dataset | target | source | framework | runs | mean | best | met (mean) | code | hardware |",
+             "| recipe | dataset | target | source | framework | runs | mean | best | met (mean) | code | hardware |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for t in TARGETS:
         by_fw: dict[str, list[dict]] = {}
-        for r in recipe_runs(runs, t.model, t.dataset):
+        for r in recipe_runs(runs, t.recipe, t.dataset):
             by_fw.setdefault(r["framework"], []).append(r)
-        head = f"| {t.model} | {t.dataset} | {_pct(t.accuracy)} | {t.source}"
+        head = f"| {t.recipe} | {t.dataset} | {_pct(t.accuracy)} | {t.source}"
         if not by_fw:
             lines.append(f"{head} | - | 0 | - | - | no run of the recipe yet | - | - |")
         for fw, rs in sorted(by_fw.items()):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from .cli import recipe_overrides
 from .errors import UsageError
-from .recipes import get_recipe, total_steps
+from .recipes import get_recipe, recipe_name, total_steps
 from .run_folder import choose_run_folder
 
 
@@ -24,7 +25,17 @@ def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int
 
     Checks the flags that need the data's size (--val-size, --train-subset, --batch-size
     per process) before the run folder is made, so bad input leaves nothing behind."""
-    recipe = get_recipe(args.model).with_overrides(**recipe_overrides(args))
+    try:
+        recipe = get_recipe(args.model, args.optimizer).with_overrides(**recipe_overrides(args))
+    except ValueError as e:  # no such recipe, or a flag a recipe of several optimisers cannot take
+        raise UsageError(str(e)) from None
+    if args.muon_dtype:
+        parts = recipe.optimizers
+        if not any(p.kind == "muon" for p in parts):
+            raise UsageError(f"--muon-dtype applies to a recipe with Muon (--model fast --optimizer muon), "
+                             f"not {recipe_name(args.model, args.optimizer)}")  # fmt: skip
+        recipe = replace(recipe, optimizers=tuple(replace(p, ns_dtype=args.muon_dtype) if p.kind == "muon" else p
+                                                  for p in parts))  # fmt: skip
     if args.momentum is not None and recipe.schedule == "onecycle" and recipe.cycle_momentum:
         raise UsageError(f"--momentum has no effect on {args.model}: its OneCycle schedule cycles momentum "
                          f"{recipe.max_momentum} -> {recipe.base_momentum} -> {recipe.max_momentum}")  # fmt: skip
@@ -123,7 +134,8 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
         "dataset": args.dataset,
         "model": args.model,
         "parameters": parameters,
-        "hyperparameters": {**recipe.to_dict(), "val_size": args.val_size, "train_subset": args.train_subset,
+        "hyperparameters": {**recipe.to_dict(), "recipe": recipe_name(args.model, args.optimizer),
+                            "val_size": args.val_size, "train_subset": args.train_subset,
                             "limit_train_batches": args.limit_train_batches,
                             "limit_val_batches": args.limit_val_batches,
                             "limit_test_batches": args.limit_test_batches,

@@ -39,3 +39,21 @@ def check_model_name(name: str) -> str:
 def is_norm_bias(name: str) -> bool:
     """BatchNorm biases of the fast net, which get the recipe's bias_lr_scale (they learn faster)."""
     return ".norm" in name and name.endswith(".bias")
+
+
+# the classifier layer of each model: the head the fast Muon recipe gives its own learning rate
+HEAD_PREFIXES = ("head.", "fc2.", "fc.")  # fast, small_cnn, resnet18
+
+
+def parameter_role(name: str, ndim: int) -> str:
+    """A trainable parameter's role, by which a recipe's optimiser parts choose their
+    parameters (``recipes.OptimizerPart.roles``): "whiten_bias" (the fast net's whitening
+    bias), "norm_bias" (its BatchNorm biases), "head" (the classifier layer), "filters"
+    (any other 4-D convolution weight, in either framework's layout) or "other"."""
+    if name == "whiten.bias":
+        return "whiten_bias"
+    if is_norm_bias(name):
+        return "norm_bias"
+    if name.startswith(HEAD_PREFIXES):
+        return "head"
+    return "filters" if ndim == 4 else "other"
