@@ -91,3 +91,30 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").is_file():
         pytest.skip(f"real CIFAR-10 not found at {SHARED_DATA} (set CIFAR_DATA_DIR to a folder holding cifar-10-batches-py/)")
     return SHARED_DATA
+
+
+def real_cifar10_subset(root: Path, n_train: int = 200, n_test: int = 50) -> Path:
+    """A CIFAR-10 folder holding the first `n_train` real training images (taken evenly from
+    the five training files) and the first `n_test` real test images; skips without the
+    real data. Real images keep gradients large for many steps, where the learnable
+    fixture's are soon near zero."""
+    src = SHARED_DATA / "cifar-10-batches-py"
+    if not (src / "data_batch_1").is_file():
+        pytest.skip(f"real CIFAR-10 not found at {SHARED_DATA} (set CIFAR_DATA_DIR)")
+    info = DATASETS["cifar10"]
+    folder = root / info.folder
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def copy(name, n):
+        with open(src / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        keep = {"data": batch["data"][:n], "labels": batch["labels"][:n], "filenames": batch["filenames"][:n]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(keep, f)
+
+    for name in info.train_files:
+        copy(name, n_train // len(info.train_files))
+    copy(info.test_files[0], n_test)
+    with open(src / info.meta_file, "rb") as f, open(folder / info.meta_file, "wb") as g:
+        g.write(f.read())
+    return root
