@@ -76,7 +76,12 @@ def predict(card: ModelCard, weights: str, images: np.ndarray, names: list[str],
 
     from .runner import check_accelerator, quiet_lightning
 
+    import warnings
+
     quiet_lightning()
+    # the writer needs no batch indices (it writes once, in order): Lightning's note that it
+    # cannot infer them from a loader of whole batches is no news
+    warnings.filterwarnings("ignore", message="Couldn't infer the batch indices")
     module = build_classifier(card, weights, tta)
     writer = CSVPredictionWriter(names, card.class_names, top_k, output)
     loader = torch.utils.data.DataLoader(UInt8Batches(images, batch_size, card.mean, card.std), batch_size=None)

@@ -2,7 +2,7 @@
 frameworks from both frameworks' checkpoints, exports that round-trip, bad inputs in one line.
 
 The real checkpoint is made here, once per session, by scripts/fit.py on real CIFAR-10
-(SmallCNN, 1 epoch of the first 1,000 training images; tests skip without the real data);
+(SmallCNN, 2 epochs of the first 1,000 training images, 40 steps; tests skip without the real data);
 its "test set" is the first 200 real test images (a data folder written in the official
 format). The MLX checkpoint is fit_mlx.py's, continuing from it for 2 steps.
 
@@ -89,7 +89,7 @@ def real(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     data = write_real_cifar(root / "data", 1000, N_TEST)
     common = ["--data-dir", str(data), "--no-download", "--lock-file", "none", "--limit-val-batches", "0"]
-    fit([*common, "--accelerator", "cpu", "--model", "small_cnn", "--epochs", "1", "--batch-size", "100",
+    fit([*common, "--accelerator", "cpu", "--model", "small_cnn", "--epochs", "2", "--batch-size", "50",
          "--output-dir", str(root / "torch")])  # fmt: skip
     fit_mlx([*common, "--cpu", "--weights", str(root / "torch/checkpoints/final.ckpt"), "--epochs", "1",
              "--batch-size", "100", "--train-subset", "200", "--output-dir", str(root / "mlx")])  # fmt: skip
@@ -108,7 +108,7 @@ def predict(*argv):
     return main([str(a) for a in argv])
 
 
-def test_only(real, checkpoint: str, framework: str) -> dict:
+def run_test_only(real, checkpoint: str, framework: str) -> dict:
     """run.json of `--test-only` on the same test images, by the framework's own script."""
     out = real["root"] / f"test-only-{checkpoint}-{framework}"
     if not (out / "run.json").exists():
@@ -137,7 +137,7 @@ def test_predict_csv_matches_test_only(real, tmp_path, checkpoint, framework):
     rows = read_predictions_csv(csv)
     assert [Path(r["input"]).name for r in rows] == [f"{i:04d}.png" for i in range(N_TEST)]
     predicted = np.array([names.index(r["class_1"]) for r in rows])
-    record = test_only(real, checkpoint, framework)
+    record = run_test_only(real, checkpoint, framework)
     labels = real["labels"]
     assert float((predicted == labels).mean()) == pytest.approx(record["test_accuracy"], abs=1e-6)
     per_class = {names[c]: float((predicted[labels == c] == c).mean()) for c in range(10)}
