@@ -6,20 +6,14 @@ The real checkpoint is made here, once per session, by scripts/fit.py on real CI
 its "test set" is the first 200 real test images (a data folder written in the official
 format). The MLX checkpoint is fit_mlx.py's, continuing from it for 2 steps.
 
-Planted faults, each made a test here fail before it was reverted:
-  1. normalisation skipped in the exported graph (UInt8Classifier.forward without the
-     subtraction and division): test_every_export_round_trips[onnx-*] and [torch-export-*]
-     (verification failed: logits differ by > 1, exit 1); the same in the MLX export's
-     logits_function: [mlx-*].
-  2. channels swapped (BGR) in read_image: test_predict_csv_matches_test_only (all four cases,
-     accuracy or per-class accuracy differ).
-  3. class names shifted by one in write_predictions_csv: test_predict_csv_matches_test_only
-     (all four) and test_the_csv_has_the_columns_and_rows_a_user_expects.
-  4. predict_step returning logits instead of probabilities (torch): test_the_csv_has_...
-     (probabilities outside [0, 1]).
-  5. mean and std swapped in the MLX PredictLoader: test_predict_csv_matches_test_only[*-mlx].
-  6. folder errors stopping the whole folder instead of the one file:
-     test_each_bad_input_is_one_line_and_the_others_are_predicted.
+Planted faults, each made the named tests fail before it was reverted:
+  1. normalisation skipped in the exported graph (UInt8Classifier.forward feeding the model
+     raw 0-255 floats; the same in the MLX export's logits_function): every case of
+     test_every_export_round_trips (export.py's verification: logits differ by up to 6.98 and
+     323, accuracy 10% against 20% and 9% against 24.5%; exit status 1, nothing written).
+  2. channels swapped (BGR) in read_image: all four cases of test_predict_csv_matches_test_only.
+  3. class names shifted by one in write_predictions_csv: all four cases of
+     test_predict_csv_matches_test_only.
 """
 
 from __future__ import annotations
