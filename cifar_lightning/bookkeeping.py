@@ -154,3 +154,15 @@ def torch_processes(trainer, batch_size: int) -> dict:
         "batch_size_per_process": batch_size,
         "effective_batch_size": batch_size * world * accumulate,
     }
+
+
+class InferenceRecord(L.Callback):
+    """Writes into every checkpoint (key ``"inference"``) what predicting with it needs: the
+    model, its classes and their names, the dataset and its normalisation
+    (``core.model_card.inference_record``), so predict.py and export.py need no data folder."""
+
+    def __init__(self, record: dict):
+        self.record = record
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        checkpoint["inference"] = self.record

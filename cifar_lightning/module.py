@@ -187,8 +187,13 @@ class CIFARClassifier(L.LightningModule):
         self.test_confusion.reset()
 
     def predict_step(self, batch, batch_idx):
+        """Class probabilities float32 (B, num_classes), each row summing to 1: the softmax of
+        the logits of normalised images (B, 3, 32, 32), or of a batch's first element, with
+        test-time augmentation when the recipe says so (as ``test_step``). A
+        ``BasePredictionWriter`` (``cifar_lightning.predict.CSVPredictionWriter``) writes them."""
         images = batch[0] if isinstance(batch, (list, tuple)) else batch
-        return (tta_logits(self, images) if self.recipe.tta else self(images)).argmax(dim=1)
+        logits = tta_logits(self, images) if self.recipe.tta else self(images)
+        return logits.float().softmax(dim=1)
 
     def param_groups(self) -> list[dict]:
         """One torch param group per optimiser part of the recipe (``recipes.optimizer_parts``,

@@ -173,7 +173,12 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     book = RunBook(settings)
     # one file, checkpoints/last.ckpt, replaced at every epoch's end (no epochNNN.ckpt beside it)
     last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)
-    callbacks = [last, book]
+    from .bookkeeping import InferenceRecord
+    from .core.model_card import inference_record
+
+    architecture = {**recipe.model_kwargs, **model_kwargs(args)}  # e.g. fast_muon's head scale
+    record = inference_record(args.model, dm.num_classes, dm.classes, args.dataset, architecture)
+    callbacks = [last, book, InferenceRecord(record)]
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
     callbacks += list(extra_callbacks)

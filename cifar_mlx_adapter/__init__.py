@@ -3,9 +3,9 @@
 from .convert import load_file, load_weights, mlx_state, mlx_to_torch, torch_to_mlx
 from .models import build_model, count_parameters, init_whitening
 from .module import MLXClassifier
-from .trainer import Callback, MLXTrainer, NonFiniteLossError
+from .trainer import BasePredictionWriter, Callback, MLXTrainer, NonFiniteLossError
 
 __all__ = [
-    "Callback", "MLXClassifier", "MLXTrainer", "NonFiniteLossError", "build_model", "count_parameters",
+    "BasePredictionWriter", "Callback", "MLXClassifier", "MLXTrainer", "NonFiniteLossError", "build_model", "count_parameters",
     "init_whitening", "load_file", "load_weights", "mlx_state", "mlx_to_torch", "torch_to_mlx",
 ]  # fmt: skip

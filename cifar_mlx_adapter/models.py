@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from mlx.utils import tree_flatten
 
 from cifar_lightning.core.spec import FAST, RESNET18, SMALL_CNN, check_model_name
+
+
+def _selection(n: int, kept: int, dtype) -> mx.array:
+    """(n, kept) 0/1 matrix keeping the first `kept` of n positions; built from numpy so a
+    traced graph holds it as a constant (mx.eye is a scatter, which shapeless export refuses)."""
+    return mx.array(np.eye(n, kept, dtype=np.float32)).astype(dtype)
 
 
 class MaxPool2d(nn.Module):
@@ -24,12 +31,27 @@ class MaxPool2d(nn.Module):
         super().__init__()
         self.kernel = kernel
 
+    shapeless = False  # True while exporting (cifar_mlx_adapter.export): see __call__
+
     def __call__(self, x: mx.array) -> mx.array:
-        n, h, w, c = x.shape
+        _, h, w, _ = x.shape
         k = self.kernel
-        h, w = h // k * k, w // k * k  # floor mode, as torch
-        windows = x[:, :h, :w].reshape(n, h // k, k, w // k, k, c).transpose(0, 1, 3, 5, 2, 4)
-        windows = windows.reshape(n, h // k, w // k, c, k * k)  # row-major within the window, as torch
+        # floor mode, as torch: the last rows and columns that fill no window are dropped.
+        # Training slices them off. A shapeless export (mx.export_function(shapeless=True))
+        # must not write the batch size into the graph, which a slice does: there a 0/1
+        # selection matmul drops them, copying the kept values exactly (x * 1 + 0s), at the
+        # cost of a matmul that training need not pay.
+        if h % k and not self.shapeless:
+            x = x[:, : h // k * k]
+        elif h % k:
+            x = (x.transpose(0, 2, 3, 1) @ _selection(h, h // k * k, x.dtype)).transpose(0, 3, 1, 2)
+        if w % k and not self.shapeless:
+            x = x[:, :, : w // k * k]
+        elif w % k:
+            x = (x.transpose(0, 1, 3, 2) @ _selection(w, w // k * k, x.dtype)).transpose(0, 1, 3, 2)
+        h, w = h // k * k, w // k * k
+        windows = mx.unflatten(mx.unflatten(x, 1, (h // k, k)), 3, (w // k, k)).transpose(0, 1, 3, 5, 2, 4)
+        windows = mx.flatten(windows, -2, -1)  # (n, h/k, w/k, c, k*k), row-major within the window, as torch
         first = mx.stop_gradient(mx.argmax(windows, axis=-1, keepdims=True))
         return mx.take_along_axis(windows, first, axis=-1).squeeze(-1)
 
@@ -56,7 +78,7 @@ class SmallCNN(nn.Module):
             x = getattr(self, f"skip{i}")(x) + nn.relu(getattr(self, f"bn{2 * i}")(getattr(self, f"conv{2 * i}")(x)))
             x = self.drop(self.pool(x))
         # flatten in torch's (C, H, W) order so fc1's weight means the same in both frameworks
-        x = x.transpose(0, 3, 1, 2).reshape(x.shape[0], -1)
+        x = mx.flatten(x.transpose(0, 3, 1, 2), 1)
         return self.fc2(nn.relu(self.fc1(x)))
 
 
@@ -149,13 +171,11 @@ class FastNet(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         x = self.block3(self.block2(self.block1(nn.gelu(self.whiten(x)))))
-        return self.head(self.pool(x).reshape(x.shape[0], -1)) * self._logit_scale
+        return self.head(mx.flatten(self.pool(x), 1)) * self._logit_scale
 
 
 def init_whitening(model: FastNet, images_nchw) -> None:
     """Set the whitening filters from normalised float images (N, 3, 32, 32), as torch does."""
-    import numpy as np
-
     from cifar_lightning.core.whitening import whitening_filters
 
     filters = whitening_filters(np.asarray(images_nchw), kernel=FAST["whiten_kernel"])

@@ -101,7 +101,12 @@ class MLXClassifier:
         return tta_logits(self.model, images) if self.recipe.tta else self(images)
 
     def predict_step(self, batch, batch_idx):
-        return self.test_step(batch, batch_idx).argmax(axis=1)
+        """Class probabilities float32 (B, num_classes), each row summing to 1: the softmax of
+        the logits of normalised NHWC images (B, 32, 32, 3), or of a batch's first element,
+        with test-time augmentation when the recipe says so (as ``test_step``)."""
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        logits = tta_logits(self.model, images) if self.recipe.tta else self(images)
+        return mx.softmax(logits.astype(mx.float32), axis=1)
 
     def configure_optimizers(self):
         """The recipe's optimisers (SGD, AdamW, Muon), each part's learning rate (and SGD's

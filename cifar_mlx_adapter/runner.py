@@ -103,6 +103,7 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
 def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
     import time
 
+    from cifar_lightning.core.model_card import inference_record
     from cifar_lightning.core.reporting import package_versions
     from cifar_lightning.core.run_folder import interrupted
 
@@ -129,10 +130,12 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
     steps = planned_steps(args, recipe, dm)
+    architecture = {**recipe.model_kwargs, **model_kwargs(args)}  # e.g. fast_muon's head scale
     trainer = MLXTrainer(max_epochs=recipe.epochs, callbacks=callbacks, default_root_dir=out,
                          log_every_n_steps=log_every_n_steps(args, steps), limit_train_batches=args.limit_train_batches,
                          limit_val_batches=args.limit_val_batches, limit_test_batches=args.limit_test_batches,
-                         checkpoint_meta={"settings": settings})  # fmt: skip
+                         checkpoint_meta={"settings": settings, "inference": inference_record(
+                             args.model, dm.num_classes, dm.classes, args.dataset, architecture)})  # fmt: skip
     checkpoint = args.weights
     announce_run(out, args.model, count_parameters(module.model), device, args.test_only)
     try:

@@ -77,6 +77,14 @@ class Callback:
     def load_state_dict(self, state: dict[str, mx.array]) -> None: ...
 
 
+class BasePredictionWriter(Callback):
+    """As Lightning's ``BasePredictionWriter`` (epoch interval): ``MLXTrainer.predict`` hands
+    every batch's prediction to ``write_on_epoch_end`` once all are made."""
+
+    def write_on_epoch_end(self, trainer, module, predictions: list, batch_indices: list) -> None:
+        raise NotImplementedError
+
+
 class MLXTrainer:
     """A Lightning-like trainer for ``MLXClassifier``: fit, validate, test, predict.
 
@@ -331,10 +339,12 @@ class MLXTrainer:
         module.model.eval()
         try:
             with tqdm(total=batches, desc=desc, disable=not self.enable_progress_bar, leave=False) as bar:
-                for batch_idx, (images, labels) in enumerate(loader):
+                for batch_idx, batch in enumerate(loader):
                     if batch_idx >= batches:
                         break
-                    yield hook((images, labels), batch_idx), labels
+                    # (images, labels), or images alone (a prediction loader of the user's images)
+                    labels = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
+                    yield hook(batch, batch_idx), labels
                     bar.update(1)
         finally:
             restore_modes(modes)
@@ -371,16 +381,26 @@ class MLXTrainer:
             print({k: v for k, v in out.items() if k.startswith("test/")})
         return out
 
-    def predict(self, module, datamodule) -> list[mx.array]:
-        """``module.predict_step`` of each test batch (predicted classes, int (B,)), the first
-        ``limit_predict_batches`` only when set, in eval mode with a progress bar."""
+    def predict(self, module, datamodule=None, dataloaders=None) -> list[mx.array]:
+        """``module.predict_step`` of each batch (class probabilities float32 (B, num_classes)),
+        as Lightning's ``Trainer.predict``: the batches of `dataloaders` (an iterable of
+        normalised NHWC image batches, or of (images, labels) pairs, e.g.
+        ``cifar_mlx_adapter.predict.PredictLoader``), else the test split of `datamodule`;
+        the first ``limit_predict_batches`` only when set, in eval mode with a progress bar.
+        Each ``BasePredictionWriter`` among the callbacks gets the list at the end
+        (``write_on_epoch_end``), as Lightning's writers do with ``write_interval="epoch"``."""
+        if (datamodule is None) == (dataloaders is None):
+            raise ValueError("predict takes either a datamodule or dataloaders")
         module.trainer = self
-        loader = self._data(datamodule).loader("test")
+        loader = self._data(datamodule).loader("test") if dataloaders is None else dataloaders
         predictions = []
         for prediction, _ in self._eval_batches(module, loader, module.predict_step, self.limit_predict_batches,
                                                 "Predicting"):  # fmt: skip
             mx.eval(prediction)  # computed batch by batch, as the bar shows
             predictions.append(prediction)
+        for cb in self.callbacks:
+            if isinstance(cb, BasePredictionWriter):
+                cb.write_on_epoch_end(self, module, predictions, [])
         return predictions
 
     # ------------------------------------------------------------- checkpoints

@@ -98,7 +98,7 @@ def test_mlx_predict_honours_its_batch_limit(cifar10_dir, tmp_path):
     dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=20, download=False, eval_batch_size=10)
     trainer = MLXTrainer(limit_predict_batches=2, enable_progress_bar=False, default_root_dir=tmp_path)
     predictions = trainer.predict(MLXClassifier("small_cnn", 10), dm)
-    assert [p.shape for p in predictions] == [(10,), (10,)]
+    assert [p.shape for p in predictions] == [(10, 10), (10, 10)]  # class probabilities per image
     assert len(MLXTrainer(enable_progress_bar=False).predict(MLXClassifier("small_cnn", 10), dm)) == 50 // 10
 
 
