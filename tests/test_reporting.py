@@ -139,6 +139,31 @@ def test_targets_count_only_runs_of_the_recipe_itself():
     assert [r["seed"] for r in recipe_runs([*two, *others], "fast", "cifar10")] == [0, 1]
 
 
+def muon_run(seed, acc, **overrides):
+    """A run of the fast net's Muon recipe as the runners record it (through JSON, as read back)."""
+    run = recipe_run(seed, acc)
+    run["hyperparameters"] = json.loads(json.dumps({
+        **get_recipe("fast", "muon").to_dict(), "recipe": "fast_muon", "seed": seed, "val_size": 0,
+        "train_subset": None, "limit_train_batches": None, "limit_val_batches": 0, "limit_test_batches": None,
+        "total_steps": 200, **overrides}))  # fmt: skip
+    run["epochs"] = 8
+    return run
+
+
+def test_muon_runs_count_toward_their_own_target_only():
+    """A fast_muon run (validation skipped: --limit-val-batches 0 changes no weight) counts for
+    the fast_muon target, not for fast's; one with another Muon lr or a cut test set counts for none."""
+    runs = [muon_run(0, 0.935), muon_run(1, 0.941), recipe_run(2, 0.94)]
+    assert [r["seed"] for r in recipe_runs(runs, "fast_muon", "cifar10")] == [0, 1]
+    assert [r["seed"] for r in recipe_runs(runs, "fast", "cifar10")] == [2]
+    other_lr = muon_run(3, 0.99)
+    other_lr["hyperparameters"]["optimizers"][0]["lr"] = 0.3
+    cut = muon_run(4, 0.99, limit_test_batches=2)
+    assert recipe_runs([other_lr, cut], "fast_muon", "cifar10") == []
+    row = next(line for line in targets_table(runs).splitlines() if line.startswith("| fast_muon |"))
+    assert "| pytorch | 2 | 93.80% | 94.10% | no |" in row
+
+
 def test_targets_count_runs_logged_before_units_and_status_were_recorded():
     """The fast recipe's runs before `units` was recorded logged lr and weight decay in
     torch's units, and before `status` existed run.json was written only at the end of a

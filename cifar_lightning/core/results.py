@@ -91,7 +91,7 @@ def targets_section(runs: list[dict]) -> list[str]:
     lines = ["## Accuracy targets", "",
              "Targets are declared in `cifar_lightning/core/recipes.py` (`TARGETS`) with their sources. Counted: "
              "finished training runs whose every recorded hyper-parameter but the seed is the recipe's "
-             "(`RECIPES`), on the full training set (`--val-size 0`, no `--train-subset`, no `--limit-*-batches`), "
+             "(`RECIPES`), on the full training set (`--val-size 0`, no `--train-subset`, no `--limit-*-batches` but `--limit-val-batches 0`, which skips validation and changes no weight), "
              "one run per seed. Code: the commit the counted runs were trained at (\"+changes\": with uncommitted "
              "changes); later commits may train the recipe differently.", "",
              "| recipe | dataset | target | source | framework | runs | mean | best | met (mean) | code | hardware |",
