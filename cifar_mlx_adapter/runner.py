@@ -13,6 +13,7 @@ import numpy as np
 from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from cifar_lightning.core.errors import NonFiniteLossError, UsageError
 from cifar_lightning.core.run_folder import claim_run_folder
+from cifar_lightning.core.recipes import recipe_name
 from cifar_lightning.core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure
 
 
@@ -137,7 +138,8 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
                          checkpoint_meta={"settings": settings, "inference": inference_record(
                              args.model, dm.num_classes, dm.classes, args.dataset, architecture)})  # fmt: skip
     checkpoint = args.weights
-    announce_run(out, args.model, count_parameters(module.model), device, args.test_only)
+    announce_run(out, args.model, count_parameters(module.model), device, args.test_only,
+                 recipe_name(args.model, args.optimizer))
     try:
         if not args.test_only:
             try:

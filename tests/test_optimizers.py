@@ -297,3 +297,30 @@ def test_mlx_sgd_parts_of_muon_equal_torch_sgd():
             w.grad = torch.tensor(g[name])
             ref.step()
         assert rel(np.array(got[name]), w.detach().numpy().astype(np.float64)) < 1e-6, name
+
+
+@pytest.mark.parametrize("trained, flags", [("fast_muon", ()), ("fast", ("--optimizer", "muon"))])
+def test_weights_of_another_head_scale_are_refused_in_one_line(tmp_path, capsys, trained, flags):
+    """A fast_muon checkpoint (logits x 1/256) evaluated or trained under the fast recipe
+    (x 1/9), or the reverse, would give a loss off by the ratio: refused before any data
+    is read, naming the flag that fits, in both scripts."""
+    from cifar_lightning.core.model_card import inference_record
+    from cifar_lightning.runner import main as fit_main
+    from cifar_mlx_adapter.runner import main as fit_mlx_main
+
+    recipe = get_recipe(trained)
+    module = CIFARClassifier("fast", 10, recipe=recipe.to_dict())
+    path = tmp_path / "trained.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},
+                "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": "2.6.0",
+                "inference": inference_record("fast", 10, [f"c{i}" for i in range(10)], "cifar10",
+                                              recipe.model_kwargs)}, path)  # fmt: skip
+    for main in (fit_main, fit_mlx_main):
+        with pytest.raises(SystemExit) as stop:
+            main(["--model", "fast", *flags, "--weights", str(path), "--test-only", "--data-dir",
+                  str(tmp_path / "nodata"), "--no-download", "--output-dir", str(tmp_path / "out")])  # fmt: skip
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "trained with logits scaled by" in err[0], err
+        assert ("--optimizer muon" in err[0]) == (trained == "fast_muon")
+        assert not (tmp_path / "out").exists()

@@ -60,6 +60,21 @@ class OptimizerPart:
             raise ValueError(f"ns_dtype {self.ns_dtype!r}: expected 'bfloat16' or 'float32'")
 
 
+# OptimizerPart fields a kind does not read, left out of records (their defaults come back on reading)
+_UNUSED_BY_KIND = {"sgd": ("beta2", "eps", "ns_steps", "ns_dtype"), "adamw": ("nesterov", "ns_steps", "ns_dtype"),
+                   "muon": ("weight_decay", "beta2", "eps")}  # fmt: skip
+
+
+def parts_record(parts) -> list[dict]:
+    """Optimiser parts (``OptimizerPart`` or their dicts, as any record holds them) as a
+    record writes them: each with the fields its kind reads only."""
+    out = []
+    for part in parts:
+        d = asdict(part if isinstance(part, OptimizerPart) else OptimizerPart(**part))
+        out.append({k: v for k, v in d.items() if k not in _UNUSED_BY_KIND[d["kind"]]})
+    return out
+
+
 @dataclass(frozen=True)
 class Recipe:
     epochs: float  # may be fractional: training stops after ceil(epochs * steps_per_epoch) steps
@@ -116,6 +131,8 @@ class Recipe:
         for key in ("optimizers", "model_kwargs"):
             if not out[key]:
                 del out[key]
+        if "optimizers" in out:
+            out["optimizers"] = parts_record(self.optimizers)
         return out
 
     def with_overrides(self, **kwargs) -> "Recipe":
