@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from .spec import parameter_role
 
 OPTIMIZER_KINDS = ("sgd", "adamw", "muon")
+# Newton-Schulz coefficients (a, b, c) of airbench94_muon.py's zeropower_via_newtonschulz5, for both frameworks' Muon
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 # what each part of a recipe may own, by role (``spec.parameter_role``)
 ROLES = ("filters", "norm_bias", "whiten_bias", "head", "other")
 
