@@ -13,8 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 from .fast import tta_logits
 from .models import build_model
 from .core.plain import to_plain
-from .core.recipes import (Recipe, cycles_momentum, module_recipe, optimizer_parts, part_lr_at, route_parameters,
-                           total_steps)  # fmt: skip
+from .core.recipes import (Recipe, cycles_momentum, module_recipe, optimized_parameters, optimizer_parts, part_lr_at,
+                           route_parameters, total_steps)  # fmt: skip
 from .optim import Muon
 
 
@@ -202,13 +202,11 @@ class CIFARClassifier(L.LightningModule):
         With the flat SGD fields: the base group, then the BatchNorm biases when they learn
         `bias_lr_scale` times faster with the same per-step decay (lr x weight_decay)."""
         parts = optimizer_parts(self.recipe, self.examples_per_step())
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        # the whitening bias trains in the first epochs only and is unfrozen in on_train_epoch_start
         whiten = getattr(self.model, "whiten", None)
-        frozen_bias = whiten is not None and whiten.bias is not None and not whiten.bias.requires_grad
-        if frozen_bias and self.recipe.whiten_bias_epochs:
-            named.append(("whiten.bias", whiten.bias))
-        owner = route_parameters({n: p.ndim for n, p in named}, parts)
+        trainable = {n: p.ndim for n, p in self.model.named_parameters() if p.requires_grad}
+        held = optimized_parameters(trainable, self.recipe, whiten is not None and whiten.bias is not None)
+        named = [(n, p) for n, p in self.model.named_parameters() if n in held]
+        owner = route_parameters(held, parts)
         groups = []
         for i, part in enumerate(parts):
             params = [p for n, p in named if owner[n] == i]

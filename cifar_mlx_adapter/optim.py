@@ -7,10 +7,9 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
-from cifar_lightning.core.recipes import (OptimizerPart, Recipe, cycles_momentum, momentum_at, optimizer_parts,
-                                          part_lr_at, route_parameters)  # fmt: skip
+from cifar_lightning.core.recipes import (NS_COEFFICIENTS, OptimizerPart, Recipe, cycles_momentum, momentum_at,
+                                          optimized_parameters, optimizer_parts, part_lr_at, route_parameters)  # fmt: skip
 
-from cifar_lightning.core.recipes import NS_COEFFICIENTS
 _DTYPES = {"bfloat16": mx.bfloat16, "float32": mx.float32}
 
 
@@ -113,11 +112,9 @@ def recipe_optimizer(recipe: Recipe, total_steps: int, steps_per_epoch: int, mod
     them last part first (so the first part, the base group, is its fallback and
     ``optimizers[-1]``; checkpoints of the two-group SGD keep their order)."""
     parts = optimizer_parts(recipe)
-    ndims = trainable_ndims(model)
     whiten = getattr(model, "whiten", None)
-    if whiten is not None and recipe.whiten_bias_epochs and "whiten.bias" not in ndims:
-        ndims["whiten.bias"] = 1  # frozen now, trained in the first epochs (on_train_epoch_start)
-    owner = route_parameters(ndims, parts)
+    owner = route_parameters(optimized_parameters(trainable_ndims(model), recipe,
+                                                  whiten is not None and "bias" in whiten), parts)  # fmt: skip
     steps = range(total_steps + 1)
     momentum = schedule_table([momentum_at(recipe, s, total_steps) for s in steps]) if cycles_momentum(recipe) else None
     made = [_make(p, schedule_table([part_lr_at(recipe, p, s, total_steps, steps_per_epoch) for s in steps]),

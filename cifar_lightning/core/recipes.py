@@ -294,6 +294,18 @@ def optimizer_parts(recipe: Recipe, examples_per_step: int | None = None) -> tup
     return (replace(base, roles=tuple(r for r in ROLES if r != "norm_bias")), biases)
 
 
+def optimized_parameters(trainable: dict[str, int], recipe: Recipe, has_whiten_bias: bool) -> dict[str, int]:
+    """The parameters the recipe's optimisers hold, {name: number of dimensions}: the
+    trainable ones, and the whitening bias (``whiten.bias``, 1-D) even while it is frozen
+    when the recipe trains it in its first ``whiten_bias_epochs``: the optimiser is made
+    once, so it holds the bias from the start, and a run resumed after the freeze has
+    the optimiser state of the run it continues."""
+    out = dict(trainable)
+    if has_whiten_bias and recipe.whiten_bias_epochs:
+        out.setdefault("whiten.bias", 1)
+    return out
+
+
 def route_parameters(ndims: dict[str, int], parts: tuple[OptimizerPart, ...]) -> dict[str, int]:
     """Which part owns each trainable parameter: {name: index into `parts`}, by the
     parameter's role (``spec.parameter_role`` from its name and number of dimensions).
