@@ -5,11 +5,13 @@ The resume tests that prove equal end weights and kept history (both frameworks,
 on, across weight averaging) are in test_fit.py and test_mlx_trainer.py.
 """
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
@@ -20,7 +22,9 @@ import torch
 
 from cifar_lightning.core.lock import training_lock
 from cifar_lightning.core.run_logs import load_runs
-from cifar_lightning.core.run_folder import resume_command
+from cifar_lightning.core.errors import UsageError
+from cifar_lightning.core.recipes import get_recipe
+from cifar_lightning.core.run_folder import check_resume_settings, resume_command, run_settings
 from cifar_lightning.runner import main as fit_main
 from cifar_mlx_adapter import Callback
 from cifar_mlx_adapter.runner import main as fit_mlx_main
@@ -143,6 +147,10 @@ def test_resume_refuses_another_runs_settings_and_the_other_frameworks_checkpoin
     r = run_script(framework, *common, "--epochs", "1.5", "--batch-size", "25", "--resume", str(last), capsys=capsys)
     assert one_line(r) == (f"error: --resume {last} was trained with other settings: --epochs 2.0 there, 1.5 here, "
                            "--batch-size 50 there, 25 here; resume with the run's own")  # fmt: skip
+    r = run_script(framework, *common, "--epochs", "2", "--batch-size", "50", "--optimizer", "adamw",
+                   "--resume", str(last), capsys=capsys)  # the recipe's numbers follow: the flag alone is named
+    assert one_line(r) == (f"error: --resume {last} was trained with other settings: --optimizer sgd there, "
+                           "adamw here; resume with the run's own")  # fmt: skip
     other = "mlx" if framework == "torch" else "torch"
     r = run_script(other, *common, "--epochs", "2", "--batch-size", "50", "--resume", str(last), capsys=capsys)
     what = "an MLX checkpoint" if framework == "mlx" else "a PyTorch file"
@@ -331,3 +339,19 @@ def test_an_output_dir_that_is_a_file_is_one_line(framework, cifar10_dir, tmp_pa
     f.write_text("x")
     r = run_script(framework, "--data-dir", str(cifar10_dir), "--no-download", "--output-dir", str(f), capsys=capsys)
     assert one_line(r) == f"error: --output-dir {f} is a file; expected a folder (new, or one to --overwrite)"
+
+
+def test_resume_names_the_optimiser_part_whose_numbers_differ():
+    """--muon-dtype (or --lr of a one-part AdamW recipe) changes a part's field: the error
+    names the part and the field, not the whole list of parts."""
+    def settings(**flags):
+        args = argparse.Namespace(model="fast", dataset="cifar10", train_subset=None, val_size=0, dropout=None,
+                                  optimizer="muon", limit_train_batches=None)  # fmt: skip
+        recipe = get_recipe("fast", "muon")
+        parts = tuple(replace(p, **flags) if p.kind == "muon" else p for p in recipe.optimizers)
+        return run_settings(args, replace(recipe, optimizers=parts).to_dict())
+
+    with pytest.raises(UsageError) as e:
+        check_resume_settings(settings(), settings(ns_dtype="float32"), "last.ckpt")
+    assert str(e.value) == ("--resume last.ckpt was trained with other settings: optimizer part 0 (muon) ns_dtype "
+                            "bfloat16 there, float32 here; resume with the run's own")  # fmt: skip

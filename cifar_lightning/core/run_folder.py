@@ -116,23 +116,36 @@ def remove_files(folder: Path, names) -> None:
 # ------------------------------------------------------------------ resume
 FLAG_NAMES = {"limit_train_batches": "--limit-train-batches", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "momentum": "--momentum",
               "weight_decay": "--weight-decay", "seed": "--seed", "model": "--model", "dataset": "--dataset",
-              "train_subset": "--train-subset", "val_size": "--val-size", "dropout": "--dropout"}  # fmt: skip
+              "train_subset": "--train-subset", "val_size": "--val-size", "dropout": "--dropout",
+              "optimizer": "--optimizer"}  # fmt: skip
 
 
 def run_settings(args: argparse.Namespace, recipe: dict) -> dict:
     """Every setting that shapes training (not evaluation): what a resumed run must share."""
     shaping = {k: v for k, v in recipe.items() if k != "tta"}
     return {"model": args.model, "dataset": args.dataset, "train_subset": args.train_subset,
-            "val_size": args.val_size, "dropout": args.dropout,
+            "val_size": args.val_size, "dropout": args.dropout, "optimizer": getattr(args, "optimizer", None) or "sgd",
             "limit_train_batches": getattr(args, "limit_train_batches", None), **shaping}  # fmt: skip
 
 
 def check_resume_settings(saved: dict, now: dict, checkpoint: str | Path) -> None:
-    """Raise UsageError naming every setting whose value differs from the checkpoint's run."""
+    """Raise UsageError naming every setting whose value differs from the checkpoint's run
+    (another --optimizer alone when that differs: the recipe's numbers follow from it; an
+    optimiser part by its index, kind and the fields that differ)."""
     differ = [k for k in now if k in saved and saved[k] != now[k]]
+    if "optimizer" in differ:
+        differ = ["optimizer"]
     if differ:
-        listed = ", ".join(f"{FLAG_NAMES.get(k, k)} {saved[k]} there, {now[k]} here" for k in differ)
+        listed = ", ".join(_setting_change(k, saved[k], now[k]) for k in differ)
         raise UsageError(f"--resume {checkpoint} was trained with other settings: {listed}; resume with the run's own")
+
+
+def _setting_change(key: str, there, here) -> str:
+    if key == "optimizers" and isinstance(there, list) and isinstance(here, list) and len(there) == len(here):
+        return ", ".join(f"optimizer part {i} ({a.get('kind')}) {field} {a.get(field)} there, {b.get(field)} here"
+                         for i, (a, b) in enumerate(zip(there, here))
+                         for field in dict.fromkeys([*a, *b]) if a.get(field) != b.get(field))  # fmt: skip
+    return f"{FLAG_NAMES.get(key, key)} {there} there, {here} here"
 
 
 def script_path(name: str) -> str:
