@@ -6,7 +6,9 @@
 # start from the same weights and see the same batches (small_cnn-2ep-paired).
 # Seeds are far apart so that no two runs share an epoch's data order.
 # The fast net: 1 epoch in both frameworks from the same weights (the PyTorch run's initial.pt).
-# Then AdamW SmallCNN (paired) and the fast Muon recipe (PyTorch, 8 epochs).
+# Then AdamW SmallCNN (paired), the fast Muon recipe (PyTorch, 8 epochs), and the fast recipe
+# for 1 epoch in MLX on 2 processes (mlx.launch, ring backend on this machine; 512 images per
+# process, so a step sees the recipe's 1,024).
 # fit_mlx.py preloads OpenBLAS for mlx[cpu] on Linux by itself (cifar_lightning/core/blas.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +41,10 @@ for seed in ${SEEDS:-1111 2222 3333}; do
 done
 # The fast net's Muon recipe (airbench94_muon), its full 8 epochs; validation skipped
 # (--limit-val-batches 0 changes no weight; it saves 8 passes over the test set).
-for seed in ${MUON_SEEDS:-0}; do
+for seed in ${MUON_SEEDS:-0 1}; do
     python scripts/fit.py --model fast --optimizer muon --seed $seed --accelerator cpu --limit-val-batches 0 \
         "${common[@]}" --output-dir runs/muon/fast_muon-8ep/pytorch-seed$seed
 done
+# The fast recipe for 1 epoch on 2 MLX processes (data parallel), as the 1-process runs above.
+mlx.launch -n 2 --python "$(command -v python)" scripts/fit_mlx.py --model fast --epochs 1 --batch-size 512 --cpu \
+    "${common[@]}" --output-dir runs/distributed/fast-1ep/mlx-2proc-seed0
