@@ -18,10 +18,11 @@ from .recipes import get_recipe, recipe_name, total_steps
 from .run_folder import choose_run_folder
 
 
-def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int = 1):
+def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int = 1, choose_folder: bool = True):
     """The recipe (with the flags' overrides), the data made by ``make_data(args, recipe)``
     (a CIFARDataModule or a CIFARData: anything with ``training_set_size`` and ``setup``)
-    and the run folder.
+    and the run folder (None with `choose_folder` False: an MLX rank other than 0, which
+    learns rank 0's).
 
     Checks the flags that need the data's size (--val-size, --train-subset, --batch-size
     per process) before the run folder is made, so bad input leaves nothing behind."""
@@ -54,19 +55,19 @@ def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int
     dm.setup()
     if not args.test_only:
         try:
-            planned_steps(args, recipe, dm)
+            planned_steps(args, recipe, dm, world_size)
         except OverflowError:
             raise UsageError(f"--epochs {args.epochs}: more optimizer steps than can be counted; expected a "
                              "number of epochs a run can train") from None  # fmt: skip
-    out = choose_run_folder(framework, args)
+    out = choose_run_folder(framework, args) if choose_folder else None
     return recipe, dm, out
 
 
-def planned_steps(args: argparse.Namespace, recipe, data) -> int:
+def planned_steps(args: argparse.Namespace, recipe, data, world_size: int = 1) -> int:
     """Optimizer steps the run will make as one process counts them (for the log interval):
-    the recipe's epochs of the training plan, cut by --limit-train-batches. `data` is a
-    CIFARData or a CIFARDataModule (its ``.data``)."""
-    per_epoch = len(getattr(data, "data", data).plan("train"))
+    the recipe's epochs of the training plan (one rank's of `world_size`), cut by
+    --limit-train-batches. `data` is a CIFARData or a CIFARDataModule (its ``.data``)."""
+    per_epoch = len(getattr(data, "data", data).plan("train", 0, world_size))
     return total_steps(recipe.epochs, min(per_epoch, args.limit_train_batches or per_epoch))
 
 
