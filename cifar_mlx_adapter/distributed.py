@@ -8,7 +8,7 @@ compiled step, evaluation counts, rank 0's run folder and BatchNorm statistics) 
 ``MLXTrainer`` and ``cifar_mlx_adapter.runner``; the helpers here are what they share.
 
 Failures: a process that cannot reach the others within ``CIFAR_MLX_CONNECT_TIMEOUT``
-seconds (default 120) prints one line and exits with status 5 (``EXIT_PROCESSES``); a
+seconds (default 120) is ended with one line (SIGTERM: status 143 in a shell); a
 process whose peer died sees ``mx.distributed``'s RuntimeError at its next exchange,
 which ``describe_failure`` turns into one line naming the ranks.
 """
@@ -18,8 +18,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
-import threading
 import zlib
 
 import mlx.core as mx
@@ -75,29 +75,38 @@ def join_processes() -> mx.distributed.Group:
     """The global group: every process ``mlx.launch`` started (a group of one without a
     launcher). Raises ProcessFailure (one line, status 5) when the backend refuses to
     start; a process that has not reached the others after ``connect_timeout()`` seconds
-    (the ring backend's listening rank waits forever on its own) prints one line and
-    exits with status 5 at once."""
+    (the ring backend's listening rank waits forever on its own) is ended (SIGTERM) by a
+    watchdog that prints one line."""
     if not launched():
         return mx.distributed.init()
     rank = os.environ.get("MLX_RANK") or os.environ.get("OMPI_COMM_WORLD_RANK") or "?"
     seconds = connect_timeout()
 
-    def give_up():
-        print(f"error: rank {rank}: could not reach the other processes within {seconds:g} s "
-              f"({CONNECT_TIMEOUT_ENV}); check that every rank was started and that the hosts "
-              "reach each other", file=sys.stderr, flush=True)  # fmt: skip
-        os._exit(EXIT_PROCESSES)  # the backend's connect call cannot be interrupted otherwise
-
-    timer = threading.Timer(seconds, give_up)
-    timer.daemon = True
-    timer.start()
+    # mx.distributed.init holds the GIL while it waits, so no Python thread or signal handler
+    # of this process can run: a small watchdog process prints the line and ends this one
+    message = (f"error: rank {rank}: could not reach the other processes within {seconds:g} s "
+               f"({CONNECT_TIMEOUT_ENV}); check that every rank was started and that the hosts "
+               "reach each other")  # fmt: skip
+    watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), str(seconds), message],
+                                stdin=subprocess.PIPE, env={"PATH": os.environ.get("PATH", "")})  # fmt: skip
     try:
         group = mx.distributed.init(strict=True)
     except RuntimeError as e:
         raise ProcessFailure(f"rank {rank}: could not join the other processes: {one_line(e)}") from None
     finally:
-        timer.cancel()
+        watchdog.stdin.close()  # joined (or failed): the watchdog exits without a word
+        watchdog.wait()
     return group
+
+
+WATCHDOG = """
+import os, select, signal, sys
+pid, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+ready, _, _ = select.select([sys.stdin], [], [], seconds)
+if not ready:
+    print(message, file=sys.stderr, flush=True)
+    os.kill(pid, signal.SIGTERM)
+"""
 
 
 def one_line(error: BaseException) -> str:

@@ -128,7 +128,7 @@ def cli(out: Path, argv: list[str]) -> None:
         if event == "open" and len(args) > 1 and isinstance(args[1], str) and any(c in args[1] for c in "wax+"):
             writes.append(str(args[0]))
         elif event in ("os.rename", "os.replace", "os.mkdir", "os.remove", "os.unlink", "os.rmdir", "shutil.rmtree"):
-            writes.append(str(args[0]))
+            writes.extend(str(a) for a in args[:2] if isinstance(a, (str, bytes, os.PathLike)))
 
     record = out / f"writes-rank{rank}.json"
     atexit.register(lambda: record.write_text(json.dumps(writes)))

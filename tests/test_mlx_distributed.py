@@ -135,3 +135,72 @@ def test_two_processes_take_the_step_of_one_process_on_the_union_and_evaluate_ev
         np.testing.assert_array_equal(figure["per_class"], one["per_class_accuracy"])
         # the same float64 terms, added in another order (by rank, then summed): 1e-12 relative
         assert figure["loss"] == pytest.approx(one["test/loss"], rel=1e-12)
+
+
+def fit_mlx_ranks(tmp_path, out, *extra, rank_env=None):
+    """scripts/fit_mlx.py's main on 2 ranks (SmallCNN, 1 epoch, 20 images per process per
+    step: 5 steps of 40); returns (exit statuses, stderr texts, files each rank wrote)."""
+    argv = ["--data-dir", str(tmp_path / "data"), "--no-download", "--cpu", "--output-dir", str(out),
+            "--model", "small_cnn", "--epochs", "1", "--batch-size", "20", "--log-every-n-steps", "1", *extra]  # fmt: skip
+    codes, errors = mlx_rank.wait_ranks(mlx_rank.start_ranks(["cli", str(tmp_path), "--", *argv], tmp_path,
+                                                             rank_env=rank_env), tmp_path)  # fmt: skip
+    writes = [json.loads(p.read_text()) if (p := tmp_path / f"writes-rank{r}.json").is_file() else None
+              for r in range(2)]  # fmt: skip
+    return codes, errors, writes
+
+
+def error_lines(text: str) -> list[str]:
+    """The lines the library prints for a failure ("error: ..."); MLX's ring backend adds
+    lines of its own ("[ring] ...") from C++, which it cannot be told to keep quiet."""
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+def test_fit_mlx_on_two_processes_writes_one_record_from_rank_0(tmp_path):
+    write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=25)
+    out = tmp_path / "run"
+    codes, errors, writes = fit_mlx_ranks(tmp_path, out)
+    assert codes == [0, 0], errors
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["hyperparameters"]["total_steps"] == 5
+    assert record["processes"] == {"devices": 2, "num_nodes": 1, "strategy": "ddp", "world_size": 2,
+                                   "accumulate_grad_batches": 1, "batch_size_per_process": 20,
+                                   "effective_batch_size": 40}  # fmt: skip
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 1 + 5 + 1  # header, a row per step, the epoch's row: written once
+    assert sum(json.loads((out / "run.json").read_text())["per_class_accuracy"].values()) >= 0
+    ours = [[w for w in ws if str(out) in w or "training.lock" in w] for ws in writes]
+    assert any(w.endswith("run.json") for w in ours[0]), ours[0]
+    assert any("training.lock" in w for w in ours[0]), ours[0]
+    assert ours[1] == []  # rank 1 wrote nothing into the run folder and took no lock
+    assert not error_lines(errors[0] + errors[1])
+
+
+@pytest.mark.parametrize("how", ["kill", "raise"])
+def test_a_rank_that_dies_or_raises_fails_the_run_with_one_line(tmp_path, how):
+    """Rank 1 is killed (SIGKILL) or raises after step 2: every rank exits non-zero, rank 1's
+    own error is one line naming it, rank 0 names the rank it lost in one line, and the
+    record says the run failed (never finished; resumable from its last checkpoint)."""
+    write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=25)
+    out = tmp_path / "run"
+    codes, errors, _ = fit_mlx_ranks(tmp_path, out, rank_env={1: {"CIFAR_TEST_FAIL_AT_STEP": f"2:{how}"}})
+    assert codes[0] == 5 and codes[1] == (-9 if how == "kill" else 5), (codes, errors)
+    assert "Traceback" not in errors[0] + errors[1]
+    [lost] = error_lines(errors[0])
+    assert lost.startswith("error: rank 0 of 2: lost the connection to rank 1, which failed or was killed"), lost
+    if how == "raise":
+        assert error_lines(errors[1]) == ["error: rank 1 of 2 failed: ValueError: planted failure at step 2"]
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "failed" and "rank 0 of 2: lost the connection to rank 1" in record["error"]
+
+
+def test_a_rank_that_cannot_reach_the_others_times_out_with_one_line(tmp_path):
+    """Only rank 0 of 2 is started: the ring backend would wait for rank 1 forever."""
+    write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=25)
+    argv = ["cli", str(tmp_path), "--", "--data-dir", str(tmp_path / "data"), "--cpu"]
+    procs = mlx_rank.start_ranks(argv, tmp_path, env={"CIFAR_MLX_CONNECT_TIMEOUT": "3"})
+    procs[1].kill()  # rank 1 never gets to join
+    codes, errors = mlx_rank.wait_ranks(procs, tmp_path, timeout=120)
+    assert codes[0] == -15  # ended by the watchdog (SIGTERM)
+    assert error_lines(errors[0]) == ["error: rank 0: could not reach the other processes within 3 s "
+                                      "(CIFAR_MLX_CONNECT_TIMEOUT); check that every rank was started and "
+                                      "that the hosts reach each other"]  # fmt: skip
