@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-# Newton-Schulz coefficients (a, b, c) of airbench94_muon.py's zeropower_via_newtonschulz5
-NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+from .core.recipes import NS_COEFFICIENTS
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 

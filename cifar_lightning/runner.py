@@ -9,6 +9,7 @@ from pathlib import Path
 from .core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from .core.errors import NonFiniteLossError, UsageError
 from .core.run_folder import claim_run_folder
+from .core.recipes import recipe_name
 from .core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure
 
 
@@ -198,7 +199,8 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
         enable_model_summary=False,  # its FLOPs column reads 0 for these nets; announce_run says what trains
     )  # fmt: skip
     if trainer.global_rank == 0:
-        announce_run(out, args.model, count_parameters(module.model), accelerator, args.test_only)
+        announce_run(out, args.model, count_parameters(module.model), accelerator, args.test_only,
+                     recipe_name(args.model, args.optimizer))
 
     checkpoint = args.weights
     try:

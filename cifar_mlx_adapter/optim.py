@@ -10,8 +10,7 @@ from mlx.utils import tree_flatten
 from cifar_lightning.core.recipes import (OptimizerPart, Recipe, cycles_momentum, momentum_at, optimizer_parts,
                                           part_lr_at, route_parameters)  # fmt: skip
 
-# Newton-Schulz coefficients (a, b, c) of airbench94_muon.py's zeropower_via_newtonschulz5
-NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+from cifar_lightning.core.recipes import NS_COEFFICIENTS
 _DTYPES = {"bfloat16": mx.bfloat16, "float32": mx.float32}
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from cifar_lightning.core.errors import NonFiniteLossError, UsageError
 from cifar_lightning.core.run_folder import claim_run_folder
+from cifar_lightning.core.recipes import recipe_name
 from cifar_lightning.core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure
 
 
@@ -170,7 +171,8 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
     checkpoint = args.weights
     if rank == 0:
         where = device if world == 1 else f"{world} processes ({machines} machine{'s' if machines > 1 else ''}, {device})"
-        announce_run(out, args.model, count_parameters(module.model), where, args.test_only)
+        announce_run(out, args.model, count_parameters(module.model), where, args.test_only,
+                     recipe_name(args.model, args.optimizer))
     try:
         if not args.test_only:
             try:

@@ -6,6 +6,7 @@
 # start from the same weights and see the same batches (small_cnn-2ep-paired).
 # Seeds are far apart so that no two runs share an epoch's data order.
 # The fast net: 1 epoch in both frameworks from the same weights (the PyTorch run's initial.pt).
+# Then AdamW SmallCNN (paired) and the fast Muon recipe (PyTorch, 8 epochs).
 # fit_mlx.py preloads OpenBLAS for mlx[cpu] on Linux by itself (cifar_lightning/core/blas.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,3 +29,17 @@ done
 python scripts/fit.py --model fast --epochs 1 --accelerator cpu "${common[@]}" --output-dir $OUT/fast-1ep/pytorch-seed0
 python scripts/fit_mlx.py --model fast --epochs 1 --cpu "${common[@]}" \
     --weights $OUT/fast-1ep/pytorch-seed0/checkpoints/initial.pt --output-dir $OUT/fast-1ep/mlx-seed0
+# AdamW (the original MLX project's optimiser) on SmallCNN, paired as above.
+for seed in ${SEEDS:-1111 2222 3333}; do
+    python scripts/fit.py --model small_cnn --optimizer adamw --epochs 2 --seed $seed --accelerator cpu "${common[@]}" \
+        --output-dir $OUT/small_cnn_adamw-2ep-paired/pytorch-seed$seed
+    python scripts/fit_mlx.py --model small_cnn --optimizer adamw --epochs 2 --seed $seed --cpu "${common[@]}" \
+        --weights $OUT/small_cnn_adamw-2ep-paired/pytorch-seed$seed/checkpoints/initial.pt \
+        --output-dir $OUT/small_cnn_adamw-2ep-paired/mlx-seed$seed
+done
+# The fast net's Muon recipe (airbench94_muon), its full 8 epochs; validation skipped
+# (--limit-val-batches 0 changes no weight; it saves 8 passes over the test set).
+for seed in ${MUON_SEEDS:-0}; do
+    python scripts/fit.py --model fast --optimizer muon --seed $seed --accelerator cpu --limit-val-batches 0 \
+        "${common[@]}" --output-dir runs/muon/fast_muon-8ep/pytorch-seed$seed
+done

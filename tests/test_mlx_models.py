@@ -62,3 +62,29 @@ def test_fast_net_identity_init_and_frozen_parts():
     trainable = {k for k, _ in __import__("mlx.utils", fromlist=["tree_flatten"]).tree_flatten(m.trainable_parameters())}
     assert "whiten.bias" in trainable and "whiten.weight" not in trainable
     assert "block1.norm1.bias" in trainable and "block1.norm1.weight" not in trainable
+
+
+def test_max_pool_for_export_equals_the_training_pool():
+    """The export's max-pool (no slice: a 0/1 selection matmul drops the rows and columns a
+    floor-mode pool leaves out) gives exactly the training pool's values, on sizes that
+    divide and that do not (the fast net pools 31, 15 and 7 pixels), and the fast net's
+    logits are bit-identical with every pool switched."""
+    import numpy as np
+
+    from cifar_mlx_adapter.models import FastNet, MaxPool2d
+
+    rng = np.random.default_rng(0)
+    for kernel, shape in ((2, (2, 31, 31, 4)), (2, (2, 5, 7, 3)), (3, (2, 4, 4, 8)), (2, (1, 8, 8, 2))):
+        x = mx.array(rng.normal(size=shape).astype(np.float32))
+        pool = MaxPool2d(kernel)
+        plain = np.array(pool(x))
+        pool.shapeless = True
+        assert np.array_equal(np.array(pool(x)), plain), (kernel, shape)
+    net = FastNet()
+    net.eval()
+    x = mx.array(rng.normal(size=(3, 32, 32, 3)).astype(np.float32))
+    plain = np.array(net(x))
+    for _, layer in net.named_modules():
+        if isinstance(layer, MaxPool2d):
+            layer.shapeless = True
+    assert np.array_equal(np.array(net(x)), plain)

@@ -54,7 +54,11 @@ def recipe_differences(run: dict) -> list[str]:
     ("lr 46.0 (recipe 11.5)", "val_size 5000", "status interrupted"); [] for a finished
     training run whose every recorded hyper-parameter but the seed is the recipe's, with
     --val-size 0 and no --train-subset or --limit-*-batches. ValueError for an unknown model."""
+    from .recipes import parts_record
+
     hp = {**RECORDED_SINCE, **run["hyperparameters"]}
+    if hp.get("optimizers"):  # records before parts were trimmed to their kind's fields
+        hp["optimizers"] = json.loads(json.dumps(parts_record(hp["optimizers"])))
     out = [] if run["epochs"] else ["an evaluation"]
     if run_status(run) != "finished":
         out.append(f"status {run_status(run)}")

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, replace
 from .spec import parameter_role
 
 OPTIMIZER_KINDS = ("sgd", "adamw", "muon")
+# Newton-Schulz coefficients (a, b, c) of airbench94_muon.py's zeropower_via_newtonschulz5, for both frameworks' Muon
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 # what each part of a recipe may own, by role (``spec.parameter_role``)
 ROLES = ("filters", "norm_bias", "whiten_bias", "head", "other")
 
@@ -58,6 +60,21 @@ class OptimizerPart:
             raise ValueError(f"optimizer roles {list(self.roles)}: expected one or more of {list(ROLES)}")
         if self.ns_dtype not in ("bfloat16", "float32"):
             raise ValueError(f"ns_dtype {self.ns_dtype!r}: expected 'bfloat16' or 'float32'")
+
+
+# OptimizerPart fields a kind does not read, left out of records (their defaults come back on reading)
+_UNUSED_BY_KIND = {"sgd": ("beta2", "eps", "ns_steps", "ns_dtype"), "adamw": ("nesterov", "ns_steps", "ns_dtype"),
+                   "muon": ("weight_decay", "beta2", "eps")}  # fmt: skip
+
+
+def parts_record(parts) -> list[dict]:
+    """Optimiser parts (``OptimizerPart`` or their dicts, as any record holds them) as a
+    record writes them: each with the fields its kind reads only."""
+    out = []
+    for part in parts:
+        d = asdict(part if isinstance(part, OptimizerPart) else OptimizerPart(**part))
+        out.append({k: v for k, v in d.items() if k not in _UNUSED_BY_KIND[d["kind"]]})
+    return out
 
 
 @dataclass(frozen=True)
@@ -116,6 +133,8 @@ class Recipe:
         for key in ("optimizers", "model_kwargs"):
             if not out[key]:
                 del out[key]
+        if "optimizers" in out:
+            out["optimizers"] = parts_record(self.optimizers)
         return out
 
     def with_overrides(self, **kwargs) -> "Recipe":

@@ -91,9 +91,10 @@ def final_train_loss(metrics_csv: str | Path) -> float | None:
 
 def limits_text(hyperparameters: dict) -> str:
     """The flags that made a run smaller than its recipe ("" for none): a training subset,
-    or batch limits (then the test accuracy is that of part of the test set)."""
+    or batch limits (then the test accuracy is that of part of the test set). Skipping
+    validation (--limit-val-batches 0) is none: training and the test are whole."""
     hp = hyperparameters
     parts = [f"--train-subset {hp['train_subset']}" if hp.get("train_subset") else ""]
     parts += [f"--limit-{kind}-batches {hp[f'limit_{kind}_batches']}" for kind in ("train", "val", "test")
-              if hp.get(f"limit_{kind}_batches") is not None]  # fmt: skip
+              if hp.get(f"limit_{kind}_batches") not in (None, 0 if kind == "val" else None)]  # fmt: skip
     return ", ".join(p for p in parts if p)

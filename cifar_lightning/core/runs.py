@@ -40,6 +40,7 @@ def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int
     if args.momentum is not None and recipe.schedule == "onecycle" and recipe.cycle_momentum:
         raise UsageError(f"--momentum has no effect on {args.model}: its OneCycle schedule cycles momentum "
                          f"{recipe.max_momentum} -> {recipe.base_momentum} -> {recipe.max_momentum}")  # fmt: skip
+    check_weights_architecture(args, recipe)
     dm = make_data(args, recipe)
     n_train = dm.training_set_size()  # reads the data (downloading it first if allowed)
     if args.val_size >= n_train:
@@ -61,6 +62,31 @@ def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int
                              "number of epochs a run can train") from None  # fmt: skip
     out = choose_run_folder(framework, args) if choose_folder else None
     return recipe, dm, out
+
+
+def check_weights_architecture(args: argparse.Namespace, recipe) -> None:
+    """Refuse --weights whose checkpoint records a head scale other than this run's recipe
+    (a fast_muon checkpoint under the fast recipe's 1/9, or the reverse): its logits, loss
+    and any further training would be off by the ratio. Bare weights record nothing and
+    pass. Raises UsageError naming the file and the flag to add."""
+    if not args.weights:
+        return
+    from .model_card import read_model_card
+    from .recipes import RECIPES
+
+    try:
+        card = read_model_card(args.weights)
+    except UsageError:  # bare weights (initial.pt, .safetensors): no architecture recorded
+        return
+    theirs, ours = card.model_kwargs.get("logit_scale"), recipe.model_kwargs.get("logit_scale")
+    if card.model != args.model or theirs == ours:
+        return
+    fits = [name for name, r in RECIPES.items()
+            if name.startswith(args.model) and r.model_kwargs.get("logit_scale") == theirs]  # fmt: skip
+    hint = f" (the {fits[0]} recipe: --optimizer {fits[0][len(args.model) + 1:] or 'sgd'})" if fits else ""
+    raise UsageError(f"--weights {args.weights}: trained with logits scaled by {theirs or 'the model default'}, "
+                     f"this run scales them by {ours or 'the model default'}; expected the checkpoint's own "
+                     f"recipe{hint}")  # fmt: skip
 
 
 def planned_steps(args: argparse.Namespace, recipe, data, world_size: int = 1) -> int:
@@ -95,10 +121,12 @@ def record_failure(args, out: Path, framework: str, message: str, checkpoint) ->
     })  # fmt: skip
 
 
-def announce_run(out: Path, model: str, parameters: int, device: str, test_only: bool) -> None:
-    """The line both scripts print before they train or evaluate."""
+def announce_run(out: Path, model: str, parameters: int, device: str, test_only: bool, recipe: str = "") -> None:
+    """The line both scripts print before they train or evaluate; a recipe other than the
+    model's own (e.g. fast_muon) is named."""
     what = "evaluating" if test_only else "training"
-    print(f"{what} {model} ({parameters:,} parameters) on {device}, into {out}", flush=True)
+    named = f" with the {recipe} recipe" if recipe and recipe != model else ""
+    print(f"{what} {model}{named} ({parameters:,} parameters) on {device}, into {out}", flush=True)
 
 
 def print_outputs(out: Path) -> None:
