@@ -27,7 +27,10 @@ from cifar_lightning.core.runs import announce_run, finish, load_weights_flag, p
 
 
 def parser() -> argparse.ArgumentParser:
-    p = common_parser("Train a CIFAR classifier natively in Apple MLX.")
+    p = common_parser("Train a CIFAR classifier natively in Apple MLX. Data-parallel over several processes "
+                      "when started by mlx.launch (two on this machine: mlx.launch -n 2 scripts/fit_mlx.py; "
+                      "two Macs: --hostfile; NVIDIA GPUs with mlx[cuda]: --backend nccl), as fit.py --devices "
+                      "is for torch.")
     p.add_argument("--cpu", action="store_true",
                    help="run on the CPU instead of the GPU MLX reports (Metal on a Mac, CUDA with mlx[cuda]) "
                         "(default: the GPU when there is one)")  # fmt: skip

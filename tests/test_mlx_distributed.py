@@ -127,7 +127,7 @@ def test_two_processes_take_the_step_of_one_process_on_the_union_and_evaluate_ev
 
     # the same weights (rank 0's, BatchNorm statistics included), evaluated by one process
     _, module = mlx_rank.build({**spec, "weights": str(tmp_path / "rank0.npz")}, BATCH)
-    one = MLXTrainer(enable_progress_bar=False).test(module, mlx_rank.build(spec, BATCH)[0], verbose=False)
+    one = MLXTrainer(enable_progress_bar=False, default_root_dir=tmp_path / "one").test(module, mlx_rank.build(spec, BATCH)[0], verbose=False)
     for figure in figures:  # every rank returns the whole set's figures
         assert np.array(figure["confusion"]).sum() == 25
         np.testing.assert_array_equal(figure["confusion"], one["confusion_matrix"])
@@ -165,8 +165,9 @@ def test_fit_mlx_on_two_processes_writes_one_record_from_rank_0(tmp_path):
     assert record["processes"] == {"devices": 2, "num_nodes": 1, "strategy": "ddp", "world_size": 2,
                                    "accumulate_grad_batches": 1, "batch_size_per_process": 20,
                                    "effective_batch_size": 40}  # fmt: skip
+    assert record["command"].startswith("mlx.launch -n 2 scripts/fit_mlx.py --data-dir ")
     rows = (out / "metrics.csv").read_text().splitlines()
-    assert len(rows) == 1 + 5 + 1  # header, a row per step, the epoch's row: written once
+    assert len(rows) == 1 + 5 + 2 + 1  # header, a row per step, the epoch's val and train rows, the test row: once
     assert sum(json.loads((out / "run.json").read_text())["per_class_accuracy"].values()) >= 0
     ours = [[w for w in ws if str(out) in w or "training.lock" in w] for ws in writes]
     assert any(w.endswith("run.json") for w in ours[0]), ours[0]
@@ -204,3 +205,35 @@ def test_a_rank_that_cannot_reach_the_others_times_out_with_one_line(tmp_path):
     assert error_lines(errors[0]) == ["error: rank 0: could not reach the other processes within 3 s "
                                       "(CIFAR_MLX_CONNECT_TIMEOUT); check that every rank was started and "
                                       "that the hosts reach each other"]  # fmt: skip
+
+
+def test_a_failed_two_process_run_resumes_on_every_rank_to_the_uninterrupted_end(tmp_path):
+    """2 ranks, SmallCNN with dropout, 2 epochs of 5 steps: rank 1 raises after step 7, so the
+    run keeps epoch 1's last.npz (step 5); both ranks resume from it (each reads the
+    checkpoint: weights, optimiser state, step, random key) and end with the weights,
+    BatchNorm statistics and test accuracy of the uninterrupted 2-rank run."""
+    write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=25)
+    runs = {name: tmp_path / name for name in ("full", "cut")}
+    for folder in runs.values():
+        folder.mkdir()
+        (folder / "data").symlink_to(tmp_path / "data")
+    codes, errors, _ = fit_mlx_ranks(runs["full"], runs["full"] / "run", "--epochs", "2")
+    assert codes == [0, 0], errors
+    codes, errors, _ = fit_mlx_ranks(runs["cut"], runs["cut"] / "run", "--epochs", "2",
+                                     rank_env={1: {"CIFAR_TEST_FAIL_AT_STEP": "7:raise"}})  # fmt: skip
+    assert codes == [5, 5], errors
+    last = runs["cut"] / "run/checkpoints/last.npz"
+    with np.load(last) as z:
+        assert json.loads(str(z["meta"]))["global_step"] == 5
+    codes, errors, writes = fit_mlx_ranks(runs["cut"], runs["cut"] / "run", "--epochs", "2", "--resume", str(last))
+    assert codes == [0, 0], errors
+    assert [w for w in writes[1] if str(runs["cut"] / "run") in w] == []  # rank 1 read, wrote nothing
+    full, resumed = (np.load(runs[n] / "run/checkpoints/final.npz") for n in ("full", "cut"))
+    initial = np.load(runs["full"] / "run/checkpoints/initial.npz")
+    model_keys = [k for k in full.files if k.startswith("model.")]
+    moved = [k for k in model_keys if not np.allclose(initial[k[6:]], full[k], rtol=1e-3, atol=1e-4)]
+    assert len(moved) > len(model_keys) // 2  # training changed the weights, so equality means something
+    for key in model_keys:  # the same processes making the same calls: equal to float32 rounding
+        np.testing.assert_allclose(resumed[key], full[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    records = [json.loads((runs[n] / "run/run.json").read_text()) for n in ("full", "cut")]
+    assert records[1]["status"] == "finished" and records[1]["test_accuracy"] == records[0]["test_accuracy"]

@@ -105,9 +105,15 @@ def load_weights_flag(load) -> None:
         raise UsageError(f"--weights {e}") from None
 
 
-def run_command(framework: str, args) -> str:
-    """The command a run.json records, as run from the repository's root."""
-    return f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + shlex.join(args.argv)
+def run_command(framework: str, args, processes: dict | None = None) -> str:
+    """The command a run.json records, as run from the repository's root. An MLX run of
+    several processes names its launcher (torch's --devices and --num-nodes are flags)."""
+    script = f"scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py"
+    launcher = "python"
+    if framework == "mlx" and processes and processes.get("world_size", 1) > 1:
+        launcher = (f"mlx.launch -n {processes['devices']}" if processes.get("num_nodes", 1) == 1
+                    else "mlx.launch --hostfile HOSTFILE")  # fmt: skip
+    return f"{launcher} {script} " + shlex.join(args.argv)
 
 
 def record_failure(args, out: Path, framework: str, message: str, checkpoint) -> None:
@@ -181,7 +187,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
         "per_class_accuracy": reporting.per_class_dict(test["per_class_accuracy"], classes),
         "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
         "checkpoint": str(checkpoint) if checkpoint else None,
-        "command": run_command(framework, args),
+        "command": run_command(framework, args, processes),
     }
     reporting.write_json_atomic(out / "run.json", record)
     limits = reporting.limits_text(record["hyperparameters"])
