@@ -262,7 +262,10 @@ class MLXTrainer:
             self._train_epoch(module, loader, step, per_epoch)
             val = {} if self.should_stop or self.limit_val_batches == 0 else self._timed_validation(module, datamodule)
             self.callback_metrics.update(val)
-            self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **self._epoch_means, **val})
+            # as Lightning's CSVLogger: the validation row, then the training epoch's row
+            if val:
+                self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **val})
+            self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **self._epoch_means})
             for cb in self.callbacks:
                 cb.on_train_epoch_end(self, module)
             self.current_epoch += 1
@@ -356,11 +359,12 @@ class MLXTrainer:
     def _log_row(self, row: dict) -> None:
         """Append a row to metrics.csv. As in Lightning's CSVLogger, ``step`` is the 0-based index
         of the optimizer step the row belongs to (a train row: the step just taken; an epoch
-        row: the epoch's last step), and ``lr`` is the base parameter group's learning rate."""
+        row: the epoch's last step; the test row: the steps taken), ``lr`` is the base parameter
+        group's learning rate, and the columns are in sorted order."""
         self.metrics_rows.append(row)
         if not self.is_global_zero:
             return
-        keys = list(dict.fromkeys(k for r in self.metrics_rows for k in r))
+        keys = sorted({k for r in self.metrics_rows for k in r})
         path = self.default_root_dir / "metrics.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
@@ -455,8 +459,11 @@ class MLXTrainer:
         }
         if module.recipe.tta:
             out["test/acc_no_tta"] = metrics.accuracy_of(counts[1][0])
+        figures = {k: v for k, v in out.items() if k.startswith("test/")}
+        # metrics.csv's test row, as Lightning logs test_step's figures (epoch and step as they stand)
+        self._log_row({"epoch": self.current_epoch, "step": self.global_step, **figures})
         if verbose and self.is_global_zero:
-            print({k: v for k, v in out.items() if k.startswith("test/")})
+            print(figures)
         return out
 
     def predict(self, module, datamodule=None, dataloaders=None) -> list[mx.array]:
