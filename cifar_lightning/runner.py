@@ -22,6 +22,10 @@ def parser() -> argparse.ArgumentParser:
                    help="Lightning precision: 32-true, 16-mixed, bf16-mixed, 16-true, bf16-true or 64-true; "
                         "run.json records the one used (16-mixed runs as bf16-mixed on cpu) (default: 32-true)")  # fmt: skip
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several devices (default: auto)")
+    p.add_argument("--num-nodes", type=int, default=1, metavar="N",
+                   help="machines training together, each running --devices processes (Lightning's num_nodes; "
+                        "start the same command on every machine with MASTER_ADDR, MASTER_PORT, NODE_RANK set, "
+                        "see the README's multi-process section); --batch-size is per process (default: 1)")  # fmt: skip
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format for the convolutions; --no-channels-last keeps NCHW (default: on for "
                         "cpu, where it trains the fast net 1.3x faster, and cuda, as NVIDIA recommends for "
@@ -111,11 +115,12 @@ def read_torch_checkpoint(path: str | Path, flag: str) -> dict:
 
 
 def world_size(args, accelerator: str) -> int:
+    """Processes training together: devices per machine x --num-nodes."""
     import torch
 
     if str(args.devices).isdigit():
-        return int(args.devices)
-    return torch.cuda.device_count() if accelerator == "cuda" else 1
+        return int(args.devices) * args.num_nodes
+    return (torch.cuda.device_count() if accelerator == "cuda" else 1) * args.num_nodes
 
 
 def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
@@ -185,7 +190,8 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     callbacks += list(extra_callbacks)
     history = read_rows(out / "metrics.csv") if args.resume else []  # the CSV logger starts the file anew
     trainer = L.Trainer(
-        accelerator=accelerator, devices=args.devices, strategy=args.strategy, precision=args.precision,
+        accelerator=accelerator, devices=args.devices, num_nodes=args.num_nodes, strategy=args.strategy,
+        precision=args.precision,
         max_epochs=math.ceil(recipe.epochs), callbacks=callbacks, logger=CSVLogger(out, name="", version=""),
         default_root_dir=out, num_sanity_val_steps=0, log_every_n_steps=log_every_n_steps(args, steps),
         limit_train_batches=args.limit_train_batches, limit_val_batches=args.limit_val_batches,
@@ -249,6 +255,8 @@ def validate_torch_flags(args: argparse.Namespace) -> None:
         raise UsageError(f"--precision {args.precision}: expected one of {', '.join(PRECISIONS)}")
     if args.devices != "auto" and not (args.devices.isdigit() and int(args.devices) >= 1):
         raise UsageError(f"--devices {args.devices}: expected a positive number of devices, or auto")
+    if args.num_nodes < 1:
+        raise UsageError(f"--num-nodes {args.num_nodes}: expected a positive number of machines")
     from lightning.pytorch.strategies import StrategyRegistry
 
     strategies = ["auto", *StrategyRegistry.available_strategies()]

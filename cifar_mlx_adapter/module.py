@@ -47,8 +47,8 @@ class MLXClassifier:
 
     Batches are MLX arrays: images float32 (B, 32, 32, 3), NHWC, normalised; labels int32
     (B,). Parameter names equal the torch model's; ``load_file`` converts weights both ways.
-    ``training_step`` returns the recipe's loss (a sum for the fast recipe) and logs
-    ``train/loss`` per example and ``train/acc``; ``test_step`` returns logits (num_classes
+    ``training_step`` returns the recipe's loss (a sum for the fast recipe, multiplied by
+    ``loss_scale()``) and logs ``train/loss`` per example and ``train/acc``; ``test_step`` returns logits (num_classes
     per image, with test-time augmentation when the recipe uses it).
     """
 
@@ -80,6 +80,22 @@ class MLXClassifier:
         """Record a scalar, as LightningModule.log does; the trainer averages it per epoch."""
         self._logged[name] = value
 
+    def world_size(self) -> int:
+        """Processes training together (the trainer's; 1 without a trainer)."""
+        return getattr(self.trainer, "world_size", 1) if self.trainer is not None else 1
+
+    def loss_scale(self) -> int:
+        """What the training loss is multiplied by before its gradient: the number of
+        processes for a summed loss, 1 for a mean, as ``cifar_lightning``'s module does. The
+        trainer averages gradients over the processes, which divides a summed loss's gradient
+        by their number; the scale gives back the gradient of the sum over every image of the
+        step, so a step per example (the fast recipe's units) stays one."""
+        return self.world_size() if self.recipe.loss_reduction == "sum" else 1
+
+    def examples_per_step(self) -> int:
+        """Images one optimizer step sees: batch size (per process) x processes."""
+        return self.recipe.batch_size * self.world_size()
+
     def training_step(self, batch, batch_idx):
         images, labels = batch
         logits = self(images)
@@ -87,7 +103,7 @@ class MLXClassifier:
         per_example = loss / labels.shape[0] if self.recipe.loss_reduction == "sum" else loss
         self.log("train/loss", per_example)
         self.log("train/acc", (logits.argmax(axis=1) == labels).astype(mx.float32).mean())
-        return loss
+        return loss * self.loss_scale()
 
     def validation_step(self, batch, batch_idx):
         images, labels = batch
@@ -112,7 +128,8 @@ class MLXClassifier:
         """The recipe's optimisers (SGD, AdamW, Muon), each part's learning rate (and SGD's
         momentum, when the recipe cycles it) following the recipe, as torch's do."""
         t = self.trainer
-        return recipe_optimizer(self.recipe, t.total_steps, t.steps_per_epoch, self.model)
+        return recipe_optimizer(self.recipe, t.total_steps, t.steps_per_epoch, self.model,
+                                examples_per_step=self.examples_per_step())  # fmt: skip
 
     # Lightning-style epoch hook: the fast recipe trains the whitening bias for a few epochs only
     def on_train_epoch_start(self) -> bool:

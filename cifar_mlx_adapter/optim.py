@@ -102,7 +102,8 @@ def trainable_ndims(model: nn.Module) -> dict[str, int]:
     return {name: value.ndim for name, value in tree_flatten(model.trainable_parameters())}
 
 
-def recipe_optimizer(recipe: Recipe, total_steps: int, steps_per_epoch: int, model: nn.Module) -> optim.Optimizer:
+def recipe_optimizer(recipe: Recipe, total_steps: int, steps_per_epoch: int, model: nn.Module,
+                     examples_per_step: int | None = None) -> optim.Optimizer:  # fmt: skip
     """The recipe's optimisers (``recipes.optimizer_parts``) over `model`'s trainable
     parameters, routed by ``recipes.route_parameters`` as torch's param groups are, each
     part's learning rate (and SGD's momentum, when OneCycle cycles it) a table of the
@@ -110,8 +111,10 @@ def recipe_optimizer(recipe: Recipe, total_steps: int, steps_per_epoch: int, mod
 
     One part is that optimiser; several are an ``mlx.optimizers.MultiOptimizer`` holding
     them last part first (so the first part, the base group, is its fallback and
-    ``optimizers[-1]``; checkpoints of the two-group SGD keep their order)."""
-    parts = optimizer_parts(recipe)
+    ``optimizers[-1]``; checkpoints of the two-group SGD keep their order).
+    `examples_per_step`: images of one step over all processes (default: the recipe's
+    batch size), which the summed-loss recipe's weight decay is per (``recipes.sgd_args``)."""
+    parts = optimizer_parts(recipe, examples_per_step)
     whiten = getattr(model, "whiten", None)
     owner = route_parameters(optimized_parameters(trainable_ndims(model), recipe,
                                                   whiten is not None and "bias" in whiten), parts)  # fmt: skip

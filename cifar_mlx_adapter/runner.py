@@ -1,4 +1,13 @@
-"""What ``scripts/fit_mlx.py`` runs: the same run as scripts/fit.py, natively in MLX."""
+"""What ``scripts/fit_mlx.py`` runs: the same run as scripts/fit.py, natively in MLX.
+
+Started by ``mlx.launch`` as several processes, it trains data-parallel
+(``cifar_mlx_adapter.distributed``): every rank checks the flags and reads the data;
+rank 0 alone takes the training lock, claims and writes the run folder (metrics.csv,
+checkpoints, run.json with the process layout) and tells the others its name. A rank
+that fails prints one line naming itself and its error and exits non-zero; the others
+lose it at their next exchange, say so in one line each and exit non-zero; rank 0 then
+leaves run.json marked failed (resumable from the last checkpoint), never finished.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +27,10 @@ from cifar_lightning.core.runs import announce_run, finish, load_weights_flag, p
 
 
 def parser() -> argparse.ArgumentParser:
-    p = common_parser("Train a CIFAR classifier natively in Apple MLX.")
+    p = common_parser("Train a CIFAR classifier natively in Apple MLX. Data-parallel over several processes "
+                      "when started by mlx.launch (two on this machine: mlx.launch -n 2 scripts/fit_mlx.py; "
+                      "two Macs: --hostfile; NVIDIA GPUs with mlx[cuda]: --backend nccl), as fit.py --devices "
+                      "is for torch.")
     p.add_argument("--cpu", action="store_true",
                    help="run on the CPU instead of the GPU MLX reports (Metal on a Mac, CUDA with mlx[cuda]) "
                         "(default: the GPU when there is one)")  # fmt: skip
@@ -82,9 +94,22 @@ def make_data(args: argparse.Namespace, recipe):
 
 
 def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
+    from .distributed import describe_failure, join_processes
+
+    group = join_processes()  # a group of one unless mlx.launch started several processes
+    if group.size() == 1:
+        return run_ranks(args, callbacks, None)
+    try:
+        return run_ranks(args, callbacks, group)
+    except Exception as e:  # one line naming this rank (KeyboardInterrupt and SystemExit pass)
+        raise describe_failure(e, group.rank(), group.size()) from None
+
+
+def run_ranks(args: argparse.Namespace, callbacks: tuple, group) -> dict:
     from cifar_lightning.core.lock import lock_path, training_lock
     from cifar_lightning.core.run_folder import check_resume_settings, run_settings
 
+    rank, world = (group.rank(), group.size()) if group is not None else (0, 1)
     device = setup_device(args)
     if device == "cpu":
         from cifar_lightning.core.blas import slow_blas_warning
@@ -93,15 +118,16 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
         if warning:
             print(warning, file=sys.stderr, flush=True)
     resumed = read_mlx_checkpoint(args.resume, "--resume") if args.resume else None
-    recipe, dm, out = prepare(args, "mlx", make_data)
+    # rank 0 alone chooses (and later claims) the run folder and holds the lock, once per run
+    recipe, dm, out = prepare(args, "mlx", make_data, world, choose_folder=rank == 0)
     settings = run_settings(args, recipe.to_dict())
     if resumed is not None:
         check_resume_settings(resumed.get("settings", {}), settings, args.resume)
-    with training_lock(lock_path(args.lock_file), out, wait=not args.no_wait):
-        return train_and_test(args, callbacks, device, recipe, dm, out, settings)
+    with training_lock(lock_path(args.lock_file) if rank == 0 else None, out, wait=not args.no_wait):
+        return train_and_test(args, callbacks, device, recipe, dm, out, settings, group)
 
 
-def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
+def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=None) -> dict:
     import time
 
     from cifar_lightning.core.model_card import inference_record
@@ -110,9 +136,12 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
 
     from .callbacks import LookaheadAveraging
     from .convert import load_file, mlx_state
+    from .distributed import broadcast_text, layout
     from .models import count_parameters, init_whitening
     from .module import MLXClassifier
     from .trainer import MLXTrainer
+
+    rank, world = (group.rank(), group.size()) if group is not None else (0, 1)
 
     mx.random.seed(recipe.seed)
     module = MLXClassifier(args.model, dm.num_classes, recipe=recipe.to_dict(), class_names=dm.classes,
@@ -122,42 +151,63 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings) -> dict:
     elif recipe.whiten_bias_epochs and not args.resume:
         dm.setup()
         init_whitening(module.model, dm.normalize(dm.splits["train"][0][:5000]))
-    out = claim_run_folder(out, "mlx", args)  # every check has passed: now the folder is made
-    if not args.test_only and not args.resume:
+    if rank == 0:
+        out = claim_run_folder(out, "mlx", args)  # every check has passed: now the folder is made
+    if group is not None:  # the others learn rank 0's folder (they write nothing into it)
+        out = Path(broadcast_text(str(Path(out).resolve()) if rank == 0 else None, group))
+    if not args.test_only and not args.resume and rank == 0:
         # the starting point, so the other framework can start from the same weights (--weights)
         (out / "checkpoints").mkdir(parents=True, exist_ok=True)
         np.savez(out / "checkpoints" / "initial.npz", **{k: np.array(v) for k, v in mlx_state(module.model).items()})
     callbacks = list(callbacks)
     if recipe.average_every:
         callbacks.append(LookaheadAveraging(recipe.average_every))
-    steps = planned_steps(args, recipe, dm)
+    steps = planned_steps(args, recipe, dm, world)
     architecture = {**recipe.model_kwargs, **model_kwargs(args)}  # e.g. fast_muon's head scale
     trainer = MLXTrainer(max_epochs=recipe.epochs, callbacks=callbacks, default_root_dir=out,
                          log_every_n_steps=log_every_n_steps(args, steps), limit_train_batches=args.limit_train_batches,
                          limit_val_batches=args.limit_val_batches, limit_test_batches=args.limit_test_batches,
                          checkpoint_meta={"settings": settings, "inference": inference_record(
-                             args.model, dm.num_classes, dm.classes, args.dataset, architecture)})  # fmt: skip
+                             args.model, dm.num_classes, dm.classes, args.dataset, architecture)},
+                         group=group)  # fmt: skip
+    machines, here = layout(group) if group is not None else (1, 1)
     checkpoint = args.weights
-    announce_run(out, args.model, count_parameters(module.model), device, args.test_only,
-                 recipe_name(args.model, args.optimizer))
+    if rank == 0:
+        where = device if world == 1 else f"{world} processes ({machines} machine{'s' if machines > 1 else ''}, {device})"
+        announce_run(out, args.model, count_parameters(module.model), where, args.test_only,
+                     recipe_name(args.model, args.optimizer))
     try:
         if not args.test_only:
             try:
                 trainer.fit(module, dm, ckpt_path=args.resume)
             except NonFiniteLossError as e:
-                record_failure(args, out, "mlx", str(e), trainer.last_checkpoint)
+                if rank == 0:
+                    record_failure(args, out, "mlx", str(e), trainer.last_checkpoint)
                 raise
             checkpoint = trainer.save_checkpoint(out / "checkpoints" / "final.npz", module)
         test_start = time.perf_counter()
         test = trainer.test(module, dm, verbose=False)
         test_time = time.perf_counter() - test_start
     except KeyboardInterrupt:
+        if rank != 0:
+            raise SystemExit(130) from None
         interrupted(out, "fit_mlx.py", args, trainer.last_checkpoint)
+    except NonFiniteLossError:
+        raise
+    except Exception as e:  # a lost peer, or this rank's own error: the record says the run failed
+        if world > 1 and rank == 0:
+            from .distributed import describe_failure
+
+            record_failure(args, out, "mlx", str(describe_failure(e, rank, world)), trainer.last_checkpoint)
+        raise
+    if rank != 0:
+        return {}
     args.extra_hparams = {"device": device, **model_kwargs(args)}
-    from cifar_lightning.core.provenance import mlx_numerics, single_process
+    from cifar_lightning.core.provenance import mlx_numerics, mlx_processes
 
     return finish(args, out, dm, recipe, framework="mlx", numerics=mlx_numerics(),
-                  processes=single_process(recipe.batch_size), versions=package_versions("mlx", "numpy"),
+                  processes=mlx_processes(recipe.batch_size, world, machines, here),
+                  versions=package_versions("mlx", "numpy"),
                   accelerator=device, parameters=count_parameters(module.model), steps=trainer.total_steps,
                   times={"train": trainer.train_time_s, "validation": trainer.validation_time_s, "test": test_time},
                   test=test, checkpoint=checkpoint)  # fmt: skip

@@ -4,6 +4,12 @@ The training step is compiled once with the model's and the optimiser's state as
 inputs and outputs (BatchNorm statistics are model state). The host waits on the
 device only where logging needs a number (every `log_every_n_steps` and at epoch
 end). Checkpoints are single .npz files written atomically at each epoch end.
+
+With a group of several processes (``mx.distributed``, started by ``mlx.launch``) it
+trains data-parallel, as Lightning's DDP: each process takes its rank's share of every
+epoch (the core's per-rank plan, the one torch's DDP follows), gradients are averaged
+over the processes inside the compiled step, evaluation counts every image once over
+all processes, and rank 0 alone writes metrics.csv and checkpoints.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from cifar_lightning.core.recipes import total_steps
 
 from .convert import load_weights, mlx_state
 from .data import MLXData, core_data
+from .distributed import broadcast_arrays, float64_words, gather_rows, words_float64
 
 
 def compile_with_state(fn, model: nn.Module, optimizer=None):
@@ -102,6 +109,25 @@ class MLXTrainer:
             only the first N batches (None: all; ``limit_val_batches=0`` skips validation).
         checkpoint_meta: plain values stored in every checkpoint (the scripts store the
             run's settings, which ``--resume`` checks).
+        group: the ``mx.distributed.Group`` of the processes training together (from
+            ``cifar_mlx_adapter.distributed.join_processes``); None: this process alone.
+
+    Several processes (data parallel, as Lightning's DDP without SyncBatchNorm): rank r of
+    N takes the r-th share of every epoch's batch plan (``CIFARData.plan(split, r, N)``,
+    torch's DDP plan), so a step sees N x batch_size images; the compiled step averages
+    the gradients over the processes (``nn.average_gradients``), and a summed loss is
+    multiplied by N first (``MLXClassifier.loss_scale``), so a step equals one process's
+    step on the union of the N batches, with the optimiser's units for N x batch_size
+    images. BatchNorm normalises with each process's own batch statistics (no
+    SyncBatchNorm); its running statistics are rank 0's, copied to every rank before each
+    evaluation and at fit start (as DDP broadcasts rank 0's buffers). ``train/loss``
+    values are means over the processes. ``validate`` and ``test`` evaluate each rank's
+    share (every N-th image) and combine the counts (confusion matrices, summed float64
+    cross-entropies) over the processes, so every image counts exactly once and the
+    figures equal one process's. Rank 0 alone writes ``metrics.csv`` and checkpoints and
+    shows progress bars; every rank reads a checkpoint it resumes from. All ranks must
+    make the same calls in the same order (each exchanges with the others); a rank that
+    dies makes the others' next exchange raise RuntimeError.
 
     ``fit(module, datamodule, ckpt_path=None)`` takes a ``CIFARDataModule`` or the neutral
     ``CIFARData`` (then no torch is imported); batches are made on MLX's device
@@ -135,6 +161,7 @@ class MLXTrainer:
         limit_test_batches: int | None = None,
         limit_predict_batches: int | None = None,
         checkpoint_meta: dict | None = None,
+        group=None,
     ):
         if not (isinstance(max_epochs, (int, float)) and math.isfinite(max_epochs) and max_epochs > 0):
             raise ValueError(f"max_epochs must be a positive, finite number of epochs, got {max_epochs!r}")
@@ -164,6 +191,11 @@ class MLXTrainer:
         self.last_checkpoint: Path | None = None
         self.optimizer = None  # made by module.configure_optimizers() in fit
         self._mlx_data: MLXData | None = None
+        self.group = group if group is not None and group.size() > 1 else None
+        self.world_size = group.size() if self.group is not None else 1
+        self.global_rank = group.rank() if self.group is not None else 0
+        self.is_global_zero = self.global_rank == 0
+        self.enable_progress_bar = enable_progress_bar and self.is_global_zero
 
     # ---------------------------------------------------------------- training
     def _compile_step(self, module, optimizer):
@@ -176,9 +208,14 @@ class MLXTrainer:
             return loss, dict(module._logged)
 
         loss_and_grad = nn.value_and_grad(model, loss_and_logs)
+        group, world = self.group, self.world_size
 
         def step(images, labels):
             (loss, logs), grads = loss_and_grad(images, labels)
+            if group is not None:  # every rank takes the same step: the mean of the ranks' gradients
+                grads = nn.average_gradients(grads, group=group)
+                loss = mx.distributed.all_sum(loss, group=group) / world
+                logs = {k: mx.distributed.all_sum(v, group=group) / world for k, v in logs.items()}
             optimizer.update(model, grads)
             return loss, logs
 
@@ -198,7 +235,7 @@ class MLXTrainer:
 
     def fit(self, module, datamodule, ckpt_path: str | Path | None = None) -> None:
         module.trainer = self
-        loader = self._data(datamodule).loader("train")
+        loader = self._data(datamodule).loader("train", self.global_rank, self.world_size)
         per_epoch = self.steps_per_epoch = self._steps_per_epoch(loader)
         self.total_steps = total_steps(self.max_epochs, per_epoch)
         if self.total_steps < 1:
@@ -207,7 +244,9 @@ class MLXTrainer:
         self.optimizer = optimizer
         if ckpt_path:
             self._restore(module, optimizer, ckpt_path)
-        self.default_root_dir.mkdir(parents=True, exist_ok=True)
+        self._sync_model(module)  # every rank starts from rank 0's weights
+        if self.is_global_zero:
+            self.default_root_dir.mkdir(parents=True, exist_ok=True)
         for cb in self.callbacks:
             cb.on_fit_start(self, module)
         step = None
@@ -223,7 +262,10 @@ class MLXTrainer:
             self._train_epoch(module, loader, step, per_epoch)
             val = {} if self.should_stop or self.limit_val_batches == 0 else self._timed_validation(module, datamodule)
             self.callback_metrics.update(val)
-            self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **self._epoch_means, **val})
+            # as Lightning's CSVLogger: the validation row, then the training epoch's row
+            if val:
+                self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **val})
+            self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **self._epoch_means})
             for cb in self.callbacks:
                 cb.on_train_epoch_end(self, module)
             self.current_epoch += 1
@@ -234,6 +276,12 @@ class MLXTrainer:
         self.train_time_s = self.elapsed_train_time()
         self.validation_time_s += self._segment_validation
         self._fit_started, self._segment_validation = None, 0.0
+
+    def _sync_model(self, module) -> None:
+        """Copy rank 0's model state (weights and BatchNorm statistics) to every rank."""
+        if self.group is not None:
+            state = dict(tree_flatten(module.model.parameters()))
+            module.model.update(tree_unflatten(list(broadcast_arrays(state, self.group).items())))
 
     def _timed_validation(self, module, datamodule) -> dict:
         start = time.perf_counter()
@@ -289,6 +337,8 @@ class MLXTrainer:
         finally:  # a stopped run's error message starts on a line of its own
             bar.close()
         self._check_finite(first_bad, loss if seen else None)
+        if self.group is not None:  # every rank runs its pending exchanges (the last steps') now
+            mx.eval(module.model.state, self.optimizer.state)
         means = {k: float(v.item()) / max(seen, 1) for k, v in sums.items()}
         self._epoch_means = {("train/loss_epoch" if k == "train/loss" else k): v for k, v in means.items()}
         self.callback_metrics.update(self._epoch_means)
@@ -309,9 +359,12 @@ class MLXTrainer:
     def _log_row(self, row: dict) -> None:
         """Append a row to metrics.csv. As in Lightning's CSVLogger, ``step`` is the 0-based index
         of the optimizer step the row belongs to (a train row: the step just taken; an epoch
-        row: the epoch's last step), and ``lr`` is the base parameter group's learning rate."""
+        row: the epoch's last step; the test row: the steps taken), ``lr`` is the base parameter
+        group's learning rate, and the columns are in sorted order."""
         self.metrics_rows.append(row)
-        keys = list(dict.fromkeys(k for r in self.metrics_rows for k in r))
+        if not self.is_global_zero:
+            return
+        keys = sorted({k for r in self.metrics_rows for k in r})
         path = self.default_root_dir / "metrics.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
@@ -349,36 +402,68 @@ class MLXTrainer:
         finally:
             restore_modes(modes)
 
+    def _counts(self, runs: list[tuple[np.ndarray, np.ndarray]], k: int) -> list[tuple[np.ndarray, float]]:
+        """(confusion matrix int64 (k, k), summed cross-entropy float64) of each (logits,
+        labels) pair, summed over the processes' shares (rank order) when there are several."""
+        sums = [metrics.evaluation_sums(logits, labels, k) for logits, labels in runs]
+        if self.group is None:
+            return sums
+        row = np.concatenate([np.concatenate([m.ravel().astype(np.uint32), float64_words(np.array([ce]))])
+                              for m, ce in sums])  # fmt: skip
+        ranks = gather_rows(row, self.group)
+        out, width = [], k * k + 2
+        for i in range(len(sums)):
+            part = ranks[:, i * width : (i + 1) * width]
+            confusion = part[:, : k * k].astype(np.int64).sum(axis=0).reshape(k, k)
+            ce = 0.0
+            for words in part[:, k * k :]:
+                ce += float(words_float64(words)[0])
+            out.append((confusion, ce))
+        return out
+
     def validate(self, module, datamodule, verbose: bool = True) -> dict:
-        """{"val/acc", "val/loss"} over the validation split (the test set when val_size is 0)."""
+        """{"val/acc", "val/loss"} over the validation split (the test set when val_size is 0),
+        every image counted once over all processes."""
         module.trainer = self
         module._logged = {}
-        loader = self._data(datamodule).loader("val")
+        self._sync_model(module)
+        loader = self._data(datamodule).loader("val", self.global_rank, self.world_size)
         logits, labels = self._evaluate(module, loader, module.validation_step, self.limit_val_batches, "Validation")
-        out = {"val/acc": metrics.accuracy(logits, labels), "val/loss": metrics.cross_entropy(logits, labels)}
-        if verbose:
+        [(confusion, ce)] = self._counts([(logits, labels)], logits.shape[1])
+        out = {"val/acc": metrics.accuracy_of(confusion), "val/loss": ce / max(confusion.sum(), 1)}
+        if verbose and self.is_global_zero:
             print(out)
         return out
 
     def test(self, module, datamodule, verbose: bool = True) -> dict:
         """Overall and per-class accuracy, loss and confusion matrix (``core.metrics``, equal
-        to the torchmetrics figures of the Lightning path)."""
+        to the torchmetrics figures of the Lightning path), every test image counted once
+        over all processes."""
         module.trainer = self
-        loader = self._data(datamodule).loader("test")
+        self._sync_model(module)
+        loader = self._data(datamodule).loader("test", self.global_rank, self.world_size)
         logits, labels = self._evaluate(module, loader, module.test_step, self.limit_test_batches, "Testing")
         k = logits.shape[1]
-        out = {
-            "test/acc": metrics.accuracy(logits, labels),
-            "test/loss": metrics.cross_entropy(logits, labels),
-            "per_class_accuracy": metrics.per_class_accuracy(logits, labels, k),
-            "confusion_matrix": metrics.confusion_matrix(logits, labels, k),
-        }
+        runs = [(logits, labels)]
         if module.recipe.tta:
             plain, _ = self._evaluate(module, loader, lambda b, i: module(b[0]), self.limit_test_batches,
                                       "Testing without TTA")  # fmt: skip
-            out["test/acc_no_tta"] = metrics.accuracy(plain, labels)
-        if verbose:
-            print({k: v for k, v in out.items() if k.startswith("test/")})
+            runs.append((plain, labels))
+        counts = self._counts(runs, k)
+        confusion, ce = counts[0]
+        out = {
+            "test/acc": metrics.accuracy_of(confusion),
+            "test/loss": ce / max(confusion.sum(), 1),
+            "per_class_accuracy": metrics.per_class_accuracy_of(confusion),
+            "confusion_matrix": confusion,
+        }
+        if module.recipe.tta:
+            out["test/acc_no_tta"] = metrics.accuracy_of(counts[1][0])
+        figures = {k: v for k, v in out.items() if k.startswith("test/")}
+        # metrics.csv's test row, as Lightning logs test_step's figures (epoch and step as they stand)
+        self._log_row({"epoch": self.current_epoch, "step": self.global_step, **figures})
+        if verbose and self.is_global_zero:
+            print(figures)
         return out
 
     def predict(self, module, datamodule=None, dataloaders=None) -> list[mx.array]:
@@ -405,14 +490,18 @@ class MLXTrainer:
 
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | Path, module) -> Path:
-        """model, optimiser state, step, epoch and recipe in one .npz, written atomically."""
+        """model, optimiser state, step, epoch and recipe in one .npz, written atomically
+        (by rank 0 alone; every rank checks the weights and returns the path)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         state = mlx_state(module.model)
         for name, value in state.items():  # the last step can break the weights after its loss was checked
             if mx.issubdtype(value.dtype, mx.floating) and not mx.all(mx.isfinite(value)).item():
                 message = non_finite_message(math.nan, self.global_step - 1, self.last_checkpoint)
                 raise NonFiniteLossError(f"{message} ({name} is not finite)")
+        if not self.is_global_zero:
+            self.last_checkpoint = path
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {f"model.{k}": np.array(v) for k, v in state.items()}
         if self.optimizer is not None:
             arrays.update({f"optimizer.{k}": np.array(v) for k, v in tree_flatten(self.optimizer.state)})

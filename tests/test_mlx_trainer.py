@@ -219,16 +219,17 @@ def test_whitening_bias_trains_for_its_epochs_then_freezes_in_the_compiled_step(
     np.testing.assert_array_equal(biases[3], biases["end"])  # frozen from epoch 3 on
 
 
-def test_evaluation_limits_cut_validation_and_test(cifar10_dir):
+def test_evaluation_limits_cut_validation_and_test(cifar10_dir, tmp_path):
     """limit_val_batches / limit_test_batches: only that many evaluation batches (of 10 images)."""
     from cifar_lightning.core.data import CIFARData
 
     data = CIFARData("cifar10", cifar10_dir, batch_size=20, eval_batch_size=10)
     module = MLXClassifier("small_cnn", 10)
-    trainer = MLXTrainer(limit_val_batches=1, limit_test_batches=2, enable_progress_bar=False)
+    trainer = MLXTrainer(limit_val_batches=1, limit_test_batches=2, enable_progress_bar=False,
+                         default_root_dir=tmp_path / "limited")  # fmt: skip
     assert trainer.test(module, data, verbose=False)["confusion_matrix"].sum() == 20
-    full = MLXTrainer(enable_progress_bar=False).test(module, data, verbose=False)["confusion_matrix"].sum()
-    assert full == 50
+    full = MLXTrainer(enable_progress_bar=False, default_root_dir=tmp_path / "full").test(module, data, verbose=False)
+    assert full["confusion_matrix"].sum() == 50
     val = trainer.validate(module, data, verbose=False)
     logits_seen = []
     module.validation_step = lambda batch, i: logits_seen.append(batch[1].shape[0]) or module(batch[0])

@@ -68,6 +68,11 @@ def test_a_run_prints_nothing_that_looks_like_a_problem(cifar10_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "t" / "checkpoints").iterdir()) == ["final.ckpt", "initial.pt", "last.ckpt"]
     header = (tmp_path / "t" / "metrics.csv").read_text().splitlines()[0]
     assert "test/acc" in header and "test/acc_no_tta" not in header  # SmallCNN's recipe has no TTA
+    # the same columns in both frameworks' metrics.csv, in the same order, and the same kinds of row
+    assert (tmp_path / "m" / "metrics.csv").read_text().splitlines()[0] == header
+    kinds = {name: [tuple(k for k, v in row.items() if v) for row in read_metrics_csv(tmp_path / name / "metrics.csv")]
+             for name in ("t", "m")}  # fmt: skip
+    assert sorted(set(kinds["t"])) == sorted(set(kinds["m"])) and kinds["m"][-1] == kinds["t"][-1]
 
 
 @pytest.mark.skipif(not blas.needed(), reason="only Linux's mlx[cpu] ships the slow BLAS")

@@ -38,7 +38,7 @@ def common_parser(description: str) -> argparse.ArgumentParser:
                         "40 resnet18, 9.9 fast, 8 fast with --optimizer muon)")  # fmt: skip
     p.add_argument("--batch-size", type=int,
                    help="training images per process per optimizer step; with N processes (fit.py's "
-                        "--devices) the step sees N times as many (default: the model's recipe: 128 small_cnn, 64 resnet18, 1024 fast, "
+                        "--devices, mlx.launch -n for fit_mlx.py) the step sees N times as many (default: the model's recipe: 128 small_cnn, 64 resnet18, 1024 fast, "
                         "2000 fast with --optimizer muon)")  # fmt: skip
     p.add_argument("--lr", type=float,
                    help="peak learning rate in the recipe's units: per optimizer step for small_cnn (0.05) and "

@@ -37,3 +37,26 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     z = z - z.max(axis=1, keepdims=True)
     log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     return float(-log_probs[np.arange(len(z)), np.asarray(labels)].mean())
+
+
+# Whole-set figures from counts: several processes each evaluate a share of the images and
+# add up these sums (MLXTrainer), so every image counts once and the figures equal one
+# process's (the cross-entropy up to the order its float64 terms are added in).
+def evaluation_sums(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
+    """(confusion matrix int64 (C, C), summed cross-entropy float64) of one share."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return confusion_matrix(logits, labels, num_classes), float(-log_probs[np.arange(len(z)), np.asarray(labels)].sum())
+
+
+def accuracy_of(confusion: np.ndarray) -> float:
+    """Plain accuracy from a confusion matrix: its trace over its total (0 when empty)."""
+    total = int(confusion.sum())
+    return float(np.trace(confusion) / total) if total else 0.0
+
+
+def per_class_accuracy_of(confusion: np.ndarray) -> np.ndarray:
+    """float32 (C,): each class's recall from a confusion matrix (0 for a class with no images)."""
+    totals = confusion.sum(axis=1)
+    return np.divide(np.diag(confusion), totals, out=np.zeros(len(totals)), where=totals > 0).astype(np.float32)

@@ -39,3 +39,14 @@ def single_process(batch_size: int) -> dict:
     return {"devices": 1, "num_nodes": 1, "strategy": "single_device", "world_size": 1,
             "accumulate_grad_batches": 1, "batch_size_per_process": batch_size,
             "effective_batch_size": batch_size}  # fmt: skip
+
+
+def mlx_processes(batch_size: int, world_size: int = 1, num_nodes: int = 1, devices: int = 1) -> dict:
+    """The MLX trainer's layout, in the fields torch's runs record: one process per device,
+    `devices` of them on each of `num_nodes` machines; several processes train
+    data-parallel over ``mx.distributed`` (strategy "ddp", as Lightning names it)."""
+    if world_size == 1:
+        return single_process(batch_size)
+    return {"devices": devices, "num_nodes": num_nodes, "strategy": "ddp", "world_size": world_size,
+            "accumulate_grad_batches": 1, "batch_size_per_process": batch_size,
+            "effective_batch_size": batch_size * world_size}  # fmt: skip

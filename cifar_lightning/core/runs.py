@@ -18,10 +18,11 @@ from .recipes import get_recipe, recipe_name, total_steps
 from .run_folder import choose_run_folder
 
 
-def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int = 1):
+def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int = 1, choose_folder: bool = True):
     """The recipe (with the flags' overrides), the data made by ``make_data(args, recipe)``
     (a CIFARDataModule or a CIFARData: anything with ``training_set_size`` and ``setup``)
-    and the run folder.
+    and the run folder (None with `choose_folder` False: an MLX rank other than 0, which
+    learns rank 0's).
 
     Checks the flags that need the data's size (--val-size, --train-subset, --batch-size
     per process) before the run folder is made, so bad input leaves nothing behind."""
@@ -55,11 +56,11 @@ def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int
     dm.setup()
     if not args.test_only:
         try:
-            planned_steps(args, recipe, dm)
+            planned_steps(args, recipe, dm, world_size)
         except OverflowError:
             raise UsageError(f"--epochs {args.epochs}: more optimizer steps than can be counted; expected a "
                              "number of epochs a run can train") from None  # fmt: skip
-    out = choose_run_folder(framework, args)
+    out = choose_run_folder(framework, args) if choose_folder else None
     return recipe, dm, out
 
 
@@ -88,11 +89,11 @@ def check_weights_architecture(args: argparse.Namespace, recipe) -> None:
                      f"recipe{hint}")  # fmt: skip
 
 
-def planned_steps(args: argparse.Namespace, recipe, data) -> int:
+def planned_steps(args: argparse.Namespace, recipe, data, world_size: int = 1) -> int:
     """Optimizer steps the run will make as one process counts them (for the log interval):
-    the recipe's epochs of the training plan, cut by --limit-train-batches. `data` is a
-    CIFARData or a CIFARDataModule (its ``.data``)."""
-    per_epoch = len(getattr(data, "data", data).plan("train"))
+    the recipe's epochs of the training plan (one rank's of `world_size`), cut by
+    --limit-train-batches. `data` is a CIFARData or a CIFARDataModule (its ``.data``)."""
+    per_epoch = len(getattr(data, "data", data).plan("train", 0, world_size))
     return total_steps(recipe.epochs, min(per_epoch, args.limit_train_batches or per_epoch))
 
 
@@ -104,9 +105,15 @@ def load_weights_flag(load) -> None:
         raise UsageError(f"--weights {e}") from None
 
 
-def run_command(framework: str, args) -> str:
-    """The command a run.json records, as run from the repository's root."""
-    return f"python scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py " + shlex.join(args.argv)
+def run_command(framework: str, args, processes: dict | None = None) -> str:
+    """The command a run.json records, as run from the repository's root. An MLX run of
+    several processes names its launcher (torch's --devices and --num-nodes are flags)."""
+    script = f"scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py"
+    launcher = "python"
+    if framework == "mlx" and processes and processes.get("world_size", 1) > 1:
+        launcher = (f"mlx.launch -n {processes['devices']}" if processes.get("num_nodes", 1) == 1
+                    else "mlx.launch --hostfile HOSTFILE")  # fmt: skip
+    return f"{launcher} {script} " + shlex.join(args.argv)
 
 
 def record_failure(args, out: Path, framework: str, message: str, checkpoint) -> None:
@@ -180,7 +187,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
         "per_class_accuracy": reporting.per_class_dict(test["per_class_accuracy"], classes),
         "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
         "checkpoint": str(checkpoint) if checkpoint else None,
-        "command": run_command(framework, args),
+        "command": run_command(framework, args, processes),
     }
     reporting.write_json_atomic(out / "run.json", record)
     limits = reporting.limits_text(record["hyperparameters"])
