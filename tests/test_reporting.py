@@ -164,6 +164,19 @@ def test_muon_runs_count_toward_their_own_target_only():
     assert "| pytorch | 2 | 93.80% | 94.10% | no |" in row
 
 
+def test_repeated_runs_of_a_recipe_group_across_how_their_parts_were_logged():
+    """Muon runs logged before optimiser parts were trimmed to their kind's fields (every
+    field written) repeat today's runs of the same recipe; the table names the recipe."""
+    old = muon_run(0, 0.9397)
+    old["hyperparameters"]["optimizers"] = [{**dict(kind="sgd", roles=[], lr=0.0, weight_decay=0.0, momentum=0.0,
+                                                    nesterov=False, beta2=0.999, eps=1e-08, ns_steps=3,
+                                                    ns_dtype="bfloat16", decay_epochs=0.0), **part}
+                                            for part in old["hyperparameters"]["optimizers"]]  # fmt: skip
+    text = render_results([old, muon_run(1, 0.9390)])
+    table = text.split("## Repeated runs")[1].split("\n## ")[0]
+    assert "| pytorch | fast_muon | cifar10 | 8 (200 steps) | " in table and "| 2 | 0, 1 | 93.93% | 93.90% | 93.97% |" in table
+
+
 def test_targets_count_runs_logged_before_units_and_status_were_recorded():
     """The fast recipe's runs before `units` was recorded logged lr and weight decay in
     torch's units, and before `status` existed run.json was written only at the end of a

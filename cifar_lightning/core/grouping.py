@@ -49,16 +49,24 @@ def _same(value, wanted) -> bool:
     return value == wanted
 
 
+def logged_hyperparameters(run: dict) -> dict:
+    """A run's hyper-parameters as today's records write them: the fields added since its
+    log was written at their value before (``RECORDED_SINCE``), and optimiser parts with the
+    fields their kind reads only (records before commit cbf7d55 wrote every field)."""
+    from .recipes import parts_record
+
+    hp = {**RECORDED_SINCE, **run["hyperparameters"]}
+    if hp.get("optimizers"):
+        hp["optimizers"] = json.loads(json.dumps(parts_record(hp["optimizers"])))
+    return hp
+
+
 def recipe_differences(run: dict) -> list[str]:
     """Why a run is not its model's recipe trained on the full training set, one phrase each
     ("lr 46.0 (recipe 11.5)", "val_size 5000", "status interrupted"); [] for a finished
     training run whose every recorded hyper-parameter but the seed is the recipe's, with
     --val-size 0 and no --train-subset or --limit-*-batches. ValueError for an unknown model."""
-    from .recipes import parts_record
-
-    hp = {**RECORDED_SINCE, **run["hyperparameters"]}
-    if hp.get("optimizers"):  # records before parts were trimmed to their kind's fields
-        hp["optimizers"] = json.loads(json.dumps(parts_record(hp["optimizers"])))
+    hp = logged_hyperparameters(run)
     out = [] if run["epochs"] else ["an evaluation"]
     if run_status(run) != "finished":
         out.append(f"status {run_status(run)}")
@@ -125,7 +133,7 @@ FRAMEWORK_ONLY_KEYS = ("seed", "precision", "channels_last", "device")
 
 def _hp_key(run: dict) -> str:
     """Every hyper-parameter but the framework-specific ones and the seed, as sorted JSON."""
-    hp = {k: v for k, v in {**RECORDED_SINCE, **run["hyperparameters"]}.items() if k not in FRAMEWORK_ONLY_KEYS}
+    hp = {k: v for k, v in logged_hyperparameters(run).items() if k not in FRAMEWORK_ONLY_KEYS}
     return json.dumps(hp, sort_keys=True)
 
 

@@ -11,7 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from .grouping import configurations, one_per_seed, pytorch_vs_mlx_groups, recipe_runs, same_seed_reruns
+from .grouping import configurations, one_per_seed, pytorch_vs_mlx_groups, recipe_runs, run_recipe, same_seed_reruns
 from .pairing import paired_runs
 from .reporting import limits_text
 from .run_logs import code_note, code_text, has_split_times, hardware_short, length_text, train_images_per_s
@@ -180,14 +180,14 @@ def _group_summary(runs: list[dict]) -> list[str]:
         lines += ["## Repeated runs (distinct seeds)", "",
                   "One run per seed of one configuration (same framework, model, data, length, hardware and "
                   "hyper-parameters); evaluations are not included.", "",
-                  "| framework | model | dataset | epochs (steps) | hardware | runs | seeds | mean test acc | min | max "
+                  "| framework | recipe | dataset | epochs (steps) | hardware | runs | seeds | mean test acc | min | max "
                   "| mean, no TTA |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-        for (framework, model, dataset, epochs, hw, _), g in repeated.items():
+        for (framework, _, dataset, epochs, hw, _), g in repeated.items():
             accs = [r["test_accuracy"] for r in g]
             plain = [r["test_accuracy_no_tta"] for r in g if r.get("test_accuracy_no_tta") is not None]
             seeds = ", ".join(str(r["seed"]) for r in g)
-            lines.append(f"| {framework} | {model} | {dataset} | {epochs} | {hw} | {len(g)} | {seeds} "
+            lines.append(f"| {framework} | {run_recipe(g[0])} | {dataset} | {epochs} | {hw} | {len(g)} | {seeds} "
                          f"| {_pct(sum(accs) / len(accs))} | {_pct(min(accs))} | {_pct(max(accs))} "
                          f"| {_pct(sum(plain) / len(plain)) if plain else '-'} |")  # fmt: skip
         lines.append("")
@@ -217,8 +217,8 @@ def _side_by_side(runs: list[dict]) -> list[str]:
         if len(groups) < 2:
             continue
         classes = list(next(iter(groups.values()))[0]["per_class_accuracy"])
-        header = [f"{fw} {model}, {ep}, {hw}" + (f", {len(g)} runs" if len(g) > 1 else "")
-                  for (fw, model, _, ep, hw, _), g in groups.items()]  # fmt: skip
+        header = [f"{fw} {run_recipe(g[0])}, {ep}, {hw}" + (f", {len(g)} runs" if len(g) > 1 else "")
+                  for (fw, _, _, ep, hw, _), g in groups.items()]  # fmt: skip
         lines += [f"## Side by side: {dataset}", "", "| class | " + " | ".join(header) + " |",
                   "|---|" + "---|" * len(groups)]  # fmt: skip
         for c in ["overall", *classes]:
