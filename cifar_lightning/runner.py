@@ -10,7 +10,7 @@ from .core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from .core.errors import NonFiniteLossError, UsageError
 from .core.run_folder import claim_run_folder
 from .core.recipes import recipe_name
-from .core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure
+from .core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure, where_text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
         args.channels_last = channels_last_default(accelerator)
     resumed = read_torch_checkpoint(args.resume, "--resume") if args.resume else None
     recipe, dm, out = prepare(args, "torch", make_datamodule, world_size(args, accelerator))
-    settings = run_settings(args, recipe.to_dict())
+    settings = run_settings(args, recipe.to_dict(), world_size(args, accelerator))
     if resumed is not None:
         check_resume_settings(resumed.get("run", {}).get("settings", {}), settings, args.resume)
     if ddp_worker_folder() is not None:  # rank 0 holds the lock for the whole run
@@ -199,7 +199,8 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
         enable_model_summary=False,  # its FLOPs column reads 0 for these nets; announce_run says what trains
     )  # fmt: skip
     if trainer.global_rank == 0:
-        announce_run(out, args.model, count_parameters(module.model), accelerator, args.test_only,
+        announce_run(out, args.model, count_parameters(module.model),
+                     where_text(accelerator, world_size(args, accelerator), args.num_nodes), args.test_only,
                      recipe_name(args.model, args.optimizer))
 
     checkpoint = args.weights

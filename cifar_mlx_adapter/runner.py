@@ -23,7 +23,8 @@ from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwa
 from cifar_lightning.core.errors import NonFiniteLossError, UsageError
 from cifar_lightning.core.run_folder import claim_run_folder
 from cifar_lightning.core.recipes import recipe_name
-from cifar_lightning.core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure
+from cifar_lightning.core.runs import (announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure,
+                                      where_text)  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -120,7 +121,7 @@ def run_ranks(args: argparse.Namespace, callbacks: tuple, group) -> dict:
     resumed = read_mlx_checkpoint(args.resume, "--resume") if args.resume else None
     # rank 0 alone chooses (and later claims) the run folder and holds the lock, once per run
     recipe, dm, out = prepare(args, "mlx", make_data, world, choose_folder=rank == 0)
-    settings = run_settings(args, recipe.to_dict())
+    settings = run_settings(args, recipe.to_dict(), world)
     if resumed is not None:
         check_resume_settings(resumed.get("settings", {}), settings, args.resume)
     with training_lock(lock_path(args.lock_file) if rank == 0 else None, out, wait=not args.no_wait):
@@ -171,10 +172,13 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
                              args.model, dm.num_classes, dm.classes, args.dataset, architecture)},
                          group=group)  # fmt: skip
     machines, here = layout(group) if group is not None else (1, 1)
+    from cifar_lightning.core.provenance import mlx_processes
+    from cifar_lightning.core.runs import launcher
+
+    processes = mlx_processes(recipe.batch_size, world, machines, here)
     checkpoint = args.weights
     if rank == 0:
-        where = device if world == 1 else f"{world} processes ({machines} machine{'s' if machines > 1 else ''}, {device})"
-        announce_run(out, args.model, count_parameters(module.model), where, args.test_only,
+        announce_run(out, args.model, count_parameters(module.model), where_text(device, world, machines), args.test_only,
                      recipe_name(args.model, args.optimizer))
     try:
         if not args.test_only:
@@ -182,7 +186,7 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
                 trainer.fit(module, dm, ckpt_path=args.resume)
             except NonFiniteLossError as e:
                 if rank == 0:
-                    record_failure(args, out, "mlx", str(e), trainer.last_checkpoint)
+                    record_failure(args, out, "mlx", str(e), trainer.last_checkpoint, processes)
                 raise
             checkpoint = trainer.save_checkpoint(out / "checkpoints" / "final.npz", module)
         test_start = time.perf_counter()
@@ -191,22 +195,22 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
     except KeyboardInterrupt:
         if rank != 0:
             raise SystemExit(130) from None
-        interrupted(out, "fit_mlx.py", args, trainer.last_checkpoint)
+        interrupted(out, "fit_mlx.py", args, trainer.last_checkpoint, launcher("mlx", processes))
     except NonFiniteLossError:
         raise
     except Exception as e:  # a lost peer, or this rank's own error: the record says the run failed
         if world > 1 and rank == 0:
             from .distributed import describe_failure
 
-            record_failure(args, out, "mlx", str(describe_failure(e, rank, world)), trainer.last_checkpoint)
+            record_failure(args, out, "mlx", str(describe_failure(e, rank, world)), trainer.last_checkpoint, processes)
         raise
     if rank != 0:
         return {}
     args.extra_hparams = {"device": device, **model_kwargs(args)}
-    from cifar_lightning.core.provenance import mlx_numerics, mlx_processes
+    from cifar_lightning.core.provenance import mlx_numerics
 
     return finish(args, out, dm, recipe, framework="mlx", numerics=mlx_numerics(),
-                  processes=mlx_processes(recipe.batch_size, world, machines, here),
+                  processes=processes,
                   versions=package_versions("mlx", "numpy"),
                   accelerator=device, parameters=count_parameters(module.model), steps=trainer.total_steps,
                   times={"train": trainer.train_time_s, "validation": trainer.validation_time_s, "test": test_time},

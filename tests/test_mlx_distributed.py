@@ -192,6 +192,7 @@ def test_a_rank_that_dies_or_raises_fails_the_run_with_one_line(tmp_path, how):
         assert error_lines(errors[1]) == ["error: rank 1 of 2 failed: ValueError: planted failure at step 2"]
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "failed" and "rank 0 of 2: lost the connection to rank 1" in record["error"]
+    assert record["command"].startswith("mlx.launch -n 2 scripts/fit_mlx.py ")  # what restarts it, --resume added
 
 
 def test_a_rank_that_cannot_reach_the_others_times_out_with_one_line(tmp_path):

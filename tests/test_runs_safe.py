@@ -24,7 +24,9 @@ from cifar_lightning.core.lock import training_lock
 from cifar_lightning.core.run_logs import load_runs
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.recipes import get_recipe
+from cifar_lightning.core.provenance import mlx_processes
 from cifar_lightning.core.run_folder import check_resume_settings, resume_command, run_settings
+from cifar_lightning.core.runs import launcher, where_text
 from cifar_lightning.runner import main as fit_main
 from cifar_mlx_adapter import Callback
 from cifar_mlx_adapter.runner import main as fit_mlx_main
@@ -355,3 +357,26 @@ def test_resume_names_the_optimiser_part_whose_numbers_differ():
         check_resume_settings(settings(), settings(ns_dtype="float32"), "last.ckpt")
     assert str(e.value) == ("--resume last.ckpt was trained with other settings: optimizer part 0 (muon) ns_dtype "
                             "bfloat16 there, float32 here; resume with the run's own")  # fmt: skip
+
+
+def test_resume_refuses_another_number_of_processes_and_prints_the_launcher():
+    """A run of 2 processes resumed by 1 (or the reverse) takes other steps: refused in one
+    line naming both counts and how each script sets them; the command printed on Ctrl-C
+    starts the same processes (mlx.launch for MLX; fit.py's --devices are in its flags)."""
+    args = argparse.Namespace(model="small_cnn", dataset="cifar10", train_subset=None, val_size=0, dropout=None,
+                              optimizer=None, limit_train_batches=None)  # fmt: skip
+    recipe = get_recipe("small_cnn").to_dict()
+    with pytest.raises(UsageError) as e:
+        check_resume_settings(run_settings(args, recipe, 2), run_settings(args, recipe, 1), "last.npz")
+    assert str(e.value) == ("--resume last.npz was trained with other settings: 2 processes there, 1 here (fit.py: "
+                            "--devices x --num-nodes; fit_mlx.py: mlx.launch -n); resume with the run's own")  # fmt: skip
+    argv = ["--model", "fast", "--cpu", "--output-dir", "runs/a"]
+    assert resume_command("fit_mlx.py", argv, "runs/a/checkpoints/last.npz", launcher("mlx", mlx_processes(512, 2, 1, 2))) == (
+        "mlx.launch -n 2 scripts/fit_mlx.py --model fast --cpu --resume runs/a/checkpoints/last.npz")
+    assert launcher("mlx", mlx_processes(512, 1)) == launcher("pytorch", {"world_size": 2, "devices": 2}) == "python"
+    assert where_text("cpu") == "cpu" and where_text("cpu", 2, 1) == "2 processes (1 machine, cpu)"
+
+
+def test_a_single_number_for_a_recipe_of_several_optimizers_says_what_to_do():
+    with pytest.raises(ValueError, match=r"--lr: this recipe has 4 optimizers .*: drop the flag, or change"):
+        get_recipe("fast", "muon").with_overrides(lr=0.1)

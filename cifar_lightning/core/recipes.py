@@ -148,7 +148,8 @@ class Recipe:
                 flags = ", ".join("--" + k.replace("_", "-") for k in part_keys)
                 raise ValueError(f"{flags}: this recipe has {len(self.optimizers)} optimizers "
                                  f"({', '.join(p.kind for p in self.optimizers)}), each with its own numbers; "
-                                 "expected a recipe of one optimizer")  # fmt: skip
+                                 "expected a recipe of one optimizer: drop the flag, or change the parts' "
+                                 "numbers in RECIPES (cifar_lightning/core/recipes.py)")  # fmt: skip
             kwargs["optimizers"] = (replace(self.optimizers[0], **part_keys),)
         elif part_keys:
             kwargs.update(part_keys)

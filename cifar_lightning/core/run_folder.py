@@ -120,10 +120,11 @@ FLAG_NAMES = {"limit_train_batches": "--limit-train-batches", "epochs": "--epoch
               "optimizer": "--optimizer"}  # fmt: skip
 
 
-def run_settings(args: argparse.Namespace, recipe: dict) -> dict:
-    """Every setting that shapes training (not evaluation): what a resumed run must share."""
+def run_settings(args: argparse.Namespace, recipe: dict, world_size: int = 1) -> dict:
+    """Every setting that shapes training (not evaluation): what a resumed run must share,
+    the number of processes included (each takes its share of every step)."""
     shaping = {k: v for k, v in recipe.items() if k != "tta"}
-    return {"model": args.model, "dataset": args.dataset, "train_subset": args.train_subset,
+    return {"model": args.model, "dataset": args.dataset, "train_subset": args.train_subset, "world_size": world_size,
             "val_size": args.val_size, "dropout": args.dropout, "optimizer": getattr(args, "optimizer", None) or "sgd",
             "limit_train_batches": getattr(args, "limit_train_batches", None), **shaping}  # fmt: skip
 
@@ -145,6 +146,9 @@ def _setting_change(key: str, there, here) -> str:
         return ", ".join(f"optimizer part {i} ({a.get('kind')}) {field} {a.get(field)} there, {b.get(field)} here"
                          for i, (a, b) in enumerate(zip(there, here))
                          for field in dict.fromkeys([*a, *b]) if a.get(field) != b.get(field))  # fmt: skip
+    if key == "world_size":
+        return (f"{there} process{'es' if there != 1 else ''} there, {here} here (fit.py: --devices x --num-nodes; "
+                "fit_mlx.py: mlx.launch -n)")  # fmt: skip
     return f"{FLAG_NAMES.get(key, key)} {there} there, {here} here"
 
 
@@ -155,9 +159,10 @@ def script_path(name: str) -> str:
     return called if Path(called).name == name else f"scripts/{name}"
 
 
-def resume_command(script: str, argv: list[str], checkpoint: str | Path) -> str:
+def resume_command(script: str, argv: list[str], checkpoint: str | Path, launcher: str = "python") -> str:
     """The command that continues this run from `checkpoint` (earlier --resume and
-    --output-dir dropped: the run continues in the checkpoint's folder)."""
+    --output-dir dropped: the run continues in the checkpoint's folder), started by
+    `launcher` (``runs.launcher``: python, or mlx.launch for several MLX processes)."""
     kept, skip = [], False
     for a in argv:
         if skip:
@@ -169,7 +174,7 @@ def resume_command(script: str, argv: list[str], checkpoint: str | Path) -> str:
         if a.startswith(("--resume=", "--output-dir=")) or a == "--overwrite":
             continue
         kept.append(a)
-    return shlex.join(["python", script_path(script), *kept, "--resume", str(checkpoint)])
+    return shlex.join([*launcher.split(), script_path(script), *kept, "--resume", str(checkpoint)])
 
 
 # ------------------------------------------------------------------ Ctrl-C
@@ -177,13 +182,13 @@ EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 
 RUN_OUTPUTS = (*RUN_FILES, "hparams.yaml", "curves.png", "confusion.png")  # what a run writes into its folder
 
 
-def interrupted(folder: Path, script: str, args: argparse.Namespace, last_checkpoint) -> None:
+def interrupted(folder: Path, script: str, args: argparse.Namespace, last_checkpoint, launcher: str = "python") -> None:
     """After Ctrl-C: print the command that resumes from `last_checkpoint` (a training run's);
     with nothing to resume (an evaluation, or no checkpoint yet), remove what the run wrote
     into its folder unless it continues an earlier run (--resume), so no half-made run is
     left behind. Then exit with status 130, in both frameworks."""
     if not args.test_only and last_checkpoint and Path(last_checkpoint).is_file():
-        print(f"\ninterrupted; resume with:\n  {resume_command(script, args.argv, last_checkpoint)}", file=sys.stderr,
+        print(f"\ninterrupted; resume with:\n  {resume_command(script, args.argv, last_checkpoint, launcher)}", file=sys.stderr,
               flush=True)  # fmt: skip
     else:
         if not args.resume:

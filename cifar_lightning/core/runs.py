@@ -105,25 +105,30 @@ def load_weights_flag(load) -> None:
         raise UsageError(f"--weights {e}") from None
 
 
-def run_command(framework: str, args, processes: dict | None = None) -> str:
-    """The command a run.json records, as run from the repository's root. An MLX run of
-    several processes names its launcher (torch's --devices and --num-nodes are flags)."""
-    script = f"scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py"
-    launcher = "python"
+def launcher(framework: str, processes: dict | None = None) -> str:
+    """What starts a run of this layout (``provenance`` "processes"): ``python``, or for MLX
+    on several processes ``mlx.launch -n N`` (one machine) or ``mlx.launch --hostfile
+    HOSTFILE`` (several); torch's processes are flags of fit.py (--devices, --num-nodes)."""
     if framework == "mlx" and processes and processes.get("world_size", 1) > 1:
-        launcher = (f"mlx.launch -n {processes['devices']}" if processes.get("num_nodes", 1) == 1
-                    else "mlx.launch --hostfile HOSTFILE")  # fmt: skip
-    return f"{launcher} {script} " + shlex.join(args.argv)
+        return (f"mlx.launch -n {processes['devices']}" if processes.get("num_nodes", 1) == 1
+                else "mlx.launch --hostfile HOSTFILE")  # fmt: skip
+    return "python"
 
 
-def record_failure(args, out: Path, framework: str, message: str, checkpoint) -> None:
+def run_command(framework: str, args, processes: dict | None = None) -> str:
+    """The command a run.json records, as run from the repository's root."""
+    script = f"scripts/{'fit_mlx' if framework == 'mlx' else 'fit'}.py"
+    return f"{launcher(framework, processes)} {script} " + shlex.join(args.argv)
+
+
+def record_failure(args, out: Path, framework: str, message: str, checkpoint, processes: dict | None = None) -> None:
     """run.json of a run that did not finish: marked failed, never read as a result."""
     from .reporting import write_json_atomic
 
     write_json_atomic(out / "run.json", {
         "status": "failed", "error": message, "framework": framework, "dataset": args.dataset, "model": args.model,
         "last_good_checkpoint": str(checkpoint) if checkpoint else None,
-        "command": run_command(framework, args),
+        "command": run_command(framework, args, processes),
     })  # fmt: skip
 
 
@@ -133,6 +138,14 @@ def announce_run(out: Path, model: str, parameters: int, device: str, test_only:
     what = "evaluating" if test_only else "training"
     named = f" with the {recipe} recipe" if recipe and recipe != model else ""
     print(f"{what} {model}{named} ({parameters:,} parameters) on {device}, into {out}", flush=True)
+
+
+def where_text(device: str, world_size: int = 1, machines: int = 1) -> str:
+    """Where a run trains, as both scripts' first line says it: "cpu", or "2 processes (1
+    machine, cpu)"."""
+    if world_size == 1:
+        return device
+    return f"{world_size} processes ({machines} machine{'s' if machines > 1 else ''}, {device})"
 
 
 def print_outputs(out: Path) -> None:
