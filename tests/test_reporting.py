@@ -453,3 +453,11 @@ def test_results_name_files_that_exist():
 def test_committed_results_md_is_generated_from_the_committed_logs():
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_side_by_side_names_a_data_parallel_runs_processes():
+    """Two configurations that differ only in their process layout get telling column names."""
+    one = run("mlx", 1, 0.70)
+    two = run("mlx", 1, 0.69, lr=0.06, processes={"world_size": 2, "devices": 2, "num_nodes": 1})
+    header = render_results([one, two]).split("## Side by side: cifar10")[1].splitlines()[2]
+    assert header.count(", 2 processes") == 1 and header.count("mlx small_cnn, ") == 2, header

@@ -206,6 +206,12 @@ def _group_summary(runs: list[dict]) -> list[str]:
     return lines
 
 
+def _processes_text(run: dict) -> str:
+    """", 2 processes" for a data-parallel run; "" for one process (or a log without the field)."""
+    world = (run.get("processes") or {}).get("world_size", 1)
+    return f", {world} processes" if world > 1 else ""
+
+
 def _side_by_side(runs: list[dict]) -> list[str]:
     """Per-class accuracy of each training configuration (mean over its distinct seeds), one
     column each."""
@@ -217,7 +223,7 @@ def _side_by_side(runs: list[dict]) -> list[str]:
         if len(groups) < 2:
             continue
         classes = list(next(iter(groups.values()))[0]["per_class_accuracy"])
-        header = [f"{fw} {run_recipe(g[0])}, {ep}, {hw}" + (f", {len(g)} runs" if len(g) > 1 else "")
+        header = [f"{fw} {run_recipe(g[0])}, {ep}, {hw}" + _processes_text(g[0]) + (f", {len(g)} runs" if len(g) > 1 else "")
                   for (fw, _, _, ep, hw, _), g in groups.items()]  # fmt: skip
         lines += [f"## Side by side: {dataset}", "", "| class | " + " | ".join(header) + " |",
                   "|---|" + "---|" * len(groups)]  # fmt: skip
