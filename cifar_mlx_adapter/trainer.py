@@ -426,6 +426,8 @@ class MLXTrainer:
         every image counted once over all processes."""
         module.trainer = self
         module._logged = {}
+        if self.limit_val_batches == 0:  # validation switched off: nothing to measure, as in Lightning
+            return {}
         self._sync_model(module)
         loader = self._data(datamodule).loader("val", self.global_rank, self.world_size)
         logits, labels = self._evaluate(module, loader, module.validation_step, self.limit_val_batches, "Validation")

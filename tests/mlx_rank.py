@@ -99,15 +99,17 @@ def steps(spec: dict) -> None:
     data, module = build(spec, spec["batch_size"])
     out = Path(spec["out"])
     trainer = MLXTrainer(max_epochs=module.recipe.epochs, default_root_dir=out / "trainer", enable_progress_bar=False,
-                         enable_checkpointing=False, limit_val_batches=0, log_every_n_steps=1, group=group)  # fmt: skip
+                         enable_checkpointing=False, log_every_n_steps=1, group=group)  # fmt: skip
     trainer.fit(module, data)
+    val = trainer.validate(module, data, verbose=False)  # with rank 0's BatchNorm statistics on every rank
     test = trainer.test(module, data, verbose=False)
     rank = group.rank()
     np.savez(out / f"rank{rank}.npz", **{k: np.array(v) for k, v in mlx_state(module.model).items()})
     (out / f"rank{rank}.json").write_text(json.dumps({
         "world": trainer.world_size, "steps": trainer.global_step, "acc": test["test/acc"], "loss": test["test/loss"],
         "confusion": test["confusion_matrix"].tolist(), "acc_no_tta": test.get("test/acc_no_tta"),
-        "per_class": test["per_class_accuracy"].tolist()}))  # fmt: skip
+        "per_class": test["per_class_accuracy"].tolist(), "val_acc": val["val/acc"],
+        "val_loss": val["val/loss"]}))  # fmt: skip
 
 
 def cli(out: Path, argv: list[str]) -> None:

@@ -127,8 +127,12 @@ def test_two_processes_take_the_step_of_one_process_on_the_union_and_evaluate_ev
 
     # the same weights (rank 0's, BatchNorm statistics included), evaluated by one process
     _, module = mlx_rank.build({**spec, "weights": str(tmp_path / "rank0.npz")}, BATCH)
-    one = MLXTrainer(enable_progress_bar=False, default_root_dir=tmp_path / "one").test(module, mlx_rank.build(spec, BATCH)[0], verbose=False)
+    alone = MLXTrainer(enable_progress_bar=False, default_root_dir=tmp_path / "one")
+    one = alone.test(module, mlx_rank.build(spec, BATCH)[0], verbose=False)
+    one_val = alone.validate(module, mlx_rank.build(spec, BATCH)[0], verbose=False)
     for figure in figures:  # every rank returns the whole set's figures
+        assert figure["val_acc"] == one_val["val/acc"]  # validation too (val_size 0: the test set)
+        assert figure["val_loss"] == pytest.approx(one_val["val/loss"], rel=1e-12)
         assert np.array(figure["confusion"]).sum() == 25
         np.testing.assert_array_equal(figure["confusion"], one["confusion_matrix"])
         assert figure["acc"] == one["test/acc"] and figure["acc_no_tta"] == one.get("test/acc_no_tta")

@@ -230,6 +230,7 @@ def test_evaluation_limits_cut_validation_and_test(cifar10_dir, tmp_path):
     assert trainer.test(module, data, verbose=False)["confusion_matrix"].sum() == 20
     full = MLXTrainer(enable_progress_bar=False, default_root_dir=tmp_path / "full").test(module, data, verbose=False)
     assert full["confusion_matrix"].sum() == 50
+    assert MLXTrainer(limit_val_batches=0, enable_progress_bar=False).validate(module, data) == {}  # as Lightning
     val = trainer.validate(module, data, verbose=False)
     logits_seen = []
     module.validation_step = lambda batch, i: logits_seen.append(batch[1].shape[0]) or module(batch[0])
