@@ -131,8 +131,9 @@ def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
     if args.channels_last is None:
         args.channels_last = channels_last_default(accelerator)
     resumed = read_torch_checkpoint(args.resume, "--resume") if args.resume else None
-    recipe, dm, out = prepare(args, "torch", make_datamodule, world_size(args, accelerator))
-    settings = run_settings(args, recipe.to_dict(), world_size(args, accelerator))
+    processes = world_size(args, accelerator)
+    recipe, dm, out = prepare(args, "torch", make_datamodule, processes)
+    settings = run_settings(args, recipe.to_dict(), processes)
     if resumed is not None:
         check_resume_settings(resumed.get("run", {}).get("settings", {}), settings, args.resume)
     if ddp_worker_folder() is not None:  # rank 0 holds the lock for the whole run
@@ -200,7 +201,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     )  # fmt: skip
     if trainer.global_rank == 0:
         announce_run(out, args.model, count_parameters(module.model),
-                     where_text(accelerator, world_size(args, accelerator), args.num_nodes), args.test_only,
+                     where_text(accelerator, trainer.world_size, trainer.num_nodes), args.test_only,
                      recipe_name(args.model, args.optimizer))
 
     checkpoint = args.weights

@@ -26,17 +26,20 @@ def confusion_matrix(logits: np.ndarray, labels: np.ndarray, num_classes: int) -
 
 def per_class_accuracy(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """float32 (C,): recall of each class (0 for a class with no images, as torchmetrics)."""
-    m = confusion_matrix(logits, labels, num_classes)
-    totals = m.sum(axis=1)
-    return np.divide(np.diag(m), totals, out=np.zeros(num_classes), where=totals > 0).astype(np.float32)
+    return per_class_accuracy_of(confusion_matrix(logits, labels, num_classes))
+
+
+def _label_log_probs(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """float64 (N,): log softmax(logits) at each image's label."""
+    z = np.asarray(logits, dtype=np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return log_probs[np.arange(len(z)), np.asarray(labels)]
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean cross-entropy of softmax(logits), computed in float64."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_probs[np.arange(len(z)), np.asarray(labels)].mean())
+    return float(-_label_log_probs(logits, labels).mean())
 
 
 # Whole-set figures from counts: several processes each evaluate a share of the images and
@@ -44,10 +47,7 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 # process's (the cross-entropy up to the order its float64 terms are added in).
 def evaluation_sums(logits: np.ndarray, labels: np.ndarray, num_classes: int) -> tuple[np.ndarray, float]:
     """(confusion matrix int64 (C, C), summed cross-entropy float64) of one share."""
-    z = np.asarray(logits, dtype=np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_probs = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return confusion_matrix(logits, labels, num_classes), float(-log_probs[np.arange(len(z)), np.asarray(labels)].sum())
+    return confusion_matrix(logits, labels, num_classes), float(-_label_log_probs(logits, labels).sum())
 
 
 def accuracy_of(confusion: np.ndarray) -> float:

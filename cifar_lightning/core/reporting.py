@@ -95,6 +95,7 @@ def limits_text(hyperparameters: dict) -> str:
     validation (--limit-val-batches 0) is none: training and the test are whole."""
     hp = hyperparameters
     parts = [f"--train-subset {hp['train_subset']}" if hp.get("train_subset") else ""]
-    parts += [f"--limit-{kind}-batches {hp[f'limit_{kind}_batches']}" for kind in ("train", "val", "test")
-              if hp.get(f"limit_{kind}_batches") not in (None, 0 if kind == "val" else None)]  # fmt: skip
+    limits = {kind: hp.get(f"limit_{kind}_batches") for kind in ("train", "val", "test")}
+    parts += [f"--limit-{kind}-batches {n}" for kind, n in limits.items()
+              if n is not None and not (kind == "val" and n == 0)]  # fmt: skip
     return ", ".join(p for p in parts if p)
