@@ -120,8 +120,8 @@ class CIFARClassifier(L.LightningModule):
         return self._run_model(x.contiguous(memory_format=self.memory_format))
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        r = self.recipe
-        return F.cross_entropy(logits, labels, label_smoothing=r.label_smoothing, reduction=r.loss_reduction)
+        part = self.recipe.loss
+        return F.cross_entropy(logits, labels, label_smoothing=part.label_smoothing, reduction=part.reduction)
 
     def on_train_epoch_start(self) -> None:
         whiten = getattr(self.model, "whiten", None)
@@ -136,7 +136,7 @@ class CIFARClassifier(L.LightningModule):
     def loss_scale(self) -> int:
         """What the training loss is multiplied by before backward: for a summed loss, the
         processes times the accumulated batches (see the class docstring); 1 for a mean."""
-        return self._batches_per_step() if self.recipe.loss_reduction == "sum" else 1
+        return self._batches_per_step() if self.recipe.loss.summed else 1
 
     def examples_per_step(self) -> int:
         """Images one optimizer step sees: batch size x processes x accumulated batches."""
@@ -147,7 +147,7 @@ class CIFARClassifier(L.LightningModule):
         logits = self(images)
         loss = self.loss(logits, labels)
         self.train_acc(logits, labels)
-        per_example = loss.detach() / len(labels) if self.recipe.loss_reduction == "sum" else loss.detach()
+        per_example = loss.detach() / len(labels) if self.recipe.loss.summed else loss.detach()
         # the step value averaged over the processes (equal shares: the global batch's mean)
         self.log("train/loss_step", per_example, prog_bar=True, sync_dist=True)
         self.train_loss.update(per_example, weight=len(labels))

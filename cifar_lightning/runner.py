@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 from .core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
@@ -63,8 +64,7 @@ def make_datamodule(args: argparse.Namespace, recipe):
     return CIFARDataModule(
         args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
         download=not args.no_download, seed=recipe.seed,
-        crop_padding=recipe.crop_padding, pad_mode=recipe.pad_mode, flip=recipe.flip, cutout=recipe.cutout,
-        train_subset=args.train_subset,
+        train_subset=args.train_subset, **asdict(recipe.augmentation),
     )  # fmt: skip
 
 

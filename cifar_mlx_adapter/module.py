@@ -73,8 +73,8 @@ class MLXClassifier:
         return self.model(images)
 
     def loss(self, logits: mx.array, labels: mx.array) -> mx.array:
-        r = self.recipe
-        return nn.losses.cross_entropy(logits, labels, label_smoothing=r.label_smoothing, reduction=r.loss_reduction)
+        part = self.recipe.loss
+        return nn.losses.cross_entropy(logits, labels, label_smoothing=part.label_smoothing, reduction=part.reduction)
 
     def log(self, name: str, value) -> None:
         """Record a scalar, as LightningModule.log does; the trainer averages it per epoch."""
@@ -90,7 +90,7 @@ class MLXClassifier:
         trainer averages gradients over the processes, which divides a summed loss's gradient
         by their number; the scale gives back the gradient of the sum over every image of the
         step, so a step per example (the fast recipe's units) stays one."""
-        return self.world_size() if self.recipe.loss_reduction == "sum" else 1
+        return self.world_size() if self.recipe.loss.summed else 1
 
     def examples_per_step(self) -> int:
         """Images one optimizer step sees: batch size (per process) x processes."""
@@ -100,7 +100,7 @@ class MLXClassifier:
         images, labels = batch
         logits = self(images)
         loss = self.loss(logits, labels)
-        per_example = loss / labels.shape[0] if self.recipe.loss_reduction == "sum" else loss
+        per_example = loss / labels.shape[0] if self.recipe.loss.summed else loss
         self.log("train/loss", per_example)
         self.log("train/acc", (logits.argmax(axis=1) == labels).astype(mx.float32).mean())
         return loss * self.loss_scale()

@@ -87,11 +87,10 @@ def validate_mlx_flags(args) -> None:
 def make_data(args: argparse.Namespace, recipe):
     """The framework-neutral CIFARData the flags and the recipe describe (no torch)."""
     from cifar_lightning.core.data import CIFARData
-    from cifar_lightning.core.draws import Augmentation
 
     return CIFARData(args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
                      seed=recipe.seed, train_subset=args.train_subset, download=not args.no_download,
-                     augmentation=Augmentation(recipe.crop_padding, recipe.pad_mode, recipe.flip, recipe.cutout))  # fmt: skip
+                     augmentation=recipe.augmentation)  # fmt: skip
 
 
 def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:

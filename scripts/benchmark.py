@@ -56,15 +56,25 @@ def _sync(device: str) -> None:
         torch.mps.synchronize()
 
 
+def datamodule(data_dir: str, recipe):
+    """The training set's DataModule with the recipe's batch size and augmentation, as the
+    scripts build it (the same for every case of both frameworks)."""
+    from dataclasses import asdict
+
+    from cifar_lightning import CIFARDataModule
+
+    return CIFARDataModule("cifar10", data_dir, batch_size=recipe.batch_size, download=False,
+                           **asdict(recipe.augmentation))  # fmt: skip
+
+
 def bench_datamodule(data_dir: str, batches: int, model: str, resident: bool) -> dict:
     """The DataModule's loader with the set on the device (resident) or on the CPU with
     each batch copied to the device (the per-batch CPU pipeline)."""
-    from cifar_lightning import CIFARDataModule, get_recipe
+    from cifar_lightning import get_recipe
     from cifar_lightning.data import CIFARBatchLoader
 
     r = get_recipe(model)
-    dm = CIFARDataModule("cifar10", data_dir, batch_size=r.batch_size, download=False,
-                         crop_padding=r.crop_padding, pad_mode=r.pad_mode, flip=r.flip)  # fmt: skip
+    dm = datamodule(data_dir, r)
     device = best_device()
     images, labels = dm.split("train")
     if resident:
@@ -85,12 +95,11 @@ def bench_mlx_data(data_dir: str, batches: int, model: str, resident: bool) -> d
     """MLX batches made on MLX's device (resident) or torch batches converted each step."""
     import mlx.core as mx
 
-    from cifar_lightning import CIFARDataModule, get_recipe
+    from cifar_lightning import get_recipe
     from cifar_mlx_adapter.data import MLXData
 
     r = get_recipe(model)
-    dm = CIFARDataModule("cifar10", data_dir, batch_size=r.batch_size, download=False,
-                         crop_padding=r.crop_padding, pad_mode=r.pad_mode, flip=r.flip)  # fmt: skip
+    dm = datamodule(data_dir, r)
     if resident:
         loader = MLXData(dm.data).loader("train")
     else:
@@ -165,12 +174,11 @@ class Timer:
 def _torch_setup(data_dir, model, batch_size, channels_last=True):
     import torch
 
-    from cifar_lightning import CIFARClassifier, CIFARDataModule, get_recipe
+    from cifar_lightning import CIFARClassifier, get_recipe
 
     torch.manual_seed(0)
     r = get_recipe(model).with_overrides(batch_size=batch_size)
-    dm = CIFARDataModule("cifar10", data_dir, batch_size=r.batch_size, download=False,
-                         crop_padding=r.crop_padding, pad_mode=r.pad_mode, flip=r.flip)  # fmt: skip
+    dm = datamodule(data_dir, r)
     return dm, CIFARClassifier(model, 10, recipe={**r.to_dict(), "tta": False}, channels_last=channels_last)
 
 
@@ -214,12 +222,12 @@ def bench_plain_torch(data_dir, model, steps, warmup, batch_size) -> dict:
 def _mlx_setup(data_dir, model, batch_size):
     import mlx.core as mx
 
-    from cifar_lightning import CIFARDataModule, get_recipe
+    from cifar_lightning import get_recipe
     from cifar_mlx_adapter import MLXClassifier
 
     mx.random.seed(0)
     r = get_recipe(model).with_overrides(batch_size=batch_size)
-    dm = CIFARDataModule("cifar10", data_dir, batch_size=r.batch_size, download=False)
+    dm = datamodule(data_dir, r)
     return dm, MLXClassifier(model, 10, recipe={**r.to_dict(), "tta": False})
 
 

@@ -5,6 +5,7 @@ under a layout of processes and accumulation; rank 0 saves the model's weights a
 """
 
 import sys
+from dataclasses import asdict
 
 import lightning as L
 import torch
@@ -14,9 +15,10 @@ from cifar_lightning import CIFARClassifier, CIFARDataModule, get_recipe
 if __name__ == "__main__":
     data, weights, out, model, devices, batch, accumulate = sys.argv[1:8]
     devices, batch, accumulate = int(devices), int(batch), int(accumulate)
-    recipe = get_recipe(model).to_dict() | {"batch_size": batch}
-    dm = CIFARDataModule("cifar10", data, batch_size=batch, download=False, seed=recipe["seed"], train_subset=50,
-                         crop_padding=recipe["crop_padding"], pad_mode=recipe["pad_mode"], flip=recipe["flip"])
+    recipe = get_recipe(model).with_overrides(batch_size=batch)
+    dm = CIFARDataModule("cifar10", data, batch_size=batch, download=False, seed=recipe.seed, train_subset=50,
+                         **asdict(recipe.augmentation))
+    recipe = recipe.to_dict()
     module = CIFARClassifier(model, 10, recipe=recipe, model_kwargs={"dropout": 0.0} if model == "small_cnn" else None)
     module.model.load_state_dict(torch.load(weights, weights_only=True))
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=1,

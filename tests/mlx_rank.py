@@ -66,16 +66,14 @@ def build(spec: dict, batch_size: int):
     import mlx.core as mx
 
     from cifar_lightning.core.data import CIFARData
-    from cifar_lightning.core.draws import Augmentation
-    from cifar_lightning.core.recipes import get_recipe
+    from cifar_lightning.core.recipes import Recipe, get_recipe
     from cifar_mlx_adapter import MLXClassifier
     from cifar_mlx_adapter.convert import load_weights
 
     recipe = {**get_recipe(spec["model"]).to_dict(), **spec.get("recipe", {}), "batch_size": batch_size}
     data = CIFARData("cifar10", spec["data"], batch_size=batch_size, seed=recipe["seed"],
                      eval_batch_size=spec.get("eval_batch_size"), train_subset=spec.get("train_subset"),
-                     augmentation=Augmentation(recipe["crop_padding"], recipe["pad_mode"], recipe["flip"],
-                                               recipe["cutout"]))  # fmt: skip
+                     augmentation=Recipe(**recipe).augmentation)  # fmt: skip
     module = MLXClassifier(spec["model"], 10, recipe=recipe, model_kwargs=spec.get("model_kwargs"))
     if spec.get("weights"):
         import numpy as np

@@ -110,3 +110,51 @@ def test_airbench_units_scale_decay_with_batch_size_and_keep_the_step_per_exampl
     assert c.lr == pytest.approx(11.5 / (1024 * (1 + 1 / 0.1)))
     small = get_recipe("small_cnn")  # torch units: the numbers as given, whatever the batch
     assert sgd_args(small.with_overrides(batch_size=64)).lr == small.lr == 0.05
+
+
+def test_recipe_parts_are_checked_when_the_recipe_is_made():
+    """A bad augmentation or loss field is refused when the recipe is made, naming the field,
+    not at the first batch of a run."""
+    from dataclasses import replace
+
+    base = get_recipe("small_cnn")
+    for field, value, named in [("flip", "sometimes", "flip"), ("pad_mode", "wrap", "pad_mode"),
+                                ("crop_padding", 40, "crop_padding"), ("label_smoothing", 1.0, "label_smoothing"),
+                                ("loss_reduction", "max", "reduction")]:  # fmt: skip
+        with pytest.raises(ValueError, match=named):
+            replace(base, **{field: value})
+        with pytest.raises(ValueError, match=named):
+            type(base)(**{**base.to_dict(), field: value})  # a record read back
+
+
+@pytest.mark.parametrize("model", ["small_cnn", "fast"])
+def test_both_scripts_build_their_data_with_the_recipes_augmentation(model, tmp_path):
+    """fit.py's DataModule and fit_mlx.py's CIFARData take the recipe's augmentation part:
+    airbench94's (translate 2 by reflection, flip alternating by epoch) for the fast net,
+    torchvision's usual (pad 4 with zeros, random flip) for SmallCNN."""
+    import argparse
+
+    from cifar_lightning.core.draws import Augmentation
+    from cifar_lightning.runner import make_datamodule
+    from cifar_mlx_adapter.runner import make_data
+
+    recipe = get_recipe(model)
+    expected = {"small_cnn": Augmentation(4, "constant", "random", 0), "fast": Augmentation(2, "reflect", "alternating", 0)}
+    assert recipe.augmentation == expected[model]
+    args = argparse.Namespace(dataset="cifar10", data_dir=tmp_path, val_size=0, no_download=True, train_subset=None)
+    assert make_datamodule(args, recipe).augmentation == expected[model]
+    assert make_data(args, recipe).augmentation == expected[model]
+
+
+def test_loss_part_is_the_published_one():
+    """The fast net's loss is airbench94's (label smoothing 0.2 on a summed loss), SmallCNN's a
+    plain mean; both modules compute it as torch's own cross-entropy does."""
+    import torch
+    import torch.nn.functional as F
+
+    assert (get_recipe("fast").loss.label_smoothing, get_recipe("fast").loss.summed) == (0.2, True)
+    assert (get_recipe("small_cnn").loss.label_smoothing, get_recipe("small_cnn").loss.summed) == (0.0, False)
+    logits, labels = torch.randn(6, 10, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2, 3, 4, 9])
+    module = CIFARClassifier("fast", 10)
+    reference = F.cross_entropy(logits, labels, label_smoothing=0.2, reduction="sum")
+    assert torch.allclose(module.loss(logits, labels), reference)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 
+from .draws import Augmentation
 from .spec import parameter_role
 
 OPTIMIZER_KINDS = ("sgd", "adamw", "muon")
@@ -77,8 +78,50 @@ def parts_record(parts) -> list[dict]:
     return out
 
 
+LOSS_REDUCTIONS = ("mean", "sum")
+
+
+@dataclass(frozen=True)
+class Loss:
+    """A recipe's training loss: cross-entropy with `label_smoothing` s (the target puts
+    1 - s + s/K on the label and s/K on each of the K classes, as torch's
+    ``F.cross_entropy`` and MLX's ``nn.losses.cross_entropy`` both take it), reduced over
+    the batch by `reduction`: "mean", or "sum" (airbench94's, whose learning rate is then
+    per example: see ``sgd_args``)."""
+
+    label_smoothing: float = 0.0
+    reduction: str = "mean"
+
+    def __post_init__(self):
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing {self.label_smoothing}: expected a number in [0, 1)")
+        if self.reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss reduction {self.reduction!r}: expected one of {list(LOSS_REDUCTIONS)}")
+
+    @property
+    def summed(self) -> bool:
+        """Whether the batch's loss is a sum (its gradient grows with the batch)."""
+        return self.reduction == "sum"
+
+
 @dataclass(frozen=True)
 class Recipe:
+    """How a model trains, in parts that both frameworks read:
+
+    - data augmentation: ``augmentation`` (``draws.Augmentation``: crop, flip, cutout);
+    - the loss: ``loss`` (``Loss``: label smoothing, mean or summed over the batch);
+    - the schedule: ``schedule`` and its fields below (``lr_at``, ``part_lr_at``,
+      ``momentum_at`` give each step's values);
+    - one or more optimisers, each owning parameters by role: ``optimizer_parts``
+      (``OptimizerPart``; a recipe without ``optimizers`` has SGD from its flat fields);
+    - the fast net's extras (whitening bias, weight averaging, TTA), the seed and the
+      architecture options the recipe changes (``model_kwargs``).
+
+    The fields stay flat, so a record (``to_dict``) of any run, old or new, reads back as
+    the recipe it trained with; the augmentation and loss parts are made from them and
+    checked when the recipe is (ValueError names a bad field).
+    """
+
     epochs: float  # may be fractional: training stops after ceil(epochs * steps_per_epoch) steps
     batch_size: int
     lr: float  # peak learning rate, in `units`
@@ -125,6 +168,17 @@ class Recipe:
         parts = tuple(p if isinstance(p, OptimizerPart) else OptimizerPart(**p) for p in self.optimizers)
         object.__setattr__(self, "optimizers", parts)
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs or {}))
+        _ = self.augmentation, self.loss  # made here to check the fields they come from
+
+    @property
+    def augmentation(self) -> Augmentation:
+        """The data augmentation part: crop padding and mode, flip, cutout."""
+        return Augmentation(self.crop_padding, self.pad_mode, self.flip, self.cutout)
+
+    @property
+    def loss(self) -> Loss:
+        """The loss part: label smoothing and the batch's reduction."""
+        return Loss(self.label_smoothing, self.loss_reduction)
 
     def to_dict(self) -> dict:
         """The recipe as plain values; a recipe without parts or model options records as
