@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from cifar_lightning import CIFARClassifier, get_recipe
-from cifar_lightning.core.recipes import lr_at, momentum_at, sgd_args
+from cifar_lightning.core.recipes import OptimizerPart, lr_at, momentum_at, sgd_args
 
 
 def torch_schedule(module: CIFARClassifier, total: int):
@@ -118,13 +118,17 @@ def test_recipe_parts_are_checked_when_the_recipe_is_made():
     from dataclasses import replace
 
     base = get_recipe("small_cnn")
-    for field, value, named in [("flip", "sometimes", "flip"), ("pad_mode", "wrap", "pad_mode"),
-                                ("crop_padding", 40, "crop_padding"), ("label_smoothing", 1.0, "label_smoothing"),
-                                ("loss_reduction", "max", "reduction")]:  # fmt: skip
-        with pytest.raises(ValueError, match=named):
-            replace(base, **{field: value})
-        with pytest.raises(ValueError, match=named):
-            type(base)(**{**base.to_dict(), field: value})  # a record read back
+    for field, value in [("flip", "sometimes"), ("pad_mode", "wrap"), ("crop_padding", 40), ("cutout", 50),
+                         ("cutout", 8.5), ("label_smoothing", 1.0), ("label_smoothing", "0.1"),
+                         ("loss_reduction", "max"), ("schedule", "cosine"), ("units", "foo")]:  # fmt: skip
+        for make in (lambda: replace(base, **{field: value}),
+                     lambda: type(base)(**{**base.to_dict(), field: value})):  # as a record is read back
+            with pytest.raises(ValueError) as raised:
+                make()
+            message = str(raised.value)
+            assert message.startswith(f"{field} must") and repr(value) in message and "\n" not in message, message
+    part = OptimizerPart("sgd", "head", lr=0.1)  # one role as a bare string
+    assert part.roles == ("head",)
 
 
 @pytest.mark.parametrize("model", ["small_cnn", "fast"])

@@ -47,12 +47,14 @@ def common_parser(description: str) -> argparse.ArgumentParser:
                         "their own (default: the recipe's)")  # fmt: skip
     p.add_argument("--momentum", type=float,
                    help="SGD momentum in [0, 1), for fast only (default: 0.85), or AdamW's beta1 (default: "
-                        "0.9); small_cnn and resnet18 with SGD cycle it 0.95 -> 0.85 -> 0.95 with OneCycle")  # fmt: skip
+                        "0.9); small_cnn and resnet18 with SGD cycle it 0.95 -> 0.85 -> 0.95 with OneCycle; not for "
+                        "--optimizer muon, whose four optimisers have their own")  # fmt: skip
     p.add_argument("--weight-decay", type=float,
                    help="weight decay in the recipe's units: L2, as torch's SGD takes it, for small_cnn and "
                         "resnet18 (5e-4); per 1024 examples and decoupled from --lr for fast (0.0153), so the "
                         "per-step shrink grows with --batch-size; decoupled, as torch's AdamW takes it, for "
-                        "--optimizer adamw (1e-2) (default: the recipe's)")  # fmt: skip
+                        "--optimizer adamw (1e-2); not for --optimizer muon, whose four optimisers have their own "
+                        "(default: the recipe's)")  # fmt: skip
     p.add_argument("--seed", type=int, help="seed of initialisation, data order, augmentation and dropout "
                                             "(default: the model's recipe: 1111 small_cnn and resnet18, "
                                             "0 fast)")  # fmt: skip

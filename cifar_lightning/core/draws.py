@@ -10,6 +10,7 @@ arrays: each framework applies the draws on its own device, with one formula.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,10 @@ class Augmentation:
             raise ValueError(f"flip must be 'random', 'alternating' or 'none', got {self.flip!r}")
         if self.pad_mode not in ("constant", "reflect"):
             raise ValueError(f"pad_mode must be 'constant' or 'reflect', got {self.pad_mode!r}")
-        if not 0 <= self.crop_padding <= 16 or not 0 <= self.cutout <= 32:
-            raise ValueError(f"crop_padding must lie in [0, 16] and cutout in [0, 32], got {self}")
+        for name, most in (("crop_padding", 16), ("cutout", 32)):
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or not 0 <= value <= most:
+                raise ValueError(f"{name} must be a whole number of pixels in [0, {most}], got {value!r}")
 
 
 @dataclass

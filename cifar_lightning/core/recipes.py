@@ -8,6 +8,7 @@ frameworks cannot silently drift apart.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 
 from .draws import Augmentation
@@ -53,7 +54,8 @@ class OptimizerPart:
     decay_epochs: float = 0.0
 
     def __post_init__(self):
-        object.__setattr__(self, "roles", tuple(self.roles))
+        # one role may come as a bare string ("head"), not split into letters
+        object.__setattr__(self, "roles", (self.roles,) if isinstance(self.roles, str) else tuple(self.roles))
         if self.kind not in OPTIMIZER_KINDS:
             raise ValueError(f"unknown optimizer {self.kind!r}: expected one of {list(OPTIMIZER_KINDS)}")
         unknown = [r for r in self.roles if r not in ROLES]
@@ -79,6 +81,8 @@ def parts_record(parts) -> list[dict]:
 
 
 LOSS_REDUCTIONS = ("mean", "sum")
+SCHEDULES = ("onecycle", "linear_warmup_decay")
+UNITS = ("torch", "airbench")  # see ``sgd_args``
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,10 @@ class Loss:
     reduction: str = "mean"
 
     def __post_init__(self):
-        if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"label_smoothing {self.label_smoothing}: expected a number in [0, 1)")
+        if not isinstance(self.label_smoothing, numbers.Real) or not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be a number in [0, 1), got {self.label_smoothing!r}")
         if self.reduction not in LOSS_REDUCTIONS:
-            raise ValueError(f"loss reduction {self.reduction!r}: expected one of {list(LOSS_REDUCTIONS)}")
+            raise ValueError(f"loss_reduction must be 'mean' or 'sum', got {self.reduction!r}")
 
     @property
     def summed(self) -> bool:
@@ -118,8 +122,9 @@ class Recipe:
       architecture options the recipe changes (``model_kwargs``).
 
     The fields stay flat, so a record (``to_dict``) of any run, old or new, reads back as
-    the recipe it trained with; the augmentation and loss parts are made from them and
-    checked when the recipe is (ValueError names a bad field).
+    the recipe it trained with. The augmentation and loss parts, the schedule's kind and the
+    units are checked when the recipe is made (ValueError names the bad field); the numbers a
+    script takes from flags are checked there (``cli``).
     """
 
     epochs: float  # may be fractional: training stops after ceil(epochs * steps_per_epoch) steps
@@ -169,6 +174,10 @@ class Recipe:
         object.__setattr__(self, "optimizers", parts)
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs or {}))
         _ = self.augmentation, self.loss  # made here to check the fields they come from
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.units not in UNITS:
+            raise ValueError(f"units must be 'torch' or 'airbench', got {self.units!r}")
 
     @property
     def augmentation(self) -> Augmentation:
