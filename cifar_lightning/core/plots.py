@@ -131,6 +131,7 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
 
     colours = {"pytorch": "tab:red", "mlx": "tab:blue"}
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    any_acc = False
     for fw, rs in groups.items():
         for i, r in enumerate(rs):
             rows = read_metrics_csv(Path(r["_path"]) / "metrics.csv")
@@ -141,7 +142,10 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
                 a.plot(*zip(*loss), color=colours[fw], alpha=0.6, linewidth=1, label=label,
                        marker="o" if len(loss) < 30 else None, markersize=4)  # few points: show each
             if acc:
+                any_acc = True
                 b.plot(*zip(*acc), color=colours[fw], alpha=0.8, marker="o", label=label)
+    if not any_acc:  # as the run's own curves say it, not an empty panel
+        b.text(0.5, 0.5, "no validation rows (validation was skipped)", transform=b.transAxes, ha="center")
     a.set(xlabel="optimizer step (0-based)", ylabel="training loss (per image)")
     b.set(xlabel="optimizer steps done", ylabel=val_label(next(iter(groups.values()))[0]["hyperparameters"].get("val_size")))
     for ax in (a, b):
