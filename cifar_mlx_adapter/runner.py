@@ -21,10 +21,11 @@ import numpy as np
 
 from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
 from cifar_lightning.core.errors import NonFiniteLossError, UsageError
+from cifar_lightning.core.provenance import mlx_numerics, mlx_processes
 from cifar_lightning.core.run_folder import claim_run_folder
 from cifar_lightning.core.recipes import recipe_name
-from cifar_lightning.core.runs import (announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure,
-                                      where_text)  # fmt: skip
+from cifar_lightning.core.runs import (announce_run, finish, launcher, load_weights_flag, planned_steps, prepare,
+                                      record_failure, where_text)  # fmt: skip
 
 
 def parser() -> argparse.ArgumentParser:
@@ -171,9 +172,6 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
                              args.model, dm.num_classes, dm.classes, args.dataset, architecture)},
                          group=group)  # fmt: skip
     machines, here = layout(group) if group is not None else (1, 1)
-    from cifar_lightning.core.provenance import mlx_processes
-    from cifar_lightning.core.runs import launcher
-
     processes = mlx_processes(recipe.batch_size, world, machines, here)
     checkpoint = args.weights
     if rank == 0:
@@ -206,8 +204,6 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
     if rank != 0:
         return {}
     args.extra_hparams = {"device": device, **model_kwargs(args)}
-    from cifar_lightning.core.provenance import mlx_numerics
-
     return finish(args, out, dm, recipe, framework="mlx", numerics=mlx_numerics(),
                   processes=processes,
                   versions=package_versions("mlx", "numpy"),

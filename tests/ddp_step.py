@@ -18,8 +18,8 @@ if __name__ == "__main__":
     recipe = get_recipe(model).with_overrides(batch_size=batch)
     dm = CIFARDataModule("cifar10", data, batch_size=batch, download=False, seed=recipe.seed, train_subset=50,
                          **asdict(recipe.augmentation))
-    recipe = recipe.to_dict()
-    module = CIFARClassifier(model, 10, recipe=recipe, model_kwargs={"dropout": 0.0} if model == "small_cnn" else None)
+    module = CIFARClassifier(model, 10, recipe=recipe.to_dict(),
+                             model_kwargs={"dropout": 0.0} if model == "small_cnn" else None)
     module.model.load_state_dict(torch.load(weights, weights_only=True))
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto", max_steps=1,
                         accumulate_grad_batches=accumulate, logger=False, enable_checkpointing=False,

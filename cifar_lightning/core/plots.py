@@ -97,12 +97,17 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, title: str, val_size:
             few = len(pts) < FEW_POINTS or key != "train/loss_step"
             ax.plot(*zip(*pts), label=label, marker="o" if few else None, markersize=4)
     if not series("val/acc"):
-        b.text(0.5, 0.5, "no validation rows (validation was skipped)", transform=b.transAxes, ha="center")
+        _say_no_validation(b)
     a.set(xlabel="optimizer step (0-based)", ylabel="loss (per image)")
     b.set(xlabel="optimizer steps done", ylabel="accuracy")
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _finish_figure(fig, (a, b), title, path)
+
+
+def _say_no_validation(ax) -> None:
+    """Say in the validation panel why it is empty (runs with --limit-val-batches 0)."""
+    ax.text(0.5, 0.5, "no validation rows (validation was skipped)", transform=ax.transAxes, ha="center")
 
 
 def _finish_figure(fig, axes, title: str, path: str | Path) -> None:
@@ -144,8 +149,8 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
             if acc:
                 any_acc = True
                 b.plot(*zip(*acc), color=colours[fw], alpha=0.8, marker="o", label=label)
-    if not any_acc:  # as the run's own curves say it, not an empty panel
-        b.text(0.5, 0.5, "no validation rows (validation was skipped)", transform=b.transAxes, ha="center")
+    if not any_acc:
+        _say_no_validation(b)
     a.set(xlabel="optimizer step (0-based)", ylabel="training loss (per image)")
     b.set(xlabel="optimizer steps done", ylabel=val_label(next(iter(groups.values()))[0]["hyperparameters"].get("val_size")))
     for ax in (a, b):

@@ -177,7 +177,7 @@ class Recipe:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.units not in UNITS:
-            raise ValueError(f"units must be 'torch' or 'airbench', got {self.units!r}")
+            raise ValueError(f"units must be one of {list(UNITS)}, got {self.units!r}")
 
     @property
     def augmentation(self) -> Augmentation:
