@@ -33,6 +33,14 @@ import os
 SHARED_DATA = Path(os.environ.get("CIFAR_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
+OPTIMIZER_RUNS = {  # fit flags for a recipe of each optimiser kind beyond SGD on the fixtures: 2 steps an epoch
+    "adamw": ["--model", "small_cnn", "--optimizer", "adamw", "--epochs", "2", "--batch-size", "50",
+              "--train-subset", "100"],
+    "muon": ["--model", "fast", "--optimizer", "muon", "--epochs", "4", "--batch-size", "25", "--no-tta",
+             "--train-subset", "50"],
+}  # fmt: skip
+
+
 def learnable_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """uint8 (N, 3072) images whose mean colour depends on the label, plus noise."""
     n = len(labels)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cifar_lightning import CIFARDataModule
+from conftest import OPTIMIZER_RUNS
 from cifar_lightning.core.recipes import get_recipe
 from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer, NonFiniteLossError
 from cifar_lightning.core.reporting import RUN_SCHEMA_KEYS
@@ -139,6 +140,16 @@ def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_
     restored from the checkpoint)."""
     common = ["--model", "small_cnn", "--epochs", "2", "--batch-size", "50", "--train-subset", "100"]
     assert_resume_matches(cifar10_dir, tmp_path, common, CtrlC("epoch-end", epoch=1), 2, 4, monkeypatch)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_interrupted_run_of_each_optimizer_resumes_to_the_same_end(cifar10_dir, tmp_path, monkeypatch, optimizer):
+    """As torch's twin (tests/test_fit.py): AdamW and Muon cut at an epoch's end resume to
+    the uninterrupted run's weights. Checked against: the settings compared as saved
+    (tuples) with those read back from the .npz's JSON (lists): every such resume refused."""
+    total = 4 if optimizer == "adamw" else 8
+    assert_resume_matches(cifar10_dir, tmp_path, OPTIMIZER_RUNS[optimizer], CtrlC("epoch-end", epoch=1), 2, total,
+                          monkeypatch)  # fmt: skip
 
 
 def test_ctrl_c_before_the_first_checkpoint_leaves_no_folder(cifar10_dir, tmp_path, monkeypatch):

@@ -122,11 +122,15 @@ FLAG_NAMES = {"limit_train_batches": "--limit-train-batches", "epochs": "--epoch
 
 def run_settings(args: argparse.Namespace, recipe: dict, world_size: int = 1) -> dict:
     """Every setting that shapes training (not evaluation): what a resumed run must share,
-    the number of processes included (each takes its share of every step)."""
+    the number of processes included (each takes its share of every step). As plain JSON
+    values (tuples as lists), the form they take in either framework's checkpoint, so the
+    settings of a run compare equal to themselves read back from its file."""
     shaping = {k: v for k, v in recipe.items() if k != "tta"}
-    return {"model": args.model, "dataset": args.dataset, "train_subset": args.train_subset, "world_size": world_size,
-            "val_size": args.val_size, "dropout": args.dropout, "optimizer": getattr(args, "optimizer", None) or "sgd",
-            "limit_train_batches": getattr(args, "limit_train_batches", None), **shaping}  # fmt: skip
+    settings = {"model": args.model, "dataset": args.dataset, "train_subset": args.train_subset,
+                "world_size": world_size, "val_size": args.val_size, "dropout": args.dropout,
+                "optimizer": getattr(args, "optimizer", None) or "sgd",
+                "limit_train_batches": getattr(args, "limit_train_batches", None), **shaping}  # fmt: skip
+    return json.loads(json.dumps(settings))
 
 
 def check_resume_settings(saved: dict, now: dict, checkpoint: str | Path) -> None:
