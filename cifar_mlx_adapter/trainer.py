@@ -375,8 +375,11 @@ class MLXTrainer:
     # -------------------------------------------------------------- evaluation
     def _evaluate(self, module, loader, hook, limit: int | None, desc: str) -> tuple[np.ndarray, np.ndarray]:
         """Run `hook` over the first `limit` batches of `loader` (all: None) in eval mode,
-        with a progress bar; returns (logits float32 (N, C), labels int64 (N,)) as numpy."""
-        outputs, targets = [], []
+        with a progress bar; returns (logits float32 (N, C), labels int64 (N,)) as numpy.
+        N may be 0: a rank whose share of a small split is empty (fewer images than processes)
+        still takes part in the exchange of counts."""
+        outputs = [np.zeros((0, module.hparams["num_classes"]), np.float32)]
+        targets = [np.zeros(0, np.int64)]
         for output, labels in self._eval_batches(module, loader, hook, limit, desc):
             outputs.append(np.array(output))
             targets.append(np.array(labels, dtype=np.int64))

@@ -180,6 +180,20 @@ def test_fit_mlx_on_two_processes_writes_one_record_from_rank_0(tmp_path):
     assert not error_lines(errors[0] + errors[1])
 
 
+def test_a_rank_with_no_test_images_still_evaluates(tmp_path):
+    """1 test image on 2 processes: rank 1's share is empty. The run finishes on both ranks
+    and its test counts the one image once (accuracy 0 or 1, per class the same). Checked
+    against: _evaluate concatenating no batches (ValueError on rank 1, the run failed)."""
+    write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=1)
+    out = tmp_path / "run"
+    codes, errors, _ = fit_mlx_ranks(tmp_path, out, "--limit-val-batches", "0")
+    assert codes == [0, 0], errors
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["test_accuracy"] in (0.0, 1.0)
+    assert sorted(record["per_class_accuracy"].values()).count(record["test_accuracy"]) >= 1
+    assert not error_lines(errors[0] + errors[1])
+
+
 @pytest.mark.parametrize("how", ["kill", "raise"])
 def test_a_rank_that_dies_or_raises_fails_the_run_with_one_line(tmp_path, how):
     """Rank 1 is killed (SIGKILL) or raises after step 2: every rank exits non-zero, rank 1's
