@@ -238,13 +238,13 @@ def bad_files(folder: Path, good: np.ndarray) -> dict[str, str]:
     (folder / "truncated.png").write_bytes((folder / "whole.png").read_bytes()[:200])
     Image.fromarray((good[..., 0].astype(np.uint16) * 257)).save(folder / "deep.png")  # 16-bit grey
     Image.fromarray(good).convert("CMYK").save(folder / "cmyk.jpg")
-    Image.fromarray(good).convert("P").save(folder / "palette.png")
+    Image.fromarray(good).convert("YCbCr").save(folder / "ycbcr.tif")
     np.save(folder / "shape.npy", np.zeros((2, 3, 32, 32), np.uint8))
     np.save(folder / "dtype.npy", np.zeros((2, 32, 32, 3), np.float32))
     (folder / "empty").mkdir()
     (folder / "whole.png").unlink()
-    return {"notes.png": "not an image", "truncated.png": "truncated", "deep.png": "16-bit", "cmyk.jpg": "CMYK",
-            "palette.png": "palette", "shape.npy": "uint8 (2, 3, 32, 32)", "dtype.npy": "float32",
+    return {"notes.png": "not an image", "truncated.png": "truncated", "deep.png": "more than 8 bits", "cmyk.jpg": "CMYK",
+            "ycbcr.tif": "mode YCbCr", "shape.npy": "uint8 (2, 3, 32, 32)", "dtype.npy": "float32",
             "empty": "no image files", "missing.png": "no such file", "cifar100:test": "100"}  # fmt: skip
 
 

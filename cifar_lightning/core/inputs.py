@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import CIFARDataError, DATASETS, read_split
-from .images import EXPECTED_IMAGE, IMAGE_SUFFIXES, SIZE, ImageInputError, read_image
+from .images import EXPECTED_IMAGE, IMAGE_SUFFIXES, SIZE, ImageInputError, display_name, read_image
 
 EXPECTED_INPUT = ("expected image files, folders of them, a .npy of uint8 (N, 32, 32, 3), "
                   "or cifar10:test / cifar100:test")  # fmt: skip
@@ -56,25 +56,42 @@ class Inputs:
         return np.concatenate(self.labels) if self.labels else np.zeros(0, np.int64)
 
 
+def _npy_header(path: Path) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, bytes of data the header promises) of a .npy, read from its header
+    alone; ValueError for a header numpy cannot read."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+        return shape, dtype, f.tell()
+
+
 def read_npy(path: Path) -> np.ndarray:
-    """A .npy of uint8 (N, 32, 32, 3); ImageInputError naming the file otherwise."""
+    """A .npy of uint8 (N, 32, 32, 3); ImageInputError naming the file otherwise. The header
+    is checked before any data is read: an array of another shape or dtype, or one larger
+    than the file holds, is refused without reserving its memory."""
+    name = display_name(path)
     expected = f"expected a .npy of uint8 (N, {SIZE}, {SIZE}, 3) RGB images"
     try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as e:
-        what = "a .npy of pickled objects (refused: nothing in it was run)" if "pickle" in str(e) else \
-            f"a damaged .npy ({e})"  # fmt: skip
-        raise ImageInputError(f"{path}: {what}; {expected}") from None
-    except Exception as e:  # a truncated or foreign file fails in many ways; KeyboardInterrupt is no Exception
-        raise ImageInputError(f"{path}: not a readable .npy ({type(e).__name__}); {expected}") from None
-    if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 4 or array.shape[1:] != (SIZE, SIZE, 3):
-        shape = getattr(array, "shape", None)
-        dtype = getattr(array, "dtype", type(array).__name__)
-        hint = " (channels first? transpose to (N, 32, 32, 3))" if getattr(array, "shape", ())[1:2] == (3,) else ""
-        raise ImageInputError(f"{path}: a .npy of {dtype} {tuple(shape) if shape is not None else ''}{hint}; {expected}")
-    if len(array) == 0:
-        raise ImageInputError(f"{path}: a .npy of 0 images; {expected}")
-    return array
+        shape, dtype, offset = _npy_header(path)
+    except Exception as e:  # a truncated or foreign header fails in many ways; KeyboardInterrupt is no Exception
+        raise ImageInputError(f"{name}: not a readable .npy ({type(e).__name__}); {expected}") from None
+    if dtype.hasobject:
+        raise ImageInputError(f"{name}: a .npy of pickled objects (refused: nothing in it was run); {expected}")
+    if dtype != np.uint8 or len(shape) != 4 or tuple(shape[1:]) != (SIZE, SIZE, 3):
+        hint = " (channels first? transpose to (N, 32, 32, 3))" if tuple(shape[1:2]) == (3,) else ""
+        raise ImageInputError(f"{name}: a .npy of {dtype} {tuple(shape)}{hint}; {expected}")
+    if shape[0] == 0:
+        raise ImageInputError(f"{name}: a .npy of 0 images; {expected}")
+    held = path.stat().st_size - offset
+    if held < shape[0] * SIZE * SIZE * 3:
+        raise ImageInputError(f"{name}: a truncated .npy: its header says {shape[0]:,} images "
+                              f"({shape[0] * SIZE * SIZE * 3:,} bytes), the file holds {max(held, 0):,} bytes; "
+                              f"{expected}")  # fmt: skip
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:  # a damaged file that passed its header; KeyboardInterrupt is no Exception
+        raise ImageInputError(f"{name}: a damaged .npy ({type(e).__name__}: {e}); {expected}") from None
 
 
 def folder_images(folder: Path) -> list[Path]:
@@ -117,23 +134,23 @@ def _read_one(spec: str, data_dir: Path, num_classes: int, inputs: Inputs) -> No
     if path.is_dir():
         files = folder_images(path)
         if not files:
-            raise ImageInputError(f"{spec}: a folder with no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...); "
+            raise ImageInputError(f"{display_name(spec)}: a folder with no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...); "
                                   f"{EXPECTED_INPUT}")  # fmt: skip
         for file in files:
             try:
-                inputs.add([str(file)], read_image(file)[None])
+                inputs.add([display_name(file)], read_image(file)[None])
             except ImageInputError as e:
                 inputs.errors.append(str(e))
         return
     if not path.is_file():
-        raise ImageInputError(f"{spec}: no such file or folder; {EXPECTED_INPUT}")
+        raise ImageInputError(f"{display_name(spec)}: no such file or folder; {EXPECTED_INPUT}")
     with open(path, "rb") as f:
         is_npy = f.read(6) == b"\x93NUMPY"
     if is_npy or path.suffix.lower() == ".npy":
         array = read_npy(path)
-        inputs.add([f"{spec}[{i}]" for i in range(len(array))], array)
+        inputs.add([f"{display_name(spec)}[{i}]" for i in range(len(array))], array)
         return
-    inputs.add([spec], read_image(path)[None])
+    inputs.add([display_name(spec)], read_image(path)[None])
 
 
 __all__ = ["EXPECTED_IMAGE", "EXPECTED_INPUT", "ImageInputError", "Inputs", "read_inputs", "read_npy"]

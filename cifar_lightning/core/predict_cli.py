@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> dict:
     """Predict every readable input and write the CSV; returns {"names", "probabilities",
     "labels", "errors", "framework", "output"} (output None when nothing could be read)."""
     from . import model_card
+    from .images import display_name
     from .inputs import read_inputs
     from .predictions import summary
 
@@ -127,7 +128,7 @@ def run(args: argparse.Namespace) -> dict:
         from cifar_lightning.predict import predict
     images = inputs.images
     print(f"predicting {len(images)} image{'s' * (len(images) != 1)} with {card.model} ({card.dataset}, "
-          f"{card.num_classes} classes) in {framework}, from {args.weights}", flush=True)  # fmt: skip
+          f"{card.num_classes} classes) in {framework}, from {display_name(args.weights)}", flush=True)  # fmt: skip
     try:
         probabilities = predict(card, args.weights, images, inputs.names, top_k=args.top_k, output=args.output,
                                 batch_size=args.batch_size, tta=args.tta, cpu=args.cpu,
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> dict:
     for line in summary(inputs.names, probabilities, card.class_names, inputs.known_labels):
         print(line)
     columns = ", ".join(["input"] + [f"class_{i}, prob_{i}" for i in range(1, args.top_k + 1)])
-    print(f"wrote {args.output} ({len(inputs.names)} rows: {columns})")
+    print(f"wrote {display_name(args.output)} ({len(inputs.names)} rows: {columns})")
     return result
 
 
