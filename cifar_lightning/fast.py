@@ -11,11 +11,14 @@ from .core.recipes import averaging_decay
 from .core.whitening import whitening_filters
 
 
-def init_whitening(model: nn.Module, images: torch.Tensor) -> None:
-    """Set ``model.whiten``'s filters from normalised float images (N, 3, 32, 32)."""
+def init_whitening(model: nn.Module, images: torch.Tensor, bias=None) -> None:
+    """Set ``model.whiten``'s filters from normalised float images (N, 3, 32, 32), and its
+    bias to `bias` (float32 (24,), e.g. ``core.whitening.initial_bias``) when given."""
     filters = whitening_filters(images.detach().cpu().numpy(), kernel=model.whiten.kernel_size[0])
     with torch.no_grad():
         model.whiten.weight.copy_(torch.from_numpy(filters))
+        if bias is not None:
+            model.whiten.bias.copy_(torch.as_tensor(bias))
 
 
 def tta_logits(model: nn.Module, images: torch.Tensor) -> torch.Tensor:

@@ -151,6 +151,8 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     from lightning.pytorch.loggers import CSVLogger
 
     from .bookkeeping import RunBook
+    from .core.spec import FAST
+    from .core.whitening import starting_bias
     from .fast import LookaheadAveraging, init_whitening
     from .models import count_parameters
     from .module import CIFARClassifier
@@ -166,7 +168,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     if args.weights:
         load_weights_flag(lambda: load_into_torch(module.model, args.weights))
     elif recipe.whiten_bias_epochs and not args.resume:
-        init_whitening(module.model, dm.normalize(dm.train_images[:5000]))
+        init_whitening(module.model, dm.normalize(dm.train_images[: FAST["whiten_images"]]), starting_bias(recipe))
     out = claim_run_folder(out, "torch", args)  # every check has passed: now the folder is made
     worker = ddp_worker_folder() is not None  # a DDP process started by rank 0: the folder is rank 0's
     if world_size(args, accelerator) > 1 and not worker:

@@ -174,12 +174,15 @@ class FastNet(nn.Module):
         return self.head(mx.flatten(self.pool(x), 1)) * self._logit_scale
 
 
-def init_whitening(model: FastNet, images_nchw) -> None:
-    """Set the whitening filters from normalised float images (N, 3, 32, 32), as torch does."""
+def init_whitening(model: FastNet, images_nchw, bias=None) -> None:
+    """Set the whitening filters from normalised float images (N, 3, 32, 32), and the bias to
+    `bias` (float32 (24,), e.g. ``core.whitening.initial_bias``) when given, as torch does."""
     from cifar_lightning.core.whitening import whitening_filters
 
     filters = whitening_filters(np.asarray(images_nchw), kernel=FAST["whiten_kernel"])
     model.whiten.weight = mx.array(filters.transpose(0, 2, 3, 1))
+    if bias is not None:
+        model.whiten.bias = mx.array(np.asarray(bias, np.float32))
 
 
 _BUILDERS = {"small_cnn": SmallCNN, "resnet18": ResNet18, "fast": FastNet}

@@ -138,6 +138,9 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
     from .callbacks import LookaheadAveraging
     from .convert import load_file, mlx_state
     from .distributed import broadcast_text, layout
+    from cifar_lightning.core.spec import FAST
+    from cifar_lightning.core.whitening import starting_bias
+
     from .models import count_parameters, init_whitening
     from .module import MLXClassifier
     from .trainer import MLXTrainer
@@ -151,7 +154,7 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
         load_weights_flag(lambda: load_file(module.model, args.weights))
     elif recipe.whiten_bias_epochs and not args.resume:
         dm.setup()
-        init_whitening(module.model, dm.normalize(dm.splits["train"][0][:5000]))
+        init_whitening(module.model, dm.normalize(dm.splits["train"][0][: FAST["whiten_images"]]), starting_bias(recipe))
     if rank == 0:
         out = claim_run_folder(out, "mlx", args)  # every check has passed: now the folder is made
     if group is not None:  # the others learn rank 0's folder (they write nothing into it)

@@ -19,6 +19,8 @@ correction, the head routed to the BatchNorm biases' SGD, the whitening bias on 
 recipe's schedule instead of its own.
 """
 
+import shutil
+
 import mlx.core as mx
 import numpy as np
 import pytest
@@ -240,10 +242,44 @@ def test_fast_muon_numbers_are_airbench94_muons():
     for part, lr in ((norm, 0.053), (whiten, 0.053), (head, 0.67)):
         assert (part.kind, part.lr, part.momentum, part.nesterov) == ("sgd", lr, 0.85, True)
         assert part.lr * part.weight_decay == pytest.approx(2e-6 * 2000)  # wd / lr with wd = 2e-6 * batch_size
+        assert part.weight_decay_per_example == 0  # resolved for the recipe's batch by optimizer_parts
     assert whiten.decay_epochs == r.whiten_bias_epochs == 3
     assert r.model_kwargs == {"logit_scale": 1 / 256, "head_std": 1.0}
     assert (r.label_smoothing, r.loss_reduction, r.tta, r.crop_padding, r.pad_mode, r.flip) == (
         0.2, "sum", True, 2, "reflect", "alternating")
+
+
+@pytest.mark.parametrize("batch, processes", [(1000, 1), (4000, 1), (2000, 2), (2000, 1)])
+def test_fast_muon_weight_decay_follows_the_images_of_a_step_in_both_frameworks(batch, processes):
+    """airbench94_muon: ``wd = 2e-6 * batch_size`` and each SGD group's weight_decay = wd / lr,
+    so a weight shrinks by 2e-6 per image of the step at the peak rate: 0.002 at batch 1000,
+    0.008 at 4000 and at 2000 x 2 processes. The numbers both frameworks' optimisers hold.
+    Checked against: the decay fixed at batch 2000's (0.004 whatever the batch)."""
+    from types import SimpleNamespace
+
+    recipe = get_recipe("fast", "muon").with_overrides(batch_size=batch)
+    shrink = 2e-6 * batch * processes  # airbench94_muon's wd, for the step's images
+    t = CIFARClassifier("fast", 10, recipe=recipe.to_dict())
+    t._trainer = SimpleNamespace(world_size=processes, accumulate_grad_batches=1)
+    groups = [g for g in t.param_groups() if not g.get("muon")]
+    assert len(groups) == 3 and all(g["lr"] * g["weight_decay"] == pytest.approx(shrink) for g in groups)
+    m = MLXClassifier("fast", 10, recipe=recipe.to_dict())
+    mopt = recipe_optimizer(recipe, 100, 25, m.model, examples_per_step=batch * processes)
+    sgd = [o for o in mopt.optimizers if type(o).__name__ == "SGD"]
+    assert len(sgd) == 3
+    for o in sgd:
+        peak = float(o._schedulers["learning_rate"](mx.array(0)))
+        assert peak * o.weight_decay == pytest.approx(shrink)
+
+
+def test_a_muon_part_refuses_weight_decay():
+    """Muon decays nothing (airbench94_muon; its rescaling fixes each filter's norm): a
+    part given a weight decay is refused in one line, not ignored."""
+    from cifar_lightning.core.recipes import OptimizerPart
+
+    for field in ("weight_decay", "weight_decay_per_example"):
+        with pytest.raises(ValueError, match=r"^a muon part takes no weight decay, got .*; expected 0"):
+            OptimizerPart("muon", ("filters",), lr=0.24, **{field: 0.1})
 
 
 def test_fast_muon_head_starts_at_unit_std_and_scales_logits_by_1_over_256():
@@ -324,3 +360,38 @@ def test_weights_of_another_head_scale_are_refused_in_one_line(tmp_path, capsys,
         assert len(err) == 1 and "trained with logits scaled by" in err[0], err
         assert ("--optimizer muon" in err[0]) == (trained == "fast_muon")
         assert not (tmp_path / "out").exists()
+
+
+def test_whitening_bias_starts_as_published_from_the_seed_in_both_frameworks(cifar10_dir, tmp_path):
+    """airbench94_muon keeps nn.Conv2d's default bias on the whitening conv (U(-1/sqrt(fan_in),
+    1/sqrt(fan_in)), fan_in 3 x 2 x 2), airbench94 zeroes it. Both scripts' runs start from
+    the seed's draw of it (initial.pt and initial.npz hold the same bias), the fast recipe
+    from zeros. The bound is torch's own: ours and nn.Conv2d's draws of 20,000 biases share
+    their range and pass a two-sample Kolmogorov-Smirnov test. Checked against: the bias
+    left at zero under fast_muon (the code before this test)."""
+    from scipy.stats import ks_2samp
+
+    from cifar_lightning.core.whitening import initial_bias, starting_bias
+    from cifar_lightning.runner import main as fit_main
+    from cifar_mlx_adapter.runner import main as fit_mlx_main
+
+    torch.manual_seed(0)
+    theirs = torch.nn.Conv2d(3, 20_000, 2).bias.detach().numpy()
+    ours = initial_bias("uniform", 0, 20_000, fan_in=12)
+    bound = 1 / np.sqrt(torch.nn.init._calculate_fan_in_and_fan_out(torch.empty(24, 3, 2, 2))[0])
+    assert np.abs(ours).max() <= bound and np.abs(theirs).max() <= bound
+    assert ours.min() < -0.99 * bound and ours.max() > 0.99 * bound
+    assert ks_2samp(ours, theirs).pvalue > 0.01
+    quick = ["--data-dir", str(cifar10_dir), "--no-download", "--model", "fast", "--epochs", "1", "--batch-size", "25",
+             "--train-subset", "50", "--limit-train-batches", "1", "--limit-val-batches", "0",
+             "--limit-test-batches", "1", "--no-tta"]  # fmt: skip
+    for flags in (["--optimizer", "muon"], []):
+        recipe = get_recipe("fast", flags[1] if flags else None)
+        fit_main([*quick, *flags, "--accelerator", "cpu", "--output-dir", str(tmp_path / "t")])
+        fit_mlx_main([*quick, *flags, "--cpu", "--output-dir", str(tmp_path / "m")])
+        torch_bias = torch.load(tmp_path / "t/checkpoints/initial.pt", weights_only=True)["whiten.bias"].numpy()
+        mlx_bias = np.load(tmp_path / "m/checkpoints/initial.npz")["whiten.bias"]
+        np.testing.assert_array_equal(torch_bias, starting_bias(recipe))
+        np.testing.assert_array_equal(mlx_bias, starting_bias(recipe))
+        assert (np.abs(torch_bias).max() > bound / 2) == bool(flags)  # uniform under muon, zeros under fast
+        shutil.rmtree(tmp_path / "t"), shutil.rmtree(tmp_path / "m")

@@ -120,7 +120,8 @@ def test_recipe_parts_are_checked_when_the_recipe_is_made():
     base = get_recipe("small_cnn")
     for field, value in [("flip", "sometimes"), ("pad_mode", "wrap"), ("crop_padding", 40), ("cutout", 50),
                          ("cutout", 8.5), ("label_smoothing", 1.0), ("label_smoothing", "0.1"),
-                         ("loss_reduction", "max"), ("schedule", "cosine"), ("units", "foo")]:  # fmt: skip
+                         ("loss_reduction", "max"), ("schedule", "cosine"), ("units", "foo"),
+                         ("whiten_bias_init", "normal")]:  # fmt: skip
         for make in (lambda: replace(base, **{field: value}),
                      lambda: type(base)(**{**base.to_dict(), field: value})):  # as a record is read back
             with pytest.raises(ValueError) as raised:
@@ -129,6 +130,22 @@ def test_recipe_parts_are_checked_when_the_recipe_is_made():
             assert message.startswith(f"{field} must") and repr(value) in message and "\n" not in message, message
     part = OptimizerPart("sgd", "head", lr=0.1)  # one role as a bare string
     assert part.roles == ("head",)
+
+
+def test_the_whitening_bias_freeze_and_its_decay_length_must_agree():
+    """fast_muon's whitening bias trains until its own schedule reaches 0 (decay_epochs),
+    then freezes (whiten_bias_epochs): two numbers for one length, so a recipe where they
+    differ is refused in one line naming both. Checked against: the check removed (the
+    bias then froze at epoch 3 while its rate still pointed to epoch 5)."""
+    from dataclasses import replace
+
+    muon = get_recipe("fast", "muon")
+    with pytest.raises(ValueError, match=r"^the whitening bias's part decays over 5 epochs but whiten_bias_epochs "
+                                         r"is 3; expected the same number"):  # fmt: skip
+        replace(muon, optimizers=[replace(p, decay_epochs=5) if "whiten_bias" in p.roles else p
+                                  for p in muon.optimizers])  # fmt: skip
+    assert replace(muon, whiten_bias_epochs=4, optimizers=[replace(p, decay_epochs=4) if p.decay_epochs else p
+                                                           for p in muon.optimizers]).whiten_bias_epochs == 4  # fmt: skip
 
 
 @pytest.mark.parametrize("model", ["small_cnn", "fast"])

@@ -23,16 +23,40 @@ def run_recipe(run: dict) -> str:
     return run["hyperparameters"].get("recipe") or run["model"]
 
 
-def recipe_as_logged(name: str, hyperparameters: dict) -> dict:
+# recipe fields added since the first logs, at the value every run before them trained with
+# (whiten_bias_init: each whitening bias started at zero until airbench94_muon's init was matched)
+RECIPE_FIELDS_SINCE = {"whiten_bias_init": "zeros"}
+
+
+def _examples_per_step(run: dict, hyperparameters: dict) -> int:
+    """Images of one optimizer step of the run: its effective batch (logs before the
+    ``processes`` field ran one process)."""
+    return (run.get("processes") or {}).get("effective_batch_size") or hyperparameters["batch_size"]
+
+
+def _parts_as_logged(parts: list, examples_per_step: int) -> list[dict]:
+    """Optimiser parts in torch's units for the run's step (a ``weight_decay_per_example``
+    resolved into ``weight_decay``: the same decay, however a record wrote it), with the
+    fields their kind reads only, through JSON."""
+    from .recipes import OptimizerPart, parts_record
+
+    made = [p if isinstance(p, OptimizerPart) else OptimizerPart(**p) for p in parts]
+    return json.loads(json.dumps(parts_record([p.resolved(examples_per_step) for p in made])))
+
+
+def recipe_as_logged(name: str, hyperparameters: dict, examples_per_step: int | None = None) -> dict:
     """The recipe `name` (``recipes.get_recipe(name).to_dict()``) as a run's log records
-    it, through JSON (tuples become lists). A log without ``units`` predates that field
-    (commit fc0dacc), when recipes were written in torch's units: a recipe in other units is
-    compared in torch's (lr and weight decay from ``recipes.sgd_args``). ValueError for an
-    unknown recipe."""
+    it, through JSON (tuples become lists), its optimiser parts for a step of
+    `examples_per_step` images (default: the recipe's batch). A log without ``units``
+    predates that field (commit fc0dacc), when recipes were written in torch's units: a
+    recipe in other units is compared in torch's (lr and weight decay from
+    ``recipes.sgd_args``). ValueError for an unknown recipe."""
     from .recipes import get_recipe, sgd_args
 
     recipe = get_recipe(name)
     expected = json.loads(json.dumps(recipe.to_dict()))
+    if expected.get("optimizers"):
+        expected["optimizers"] = _parts_as_logged(recipe.optimizers, examples_per_step or recipe.batch_size)
     if "units" not in hyperparameters:
         sgd = sgd_args(recipe)
         del expected["units"]
@@ -51,13 +75,12 @@ def _same(value, wanted) -> bool:
 
 def logged_hyperparameters(run: dict) -> dict:
     """A run's hyper-parameters as today's records write them: the fields added since its
-    log was written at their value before (``RECORDED_SINCE``), and optimiser parts with the
-    fields their kind reads only (records before commit cbf7d55 wrote every field)."""
-    from .recipes import parts_record
-
-    hp = {**RECORDED_SINCE, **run["hyperparameters"]}
+    log was written at their value before (``RECORDED_SINCE``, ``RECIPE_FIELDS_SINCE``), and
+    optimiser parts in torch's units for the run's step with the fields their kind reads
+    only (records before commit cbf7d55 wrote every field; ``_parts_as_logged``)."""
+    hp = {**RECORDED_SINCE, **RECIPE_FIELDS_SINCE, **run["hyperparameters"]}
     if hp.get("optimizers"):
-        hp["optimizers"] = json.loads(json.dumps(parts_record(hp["optimizers"])))
+        hp["optimizers"] = _parts_as_logged(hp["optimizers"], _examples_per_step(run, hp))
     return hp
 
 
@@ -70,7 +93,7 @@ def recipe_differences(run: dict) -> list[str]:
     out = [] if run["epochs"] else ["an evaluation"]
     if run_status(run) != "finished":
         out.append(f"status {run_status(run)}")
-    expected = recipe_as_logged(run_recipe(run), hp)
+    expected = recipe_as_logged(run_recipe(run), hp, _examples_per_step(run, hp))
     for key, wanted in expected.items():
         value = hp.get(key, MISSING)
         if key != "seed" and not _same(value, wanted):

@@ -30,8 +30,13 @@ class OptimizerPart:
     - ``lr``: the learning rate at the schedule's peak, per optimizer step.
     - ``weight_decay``: "sgd": the L2 coefficient added to the gradient (torch.optim.SGD,
       coupled: a weight shrinks by lr x weight_decay per step); "adamw": decoupled
-      (torch.optim.AdamW: p *= 1 - lr x weight_decay before the Adam step); "muon": 0
-      (airbench94_muon decays no filter; its rescaling fixes their norm instead).
+      (torch.optim.AdamW: p *= 1 - lr x weight_decay before the Adam step); "muon": none
+      (airbench94_muon decays no filter; its rescaling fixes their norm instead): a Muon
+      part given a weight decay is refused.
+    - ``weight_decay_per_example``: > 0 instead of ``weight_decay``: the per-step shrink
+      lr x weight_decay is this many times the images of one optimizer step (over all
+      processes), airbench94_muon's ``wd = 2e-6 * batch_size`` written as ``weight_decay =
+      wd / lr``; ``optimizer_parts`` resolves it into ``weight_decay`` for the run's batch.
     - ``momentum``: SGD's and Muon's momentum; AdamW's beta1 (``beta2``, ``eps`` are AdamW's,
       which always corrects both moments' bias, as torch's does).
     - ``ns_steps``, ``ns_dtype``: Muon's Newton-Schulz iterations and the dtype they run in
@@ -52,6 +57,7 @@ class OptimizerPart:
     ns_steps: int = 3
     ns_dtype: str = "bfloat16"
     decay_epochs: float = 0.0
+    weight_decay_per_example: float = 0.0
 
     def __post_init__(self):
         # one role may come as a bare string ("head"), not split into letters
@@ -63,11 +69,29 @@ class OptimizerPart:
             raise ValueError(f"optimizer roles {list(self.roles)}: expected one or more of {list(ROLES)}")
         if self.ns_dtype not in ("bfloat16", "float32"):
             raise ValueError(f"ns_dtype {self.ns_dtype!r}: expected 'bfloat16' or 'float32'")
+        if self.kind == "muon" and (self.weight_decay or self.weight_decay_per_example):
+            raise ValueError(f"a muon part takes no weight decay, got weight_decay {self.weight_decay}, "
+                             f"weight_decay_per_example {self.weight_decay_per_example}; expected 0 (Muon "
+                             "rescales each filter bank to a fixed norm instead)")  # fmt: skip
+        if self.weight_decay and self.weight_decay_per_example:
+            raise ValueError(f"weight_decay {self.weight_decay} and weight_decay_per_example "
+                             f"{self.weight_decay_per_example} both given; expected one of them")  # fmt: skip
+        if self.weight_decay_per_example and not self.lr > 0:
+            raise ValueError(f"weight_decay_per_example needs a positive lr (it is divided by it), got lr {self.lr}")
+
+    def resolved(self, examples_per_step: int) -> "OptimizerPart":
+        """This part in torch's units for a step of `examples_per_step` images: a
+        ``weight_decay_per_example`` becomes the ``weight_decay`` whose per-step shrink
+        lr x weight_decay is weight_decay_per_example x examples_per_step."""
+        if not self.weight_decay_per_example:
+            return self
+        decay = self.weight_decay_per_example * examples_per_step / self.lr
+        return replace(self, weight_decay=decay, weight_decay_per_example=0.0)
 
 
 # OptimizerPart fields a kind does not read, left out of records (their defaults come back on reading)
 _UNUSED_BY_KIND = {"sgd": ("beta2", "eps", "ns_steps", "ns_dtype"), "adamw": ("nesterov", "ns_steps", "ns_dtype"),
-                   "muon": ("weight_decay", "beta2", "eps")}  # fmt: skip
+                   "muon": ("weight_decay", "weight_decay_per_example", "beta2", "eps")}  # fmt: skip
 
 
 def parts_record(parts) -> list[dict]:
@@ -76,13 +100,15 @@ def parts_record(parts) -> list[dict]:
     out = []
     for part in parts:
         d = asdict(part if isinstance(part, OptimizerPart) else OptimizerPart(**part))
-        out.append({k: v for k, v in d.items() if k not in _UNUSED_BY_KIND[d["kind"]]})
+        unused = _UNUSED_BY_KIND[d["kind"]] + (() if d["weight_decay_per_example"] else ("weight_decay_per_example",))
+        out.append({k: v for k, v in d.items() if k not in unused})
     return out
 
 
 LOSS_REDUCTIONS = ("mean", "sum")
 SCHEDULES = ("onecycle", "linear_warmup_decay")
 UNITS = ("torch", "airbench")  # see ``sgd_args``
+WHITEN_BIAS_INITS = ("zeros", "uniform")  # see ``whitening.initial_bias``
 
 
 @dataclass(frozen=True)
@@ -155,6 +181,9 @@ class Recipe:
     bias_lr_scale: float = 1.0  # BatchNorm biases: lr times this, same per-step decay
     # fast-recipe extras
     whiten_bias_epochs: int = 0  # epochs the whitening bias trains before freezing (0: no whitening)
+    # the whitening bias's start: "zeros" (airbench94) or "uniform", nn.Conv2d's default
+    # U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (airbench94_muon), drawn from the seed (``whitening.initial_bias``)
+    whiten_bias_init: str = "zeros"
     average_every: int = 0  # weight averaging every N steps (0: off)
     tta: bool = False
     # augmentation (see cifar_lightning.augment)
@@ -178,6 +207,13 @@ class Recipe:
             raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
         if self.units not in UNITS:
             raise ValueError(f"units must be one of {list(UNITS)}, got {self.units!r}")
+        if self.whiten_bias_init not in WHITEN_BIAS_INITS:
+            raise ValueError(f"whiten_bias_init must be one of {list(WHITEN_BIAS_INITS)}, got {self.whiten_bias_init!r}")
+        for part in self.optimizers:  # the bias is frozen when its own schedule reaches 0: one length for both
+            if "whiten_bias" in part.roles and part.decay_epochs and part.decay_epochs != self.whiten_bias_epochs:
+                raise ValueError(f"the whitening bias's part decays over {part.decay_epochs} epochs but "
+                                 f"whiten_bias_epochs is {self.whiten_bias_epochs}; expected the same number "
+                                 "(it trains until its rate reaches 0, then freezes)")  # fmt: skip
 
     @property
     def augmentation(self) -> Augmentation:
@@ -268,16 +304,20 @@ def adamw_recipe(recipe: Recipe) -> Recipe:
 #   no LookaheadState, no lookahead update                                 -> average_every 0
 #   Muon(filter_params, lr=0.24, momentum=0.6, nesterov=True)              -> 4-D filters on Muon
 #   SGD(..., momentum=0.85, nesterov=True): bias_lr = 0.053, head_lr = 0.67,
-#     weight_decay = wd / lr with wd = 2e-6 * batch_size                   -> three SGD parts
+#     weight_decay = wd / lr with wd = 2e-6 * batch_size                   -> three SGD parts, their decay
+#                                                                             per example of the step
 #   self.head(x) / x.size(-1) (256 features, not airbench94's 1/9)         -> logit_scale 1/256
 #   reset(): head.weight *= 1 / head.weight.std()                          -> head_std 1.0
+#   reset(): nn.Conv2d.reset_parameters() on the whitening conv            -> whiten_bias_init "uniform"
+#     (airbench94's own Conv zeroes that bias)
 # What stays as airbench94: label smoothing 0.2 on a summed loss, BatchNorm (momentum 0.6 in
-# airbench's convention, eps 1e-12, frozen scale), dirac-initialised convs, whitening from
-# 5000 training images, flip alternating by epoch, translate 2 (reflect), TTA level 2.
+# airbench's convention, eps 1e-12, frozen scale), dirac-initialised convs, whitening filters
+# from the first 5000 training images (of the training split: with --val-size, the images
+# left after the held-out ones), flip alternating by epoch, translate 2 (reflect), TTA level 2.
 # Published, not copied: the net runs in float16 there and in float32 here; the whitening
 # filters come ordered by descending eigenvalue here (ascending there), a relabelling of
 # channels that the randomly initialised layers after them cannot tell apart.
-_MUON_SHRINK = 2e-6 * 2000  # lr x weight_decay of every SGD group at its peak, per step
+_MUON_DECAY = 2e-6  # per example of a step: lr x weight_decay = 2e-6 x batch (0.004 at batch 2000), each SGD part
 RECIPES["fast_muon"] = replace(
     RECIPES["fast"],
     epochs=8,
@@ -287,12 +327,14 @@ RECIPES["fast_muon"] = replace(
     start_factor=1.0,
     end_factor=0.0,
     average_every=0,
+    whiten_bias_init="uniform",
     optimizers=(
         OptimizerPart("muon", ("filters",), lr=0.24, momentum=0.6, nesterov=True, ns_steps=3, ns_dtype="bfloat16"),
-        OptimizerPart("sgd", ("norm_bias",), lr=0.053, weight_decay=_MUON_SHRINK / 0.053, momentum=0.85, nesterov=True),
-        OptimizerPart("sgd", ("whiten_bias",), lr=0.053, weight_decay=_MUON_SHRINK / 0.053, momentum=0.85,
+        OptimizerPart("sgd", ("norm_bias",), lr=0.053, weight_decay_per_example=_MUON_DECAY, momentum=0.85,
+                      nesterov=True),  # fmt: skip
+        OptimizerPart("sgd", ("whiten_bias",), lr=0.053, weight_decay_per_example=_MUON_DECAY, momentum=0.85,
                       nesterov=True, decay_epochs=3),  # fmt: skip
-        OptimizerPart("sgd", ("head",), lr=0.67, weight_decay=_MUON_SHRINK / 0.67, momentum=0.85, nesterov=True),
+        OptimizerPart("sgd", ("head",), lr=0.67, weight_decay_per_example=_MUON_DECAY, momentum=0.85, nesterov=True),
     ),
     model_kwargs={"logit_scale": 1 / 256, "head_std": 1.0},
 )
@@ -347,9 +389,10 @@ def optimizer_parts(recipe: Recipe, examples_per_step: int | None = None) -> tup
     """The recipe's optimisers in torch's units, the first owning the base group (whose
     learning rate runs log as ``lr``). A recipe without parts has one SGD from its flat
     fields through ``sgd_args``, and, with ``bias_lr_scale`` != 1, a second SGD for the
-    BatchNorm biases."""
+    BatchNorm biases. A part's ``weight_decay_per_example`` is resolved for `examples_per_step`
+    images (default: the recipe's batch size, one process)."""
     if recipe.optimizers:
-        return recipe.optimizers
+        return tuple(p.resolved(examples_per_step or recipe.batch_size) for p in recipe.optimizers)
     a = sgd_args(recipe, examples_per_step)
     base = OptimizerPart("sgd", ROLES, a.lr, a.weight_decay, a.momentum, a.nesterov)
     if recipe.bias_lr_scale == 1:

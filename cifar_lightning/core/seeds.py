@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
-PURPOSES = ("split", "shuffle", "augment", "flip_halves")
+PURPOSES = ("split", "shuffle", "augment", "flip_halves", "whiten_bias")  # append only: an index seeds each
 
 
 def derive_seed(seed: int, purpose: str, epoch: int = 0) -> int:
-    """A 63-bit seed for `purpose` ("split", "shuffle", "augment" or "flip_halves") in
+    """A 63-bit seed for `purpose` (one of ``PURPOSES``) in
     `epoch` (0 or more), for ``torch.Generator.manual_seed`` or ``np.random.default_rng``.
     Raises ValueError for an unknown purpose or a negative seed or epoch."""
     if purpose not in PURPOSES:

@@ -27,6 +27,7 @@ FAST = {
     "bn_momentum": 0.4,  # torch convention: running = (1 - m) * running + m * batch
     "bn_eps": 1e-12,
     "logit_scale": 1 / 9,
+    "whiten_images": 5000,  # the first training images whose 2x2 patches give the whitening filters
 }
 
 

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from .seeds import derive_seed
+from .spec import FAST
 
 
 def whitening_filters(images: np.ndarray, kernel: int = 2, eps: float = 5e-4) -> np.ndarray:
@@ -21,3 +26,24 @@ def whitening_filters(images: np.ndarray, kernel: int = 2, eps: float = 5e-4) ->
     eigenvalues, eigenvectors = eigenvalues[::-1], eigenvectors[:, ::-1]
     filters = (eigenvectors / np.sqrt(eigenvalues + eps)).T.reshape(-1, 3, kernel, kernel)
     return np.concatenate([filters, -filters]).astype(np.float32)
+
+
+def initial_bias(kind: str, seed: int, width: int, fan_in: int) -> np.ndarray:
+    """The whitening conv's starting bias, float32 (width,): "zeros" (airbench94), or
+    "uniform": U(-1/sqrt(fan_in), 1/sqrt(fan_in)), the bound of ``torch.nn.Conv2d``'s default
+    bias initialisation (airbench94_muon keeps it), drawn from `seed`'s own stream so both
+    frameworks start from the same bias. `fan_in` is in_channels x kernel x kernel (12 for
+    the fast net: bound 0.289). ValueError for another kind."""
+    if kind == "zeros":
+        return np.zeros(width, np.float32)
+    if kind == "uniform":
+        bound = 1 / math.sqrt(fan_in)
+        return np.random.default_rng(derive_seed(seed, "whiten_bias")).uniform(-bound, bound, width).astype(np.float32)
+    raise ValueError(f"whitening bias init {kind!r}: expected 'zeros' or 'uniform'")
+
+
+def starting_bias(recipe) -> np.ndarray:
+    """The fast net's whitening bias at the start of a run of `recipe` (a ``Recipe``): its
+    ``whiten_bias_init`` drawn from its seed (``initial_bias``), float32 (24,)."""
+    fan_in = 3 * FAST["whiten_kernel"] ** 2
+    return initial_bias(recipe.whiten_bias_init, recipe.seed, FAST["whiten_width"], fan_in)
