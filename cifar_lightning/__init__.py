@@ -9,15 +9,15 @@ so ``import cifar_lightning.core`` loads neither torch nor Lightning.
 
 from importlib import import_module
 
-from .core.datasets import CIFARDataError
-from .core.recipes import RECIPES, Recipe, get_recipe
-from .core.spec import MODEL_NAMES
+from cifar_lightning.core.datasets import CIFARDataError
+from cifar_lightning.core.recipes import RECIPES, Recipe, get_recipe
+from cifar_lightning.core.spec import MODEL_NAMES
 
 _TORCH_NAMES = {
-    "CIFARClassifier": ".module",
-    "CIFARDataModule": ".data",
-    "build_model": ".models",
-    "count_parameters": ".models",
+    "CIFARClassifier": "cifar_lightning.module",
+    "CIFARDataModule": "cifar_lightning.data",
+    "build_model": "cifar_lightning.models",
+    "count_parameters": "cifar_lightning.models",
 }
 
 __all__ = ["CIFARDataError", "MODEL_NAMES", "RECIPES", "Recipe", "get_recipe", *_TORCH_NAMES]
@@ -26,5 +26,5 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name in _TORCH_NAMES:
-        return getattr(import_module(_TORCH_NAMES[name], __name__), name)
+        return getattr(import_module(_TORCH_NAMES[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .core.draws import Augmentation, EpochDraws, cutout_mask, source_pixels
+from cifar_lightning.core.draws import Augmentation, EpochDraws, cutout_mask, source_pixels
 
 __all__ = ["Augmentation", "EpochDraws", "augment", "cutout", "normalize", "draws_on"]
 

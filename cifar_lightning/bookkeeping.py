@@ -22,7 +22,7 @@ import time
 import lightning as L
 import torch
 
-from .core.errors import NonFiniteLossError, non_finite_message
+from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message
 
 
 def rng_states() -> dict:

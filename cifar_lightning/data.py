@@ -14,10 +14,10 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from .augment import augment, cutout, draws_on, normalize
-from .core.data import BatchPlan, CIFARData, EpochSampler, stratified_split
-from .core.draws import Augmentation
-from .core.plain import to_plain
+from cifar_lightning.augment import augment, cutout, draws_on, normalize
+from cifar_lightning.core.data import BatchPlan, CIFARData, EpochSampler, stratified_split
+from cifar_lightning.core.draws import Augmentation
+from cifar_lightning.core.plain import to_plain
 
 __all__ = ["CIFARBatchLoader", "CIFARDataModule", "EpochSampler", "stratified_split"]
 

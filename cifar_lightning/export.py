@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from .core.model_card import ModelCard
+from cifar_lightning.core.model_card import ModelCard
 
 
 class UInt8Classifier(torch.nn.Module):
@@ -36,8 +36,8 @@ class UInt8Classifier(torch.nn.Module):
 
 def source_model(card: ModelCard, weights: str) -> UInt8Classifier:
     """The checkpoint's torch model (float32, eval mode, on the CPU) behind its input pipeline."""
-    from .core.weights import load_into_torch
-    from .models import build_model
+    from cifar_lightning.core.weights import load_into_torch
+    from cifar_lightning.models import build_model
 
     model = build_model(card.model, card.num_classes, **card.model_kwargs)
     load_into_torch(model, weights)
@@ -110,7 +110,7 @@ def source_runner(card: ModelCard, weights: str):
     """uint8 (N, 32, 32, 3) numpy -> logits numpy of the checkpoint's own torch model, fed as
     training and prediction feed it (``augment.normalize``), not through ``UInt8Classifier``:
     the verification then also checks the export's own input pipeline."""
-    from .augment import normalize
+    from cifar_lightning.augment import normalize
 
     model = source_model(card, weights).model
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core.recipes import averaging_decay
-from .core.whitening import whitening_filters
+from cifar_lightning.core.recipes import averaging_decay
+from cifar_lightning.core.whitening import whitening_filters
 
 
 def init_whitening(model: nn.Module, images: torch.Tensor, bias=None) -> None:

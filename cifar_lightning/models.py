@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core.spec import FAST, RESNET18, SMALL_CNN, check_model_name
+from cifar_lightning.core.spec import FAST, RESNET18, SMALL_CNN, check_model_name
 
 
 class SmallCNN(nn.Module):

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from .fast import tta_logits
-from .models import build_model
-from .core.plain import to_plain
-from .core.recipes import (Recipe, cycles_momentum, module_recipe, optimized_parameters, optimizer_parts, part_lr_at,
+from cifar_lightning.fast import tta_logits
+from cifar_lightning.models import build_model
+from cifar_lightning.core.plain import to_plain
+from cifar_lightning.core.recipes import (Recipe, cycles_momentum, module_recipe, optimized_parameters, optimizer_parts, part_lr_at,
                            route_parameters, total_steps)  # fmt: skip
-from .optim import Muon
+from cifar_lightning.optim import Muon
 
 
 class CIFARClassifier(L.LightningModule):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from .core.recipes import NS_COEFFICIENTS
+from cifar_lightning.core.recipes import NS_COEFFICIENTS
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from .augment import normalize
-from .core.model_card import ModelCard
-from .core.predictions import write_predictions_csv
+from cifar_lightning.augment import normalize
+from cifar_lightning.core.model_card import ModelCard
+from cifar_lightning.core.predictions import write_predictions_csv
 
 
 class UInt8Batches(torch.utils.data.Dataset):
@@ -53,9 +53,9 @@ def build_classifier(card: ModelCard, weights: str, tta: bool | None = None):
     """A CIFARClassifier of the checkpoint's model with its weights (either framework's file),
     in eval mode; `tta` None keeps the recipe's choice. Raises WeightsMismatchError (one line,
     the first key that does not fit) when the weights are of another model or class count."""
-    from .core.recipes import module_recipe
-    from .core.weights import load_into_torch
-    from .module import CIFARClassifier
+    from cifar_lightning.core.recipes import module_recipe
+    from cifar_lightning.core.weights import load_into_torch
+    from cifar_lightning.module import CIFARClassifier
 
     module = CIFARClassifier(card.model, card.num_classes, recipe=card.recipe, class_names=card.class_names,
                              model_kwargs=card.model_kwargs)  # fmt: skip
@@ -74,7 +74,7 @@ def predict(card: ModelCard, weights: str, images: np.ndarray, names: list[str],
     best accelerator (cuda, then mps) unless `cpu`."""
     import lightning as L
 
-    from .runner import check_accelerator, quiet_lightning
+    from cifar_lightning.runner import check_accelerator, quiet_lightning
 
     import warnings
 

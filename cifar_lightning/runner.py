@@ -7,11 +7,11 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from .core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
-from .core.errors import NonFiniteLossError, UsageError
-from .core.run_folder import claim_run_folder
-from .core.recipes import recipe_name
-from .core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure, where_text
+from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
+from cifar_lightning.core.errors import NonFiniteLossError, UsageError
+from cifar_lightning.core.run_folder import claim_run_folder
+from cifar_lightning.core.recipes import recipe_name
+from cifar_lightning.core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure, where_text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -59,7 +59,7 @@ def check_accelerator(name: str) -> str:
 
 def make_datamodule(args: argparse.Namespace, recipe):
     """The CIFARDataModule the flags and the recipe describe."""
-    from .data import CIFARDataModule
+    from cifar_lightning.data import CIFARDataModule
 
     return CIFARDataModule(
         args.dataset, args.data_dir, batch_size=recipe.batch_size, val_size=args.val_size,
@@ -91,7 +91,7 @@ def read_torch_checkpoint(path: str | Path, flag: str) -> dict:
     runs). Anything else is a UsageError of one line, ``<flag> <file>: <what it is>;
     expected ...``: the other framework's checkpoint, bare weights (no training state), or
     a file that is no checkpoint at all (recognised by content, whatever its name)."""
-    from .core.weights import load_torch_file, weights_file_kind
+    from cifar_lightning.core.weights import load_torch_file, weights_file_kind
 
     expected = "expected a fit.py checkpoint such as <run>/checkpoints/last.ckpt"
     kind, what = weights_file_kind(path)
@@ -124,8 +124,8 @@ def world_size(args, accelerator: str) -> int:
 
 
 def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
-    from .core.lock import lock_path, training_lock
-    from .core.run_folder import check_resume_settings, ddp_worker_folder, run_settings
+    from cifar_lightning.core.lock import lock_path, training_lock
+    from cifar_lightning.core.run_folder import check_resume_settings, ddp_worker_folder, run_settings
 
     accelerator = check_accelerator(args.accelerator)
     if args.channels_last is None:
@@ -150,15 +150,15 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from .bookkeeping import RunBook
-    from .core.spec import FAST
-    from .core.whitening import starting_bias
-    from .fast import LookaheadAveraging, init_whitening
-    from .models import count_parameters
-    from .module import CIFARClassifier
-    from .core.reporting import package_versions
-    from .core.run_folder import announce_to_ddp_workers, ddp_worker_folder, interrupted, keep_history, read_rows
-    from .core.weights import load_into_torch
+    from cifar_lightning.bookkeeping import RunBook
+    from cifar_lightning.core.spec import FAST
+    from cifar_lightning.core.whitening import starting_bias
+    from cifar_lightning.fast import LookaheadAveraging, init_whitening
+    from cifar_lightning.models import count_parameters
+    from cifar_lightning.module import CIFARClassifier
+    from cifar_lightning.core.reporting import package_versions
+    from cifar_lightning.core.run_folder import announce_to_ddp_workers, ddp_worker_folder, interrupted, keep_history, read_rows
+    from cifar_lightning.core.weights import load_into_torch
 
     quiet_lightning()
     L.seed_everything(recipe.seed, workers=True)
@@ -182,8 +182,8 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     book = RunBook(settings)
     # one file, checkpoints/last.ckpt, replaced at every epoch's end (no epochNNN.ckpt beside it)
     last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)
-    from .bookkeeping import InferenceRecord
-    from .core.model_card import inference_record
+    from cifar_lightning.bookkeeping import InferenceRecord
+    from cifar_lightning.core.model_card import inference_record
 
     architecture = {**recipe.model_kwargs, **model_kwargs(args)}  # e.g. fast_muon's head scale
     record = inference_record(args.model, dm.num_classes, dm.classes, args.dataset, architecture)
@@ -237,7 +237,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     results["confusion_matrix"] = module.confusion_matrix.numpy()
     if not recipe.tta:
         results.pop("test/acc_no_tta", None)
-    from .bookkeeping import torch_numerics, torch_processes
+    from cifar_lightning.bookkeeping import torch_numerics, torch_processes
 
     args.extra_hparams = model_kwargs(args)
     return finish(args, out, dm, recipe, framework="pytorch",

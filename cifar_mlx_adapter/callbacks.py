@@ -7,7 +7,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 
 from cifar_lightning.core.recipes import averaging_decay
 
-from .trainer import Callback
+from cifar_mlx_adapter.trainer import Callback
 
 
 class LookaheadAveraging(Callback):

@@ -18,9 +18,9 @@ import numpy as np
 
 from cifar_lightning.core.model_card import ModelCard
 
-from .convert import load_file
-from .data import normalize
-from .models import MaxPool2d, build_model
+from cifar_mlx_adapter.convert import load_file
+from cifar_mlx_adapter.data import normalize
+from cifar_mlx_adapter.models import MaxPool2d, build_model
 
 
 class MatmulLinear(nn.Linear):
@@ -70,7 +70,7 @@ def mlxfn_runner(path: str):
 def source_runner(card: ModelCard, weights: str):
     """uint8 (N, 32, 32, 3) numpy -> logits numpy of the checkpoint's own MLX model, fed as
     prediction feeds it (``predict.PredictLoader``), not through the exported function."""
-    from .predict import PredictLoader
+    from cifar_mlx_adapter.predict import PredictLoader
 
     model = source_model(card, weights)
     return lambda images: np.concatenate([np.array(model(b)) for b in PredictLoader(images, 500, card.mean, card.std)])

@@ -13,8 +13,8 @@ import mlx.nn as nn
 
 from cifar_lightning.core.recipes import module_recipe
 
-from .models import build_model
-from .optim import recipe_optimizer
+from cifar_mlx_adapter.models import build_model
+from cifar_mlx_adapter.optim import recipe_optimizer
 
 
 def tta_logits(model: nn.Module, images: mx.array) -> mx.array:

@@ -13,8 +13,8 @@ import numpy as np
 from cifar_lightning.core.model_card import ModelCard
 from cifar_lightning.core.predictions import write_predictions_csv
 
-from .data import normalize
-from .trainer import BasePredictionWriter, MLXTrainer
+from cifar_mlx_adapter.data import normalize
+from cifar_mlx_adapter.trainer import BasePredictionWriter, MLXTrainer
 
 
 class PredictLoader:
@@ -53,8 +53,8 @@ def build_classifier(card: ModelCard, weights: str, tta: bool | None = None):
     that does not fit) when the weights are of another model or class count."""
     from cifar_lightning.core.recipes import module_recipe
 
-    from .convert import load_file
-    from .module import MLXClassifier
+    from cifar_mlx_adapter.convert import load_file
+    from cifar_mlx_adapter.module import MLXClassifier
 
     module = MLXClassifier(card.model, card.num_classes, recipe=card.recipe, class_names=card.class_names,
                            model_kwargs=card.model_kwargs)  # fmt: skip

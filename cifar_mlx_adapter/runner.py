@@ -95,7 +95,7 @@ def make_data(args: argparse.Namespace, recipe):
 
 
 def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
-    from .distributed import describe_failure, join_processes
+    from cifar_mlx_adapter.distributed import describe_failure, join_processes
 
     group = join_processes()  # a group of one unless mlx.launch started several processes
     if group.size() == 1:
@@ -135,15 +135,15 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
     from cifar_lightning.core.reporting import package_versions
     from cifar_lightning.core.run_folder import interrupted
 
-    from .callbacks import LookaheadAveraging
-    from .convert import load_file, mlx_state
-    from .distributed import broadcast_text, layout
+    from cifar_mlx_adapter.callbacks import LookaheadAveraging
+    from cifar_mlx_adapter.convert import load_file, mlx_state
+    from cifar_mlx_adapter.distributed import broadcast_text, layout
     from cifar_lightning.core.spec import FAST
     from cifar_lightning.core.whitening import starting_bias
 
-    from .models import count_parameters, init_whitening
-    from .module import MLXClassifier
-    from .trainer import MLXTrainer
+    from cifar_mlx_adapter.models import count_parameters, init_whitening
+    from cifar_mlx_adapter.module import MLXClassifier
+    from cifar_mlx_adapter.trainer import MLXTrainer
 
     rank, world = (group.rank(), group.size()) if group is not None else (0, 1)
 
@@ -200,7 +200,7 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
         raise
     except Exception as e:  # a lost peer, or this rank's own error: the record says the run failed
         if world > 1 and rank == 0:
-            from .distributed import describe_failure
+            from cifar_mlx_adapter.distributed import describe_failure
 
             record_failure(args, out, "mlx", str(describe_failure(e, rank, world)), trainer.last_checkpoint, processes)
         raise

@@ -10,10 +10,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from .datasets import DATASETS
-from .errors import CIFARError, NonFiniteLossError, UsageError
-from .recipes import OPTIMIZER_KINDS
-from .spec import MODEL_NAMES
+from cifar_lightning.core.datasets import DATASETS
+from cifar_lightning.core.errors import CIFARError, NonFiniteLossError, UsageError
+from cifar_lightning.core.recipes import OPTIMIZER_KINDS
+from cifar_lightning.core.spec import MODEL_NAMES
 
 EXIT_USAGE = 2  # bad input: nothing was trained
 EXIT_DIVERGED = 3  # the run diverged: its last good checkpoint and its log are kept
@@ -104,7 +104,7 @@ def validate(args: argparse.Namespace) -> None:
     """Check every common flag before anything runs; raises UsageError naming the flag."""
     import math
 
-    from .weights import check_weights_file
+    from cifar_lightning.core.weights import check_weights_file
 
     for name, value in vars(args).items():  # every float flag, the script's own too (--memory-limit)
         if isinstance(value, float):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import CIFARDataError, dataset_info, dataset_present, download, read_class_names, read_split
-from .draws import Augmentation, EpochDraws, draw_epoch
-from .seeds import derive_seed
+from cifar_lightning.core.datasets import CIFARDataError, dataset_info, dataset_present, download, read_class_names, read_split
+from cifar_lightning.core.draws import Augmentation, EpochDraws, draw_epoch
+from cifar_lightning.core.seeds import derive_seed
 
 
 def stratified_split(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

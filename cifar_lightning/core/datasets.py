@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CIFARError
+from cifar_lightning.core.errors import CIFARError
 
 
 class CIFARDataError(CIFARError, RuntimeError):

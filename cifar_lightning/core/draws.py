@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .seeds import derive_seed
+from cifar_lightning.core.seeds import derive_seed
 
 
 @dataclass(frozen=True)

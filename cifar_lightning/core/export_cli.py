@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cli import exit_with
-from .errors import CIFARError, UsageError
-from .predict_cli import OneLineParser, mlx_installed
+from cifar_lightning.core.cli import exit_with
+from cifar_lightning.core.errors import CIFARError, UsageError
+from cifar_lightning.core.predict_cli import OneLineParser, mlx_installed
 
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "mlx": ".mlxfn"}
 LOGIT_IMAGES = 256  # test images whose logits are compared one by one
@@ -109,8 +109,8 @@ def in_batches(run, images: np.ndarray, batch: int = 500) -> np.ndarray:
 
 def run(args: argparse.Namespace) -> dict:
     """Export, verify, put the file in place; returns the verification report."""
-    from .datasets import read_split
-    from .model_card import read_model_card
+    from cifar_lightning.core.datasets import read_split
+    from cifar_lightning.core.model_card import read_model_card
 
     validate(args)
     try:

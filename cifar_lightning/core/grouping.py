@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 
-from .run_logs import RECORDED_SINCE, hardware_short, length_text, machine_and_device, run_status
+from cifar_lightning.core.run_logs import RECORDED_SINCE, hardware_short, length_text, machine_and_device, run_status
 
 
 # hyper-parameters a run records beside its recipe's that say how a framework executed it
@@ -38,7 +38,7 @@ def _parts_as_logged(parts: list, examples_per_step: int) -> list[dict]:
     """Optimiser parts in torch's units for the run's step (a ``weight_decay_per_example``
     resolved into ``weight_decay``: the same decay, however a record wrote it), with the
     fields their kind reads only, through JSON."""
-    from .recipes import OptimizerPart, parts_record
+    from cifar_lightning.core.recipes import OptimizerPart, parts_record
 
     made = [p if isinstance(p, OptimizerPart) else OptimizerPart(**p) for p in parts]
     return json.loads(json.dumps(parts_record([p.resolved(examples_per_step) for p in made])))
@@ -51,7 +51,7 @@ def recipe_as_logged(name: str, hyperparameters: dict, examples_per_step: int | 
     predates that field (commit fc0dacc), when recipes were written in torch's units: a
     recipe in other units is compared in torch's (lr and weight decay from
     ``recipes.sgd_args``). ValueError for an unknown recipe."""
-    from .recipes import get_recipe, sgd_args
+    from cifar_lightning.core.recipes import get_recipe, sgd_args
 
     recipe = get_recipe(name)
     expected = json.loads(json.dumps(recipe.to_dict()))

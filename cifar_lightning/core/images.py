@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UsageError
+from cifar_lightning.core.errors import UsageError
 
 SIZE = 32  # CIFAR's image side, pixels
 # The filter an image of another size is resized with: Pillow's bicubic, which for a smaller

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from .errors import CIFARError
+from cifar_lightning.core.errors import CIFARError
 
 DEFAULT_NAME = "cifar-lightning-mlx.lock"
 

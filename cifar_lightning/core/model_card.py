@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import DATASETS
-from .errors import UsageError
-from .spec import MODEL_NAMES
-from .weights import load_torch_file, weights_file_kind
+from cifar_lightning.core.datasets import DATASETS
+from cifar_lightning.core.errors import UsageError
+from cifar_lightning.core.spec import MODEL_NAMES
+from cifar_lightning.core.weights import load_torch_file, weights_file_kind
 
 EXPECTED_CHECKPOINT = "expected a checkpoint of fit.py (.ckpt) or fit_mlx.py (.npz)"
 INPUT = "uint8 RGB images (N, 32, 32, 3), values 0-255"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .reporting import read_metrics_csv
+from cifar_lightning.core.reporting import read_metrics_csv
 
 
 MATRIX_MAX_CLASSES = 20  # above this a matrix's cells and labels cannot be read at any page size

@@ -23,8 +23,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from .cli import EXIT_USAGE, exit_with
-from .errors import CIFARError, UsageError
+from cifar_lightning.core.cli import EXIT_USAGE, exit_with
+from cifar_lightning.core.errors import CIFARError, UsageError
 
 PROGRESS_MIN_IMAGES = 2048  # a progress bar from this many images on (the CIFAR test set has 10,000)
 FRAMEWORKS = ("pytorch", "mlx")
@@ -72,7 +72,7 @@ def choose_framework(weights: str, framework: str | None) -> str:
     """--framework, else the checkpoint's own: "pytorch" for a torch file, "mlx" otherwise (the
     content decides, not the name; a file of no weights format is refused later, by
     ``read_model_card``). UsageError when MLX is asked for and not installed."""
-    from .weights import weights_file_kind
+    from cifar_lightning.core.weights import weights_file_kind
 
     chosen = framework or ("pytorch" if weights_file_kind(weights)[0] == "torch" else "mlx")
     if chosen == "mlx" and not mlx_installed():
@@ -101,10 +101,10 @@ def validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> dict:
     """Predict every readable input and write the CSV; returns {"names", "probabilities",
     "labels", "errors", "framework", "output"} (output None when nothing could be read)."""
-    from . import model_card
-    from .images import display_name
-    from .inputs import read_inputs
-    from .predictions import summary
+    from cifar_lightning.core import model_card
+    from cifar_lightning.core.images import display_name
+    from cifar_lightning.core.inputs import read_inputs
+    from cifar_lightning.core.predictions import summary
 
     validate(args)
     try:

@@ -11,8 +11,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, field, replace
 
-from .draws import Augmentation
-from .spec import parameter_role
+from cifar_lightning.core.draws import Augmentation
+from cifar_lightning.core.spec import parameter_role
 
 OPTIMIZER_KINDS = ("sgd", "adamw", "muon")
 # Newton-Schulz coefficients (a, b, c) of airbench94_muon.py's zeropower_via_newtonschulz5, for both frameworks' Muon

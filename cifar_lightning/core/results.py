@@ -11,11 +11,11 @@ import os
 import re
 from pathlib import Path
 
-from .grouping import configurations, one_per_seed, pytorch_vs_mlx_groups, recipe_runs, run_recipe, same_seed_reruns
-from .pairing import paired_runs
-from .reporting import limits_text
-from .run_logs import code_note, code_text, has_split_times, hardware_short, length_text, train_images_per_s
-from .significance import gap_verdict, mean_std, paired_verdict
+from cifar_lightning.core.grouping import configurations, one_per_seed, pytorch_vs_mlx_groups, recipe_runs, run_recipe, same_seed_reruns
+from cifar_lightning.core.pairing import paired_runs
+from cifar_lightning.core.reporting import limits_text
+from cifar_lightning.core.run_logs import code_note, code_text, has_split_times, hardware_short, length_text, train_images_per_s
+from cifar_lightning.core.significance import gap_verdict, mean_std, paired_verdict
 
 
 def _pct(x) -> str:
@@ -86,7 +86,7 @@ def _all_runs(runs: list[dict]) -> list[str]:
 
 def targets_section(runs: list[dict]) -> list[str]:
     """Each declared target (``recipes.TARGETS``) against what runs of the recipe reached."""
-    from .recipes import TARGETS
+    from cifar_lightning.core.recipes import TARGETS
 
     lines = ["## Accuracy targets", "",
              "Targets are declared in `cifar_lightning/core/recipes.py` (`TARGETS`) with their sources. Counted: "

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import UsageError
+from cifar_lightning.core.errors import UsageError
 
 RUN_FILES = ("run.json", "metrics.csv", "checkpoints")  # what makes a folder a run's
 

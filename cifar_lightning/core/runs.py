@@ -12,10 +12,10 @@ import shlex
 from dataclasses import replace
 from pathlib import Path
 
-from .cli import recipe_overrides
-from .errors import UsageError
-from .recipes import get_recipe, recipe_name, total_steps
-from .run_folder import choose_run_folder
+from cifar_lightning.core.cli import recipe_overrides
+from cifar_lightning.core.errors import UsageError
+from cifar_lightning.core.recipes import get_recipe, recipe_name, total_steps
+from cifar_lightning.core.run_folder import choose_run_folder
 
 
 def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int = 1, choose_folder: bool = True):
@@ -71,8 +71,8 @@ def check_weights_architecture(args: argparse.Namespace, recipe) -> None:
     pass. Raises UsageError naming the file and the flag to add."""
     if not args.weights:
         return
-    from .model_card import read_model_card
-    from .recipes import RECIPES
+    from cifar_lightning.core.model_card import read_model_card
+    from cifar_lightning.core.recipes import RECIPES
 
     try:
         card = read_model_card(args.weights)
@@ -123,7 +123,7 @@ def run_command(framework: str, args, processes: dict | None = None) -> str:
 
 def record_failure(args, out: Path, framework: str, message: str, checkpoint, processes: dict | None = None) -> None:
     """run.json of a run that did not finish: marked failed, never read as a result."""
-    from .reporting import write_json_atomic
+    from cifar_lightning.core.reporting import write_json_atomic
 
     write_json_atomic(out / "run.json", {
         "status": "failed", "error": message, "framework": framework, "dataset": args.dataset, "model": args.model,
@@ -167,8 +167,8 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
     `numerics` and `processes` say what was in effect (``provenance``): the precision
     actually used, matmul/TF32/cuDNN switches, memory format; devices, strategy, world
     size and the effective batch size."""
-    from . import plots, reporting
-    from .provenance import code_version
+    from cifar_lightning.core import plots, reporting
+    from cifar_lightning.core.provenance import code_version
 
     classes = dm.classes
     metrics_csv = out / "metrics.csv"
@@ -215,7 +215,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
 
 
 def print_summary(record: dict) -> None:
-    from .reporting import limits_text
+    from cifar_lightning.core.reporting import limits_text
 
     print(f"\ntest accuracy {100 * record['test_accuracy']:.2f}%", end="")
     limits = limits_text(record["hyperparameters"])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CIFARError, UsageError
+from cifar_lightning.core.errors import CIFARError, UsageError
 
 # the "expected ..." part of every message about a --weights file
 EXPECTED_WEIGHTS = ("expected weights of either framework (fit.py's .ckpt or .pt, fit_mlx.py's .npz, "

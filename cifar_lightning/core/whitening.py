@@ -6,8 +6,8 @@ import math
 
 import numpy as np
 
-from .seeds import derive_seed
-from .spec import FAST
+from cifar_lightning.core.seeds import derive_seed
+from cifar_lightning.core.spec import FAST
 
 
 def whitening_filters(images: np.ndarray, kernel: int = 2, eps: float = 5e-4) -> np.ndarray:
