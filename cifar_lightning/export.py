@@ -110,7 +110,7 @@ def source_runner(card: ModelCard, weights: str):
     """uint8 (N, 32, 32, 3) numpy -> logits numpy of the checkpoint's own torch model, fed as
     training and prediction feed it (``augment.normalize``), not through ``UInt8Classifier``:
     the verification then also checks the export's own input pipeline."""
-    from cifar_lightning.augment import normalize
+    from cifar_lightning.data import normalize
 
     model = source_model(card, weights).model
 

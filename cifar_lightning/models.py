@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from cifar_lightning.core.spec import FAST, RESNET18, SMALL_CNN, check_model_name
+from cifar_lightning.core.whitening import whitening_filters
 
 
 class SmallCNN(nn.Module):
@@ -92,7 +93,7 @@ class ConvGroup(nn.Module):
 
 
 class FastNet(nn.Module):
-    """airbench94's net. Call ``cifar_lightning.fast.init_whitening`` before training.
+    """airbench94's net. Call ``init_whitening`` before training.
 
     Args:
         logit_scale: the head's output is multiplied by this (airbench94: 1/9;
@@ -120,6 +121,16 @@ class FastNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.act(self.whiten(x)))))
         return self.head(self.pool(x).flatten(1)) * self.logit_scale
+
+
+def init_whitening(model: nn.Module, images: torch.Tensor, bias=None) -> None:
+    """Set ``model.whiten``'s filters from normalised float images (N, 3, 32, 32), and its
+    bias to `bias` (float32 (24,), e.g. ``core.whitening.initial_bias``) when given."""
+    filters = whitening_filters(images.detach().cpu().numpy(), kernel=model.whiten.kernel_size[0])
+    with torch.no_grad():
+        model.whiten.weight.copy_(torch.from_numpy(filters))
+        if bias is not None:
+            model.whiten.bias.copy_(torch.as_tensor(bias))
 
 
 _BUILDERS = {"small_cnn": SmallCNN, "resnet18": ResNet18, "fast": FastNet}

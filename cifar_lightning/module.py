@@ -10,12 +10,24 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cifar_lightning.fast import tta_logits
 from cifar_lightning.models import build_model
 from cifar_lightning.core.plain import to_plain
 from cifar_lightning.core.recipes import (Recipe, cycles_momentum, module_recipe, optimized_parameters, optimizer_parts, part_lr_at,
                            route_parameters, total_steps)  # fmt: skip
 from cifar_lightning.optim import Muon
+
+
+def tta_logits(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits averaged over the image and its mirror (1/4 each) and 1-pixel shifts
+    up-left and down-right, each also mirrored (1/8 each)."""
+
+    def mirrored(x):
+        return 0.5 * model(x) + 0.5 * model(x.flip(-1))
+
+    padded = F.pad(images, (1,) * 4, mode="reflect")
+    h, w = images.shape[-2:]
+    shifted = 0.5 * mirrored(padded[..., :h, :w]) + 0.5 * mirrored(padded[..., 2 : h + 2, 2 : w + 2])
+    return 0.5 * mirrored(images) + 0.5 * shifted
 
 
 class CIFARClassifier(L.LightningModule):

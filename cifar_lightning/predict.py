@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from cifar_lightning.augment import normalize
+from cifar_lightning.data import normalize
 from cifar_lightning.core.model_card import ModelCard
 from cifar_lightning.core.predictions import write_predictions_csv
 

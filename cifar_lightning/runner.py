@@ -7,11 +7,11 @@ import math
 from dataclasses import asdict
 from pathlib import Path
 
-from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
+from cifar_lightning.cli.flags import common_parser, log_every_n_steps, model_kwargs, run_cli
 from cifar_lightning.core.errors import NonFiniteLossError, UsageError
-from cifar_lightning.core.run_folder import claim_run_folder
+from cifar_lightning.core.run.folder import claim_run_folder
 from cifar_lightning.core.recipes import recipe_name
-from cifar_lightning.core.runs import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure, where_text
+from cifar_lightning.core.run.record import announce_run, finish, load_weights_flag, planned_steps, prepare, record_failure, where_text
 
 
 def parser() -> argparse.ArgumentParser:
@@ -124,8 +124,8 @@ def world_size(args, accelerator: str) -> int:
 
 
 def run(args: argparse.Namespace, extra_callbacks: tuple = ()) -> dict:
-    from cifar_lightning.core.lock import lock_path, training_lock
-    from cifar_lightning.core.run_folder import check_resume_settings, ddp_worker_folder, run_settings
+    from cifar_lightning.core.run.lock import lock_path, training_lock
+    from cifar_lightning.core.run.folder import check_resume_settings, ddp_worker_folder, run_settings
 
     accelerator = check_accelerator(args.accelerator)
     if args.channels_last is None:
@@ -150,14 +150,15 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from cifar_lightning.bookkeeping import RunBook
+    from cifar_lightning.callbacks import RunBook
     from cifar_lightning.core.spec import FAST
     from cifar_lightning.core.whitening import starting_bias
-    from cifar_lightning.fast import LookaheadAveraging, init_whitening
+    from cifar_lightning.callbacks import LookaheadAveraging
+    from cifar_lightning.models import init_whitening
     from cifar_lightning.models import count_parameters
     from cifar_lightning.module import CIFARClassifier
-    from cifar_lightning.core.reporting import package_versions
-    from cifar_lightning.core.run_folder import announce_to_ddp_workers, ddp_worker_folder, interrupted, keep_history, read_rows
+    from cifar_lightning.core.run.provenance import package_versions
+    from cifar_lightning.core.run.folder import announce_to_ddp_workers, ddp_worker_folder, interrupted, keep_history, read_rows
     from cifar_lightning.core.weights import load_into_torch
 
     quiet_lightning()
@@ -182,7 +183,7 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     book = RunBook(settings)
     # one file, checkpoints/last.ckpt, replaced at every epoch's end (no epochNNN.ckpt beside it)
     last = ModelCheckpoint(dirpath=out / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False)
-    from cifar_lightning.bookkeeping import InferenceRecord
+    from cifar_lightning.callbacks import InferenceRecord
     from cifar_lightning.core.model_card import inference_record
 
     architecture = {**recipe.model_kwargs, **model_kwargs(args)}  # e.g. fast_muon's head scale
@@ -237,8 +238,6 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
     results["confusion_matrix"] = module.confusion_matrix.numpy()
     if not recipe.tta:
         results.pop("test/acc_no_tta", None)
-    from cifar_lightning.bookkeeping import torch_numerics, torch_processes
-
     args.extra_hparams = model_kwargs(args)
     return finish(args, out, dm, recipe, framework="pytorch",
                   numerics=torch_numerics(trainer, module.memory_format == torch.channels_last, module.compiled),
@@ -248,6 +247,42 @@ def train_and_test(args, extra_callbacks, accelerator, recipe, dm, out, settings
                   accelerator=accelerator, parameters=count_parameters(module.model), steps=steps,
                   times={"train": book.train_time(), "validation": book.validation_time(), "test": test_time},
                   test=results, checkpoint=checkpoint)  # fmt: skip
+
+
+def torch_numerics(trainer, channels_last: bool, compiled: bool = False) -> dict:
+    """The precision Lightning used (``16-mixed`` on CPU runs as ``bf16-mixed``), the
+    float32 matmul precision, TF32 and cuDNN switches, and the memory format."""
+    import torch
+
+    return {
+        "precision": str(trainer.precision),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_enabled": torch.backends.cudnn.enabled,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "memory_format": "channels_last" if channels_last else "contiguous",
+        "compiled": compiled,
+    }
+
+
+def torch_processes(trainer, batch_size: int) -> dict:
+    """Devices, strategy, world size and the effective batch (images per optimizer step,
+    over all processes and accumulated batches)."""
+    world = trainer.world_size
+    accumulate = trainer.accumulate_grad_batches
+    return {
+        "devices": trainer.num_devices,
+        "num_nodes": trainer.num_nodes,
+        # Lightning's registry names: single_device, ddp, fsdp, deepspeed, ... (as MLX's record says single_device)
+        "strategy": getattr(trainer.strategy, "strategy_name", None)
+        or type(trainer.strategy).__name__.removesuffix("Strategy").lower(),
+        "world_size": world,
+        "accumulate_grad_batches": accumulate,
+        "batch_size_per_process": batch_size,
+        "effective_batch_size": batch_size * world * accumulate,
+    }
 
 
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")

@@ -1,11 +1,32 @@
-"""MLX counterpart of cifar_lightning: same model spec, Lightning's hooks, weights that convert both ways."""
+"""MLX counterpart of cifar_lightning: same model spec, Lightning's hooks, weights that convert both ways.
 
-from cifar_mlx_adapter.convert import load_file, load_weights, mlx_state, mlx_to_torch, torch_to_mlx
-from cifar_mlx_adapter.models import build_model, count_parameters, init_whitening
-from cifar_mlx_adapter.module import MLXClassifier
-from cifar_mlx_adapter.trainer import BasePredictionWriter, Callback, MLXTrainer, NonFiniteLossError
+The names below are imported on first use, so ``import cifar_mlx_adapter`` loads no MLX
+(``cifar_mlx_adapter.blas`` can prepare a process before MLX is loaded), as ``import
+cifar_lightning`` loads no torch.
+"""
 
-__all__ = [
-    "BasePredictionWriter", "Callback", "MLXClassifier", "MLXTrainer", "NonFiniteLossError", "build_model", "count_parameters",
-    "init_whitening", "load_file", "load_weights", "mlx_state", "mlx_to_torch", "torch_to_mlx",
-]  # fmt: skip
+from importlib import import_module
+
+_MLX_NAMES = {
+    "BasePredictionWriter": "cifar_mlx_adapter.trainer",
+    "Callback": "cifar_mlx_adapter.trainer",
+    "MLXClassifier": "cifar_mlx_adapter.module",
+    "MLXTrainer": "cifar_mlx_adapter.trainer",
+    "NonFiniteLossError": "cifar_mlx_adapter.trainer",
+    "build_model": "cifar_mlx_adapter.models",
+    "count_parameters": "cifar_mlx_adapter.models",
+    "init_whitening": "cifar_mlx_adapter.models",
+    "load_file": "cifar_mlx_adapter.weights",
+    "load_weights": "cifar_mlx_adapter.weights",
+    "mlx_state": "cifar_mlx_adapter.weights",
+    "mlx_to_torch": "cifar_mlx_adapter.weights",
+    "torch_to_mlx": "cifar_mlx_adapter.weights",
+}
+
+__all__ = sorted(_MLX_NAMES)
+
+
+def __getattr__(name: str):
+    if name in _MLX_NAMES:
+        return getattr(import_module(_MLX_NAMES[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

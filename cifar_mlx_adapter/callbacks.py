@@ -11,7 +11,7 @@ from cifar_mlx_adapter.trainer import Callback
 
 
 class LookaheadAveraging(Callback):
-    """As ``cifar_lightning.fast.LookaheadAveraging``: every `every` steps blend all float
+    """As ``cifar_lightning.callbacks.LookaheadAveraging``: every `every` steps blend all float
     weights and BatchNorm statistics into a running average and copy it back; the final
     weights are the average."""
 

@@ -25,7 +25,7 @@ def core_data(data) -> CIFARData:
 
 
 def augment(images: mx.array, shift: mx.array, flip: mx.array, aug: Augmentation) -> mx.array:
-    """uint8 (B, 32, 32, 3) -> uint8 (B, 32, 32, 3): as ``cifar_lightning.augment.augment``
+    """uint8 (B, 32, 32, 3) -> uint8 (B, 32, 32, 3): as ``cifar_lightning.data.augment``
     (pad, crop at `shift`, mirror where `flip`), on NHWC MLX arrays."""
     b, n = images.shape[0], images.shape[1]
     positions = mx.arange(n, dtype=shift.dtype)
@@ -38,7 +38,7 @@ def augment(images: mx.array, shift: mx.array, flip: mx.array, aug: Augmentation
 
 
 def cutout(images: mx.array, corner: mx.array, size: int) -> mx.array:
-    """As ``cifar_lightning.augment.cutout`` on normalised NHWC images: the square is set to
+    """As ``cifar_lightning.data.cutout`` on normalised NHWC images: the square is set to
     0, the dataset's mean."""
     positions = mx.arange(images.shape[1], dtype=corner.dtype)
     return mx.where(cutout_mask(corner, positions, size)[..., None], mx.zeros((), dtype=images.dtype), images)

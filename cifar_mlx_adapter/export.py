@@ -18,7 +18,7 @@ import numpy as np
 
 from cifar_lightning.core.model_card import ModelCard
 
-from cifar_mlx_adapter.convert import load_file
+from cifar_mlx_adapter.weights import load_file
 from cifar_mlx_adapter.data import normalize
 from cifar_mlx_adapter.models import MaxPool2d, build_model
 

@@ -18,7 +18,7 @@ from cifar_mlx_adapter.optim import recipe_optimizer
 
 
 def tta_logits(model: nn.Module, images: mx.array) -> mx.array:
-    """As ``cifar_lightning.fast.tta_logits``, on NHWC images: the image and its mirror
+    """As ``cifar_lightning.module.tta_logits``, on NHWC images: the image and its mirror
     (1/4 each), 1-pixel shifts up-left and down-right, each mirrored too (1/8 each)."""
 
     def mirrored(x):

@@ -53,7 +53,7 @@ def build_classifier(card: ModelCard, weights: str, tta: bool | None = None):
     that does not fit) when the weights are of another model or class count."""
     from cifar_lightning.core.recipes import module_recipe
 
-    from cifar_mlx_adapter.convert import load_file
+    from cifar_mlx_adapter.weights import load_file
     from cifar_mlx_adapter.module import MLXClassifier
 
     module = MLXClassifier(card.model, card.num_classes, recipe=card.recipe, class_names=card.class_names,

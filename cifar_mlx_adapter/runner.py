@@ -19,12 +19,12 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 
-from cifar_lightning.core.cli import common_parser, log_every_n_steps, model_kwargs, run_cli
+from cifar_lightning.cli.flags import common_parser, log_every_n_steps, model_kwargs, run_cli
 from cifar_lightning.core.errors import NonFiniteLossError, UsageError
-from cifar_lightning.core.provenance import mlx_numerics, mlx_processes
-from cifar_lightning.core.run_folder import claim_run_folder
+from cifar_lightning.core.run.provenance import mlx_numerics, mlx_processes
+from cifar_lightning.core.run.folder import claim_run_folder
 from cifar_lightning.core.recipes import recipe_name
-from cifar_lightning.core.runs import (announce_run, finish, launcher, load_weights_flag, planned_steps, prepare,
+from cifar_lightning.core.run.record import (announce_run, finish, launcher, load_weights_flag, planned_steps, prepare,
                                       record_failure, where_text)  # fmt: skip
 
 
@@ -107,13 +107,13 @@ def run(args: argparse.Namespace, callbacks: tuple = ()) -> dict:
 
 
 def run_ranks(args: argparse.Namespace, callbacks: tuple, group) -> dict:
-    from cifar_lightning.core.lock import lock_path, training_lock
-    from cifar_lightning.core.run_folder import check_resume_settings, run_settings
+    from cifar_lightning.core.run.lock import lock_path, training_lock
+    from cifar_lightning.core.run.folder import check_resume_settings, run_settings
 
     rank, world = (group.rank(), group.size()) if group is not None else (0, 1)
     device = setup_device(args)
     if device == "cpu":
-        from cifar_lightning.core.blas import slow_blas_warning
+        from cifar_mlx_adapter.blas import slow_blas_warning
 
         warning = slow_blas_warning()
         if warning:
@@ -132,11 +132,11 @@ def train_and_test(args, callbacks, device, recipe, dm, out, settings, group=Non
     import time
 
     from cifar_lightning.core.model_card import inference_record
-    from cifar_lightning.core.reporting import package_versions
-    from cifar_lightning.core.run_folder import interrupted
+    from cifar_lightning.core.run.provenance import package_versions
+    from cifar_lightning.core.run.folder import interrupted
 
     from cifar_mlx_adapter.callbacks import LookaheadAveraging
-    from cifar_mlx_adapter.convert import load_file, mlx_state
+    from cifar_mlx_adapter.weights import load_file, mlx_state
     from cifar_mlx_adapter.distributed import broadcast_text, layout
     from cifar_lightning.core.spec import FAST
     from cifar_lightning.core.whitening import starting_bias

@@ -30,7 +30,7 @@ from cifar_lightning.core import metrics
 from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message
 from cifar_lightning.core.recipes import total_steps
 
-from cifar_mlx_adapter.convert import load_weights, mlx_state
+from cifar_mlx_adapter.weights import load_weights, mlx_state
 from cifar_mlx_adapter.data import MLXData, core_data
 from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gather_rows, words_float64
 

@@ -16,7 +16,7 @@ measured in the same run):
             plain loop over the same model, device-resident batches and optimiser; the
             fast net also in NCHW against the default layout.
   mlx/*     also MLX's own BLAS (mlx[cpu] on Linux ships a reference BLAS) against the
-            OpenBLAS that cifar_lightning.core.blas preloads, on the same plain loop.
+            OpenBLAS that cifar_mlx_adapter.blas preloads, on the same plain loop.
   import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """
@@ -339,9 +339,9 @@ def main() -> int:
         print("RESULT " + json.dumps(result))
         return 0
 
-    from cifar_lightning.core import blas
-    from cifar_lightning.core.reporting import hardware_info, package_versions
-    from cifar_lightning.core.results import render_benchmarks
+    from cifar_mlx_adapter import blas
+    from cifar_lightning.core.run.provenance import hardware_info, package_versions
+    from cifar_lightning.report.results import render_benchmarks
 
     rows = []
     for name, kind, kw, ref in cases(args):

@@ -6,8 +6,8 @@
 
 import sys
 
-from cifar_lightning.core.blas import restart_with_openblas
-from cifar_lightning.core.export_cli import main
+from cifar_mlx_adapter.blas import restart_with_openblas
+from cifar_lightning.cli.export import main
 
 if __name__ == "__main__":
     if "mlx" in sys.argv[1:]:  # --format mlx: OpenBLAS for mlx[cpu] on Linux (a no-op on macOS)

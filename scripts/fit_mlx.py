@@ -6,7 +6,7 @@
 
 import sys
 
-from cifar_lightning.core.blas import restart_with_openblas
+from cifar_mlx_adapter.blas import restart_with_openblas
 
 if __name__ == "__main__":
     # mlx[cpu] on Linux ships a slow reference BLAS: start again, once, with OpenBLAS

@@ -6,8 +6,8 @@
 
 import sys
 
-from cifar_lightning.core.blas import restart_with_openblas
-from cifar_lightning.core.predict_cli import choose_framework, main, parser
+from cifar_mlx_adapter.blas import restart_with_openblas
+from cifar_lightning.cli.predict import choose_framework, main, parser
 
 if __name__ == "__main__":
     try:

@@ -19,10 +19,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from cifar_lightning.core.grouping import pytorch_vs_mlx_groups
-from cifar_lightning.core.plots import plot_pytorch_vs_mlx
-from cifar_lightning.core.results import comparison_headings, comparison_plot_paths, render_results
-from cifar_lightning.core.run_logs import load_runs
+from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
+from cifar_lightning.report.plots import plot_pytorch_vs_mlx
+from cifar_lightning.report.results import comparison_headings, comparison_plot_paths, render_results
+from cifar_lightning.report.logs import load_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = ROOT / "Results.md"

@@ -9,7 +9,7 @@
 # Then AdamW SmallCNN (paired), the fast Muon recipe (PyTorch, 8 epochs), and the fast recipe
 # for 1 epoch in MLX on 2 processes (mlx.launch, ring backend on this machine; 512 images per
 # process, so a step sees the recipe's 1,024).
-# fit_mlx.py preloads OpenBLAS for mlx[cpu] on Linux by itself (cifar_lightning/core/blas.py).
+# fit_mlx.py preloads OpenBLAS for mlx[cpu] on Linux by itself (cifar_mlx_adapter/blas.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: side_by_side.sh DATA_DIR}

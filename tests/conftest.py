@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_lightning.core import blas
+from cifar_mlx_adapter import blas
 from cifar_lightning.core.datasets import DATASETS, PARTIAL_DATA_ENV
 
 
 
 def pytest_configure(config):
     """MLX's CPU build on Linux is ~12x slower with its own BLAS: start the test run again,
-    once, with OpenBLAS preloaded (cifar_lightning.core.blas; CIFAR_FAST_BLAS=0 keeps MLX's
+    once, with OpenBLAS preloaded (cifar_mlx_adapter.blas; CIFAR_FAST_BLAS=0 keeps MLX's
     own). pytest's output capture is stopped first, so the new run prints to the terminal."""
     env = blas.restart_environment()
     if env is None:

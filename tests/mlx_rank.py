@@ -68,7 +68,7 @@ def build(spec: dict, batch_size: int):
     from cifar_lightning.core.data import CIFARData
     from cifar_lightning.core.recipes import Recipe, get_recipe
     from cifar_mlx_adapter import MLXClassifier
-    from cifar_mlx_adapter.convert import load_weights
+    from cifar_mlx_adapter.weights import load_weights
 
     recipe = {**get_recipe(spec["model"]).to_dict(), **spec.get("recipe", {}), "batch_size": batch_size}
     data = CIFARData("cifar10", spec["data"], batch_size=batch_size, seed=recipe["seed"],
@@ -90,7 +90,7 @@ def steps(spec: dict) -> None:
     import numpy as np
 
     from cifar_mlx_adapter import MLXTrainer
-    from cifar_mlx_adapter.convert import mlx_state
+    from cifar_mlx_adapter.weights import mlx_state
     from cifar_mlx_adapter.distributed import join_processes
 
     group = join_processes()
@@ -150,7 +150,7 @@ def cli(out: Path, argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from cifar_lightning.core.blas import restart_with_openblas
+    from cifar_mlx_adapter.blas import restart_with_openblas
 
     restart_with_openblas(sys.argv)  # as scripts/fit_mlx.py: MLX's CPU build is ~12x faster with OpenBLAS
     if sys.argv[1] == "steps":

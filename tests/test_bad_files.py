@@ -50,7 +50,7 @@ import cifar_lightning.models as torch_models
 import cifar_mlx_adapter.models as mlx_models
 from cifar_lightning.core.weights import load_into_torch, load_torch_state, torch_layout_to_mlx
 from cifar_lightning.runner import main as fit_main
-from cifar_mlx_adapter.convert import load_file, mlx_state
+from cifar_mlx_adapter.weights import load_file, mlx_state
 from cifar_mlx_adapter.runner import main as fit_mlx_main
 
 from conftest import write_cifar

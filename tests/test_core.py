@@ -87,16 +87,17 @@ LOADED = "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sy
 
 
 def test_core_imports_no_framework():
-    loaded = run_python("import cifar_lightning.core.runs, cifar_lightning.core.data, cifar_lightning.core.metrics, "
-                        "cifar_lightning.core.reporting, cifar_lightning.core.plots, "
-                        "cifar_lightning.core.run_logs, cifar_lightning.core.grouping, cifar_lightning.core.pairing, "
-                        "cifar_lightning.core.significance, cifar_lightning.core.results, cifar_lightning.core.draws, "
+    loaded = run_python("import cifar_lightning.core.run.record, cifar_lightning.core.data, cifar_lightning.core.metrics, "
+                        "cifar_lightning.core.run.files, cifar_lightning.core.run.plots, "
+                        "cifar_lightning.report.logs, cifar_lightning.report.grouping, cifar_lightning.report.pairing, "
+                        "cifar_lightning.report.significance, cifar_lightning.report.results, cifar_lightning.core.draws, "
                         "cifar_lightning\n" + LOADED)  # fmt: skip
     assert loaded == []
 
 
 def test_mlx_package_and_an_mlx_run_from_npz_or_safetensors_load_no_torch(tmp_path):
-    assert run_python("import cifar_mlx_adapter\n" + LOADED) == ["mlx"]
+    assert run_python("import cifar_mlx_adapter, cifar_mlx_adapter.blas\n" + LOADED) == []  # names load on first use
+    assert run_python("from cifar_mlx_adapter import MLXClassifier, MLXTrainer, load_file\n" + LOADED) == ["mlx"]
     data = write_cifar(tmp_path / "data", "cifar10", n_train=100, n_test=20)
     for suffix in ("npz", "safetensors"):
         code = f"""

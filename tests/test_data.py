@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from cifar_lightning import CIFARDataError, CIFARDataModule
-from cifar_lightning.augment import augment, cutout, normalize
+from cifar_lightning.data import augment, cutout, normalize
 from cifar_lightning.core.data import EpochSampler, stratified_split
 from cifar_lightning.core.draws import Augmentation, draw_epoch
 

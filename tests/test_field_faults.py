@@ -33,7 +33,7 @@ import torch
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule
 from cifar_lightning.core.errors import NonFiniteLossError
-from cifar_lightning.fast import LookaheadAveraging
+from cifar_lightning.callbacks import LookaheadAveraging
 from cifar_lightning.models import build_model
 from cifar_lightning.runner import main as fit_main
 from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer

@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from cifar_lightning.core.reporting import RUN_SCHEMA_KEYS, read_metrics_csv
+from cifar_lightning.core.run.files import RUN_SCHEMA_KEYS, read_metrics_csv
 from cifar_lightning.runner import main
 from conftest import OPTIMIZER_RUNS
 

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifar_lightning.core.images import ImageInputError, read_image
-from cifar_lightning.core.inputs import read_inputs
+from cifar_lightning.cli.images import ImageInputError, read_image
+from cifar_lightning.cli.inputs import read_inputs
 from cifar_lightning.core.predictions import read_predictions_csv
 
 RGB = np.random.default_rng(0).integers(0, 256, (32, 32, 3)).astype(np.uint8)
@@ -198,7 +198,7 @@ def test_a_file_name_not_valid_in_the_file_systems_encoding_is_predicted_and_wri
     """A folder holding a Latin-1-named PNG, a bomb and a good PNG: scripts/predict.py's
     main predicts both PNGs and writes both rows (the Latin-1 byte shown as \\xe9), the bomb
     is one error line, exit status 2. Before: UnicodeEncodeError writing the CSV, no CSV."""
-    from cifar_lightning.core.predict_cli import main as predict
+    from cifar_lightning.cli.predict import main as predict
     from cifar_lightning.runner import main as fit
 
     fit(["--data-dir", str(cifar10_dir), "--no-download", "--accelerator", "cpu", "--epochs", "1", "--batch-size",

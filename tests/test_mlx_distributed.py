@@ -17,7 +17,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 import mlx_rank
 from conftest import write_cifar
 from cifar_mlx_adapter import MLXTrainer
-from cifar_mlx_adapter.convert import load_weights, mlx_state
+from cifar_mlx_adapter.weights import load_weights, mlx_state
 from cifar_mlx_adapter.data import MLXData
 from cifar_mlx_adapter.optim import recipe_optimizer
 

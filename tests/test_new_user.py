@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule, get_recipe
-from cifar_lightning.core import blas
-from cifar_lightning.core.reporting import read_metrics_csv
+from cifar_mlx_adapter import blas
+from cifar_lightning.core.run.files import read_metrics_csv
 from cifar_mlx_adapter import MLXClassifier, MLXTrainer
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,7 +32,7 @@ from cifar_lightning.core.recipes import get_recipe, optimizer_parts, part_lr_at
 from cifar_lightning.optim import Muon as TorchMuon
 from cifar_lightning.optim import newton_schulz as torch_ns
 from cifar_mlx_adapter import MLXClassifier
-from cifar_mlx_adapter.convert import torch_to_mlx
+from cifar_mlx_adapter.weights import torch_to_mlx
 from cifar_mlx_adapter.optim import Muon as MLXMuon
 from cifar_mlx_adapter.optim import newton_schulz as mlx_ns
 from cifar_mlx_adapter.optim import recipe_optimizer
@@ -290,7 +290,7 @@ def test_fast_muon_head_starts_at_unit_std_and_scales_logits_by_1_over_256():
     w = np.array(m.model.head.weight)
     assert w.std(ddof=1) == pytest.approx(1.0, rel=1e-5)
     # the same weights give the same logits in both, so the scale is the same 1/256
-    from cifar_mlx_adapter.convert import load_weights
+    from cifar_mlx_adapter.weights import load_weights
 
     load_weights(m.model, torch_to_mlx(t.model.state_dict()))
     x = np.random.default_rng(0).normal(size=(2, 3, 32, 32)).astype(np.float32)

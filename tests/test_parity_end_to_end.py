@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule
-from cifar_lightning.fast import tta_logits
-from cifar_lightning.core.reporting import read_metrics_csv
+from cifar_lightning.module import tta_logits
+from cifar_lightning.core.run.files import read_metrics_csv
 from cifar_lightning.runner import main as fit_main
 from cifar_lightning.core.weights import load_torch_state
 from cifar_mlx_adapter import MLXClassifier, load_file

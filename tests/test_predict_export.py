@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from cifar_lightning.core.datasets import DATASETS, read_class_names, read_split
-from cifar_lightning.core.images import write_png
+from cifar_lightning.cli.images import write_png
 from cifar_lightning.core.predictions import read_predictions_csv
 
 from conftest import SHARED_DATA, write_cifar
@@ -97,7 +97,7 @@ def real(tmp_path_factory):
 
 
 def predict(*argv):
-    from cifar_lightning.core.predict_cli import main
+    from cifar_lightning.cli.predict import main
 
     return main([str(a) for a in argv])
 
@@ -161,7 +161,7 @@ def test_the_csv_has_the_columns_and_rows_a_user_expects(real, tmp_path, capsys)
 
 
 def test_the_mlx_predict_path_imports_no_torch(real, tmp_path):
-    code = ("import sys; from cifar_lightning.core.predict_cli import main; "
+    code = ("import sys; from cifar_lightning.cli.predict import main; "
             f"main(['--weights', {str(real['mlx'])!r}, '--output', {str(tmp_path / 'p.csv')!r}, '--cpu', "
             f"{str(real['pngs'] / '0000.png')!r}]); print('torch' in sys.modules, 'lightning' in sys.modules)")  # fmt: skip
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
@@ -193,7 +193,7 @@ def test_every_export_round_trips(request, tmp_path, fmt, source):
     on 1 and 3 uint8 images (any batch size) and carries the class names and normalisation."""
     if fmt == "onnx":
         pytest.importorskip("onnxruntime", reason="the export extra (pip install -e '.[export]') is not installed")
-    from cifar_lightning.core.export_cli import LOGIT_TOLERANCE, main
+    from cifar_lightning.cli.export import LOGIT_TOLERANCE, main
 
     made = request.getfixturevalue("real" if source == "real" else "fixture_checkpoint")
     suffix = {"onnx": ".onnx", "torch-export": ".pt2", "mlx": ".mlxfn"}[fmt]
@@ -220,7 +220,7 @@ def test_every_export_round_trips(request, tmp_path, fmt, source):
 
 def test_an_mlx_checkpoint_exports_to_onnx(real, tmp_path):
     pytest.importorskip("onnxruntime", reason="the export extra is not installed")
-    from cifar_lightning.core.export_cli import main
+    from cifar_lightning.cli.export import main
 
     report = main(["--weights", str(real["mlx"]), "--format", "onnx", "--output", str(tmp_path / "m.onnx"),
                    "--data-dir", str(real["data"])])  # fmt: skip

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_lightning.core.cli import common_parser
-from cifar_lightning.core.grouping import pytorch_vs_mlx_groups
-from cifar_lightning.core.plots import most_confused_pairs, plot_confusion, plot_curves
-from cifar_lightning.core.results import render_results
+from cifar_lightning.cli.flags import common_parser
+from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
+from cifar_lightning.core.run.plots import most_confused_pairs, plot_confusion, plot_curves
+from cifar_lightning.report.results import render_results
 from cifar_lightning.runner import parser as fit_parser
 from cifar_mlx_adapter.runner import parser as fit_mlx_parser
 
@@ -194,7 +194,7 @@ def test_memory_format_default_and_compile_are_recorded_and_compile_trains_alike
 
 
 def test_limited_runs_say_so():
-    from cifar_lightning.core.reporting import limits_text
+    from cifar_lightning.core.run.files import limits_text
 
     assert limits_text({"train_subset": None, "limit_test_batches": None}) == ""
     text = render_results([fake_run("pytorch", 1, 0.5, "runs/small", train_subset=2000, limit_test_batches=2)])

@@ -2,7 +2,7 @@
 the gap verdict, times and images/s, headings and plots, and the committed report being current.
 
 Every test below failed on the code before these fixes, and was run again against each fault
-listed for it, planted alone in ``cifar_lightning/core/reporting.py`` (since split into
+listed for it, planted alone in ``cifar_lightning/core/run/files.py`` (since split into
 ``run_logs``, ``grouping``, ``pairing``, ``significance`` and ``results``) or ``scripts/report.py``
 (and failed each time):
 
@@ -30,7 +30,7 @@ listed for it, planted alone in ``cifar_lightning/core/reporting.py`` (since spl
 - test_results_name_files_that_exist: the targets text naming cifar_lightning/recipes.py.
 
 The paired comparison (PyTorch and MLX runs from the same initial weights) was tested the
-same way, each fault planted alone in ``cifar_lightning/core/reporting.py``:
+same way, each fault planted alone in ``cifar_lightning/core/run/files.py``:
 
 - test_mlx_runs_pair_with_the_pytorch_run_whose_initial_weights_they_loaded: pairing by
   seed only, ignoring which folder's initial.pt --weights named, and ignoring --weights
@@ -56,11 +56,11 @@ from pathlib import Path
 import pytest
 
 from cifar_lightning.core.recipes import get_recipe, sgd_args
-from cifar_lightning.core.grouping import pytorch_vs_mlx_groups, recipe_runs
-from cifar_lightning.core.pairing import paired_runs
-from cifar_lightning.core.results import pytorch_vs_mlx_section, render_results
-from cifar_lightning.core.run_logs import code_text, train_images_per_s
-from cifar_lightning.core.significance import gap_verdict, mean_std, paired_verdict
+from cifar_lightning.report.grouping import pytorch_vs_mlx_groups, recipe_runs
+from cifar_lightning.report.pairing import paired_runs
+from cifar_lightning.report.results import pytorch_vs_mlx_section, render_results
+from cifar_lightning.report.logs import code_text, train_images_per_s
+from cifar_lightning.report.significance import gap_verdict, mean_std, paired_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU = {"cpu": "CPU", "cpu_count": 2, "accelerator": "cpu", "os": "Linux", "machine": "x86_64"}

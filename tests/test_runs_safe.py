@@ -20,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_lightning.core.lock import training_lock
-from cifar_lightning.core.run_logs import load_runs
+from cifar_lightning.core.run.lock import training_lock
+from cifar_lightning.report.logs import load_runs
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.recipes import get_recipe
-from cifar_lightning.core.provenance import mlx_processes
-from cifar_lightning.core.run_folder import check_resume_settings, resume_command, run_settings
-from cifar_lightning.core.runs import launcher, where_text
+from cifar_lightning.core.run.provenance import mlx_processes
+from cifar_lightning.core.run.folder import check_resume_settings, resume_command, run_settings
+from cifar_lightning.core.run.record import launcher, where_text
 from cifar_lightning.runner import main as fit_main
 from cifar_mlx_adapter import Callback
 from cifar_mlx_adapter.runner import main as fit_mlx_main
@@ -219,7 +219,7 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(framework, cifar10_di
 # ----------------------------------------------------------------------- lock
 HOLD = """
 import sys, time
-from cifar_lightning.core.lock import training_lock
+from cifar_lightning.core.run.lock import training_lock
 from pathlib import Path
 with training_lock(Path(sys.argv[1]), "runs/holder"):
     print("held", flush=True)

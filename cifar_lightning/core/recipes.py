@@ -186,7 +186,7 @@ class Recipe:
     whiten_bias_init: str = "zeros"
     average_every: int = 0  # weight averaging every N steps (0: off)
     tta: bool = False
-    # augmentation (see cifar_lightning.augment)
+    # augmentation (see cifar_lightning.data)
     crop_padding: int = 4
     pad_mode: str = "constant"
     flip: str = "random"  # "random", "alternating" or "none"

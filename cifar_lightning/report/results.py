@@ -11,11 +11,11 @@ import os
 import re
 from pathlib import Path
 
-from cifar_lightning.core.grouping import configurations, one_per_seed, pytorch_vs_mlx_groups, recipe_runs, run_recipe, same_seed_reruns
-from cifar_lightning.core.pairing import paired_runs
-from cifar_lightning.core.reporting import limits_text
-from cifar_lightning.core.run_logs import code_note, code_text, has_split_times, hardware_short, length_text, train_images_per_s
-from cifar_lightning.core.significance import gap_verdict, mean_std, paired_verdict
+from cifar_lightning.report.grouping import configurations, one_per_seed, pytorch_vs_mlx_groups, recipe_runs, run_recipe, same_seed_reruns
+from cifar_lightning.report.pairing import paired_runs
+from cifar_lightning.core.run.files import limits_text
+from cifar_lightning.report.logs import code_note, code_text, has_split_times, hardware_short, length_text, train_images_per_s
+from cifar_lightning.report.significance import gap_verdict, mean_std, paired_verdict
 
 
 def _pct(x) -> str:

@@ -23,7 +23,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from cifar_lightning.core.cli import EXIT_USAGE, exit_with
+from cifar_lightning.cli.flags import EXIT_USAGE, exit_with
 from cifar_lightning.core.errors import CIFARError, UsageError
 
 PROGRESS_MIN_IMAGES = 2048  # a progress bar from this many images on (the CIFAR test set has 10,000)
@@ -102,8 +102,8 @@ def run(args: argparse.Namespace) -> dict:
     """Predict every readable input and write the CSV; returns {"names", "probabilities",
     "labels", "errors", "framework", "output"} (output None when nothing could be read)."""
     from cifar_lightning.core import model_card
-    from cifar_lightning.core.images import display_name
-    from cifar_lightning.core.inputs import read_inputs
+    from cifar_lightning.cli.images import display_name
+    from cifar_lightning.cli.inputs import read_inputs
     from cifar_lightning.core.predictions import summary
 
     validate(args)

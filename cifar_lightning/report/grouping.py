@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import math
 
-from cifar_lightning.core.run_logs import RECORDED_SINCE, hardware_short, length_text, machine_and_device, run_status
+from cifar_lightning.report.logs import RECORDED_SINCE, hardware_short, length_text, machine_and_device, run_status
 
 
 # hyper-parameters a run records beside its recipe's that say how a framework executed it

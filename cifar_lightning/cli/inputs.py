@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_lightning.core.datasets import CIFARDataError, DATASETS, read_split
-from cifar_lightning.core.images import EXPECTED_IMAGE, IMAGE_SUFFIXES, SIZE, ImageInputError, display_name, read_image
+from cifar_lightning.cli.images import EXPECTED_IMAGE, IMAGE_SUFFIXES, SIZE, ImageInputError, display_name, read_image
 
 EXPECTED_INPUT = ("expected image files, folders of them, a .npy of uint8 (N, 32, 32, 3), "
                   "or cifar10:test / cifar100:test")  # fmt: skip

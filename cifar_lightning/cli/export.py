@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_lightning.core.cli import exit_with
+from cifar_lightning.cli.flags import exit_with
 from cifar_lightning.core.errors import CIFARError, UsageError
-from cifar_lightning.core.predict_cli import OneLineParser, mlx_installed
+from cifar_lightning.cli.predict import OneLineParser, mlx_installed
 
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "mlx": ".mlxfn"}
 LOGIT_IMAGES = 256  # test images whose logits are compared one by one

@@ -1,17 +1,18 @@
-"""RunBook: the Lightning callback that keeps a fit.py run safe and whole.
+"""The Lightning callbacks of a fit.py run, the twins of ``cifar_mlx_adapter.callbacks`` and
+of what ``MLXTrainer`` does itself:
 
-- Stops a diverging run at the first non-finite training loss (or non-finite weights
-  about to be checkpointed), naming the step and the last good checkpoint, which is
-  left untouched.
-- Measures the training time (``on_train_start`` to ``on_train_end``, the validation
-  passes during fit kept apart), the spans MLX's trainer measures.
-- Writes into every checkpoint (key ``"run"``) the settings that shaped the run, the
-  training and validation time so far and every random generator's state (torch's CPU generator
-  and the accelerator's), so a resumed run is checked against its past, adds its
-  time to the earlier segments', and draws the dropout masks the uninterrupted run
-  would have drawn.
-- Notes a Ctrl-C (Lightning then exits with status 1 after its own shutdown), so the
-  runner can print the command that resumes the run and exit with 130.
+- ``RunBook`` keeps a run safe and whole: it stops a diverging run at the first non-finite
+  training loss (or non-finite weights about to be checkpointed), naming the step and the
+  last good checkpoint, which is left untouched; measures the training time
+  (``on_train_start`` to ``on_train_end``, the validation passes during fit kept apart);
+  writes into every checkpoint (key ``"run"``) the settings that shaped the run, the
+  training and validation time so far and every random generator's state (torch's CPU
+  generator and the accelerator's), so a resumed run is checked against its past, adds
+  its time to the earlier segments', and draws the dropout masks the uninterrupted run
+  would have drawn; and notes a Ctrl-C (Lightning then exits with status 1 after its own
+  shutdown), so the lifecycle can print the command that resumes the run.
+- ``InferenceRecord`` writes what predicting with a checkpoint needs into it.
+- ``LookaheadAveraging`` is the fast recipe's weight averaging.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import lightning as L
 import torch
 
 from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message
+from cifar_lightning.core.recipes import averaging_decay
 
 
 def rng_states() -> dict:
@@ -119,43 +121,6 @@ class RunBook(L.Callback):
             self.interrupted = True
 
 
-# ------------------------------------------- what run.json records of a torch run
-
-
-def torch_numerics(trainer, channels_last: bool, compiled: bool = False) -> dict:
-    """The precision Lightning used (``16-mixed`` on CPU runs as ``bf16-mixed``), the
-    float32 matmul precision, TF32 and cuDNN switches, and the memory format."""
-    return {
-        "precision": str(trainer.precision),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "cudnn_enabled": torch.backends.cudnn.enabled,
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_deterministic": torch.backends.cudnn.deterministic,
-        "memory_format": "channels_last" if channels_last else "contiguous",
-        "compiled": compiled,
-    }
-
-
-def torch_processes(trainer, batch_size: int) -> dict:
-    """Devices, strategy, world size and the effective batch (images per optimizer step,
-    over all processes and accumulated batches)."""
-    world = trainer.world_size
-    accumulate = trainer.accumulate_grad_batches
-    return {
-        "devices": trainer.num_devices,
-        "num_nodes": trainer.num_nodes,
-        # Lightning's registry names: single_device, ddp, fsdp, deepspeed, ... (as MLX's record says single_device)
-        "strategy": getattr(trainer.strategy, "strategy_name", None)
-        or type(trainer.strategy).__name__.removesuffix("Strategy").lower(),
-        "world_size": world,
-        "accumulate_grad_batches": accumulate,
-        "batch_size_per_process": batch_size,
-        "effective_batch_size": batch_size * world * accumulate,
-    }
-
-
 class InferenceRecord(L.Callback):
     """Writes into every checkpoint (key ``"inference"``) what predicting with it needs: the
     model, its classes and their names, the dataset and its normalisation
@@ -166,3 +131,57 @@ class InferenceRecord(L.Callback):
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
         checkpoint["inference"] = self.record
+
+
+class LookaheadAveraging(L.Callback):
+    """Every `every` optimizer steps blend the weights into a running average and copy it
+    back; at the schedule's last step copy the average into the model, so the final
+    weights are the average (airbench94.py's ``lookahead_state.update(model, decay=1.0)``).
+
+    The average's decay grows as (step / total)^3 (see ``recipes.averaging_decay``),
+    so it barely averages early and strongly at the end. It acts once per optimizer step:
+    under gradient accumulation Lightning calls ``on_train_batch_end`` for every
+    micro-batch, and only a batch after which ``global_step`` moved ends a step. The
+    final copy happens at the last step itself, not in ``on_train_end``, so the last
+    checkpoint already holds the final weights: a run resumed after its last epoch
+    (Lightning then skips ``on_train_start`` and ``on_train_end``) ends with them too.
+    Its state goes into checkpoints, so a resumed run continues the average.
+    """
+
+    def __init__(self, every: int = 5):
+        self.every = every
+        self.average: dict[str, torch.Tensor] | None = None
+        self._last_step: int | None = None  # global_step after the last optimizer step seen
+
+    def _floats(self, pl_module):
+        return {k: v for k, v in pl_module.state_dict().items() if v.is_floating_point()}
+
+    def on_train_start(self, trainer, pl_module):
+        self._last_step = trainer.global_step
+        if self.average is None:
+            self.average = {k: v.detach().clone() for k, v in self._floats(pl_module).items()}
+        else:  # restored from a checkpoint: move to the module's device
+            self.average = {k: v.to(pl_module.device) for k, v in self.average.items()}
+
+    @torch.no_grad()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step
+        if step == self._last_step:  # a micro-batch of an accumulated step: no optimizer step yet
+            return
+        self._last_step = step
+        total = pl_module.total_training_steps()
+        if step % self.every == 0:
+            self._blend(pl_module, averaging_decay(step, total))
+        if step >= total:
+            self._blend(pl_module, 1.0)  # the final weights are the average
+
+    def _blend(self, pl_module, decay: float) -> None:
+        for k, v in self._floats(pl_module).items():
+            self.average[k].lerp_(v, 1 - decay)
+            v.copy_(self.average[k])
+
+    def state_dict(self):
+        return {"every": self.every, "average": self.average}
+
+    def load_state_dict(self, state_dict):
+        self.every, self.average = state_dict["every"], state_dict["average"]

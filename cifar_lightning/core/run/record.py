@@ -12,10 +12,10 @@ import shlex
 from dataclasses import replace
 from pathlib import Path
 
-from cifar_lightning.core.cli import recipe_overrides
+from cifar_lightning.cli.flags import recipe_overrides
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.recipes import get_recipe, recipe_name, total_steps
-from cifar_lightning.core.run_folder import choose_run_folder
+from cifar_lightning.core.run.folder import choose_run_folder
 
 
 def prepare(args: argparse.Namespace, framework: str, make_data, world_size: int = 1, choose_folder: bool = True):
@@ -123,7 +123,7 @@ def run_command(framework: str, args, processes: dict | None = None) -> str:
 
 def record_failure(args, out: Path, framework: str, message: str, checkpoint, processes: dict | None = None) -> None:
     """run.json of a run that did not finish: marked failed, never read as a result."""
-    from cifar_lightning.core.reporting import write_json_atomic
+    from cifar_lightning.core.run.files import write_json_atomic
 
     write_json_atomic(out / "run.json", {
         "status": "failed", "error": message, "framework": framework, "dataset": args.dataset, "model": args.model,
@@ -167,15 +167,15 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
     `numerics` and `processes` say what was in effect (``provenance``): the precision
     actually used, matmul/TF32/cuDNN switches, memory format; devices, strategy, world
     size and the effective batch size."""
-    from cifar_lightning.core import plots, reporting
-    from cifar_lightning.core.provenance import code_version
+    from cifar_lightning.core.run import files, plots, provenance
+    from cifar_lightning.core.run.provenance import code_version
 
     classes = dm.classes
     metrics_csv = out / "metrics.csv"
     record = {
         "framework": framework,
         "versions": versions,
-        "hardware": reporting.hardware_info(accelerator, gpu),
+        "hardware": provenance.hardware_info(accelerator, gpu),
         "code": code_version(),
         "numerics": numerics,
         "processes": processes,
@@ -197,13 +197,13 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
         "test_accuracy": round(test["test/acc"], 6),
         "test_loss": round(test["test/loss"], 6),
         "test_accuracy_no_tta": round(test["test/acc_no_tta"], 6) if "test/acc_no_tta" in test else None,
-        "per_class_accuracy": reporting.per_class_dict(test["per_class_accuracy"], classes),
-        "final_train_loss": reporting.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
+        "per_class_accuracy": files.per_class_dict(test["per_class_accuracy"], classes),
+        "final_train_loss": files.final_train_loss(metrics_csv) if metrics_csv.exists() else None,
         "checkpoint": str(checkpoint) if checkpoint else None,
         "command": run_command(framework, args, processes),
     }
-    reporting.write_json_atomic(out / "run.json", record)
-    limits = reporting.limits_text(record["hyperparameters"])
+    files.write_json_atomic(out / "run.json", record)
+    limits = files.limits_text(record["hyperparameters"])
     title = f"{framework} {args.model} on {args.dataset}: {100 * record['test_accuracy']:.2f}%"
     title += f" ({limits})" if limits else ""
     plots.plot_confusion(test["confusion_matrix"], classes, out / "confusion.png", title)
@@ -215,7 +215,7 @@ def finish(args, out: Path, dm, recipe, *, framework: str, versions: dict, accel
 
 
 def print_summary(record: dict) -> None:
-    from cifar_lightning.core.reporting import limits_text
+    from cifar_lightning.core.run.files import limits_text
 
     print(f"\ntest accuracy {100 * record['test_accuracy']:.2f}%", end="")
     limits = limits_text(record["hyperparameters"])

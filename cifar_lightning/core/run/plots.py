@@ -1,6 +1,6 @@
-"""Figures: a run's confusion matrix (or, above 20 classes, its per-class accuracy and most
-confused pairs) and training curves, and the curves of every run of a PyTorch-vs-MLX
-comparison on one figure. matplotlib is imported inside each function, on first use.
+"""A run's figures: its confusion matrix (or, above 20 classes, its per-class accuracy and
+most confused pairs) and training curves. matplotlib is imported inside each function, on
+first use. Figures across runs (Results.md's): ``cifar_lightning.report.plots``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_lightning.core.reporting import read_metrics_csv
+from cifar_lightning.core.run.files import read_metrics_csv
 
 
 MATRIX_MAX_CLASSES = 20  # above this a matrix's cells and labels cannot be read at any page size
@@ -97,20 +97,20 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, title: str, val_size:
             few = len(pts) < FEW_POINTS or key != "train/loss_step"
             ax.plot(*zip(*pts), label=label, marker="o" if few else None, markersize=4)
     if not series("val/acc"):
-        _say_no_validation(b)
+        say_no_validation(b)
     a.set(xlabel="optimizer step (0-based)", ylabel="loss (per image)")
     b.set(xlabel="optimizer steps done", ylabel="accuracy")
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _finish_figure(fig, (a, b), title, path)
+    finish_figure(fig, (a, b), title, path)
 
 
-def _say_no_validation(ax) -> None:
+def say_no_validation(ax) -> None:
     """Say in the validation panel why it is empty (runs with --limit-val-batches 0)."""
     ax.text(0.5, 0.5, "no validation rows (validation was skipped)", transform=ax.transAxes, ha="center")
 
 
-def _finish_figure(fig, axes, title: str, path: str | Path) -> None:
+def finish_figure(fig, axes, title: str, path: str | Path) -> None:
     """Legends, grid and title; save at 100 dpi and close."""
     import matplotlib.pyplot as plt
 
@@ -122,37 +122,3 @@ def _finish_figure(fig, axes, title: str, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: str) -> None:
-    """Training loss per step and validation accuracy per epoch of every run of one
-    PyTorch-vs-MLX comparison on one figure, one colour per framework."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from matplotlib.ticker import MaxNLocator
-
-    colours = {"pytorch": "tab:red", "mlx": "tab:blue"}
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    any_acc = False
-    for fw, rs in groups.items():
-        for i, r in enumerate(rs):
-            rows = read_metrics_csv(Path(r["_path"]) / "metrics.csv")
-            label = f"{fw}" if i == 0 else None
-            loss = [(int(x["step"]), float(x["train/loss_step"])) for x in rows if x.get("train/loss_step")]
-            acc = [(int(x["step"]) + 1, float(x["val/acc"])) for x in rows if x.get("val/acc")]
-            if loss:
-                a.plot(*zip(*loss), color=colours[fw], alpha=0.6, linewidth=1, label=label,
-                       marker="o" if len(loss) < 30 else None, markersize=4)  # few points: show each
-            if acc:
-                any_acc = True
-                b.plot(*zip(*acc), color=colours[fw], alpha=0.8, marker="o", label=label)
-    if not any_acc:
-        _say_no_validation(b)
-    a.set(xlabel="optimizer step (0-based)", ylabel="training loss (per image)")
-    b.set(xlabel="optimizer steps done", ylabel=val_label(next(iter(groups.values()))[0]["hyperparameters"].get("val_size")))
-    for ax in (a, b):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    _finish_figure(fig, (a, b), title, path)
