@@ -36,7 +36,7 @@ class UInt8Classifier(torch.nn.Module):
 
 def source_model(card: ModelCard, weights: str) -> UInt8Classifier:
     """The checkpoint's torch model (float32, eval mode, on the CPU) behind its input pipeline."""
-    from cifar_lightning.core.weights import load_into_torch
+    from cifar_lightning.weights import load_into_torch
     from cifar_lightning.models import build_model
 
     model = build_model(card.model, card.num_classes, **card.model_kwargs)

@@ -54,7 +54,7 @@ def build_classifier(card: ModelCard, weights: str, tta: bool | None = None):
     in eval mode; `tta` None keeps the recipe's choice. Raises WeightsMismatchError (one line,
     the first key that does not fit) when the weights are of another model or class count."""
     from cifar_lightning.core.recipes import module_recipe
-    from cifar_lightning.core.weights import load_into_torch
+    from cifar_lightning.weights import load_into_torch
     from cifar_lightning.module import CIFARClassifier
 
     module = CIFARClassifier(card.model, card.num_classes, recipe=card.recipe, class_names=card.class_names,
@@ -74,7 +74,7 @@ def predict(card: ModelCard, weights: str, images: np.ndarray, names: list[str],
     best accelerator (cuda, then mps) unless `cpu`."""
     import lightning as L
 
-    from cifar_lightning.runner import check_accelerator, quiet_lightning
+    from cifar_lightning.backend import check_accelerator, quiet_lightning
 
     import warnings
 

@@ -5,7 +5,7 @@ hostfile in ``MLX_HOSTFILE``; for NCCL, ``NCCL_HOST_IP`` and ``MLX_WORLD_SIZE``)
 ``join_processes`` turns that into the global ``mx.distributed.Group``; a process started
 without a launcher is a group of one. What the processes exchange (gradients in the
 compiled step, evaluation counts, rank 0's run folder and BatchNorm statistics) is in
-``MLXTrainer`` and ``cifar_mlx_adapter.runner``; the helpers here are what they share.
+``MLXTrainer`` and ``cifar_mlx_adapter.backend``; the helpers here are what they share.
 
 Failures: a process that cannot reach the others within ``CIFAR_MLX_CONNECT_TIMEOUT``
 seconds (default 120) is ended with one line (SIGTERM: status 143 in a shell); a
@@ -25,18 +25,17 @@ import zlib
 import mlx.core as mx
 import numpy as np
 
-from cifar_lightning.core.errors import CIFARError, NonFiniteLossError
+from cifar_lightning.core.errors import CIFARError, ExitCode
 
 CONNECT_TIMEOUT_ENV = "CIFAR_MLX_CONNECT_TIMEOUT"  # seconds a process waits for the others to join
 DEFAULT_CONNECT_TIMEOUT = 120.0
-EXIT_PROCESSES = 5  # a process failed, was lost, or could not reach the others
 
 
 class ProcessFailure(CIFARError):
     """A rank of a multi-process run failed (its own error, or a lost peer): one line
     naming the rank, with the exit status of the error behind it."""
 
-    def __init__(self, message: str, exit_code: int = EXIT_PROCESSES):
+    def __init__(self, message: str, exit_code: int = ExitCode.PROCESSES):
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -129,7 +128,7 @@ def describe_failure(error: BaseException, rank: int, world: int) -> ProcessFail
         return ProcessFailure(f"{where}: lost the connection to {peer}, which failed or was killed "
                               f"(its own line says why, unless it was killed) [{one_line(error)}]")  # fmt: skip
     if isinstance(error, CIFARError):
-        code = 3 if isinstance(error, NonFiniteLossError) else getattr(error, "exit_code", 2)  # cli's statuses
+        code = getattr(error, "exit_code", ExitCode.USAGE)  # a CIFARError's own status, a bug's 2
         return ProcessFailure(f"{where}: {one_line(error)}", code)
     return ProcessFailure(f"{where} failed: {type(error).__name__}: {one_line(error)}")
 

@@ -18,7 +18,6 @@ from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.weights import (
     EXPECTED_WEIGHTS,
     check_weights,
-    load_torch_state,
     mlx_layout_to_torch,
     read_npz_model,
     torch_layout_to_mlx,
@@ -92,7 +91,9 @@ def load_file(model: nn.Module, path: str | Path) -> None:
     kind, what = weights_file_kind(path)
     if kind is None:
         raise UsageError(f"{path}: {what}; {EXPECTED_WEIGHTS}")
-    if kind == "torch":
+    if kind == "torch":  # read with torch, which a torch file needs
+        from cifar_lightning.weights import load_torch_state
+
         weights = torch_to_mlx(load_torch_state(path))
     elif kind == "npz":
         weights = _mlx_arrays(path, what, read_npz_model(path))

@@ -119,7 +119,7 @@ def cli(out: Path, argv: list[str]) -> None:
     import signal
 
     from cifar_mlx_adapter import Callback
-    from cifar_mlx_adapter.runner import main
+    from cifar_lightning.cli.fit_mlx import main
 
     rank = os.environ.get("MLX_RANK", "0")
     writes: list[str] = []

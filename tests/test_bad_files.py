@@ -48,10 +48,11 @@ import torch
 
 import cifar_lightning.models as torch_models
 import cifar_mlx_adapter.models as mlx_models
-from cifar_lightning.core.weights import load_into_torch, load_torch_state, torch_layout_to_mlx
-from cifar_lightning.runner import main as fit_main
+from cifar_lightning.core.weights import torch_layout_to_mlx
+from cifar_lightning.weights import load_into_torch, load_torch_state
+from cifar_lightning.cli.fit import main as fit_main
 from cifar_mlx_adapter.weights import load_file, mlx_state
-from cifar_mlx_adapter.runner import main as fit_mlx_main
+from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
 
 from conftest import write_cifar
 

@@ -103,7 +103,7 @@ def test_mlx_package_and_an_mlx_run_from_npz_or_safetensors_load_no_torch(tmp_pa
         code = f"""
 import mlx.core as mx, numpy as np
 from cifar_mlx_adapter import build_model, mlx_state
-from cifar_mlx_adapter.runner import main
+from cifar_lightning.cli.fit_mlx import main
 state = mlx_state(build_model("small_cnn", 10))
 path = {str(tmp_path)!r} + "/start.{suffix}"
 if "{suffix}" == "npz":
@@ -132,3 +132,39 @@ def test_numpy_metrics_equal_torchmetrics(classes):
                           multiclass_confusion_matrix(t_logits, t_labels, classes).numpy())  # fmt: skip
     assert metrics.cross_entropy(logits, labels) == pytest.approx(
         float(torch.nn.functional.cross_entropy(t_logits, t_labels)), rel=1e-6)
+
+
+FRAMEWORKS_AND_WINGS = ("torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "mlx",
+                        "cifar_mlx_adapter")  # fmt: skip
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import in a file, function bodies included, and of every
+    ``import_module("...")``/``__import__("...")`` call with a constant name."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            found.append((node.lineno, str(node.args[0].value)))
+    return found
+
+
+def test_no_core_module_imports_a_framework_or_a_wing_anywhere():
+    """Every module of cifar_lightning/core, function bodies included (the import-time test
+    above cannot see a lazy import): no torch, torchvision, torchmetrics, Lightning or MLX,
+    and nothing of either wing (cifar_lightning outside core, cifar_mlx_adapter). Checked
+    against: an ``import torch`` planted in a core function body (core.weights), caught."""
+    offences = []
+    for path in sorted((ROOT / "cifar_lightning" / "core").rglob("*.py")):
+        for line, module in imports_of(path):
+            top = module.split(".")[0]
+            wing = top == "cifar_lightning" and not module.startswith("cifar_lightning.core")
+            if top in FRAMEWORKS_AND_WINGS or wing:
+                offences.append(f"{path.relative_to(ROOT)}:{line} imports {module}")
+    assert offences == []

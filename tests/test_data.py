@@ -8,6 +8,8 @@ writing uint8 0 instead of the mean; the split's left-over images always given t
 lowest class numbers; the reader accepting a copy with a batch file missing rows.
 """
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -199,14 +201,58 @@ def test_missing_data_without_download_names_the_folder(tmp_path):
 
 
 def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
-    import torchvision.datasets.utils as tvu
+    import urllib.request
 
     def offline(*a, **k):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(tvu, "download_and_extract_archive", offline)
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(CIFARDataError, match="download of cifar10 .* failed .*--data-dir"):
         CIFARDataModule("cifar10", tmp_path, download=True).prepare_data()
+
+
+def archive_of(folder: Path, out: Path, member_name=None) -> str:
+    """A .tar.gz of `folder` (as the official archive holds its one folder) at `out`; its md5."""
+    import hashlib
+    import tarfile
+
+    with tarfile.open(out, "w:gz") as tar:
+        tar.add(folder, arcname=member_name or folder.name)
+    return hashlib.md5(out.read_bytes()).hexdigest()
+
+
+def test_the_download_checks_the_archives_md5_and_extracts_it(tmp_path, monkeypatch):
+    """With the standard library only (no torchvision): an archive whose md5 is the
+    published one extracts and reads; one with another md5 is refused in one line naming
+    both sums and nothing is extracted; a member that would leave the folder is refused.
+    The archives are served from file:// addresses (urllib reads them as it reads https)."""
+    from dataclasses import replace
+
+    from cifar_lightning.core import datasets
+    from cifar_lightning.core.data import CIFARData
+    from conftest import write_cifar
+
+    source = write_cifar(tmp_path / "src", "cifar10", n_train=100, n_test=20)
+    md5 = archive_of(source / "cifar-10-batches-py", tmp_path / "c10.tar.gz")
+    url = (tmp_path / "c10.tar.gz").as_uri()
+    info = datasets.DATASETS["cifar10"]
+    monkeypatch.setitem(datasets.DATASETS, "cifar10", replace(info, url=url, md5=md5))
+    data = CIFARData("cifar10", tmp_path / "got", batch_size=10, download=True)
+    assert data.training_set_size() == 100 and (tmp_path / "got/cifar-10-batches-py/test_batch").is_file()
+    assert [p.name for p in (tmp_path / "got").iterdir()] == ["cifar-10-batches-py"]  # no archive left behind
+
+    monkeypatch.setitem(datasets.DATASETS, "cifar10", replace(info, url=url, md5="0" * 32))
+    with pytest.raises(CIFARDataError) as refused:
+        datasets.download("cifar10", tmp_path / "bad")
+    assert f"the archive's md5 is {md5}, the published one {'0' * 32}" in str(refused.value)
+    assert "\n" not in str(refused.value) and list((tmp_path / "bad").iterdir()) == []
+
+    evil_md5 = archive_of(source / "cifar-10-batches-py", tmp_path / "evil.tar.gz", member_name="../escaped")
+    monkeypatch.setitem(datasets.DATASETS, "cifar10", replace(info, url=(tmp_path / "evil.tar.gz").as_uri(),
+                                                              md5=evil_md5))  # fmt: skip
+    with pytest.raises(CIFARDataError, match="download of cifar10 .* failed"):
+        datasets.download("cifar10", tmp_path / "evil")
+    assert not (tmp_path / "escaped").exists()
 
 
 def test_batch_larger_than_dataset(cifar10_dir):

@@ -35,9 +35,10 @@ from cifar_lightning import CIFARClassifier, CIFARDataModule
 from cifar_lightning.core.errors import NonFiniteLossError
 from cifar_lightning.callbacks import LookaheadAveraging
 from cifar_lightning.models import build_model
-from cifar_lightning.runner import main as fit_main
+from cifar_lightning.cli.fit import main as fit_main
 from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer
-from cifar_mlx_adapter.runner import main as fit_mlx_main, setup_device
+from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
+from cifar_mlx_adapter.backend import setup_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -174,10 +175,10 @@ def test_fit_mlx_uses_the_gpu_mlx_reports(monkeypatch, metal, cuda, expected):
     monkeypatch.setattr(mx.metal, "is_available", lambda: metal)
     monkeypatch.setattr(mx.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(mx, "set_default_device", chosen.append)
-    assert setup_device(SimpleNamespace(memory_limit=None, cpu=False)) == expected
+    assert setup_device(cpu=False) == expected
     assert chosen == [mx.cpu if expected == "cpu" else mx.gpu]
     chosen.clear()
-    assert setup_device(SimpleNamespace(memory_limit=None, cpu=True)) == "cpu" and chosen == [mx.cpu]
+    assert setup_device(cpu=True) == "cpu" and chosen == [mx.cpu]
 
 
 def test_the_loader_honours_the_trainer_flags_that_change_its_batches(cifar10_dir):

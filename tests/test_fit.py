@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cifar_lightning.core.run.files import RUN_SCHEMA_KEYS, read_metrics_csv
-from cifar_lightning.runner import main
+from cifar_lightning.cli.fit import main
 from conftest import OPTIMIZER_RUNS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def fit(data, out, *extra, callbacks=()):
     argv = ["--data-dir", str(data), "--no-download", "--accelerator", "cpu", "--output-dir", str(out), *extra]
-    return main(argv, extra_callbacks=callbacks)
+    return main(argv, callbacks=callbacks)
 
 
 def test_fit_writes_run_json_checkpoint_and_plots(cifar10_dir, tmp_path):
@@ -99,7 +99,7 @@ def assert_resume_matches(data, tmp_path, common, cut: CtrlC, cut_step, total, f
     first_segment = saved["run"]["train_time_s"]
     counter = CountSteps()
     argv = ["--data-dir", str(data), "--no-download", "--accelerator", "cpu", *common, "--resume", str(last)]
-    record = main(argv, extra_callbacks=(counter,))
+    record = main(argv, callbacks=(counter,))
     assert counter.steps == total - cut_step  # it continued; it did not start over
     full, resumed = final_weights(full_out), final_weights(tmp_path / "cut")
     initial = torch.load(full_out / "checkpoints/initial.pt", weights_only=True)

@@ -199,7 +199,7 @@ def test_a_file_name_not_valid_in_the_file_systems_encoding_is_predicted_and_wri
     main predicts both PNGs and writes both rows (the Latin-1 byte shown as \\xe9), the bomb
     is one error line, exit status 2. Before: UnicodeEncodeError writing the CSV, no CSV."""
     from cifar_lightning.cli.predict import main as predict
-    from cifar_lightning.runner import main as fit
+    from cifar_lightning.cli.fit import main as fit
 
     fit(["--data-dir", str(cifar10_dir), "--no-download", "--accelerator", "cpu", "--epochs", "1", "--batch-size",
          "50", "--limit-train-batches", "1", "--limit-val-batches", "0", "--output-dir", str(tmp_path / "run")])  # fmt: skip

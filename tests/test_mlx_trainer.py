@@ -15,7 +15,7 @@ from conftest import OPTIMIZER_RUNS
 from cifar_lightning.core.recipes import get_recipe
 from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer, NonFiniteLossError
 from cifar_lightning.core.run.files import RUN_SCHEMA_KEYS
-from cifar_mlx_adapter.runner import main
+from cifar_lightning.cli.fit_mlx import main
 
 from conftest import write_cifar
 

@@ -39,7 +39,7 @@ def test_readme_first_command_runs_on_the_machine_the_reader_has():
     fits = [ln for block in blocks for ln in block.splitlines() if "scripts/fit.py" in ln]
     assert fits and all("--accelerator" not in ln.split("#")[0] for ln in fits), fits
     assert "--accelerator mps" in setup  # told where it applies
-    from cifar_lightning.runner import check_accelerator
+    from cifar_lightning.backend import check_accelerator
 
     assert check_accelerator("auto") in ("cpu", "cuda", "mps")
 

@@ -341,8 +341,8 @@ def test_weights_of_another_head_scale_are_refused_in_one_line(tmp_path, capsys,
     (x 1/9), or the reverse, would give a loss off by the ratio: refused before any data
     is read, naming the flag that fits, in both scripts."""
     from cifar_lightning.core.model_card import inference_record
-    from cifar_lightning.runner import main as fit_main
-    from cifar_mlx_adapter.runner import main as fit_mlx_main
+    from cifar_lightning.cli.fit import main as fit_main
+    from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
 
     recipe = get_recipe(trained)
     module = CIFARClassifier("fast", 10, recipe=recipe.to_dict())
@@ -372,8 +372,8 @@ def test_whitening_bias_starts_as_published_from_the_seed_in_both_frameworks(cif
     from scipy.stats import ks_2samp
 
     from cifar_lightning.core.whitening import initial_bias, starting_bias
-    from cifar_lightning.runner import main as fit_main
-    from cifar_mlx_adapter.runner import main as fit_mlx_main
+    from cifar_lightning.cli.fit import main as fit_main
+    from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
 
     torch.manual_seed(0)
     theirs = torch.nn.Conv2d(3, 20_000, 2).bias.detach().numpy()

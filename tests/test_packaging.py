@@ -35,7 +35,8 @@ def checkout_packages() -> list[str]:
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """A fresh venv outside the checkout with the wheel installed; returns its python."""
+    """A fresh venv outside the checkout with the wheel installed (its commands in the venv's
+    bin/); returns its python."""
     where = tmp_path_factory.mktemp("wheel")
     source = where / "source"  # a copy of what the build reads: no stale build/ folder can add files
     source.mkdir()
@@ -72,3 +73,15 @@ def test_the_wheel_holds_and_imports_every_package_outside_the_checkout(installe
     venv_root = installed.parents[1]
     for name, file in files.items():  # from the installed wheel, not the checkout
         assert Path(file).resolve().is_relative_to(venv_root.resolve()), (name, file)
+
+
+def test_the_installed_commands_run_outside_the_checkout(installed, tmp_path):
+    """The console scripts of the wheel (cifar-fit, cifar-fit-mlx, cifar-predict, cifar-export,
+    cifar-report) are installed and answer --help from a folder outside the checkout."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for name, words in (("cifar-fit", "PyTorch Lightning"), ("cifar-fit-mlx", "Apple MLX"),
+                        ("cifar-predict", "Classify images"), ("cifar-export", "Export a checkpoint"),
+                        ("cifar-report", "Results.md")):  # fmt: skip
+        r = subprocess.run([str(installed.parent / name), "--help"], capture_output=True, text=True, cwd=tmp_path,
+                           env=env, timeout=300)  # fmt: skip
+        assert r.returncode == 0 and words in r.stdout, (name, r.stderr[-2000:])

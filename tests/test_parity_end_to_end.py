@@ -34,10 +34,10 @@ import torch
 from cifar_lightning import CIFARClassifier, CIFARDataModule
 from cifar_lightning.module import tta_logits
 from cifar_lightning.core.run.files import read_metrics_csv
-from cifar_lightning.runner import main as fit_main
-from cifar_lightning.core.weights import load_torch_state
+from cifar_lightning.cli.fit import main as fit_main
+from cifar_lightning.weights import load_torch_state
 from cifar_mlx_adapter import MLXClassifier, load_file
-from cifar_mlx_adapter.runner import main as fit_mlx_main
+from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
 from conftest import real_cifar10_subset
 
 

@@ -187,7 +187,7 @@ def test_readme_use_the_parts_runs_as_written(tmp_path, monkeypatch):
 
 DDP_SCRIPT = """
 import sys
-from cifar_lightning.runner import main
+from cifar_lightning.cli.fit import main
 main(sys.argv[1:])
 """
 

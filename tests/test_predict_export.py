@@ -76,8 +76,8 @@ def real(tmp_path_factory):
     final checkpoints, and a folder of the test images as PNGs (sorted names = test order)."""
     import os
 
-    from cifar_lightning.runner import main as fit
-    from cifar_mlx_adapter.runner import main as fit_mlx
+    from cifar_lightning.cli.fit import main as fit
+    from cifar_lightning.cli.fit_mlx import main as fit_mlx
 
     os.environ["CIFAR_ALLOW_PARTIAL_DATA"] = "1"  # conftest sets it per test; this fixture runs first
     root = tmp_path_factory.mktemp("real")
@@ -109,11 +109,11 @@ def run_test_only(real, checkpoint: str, framework: str) -> dict:
         argv = ["--data-dir", str(real["data"]), "--no-download", "--lock-file", "none", "--test-only",
                 "--weights", str(real[checkpoint]), "--output-dir", str(out)]  # fmt: skip
         if framework == "pytorch":
-            from cifar_lightning.runner import main
+            from cifar_lightning.cli.fit import main
 
             main([*argv, "--accelerator", "cpu"])
         else:
-            from cifar_mlx_adapter.runner import main
+            from cifar_lightning.cli.fit_mlx import main
 
             main([*argv, "--cpu"])
     return json.loads((out / "run.json").read_text())
@@ -173,7 +173,7 @@ def test_the_mlx_predict_path_imports_no_torch(real, tmp_path):
 @pytest.fixture(scope="session")
 def fixture_checkpoint(tmp_path_factory):
     """fit.py's checkpoint of SmallCNN after 1 epoch on the synthetic fixture data."""
-    from cifar_lightning.runner import main as fit
+    from cifar_lightning.cli.fit import main as fit
 
     import os
 

@@ -1,6 +1,6 @@
 """A short training run on the real CIFAR-10 in ../shared/data (skipped if absent)."""
 
-from cifar_lightning.runner import main
+from cifar_lightning.cli.fit import main
 
 
 def test_small_cnn_learns_real_cifar10(shared_data, tmp_path):

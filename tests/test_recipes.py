@@ -153,18 +153,18 @@ def test_both_scripts_build_their_data_with_the_recipes_augmentation(model, tmp_
     """fit.py's DataModule and fit_mlx.py's CIFARData take the recipe's augmentation part:
     airbench94's (translate 2 by reflection, flip alternating by epoch) for the fast net,
     torchvision's usual (pad 4 with zeros, random flip) for SmallCNN."""
-    import argparse
 
     from cifar_lightning.core.draws import Augmentation
-    from cifar_lightning.runner import make_datamodule
-    from cifar_mlx_adapter.runner import make_data
+    from cifar_lightning.backend import make_datamodule
+    from cifar_lightning.core.run import RunConfig
+    from cifar_mlx_adapter.backend import make_data
 
     recipe = get_recipe(model)
     expected = {"small_cnn": Augmentation(4, "constant", "random", 0), "fast": Augmentation(2, "reflect", "alternating", 0)}
     assert recipe.augmentation == expected[model]
-    args = argparse.Namespace(dataset="cifar10", data_dir=tmp_path, val_size=0, no_download=True, train_subset=None)
-    assert make_datamodule(args, recipe).augmentation == expected[model]
-    assert make_data(args, recipe).augmentation == expected[model]
+    config = RunConfig(dataset="cifar10", data_dir=str(tmp_path), download=False)
+    assert make_datamodule(config, recipe).augmentation == expected[model]
+    assert make_data(config, recipe).augmentation == expected[model]
 
 
 def test_loss_part_is_the_published_one():

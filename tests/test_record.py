@@ -23,8 +23,8 @@ from cifar_lightning.cli.flags import common_parser
 from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
 from cifar_lightning.core.run.plots import most_confused_pairs, plot_confusion, plot_curves
 from cifar_lightning.report.results import render_results
-from cifar_lightning.runner import parser as fit_parser
-from cifar_mlx_adapter.runner import parser as fit_mlx_parser
+from cifar_lightning.cli.fit import parser as fit_parser
+from cifar_lightning.cli.fit_mlx import parser as fit_mlx_parser
 
 from test_runs_safe import train
 

@@ -5,7 +5,6 @@ The resume tests that prove equal end weights and kept history (both frameworks,
 on, across weight averaging) are in test_fit.py and test_mlx_trainer.py.
 """
 
-import argparse
 import json
 import os
 import subprocess
@@ -24,12 +23,13 @@ from cifar_lightning.core.run.lock import training_lock
 from cifar_lightning.report.logs import load_runs
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.recipes import get_recipe
-from cifar_lightning.core.run.provenance import mlx_processes
+from cifar_mlx_adapter.backend import mlx_processes
+from cifar_lightning.core.run import RunConfig
 from cifar_lightning.core.run.folder import check_resume_settings, resume_command, run_settings
 from cifar_lightning.core.run.record import launcher, where_text
-from cifar_lightning.runner import main as fit_main
+from cifar_lightning.cli.fit import main as fit_main
 from cifar_mlx_adapter import Callback
-from cifar_mlx_adapter.runner import main as fit_mlx_main
+from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ["torch", "mlx"]
@@ -46,7 +46,7 @@ def device_flags(framework):
 def train(framework, data, *extra, callbacks=()):
     argv = ["--data-dir", str(data), "--no-download", *device_flags(framework), *extra]
     if framework == "torch":
-        return fit_main(argv, extra_callbacks=callbacks)
+        return fit_main(argv, callbacks=callbacks)
     return fit_mlx_main(argv, callbacks=callbacks)
 
 
@@ -347,8 +347,7 @@ def test_resume_names_the_optimiser_part_whose_numbers_differ():
     """--muon-dtype (or --lr of a one-part AdamW recipe) changes a part's field: the error
     names the part and the field, not the whole list of parts."""
     def settings(**flags):
-        args = argparse.Namespace(model="fast", dataset="cifar10", train_subset=None, val_size=0, dropout=None,
-                                  optimizer="muon", limit_train_batches=None)  # fmt: skip
+        args = RunConfig(model="fast", optimizer="muon")
         recipe = get_recipe("fast", "muon")
         parts = tuple(replace(p, **flags) if p.kind == "muon" else p for p in recipe.optimizers)
         return run_settings(args, replace(recipe, optimizers=parts).to_dict())
@@ -363,8 +362,7 @@ def test_resume_refuses_another_number_of_processes_and_prints_the_launcher():
     """A run of 2 processes resumed by 1 (or the reverse) takes other steps: refused in one
     line naming both counts and how each script sets them; the command printed on Ctrl-C
     starts the same processes (mlx.launch for MLX; fit.py's --devices are in its flags)."""
-    args = argparse.Namespace(model="small_cnn", dataset="cifar10", train_subset=None, val_size=0, dropout=None,
-                              optimizer=None, limit_train_batches=None)  # fmt: skip
+    args = RunConfig(model="small_cnn")
     recipe = get_recipe("small_cnn").to_dict()
     with pytest.raises(UsageError) as e:
         check_resume_settings(run_settings(args, recipe, 2), run_settings(args, recipe, 1), "last.npz")

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from cifar_lightning.cli.flags import exit_with
-from cifar_lightning.core.errors import CIFARError, UsageError
-from cifar_lightning.cli.predict import OneLineParser, mlx_installed
+from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
+from cifar_lightning.cli.predict import OneLineParser, mlx_installed, read_card
 
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "mlx": ".mlxfn"}
 LOGIT_IMAGES = 256  # test images whose logits are compared one by one
@@ -99,7 +99,7 @@ def verify(report: dict, tolerance: float = LOGIT_TOLERANCE) -> None:
                       f"{100 * report['source_accuracy']:.2f}%")  # fmt: skip
     if failed:
         error = CIFARError("verification failed: " + "; ".join(failed) + "; nothing was written")
-        error.exit_code = 1
+        error.exit_code = ExitCode.FAILED
         raise error
 
 
@@ -110,11 +110,9 @@ def in_batches(run, images: np.ndarray, batch: int = 500) -> np.ndarray:
 def run(args: argparse.Namespace) -> dict:
     """Export, verify, put the file in place; returns the verification report."""
     from cifar_lightning.core.datasets import read_split
-    from cifar_lightning.core.model_card import read_model_card
-
     validate(args)
     try:
-        card = read_model_card(args.weights)
+        card = read_card(args.weights)
     except UsageError as e:
         raise UsageError(f"--weights {e}") from None
     try:  # the test set is read first: a missing one stops the export before anything is written
@@ -155,11 +153,23 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, relaunch: bool = False) -> dict:
+    """Parse `argv`, export, verify, print; returns the verification report. With `relaunch`
+    (the command), an MLX export on Linux first starts the process again, once, with
+    OpenBLAS preloaded for mlx[cpu] (``cifar_mlx_adapter.blas``), before MLX is imported."""
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if relaunch and args.format == "mlx":
+        from cifar_mlx_adapter.blas import restart_with_openblas
+
+        restart_with_openblas(sys.argv)
     try:
         return run(args)
     except KeyboardInterrupt:
-        exit_with("interrupted: nothing was written", 130)
+        exit_with("interrupted: nothing was written", ExitCode.INTERRUPTED)
     except CIFARError as e:
-        exit_with(str(e), getattr(e, "exit_code", 2))
+        exit_with(str(e), e.exit_code)
+
+
+def command() -> None:
+    """The console script ``cifar-export``."""
+    main(relaunch=True)

@@ -1,23 +1,19 @@
-"""Command-line flags shared by scripts/fit.py and scripts/fit_mlx.py, checked up front.
-
-Every flag is validated before any data is read or any model is built, with a
-message in the user's terms (the flag's name, what was given, what is expected).
+"""Command-line flags shared by scripts/fit.py and scripts/fit_mlx.py, parsed once into a
+``RunConfig`` (``core.run.config``), which the lifecycle checks before any data is read or
+any model is built, with a message in the user's terms (the flag's name, what was given,
+what is expected).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from cifar_lightning.core.datasets import DATASETS
-from cifar_lightning.core.errors import CIFARError, NonFiniteLossError, UsageError
+from cifar_lightning.core.errors import CIFARError, ExitCode
 from cifar_lightning.core.recipes import OPTIMIZER_KINDS
+from cifar_lightning.core.run.config import RunConfig
 from cifar_lightning.core.spec import MODEL_NAMES
-
-EXIT_USAGE = 2  # bad input: nothing was trained
-EXIT_DIVERGED = 3  # the run diverged: its last good checkpoint and its log are kept
-EXIT_BUSY = 4  # --no-wait and another training holds the lock
 
 
 def common_parser(description: str) -> argparse.ArgumentParser:
@@ -95,93 +91,34 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise UsageError(message)
+def run_config(args: argparse.Namespace, argv: list[str]) -> RunConfig:
+    """The common flags as a RunConfig (the script's own flags are its backend's)."""
+    shared = {f: getattr(args, f) for f in RunConfig.__dataclass_fields__ if hasattr(args, f)}
+    return RunConfig(**shared, download=not args.no_download, tta=not args.no_tta, wait=not args.no_wait,
+                     argv=tuple(argv))  # fmt: skip
 
 
-def validate(args: argparse.Namespace) -> None:
-    """Check every common flag before anything runs; raises UsageError naming the flag."""
-    import math
-
-    from cifar_lightning.core.weights import check_weights_file
-
-    for name, value in vars(args).items():  # every float flag, the script's own too (--memory-limit)
-        if isinstance(value, float):
-            _check(math.isfinite(value), f"--{name.replace('_', '-')} must be a finite number, got {value}")
-    for flag in ("epochs", "batch_size", "lr", "log_every_n_steps", "train_subset", "limit_train_batches",
-                 "limit_test_batches"):  # fmt: skip
-        value = getattr(args, flag)
-        _check(value is None or value > 0, f"--{flag.replace('_', '-')} must be positive, got {value}")
-    _check(args.limit_val_batches is None or args.limit_val_batches >= 0,
-           f"--limit-val-batches must be 0 or more batches, got {args.limit_val_batches}")  # fmt: skip
-    _check(args.momentum is None or 0 <= args.momentum < 1, f"--momentum must lie in [0, 1), got {args.momentum}")
-    _check(args.weight_decay is None or args.weight_decay >= 0,
-           f"--weight-decay must be 0 or more, got {args.weight_decay}")  # fmt: skip
-    _check(args.seed is None or args.seed >= 0, f"--seed must be 0 or more, got {args.seed}")
-    _check(args.val_size >= 0, f"--val-size must be 0 or more images, got {args.val_size}")
-    if args.dropout is not None:
-        _check(args.model == "small_cnn", f"--dropout applies to --model small_cnn only, not {args.model}")
-        _check(0 <= args.dropout < 1, f"--dropout must lie in [0, 1), got {args.dropout}")
-    _check(not (args.test_only and not args.weights), "--test-only needs --weights PATH (a checkpoint of either framework)")
-    _check(not (args.resume and args.weights), "--resume and --weights exclude each other: --resume restores the weights too")
-    for flag in ("weights", "resume"):
-        path = getattr(args, flag)
-        _check(path is None or Path(path).is_file(), f"--{flag} {path}: no such file")
-    if args.weights:  # by content: a file of no weights format is refused before the data are read
-        check_weights_file(args.weights, "--weights")
-    _check(args.output_dir is None or not Path(args.output_dir).is_file(),
-           f"--output-dir {args.output_dir} is a file; expected a folder (new, or one to --overwrite)")  # fmt: skip
-
-
-def model_kwargs(args: argparse.Namespace) -> dict:
-    """Architecture options from the flags, passed to build_model in either framework."""
-    return {} if args.dropout is None else {"dropout": args.dropout}
-
-
-def log_every_n_steps(args: argparse.Namespace, total_steps: int) -> int:
-    """--log-every-n-steps, or about 20 rows a run (at most every 50 steps)."""
-    return args.log_every_n_steps or max(1, min(50, total_steps // 20))
-
-
-def recipe_overrides(args: argparse.Namespace) -> dict:
-    out = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "momentum": args.momentum,
-        "weight_decay": args.weight_decay,
-        "seed": args.seed,
-    }
-    if args.no_tta:
-        out["tta"] = False
-    return out
-
-
-def exit_with(message: str, code: int = EXIT_USAGE) -> None:
+def exit_with(message: str, code: int = ExitCode.USAGE) -> None:
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(code)
 
 
-def run_cli(parser: argparse.ArgumentParser, run, argv: list[str] | None, callbacks: tuple,
-            validate_extra=None) -> dict:  # fmt: skip
-    """Parse and validate `argv`, then call ``run(args, callbacks)``.
+def run_cli(parser: argparse.ArgumentParser, make_backend, argv: list[str] | None, callbacks: tuple) -> dict:
+    """Parse `argv` into a RunConfig and the backend ``make_backend(args)`` makes, run it
+    (``core.run.lifecycle.run``) and return its record ({} on a rank other than 0).
 
     The library's own errors (``CIFARError``: bad flags, missing data, wrong weights, a
-    diverged run) end as one line on stderr and a non-zero status; any other exception
-    is a bug and keeps its traceback.
+    diverged run) end as one line on stderr and their exit status (``ExitCode``); any other
+    exception is a bug and keeps its traceback.
     """
+    from cifar_lightning.core.run.lifecycle import run
+
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
-    args.argv = argv
     try:
-        validate(args)
-        if validate_extra is not None:
-            validate_extra(args)
-        return run(args, callbacks)
-    except NonFiniteLossError as e:
-        exit_with(str(e), EXIT_DIVERGED)
+        result = run(run_config(args, argv), make_backend(args), callbacks)
     except KeyboardInterrupt:  # e.g. while waiting for the training lock: nothing was trained
-        exit_with("interrupted", 130)
+        exit_with("interrupted", ExitCode.INTERRUPTED)
     except CIFARError as e:
-        exit_with(str(e), getattr(e, "exit_code", EXIT_USAGE))
+        exit_with(str(e), e.exit_code)
+    return result.record if result is not None else {}

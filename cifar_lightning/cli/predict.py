@@ -23,7 +23,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from cifar_lightning.cli.flags import EXIT_USAGE, exit_with
+from cifar_lightning.cli.flags import exit_with
+from cifar_lightning.core.errors import ExitCode
 from cifar_lightning.core.errors import CIFARError, UsageError
 
 PROGRESS_MIN_IMAGES = 2048  # a progress bar from this many images on (the CIFAR test set has 10,000)
@@ -64,6 +65,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def read_card(path: str):
+    """The model card of a checkpoint of either framework (``core.model_card``); a torch
+    file is read with torch, imported then only."""
+    from cifar_lightning.core.model_card import read_model_card
+
+    def load_torch(file, expected):
+        from cifar_lightning.weights import load_torch_file
+
+        return load_torch_file(file, expected)
+
+    return read_model_card(path, load_torch)
+
+
 def mlx_installed() -> bool:
     return importlib.util.find_spec("mlx") is not None
 
@@ -80,6 +94,15 @@ def choose_framework(weights: str, framework: str | None) -> str:
         raise UsageError(f"{how}MLX is not installed here (Apple silicon, or mlx[cpu] on Linux); "
                          "expected --framework pytorch, which reads MLX checkpoints too")  # fmt: skip
     return chosen
+
+
+def choose_framework_or_none(args: argparse.Namespace) -> str | None:
+    """The framework the prediction will use, or None when the flags are bad (``run`` then
+    says why in one line)."""
+    try:
+        return choose_framework(args.weights, args.framework) if Path(args.weights).is_file() else None
+    except CIFARError:
+        return None
 
 
 def validate(args: argparse.Namespace) -> None:
@@ -101,14 +124,13 @@ def validate(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> dict:
     """Predict every readable input and write the CSV; returns {"names", "probabilities",
     "labels", "errors", "framework", "output"} (output None when nothing could be read)."""
-    from cifar_lightning.core import model_card
     from cifar_lightning.cli.images import display_name
     from cifar_lightning.cli.inputs import read_inputs
     from cifar_lightning.core.predictions import summary
 
     validate(args)
     try:
-        card = model_card.read_model_card(args.weights)
+        card = read_card(args.weights)
     except UsageError as e:
         raise UsageError(f"--weights {e}") from None
     if args.top_k > card.num_classes:
@@ -145,16 +167,27 @@ def run(args: argparse.Namespace) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, relaunch: bool = False) -> dict:
     """Parse `argv`, predict, print; exit status 2 (SystemExit) when any input or flag was bad,
-    after the good inputs' CSV is written."""
+    after the good inputs' CSV is written. With `relaunch` (the command), a prediction in
+    MLX on Linux first starts the process again, once, with OpenBLAS preloaded for mlx[cpu]
+    (``cifar_mlx_adapter.blas``), before MLX is imported."""
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
+        if relaunch and choose_framework_or_none(args) == "mlx":
+            from cifar_mlx_adapter.blas import restart_with_openblas
+
+            restart_with_openblas(sys.argv)
         result = run(args)
     except KeyboardInterrupt:
-        exit_with("interrupted: no CSV was written", 130)
+        exit_with("interrupted: no CSV was written", ExitCode.INTERRUPTED)
     except CIFARError as e:
-        exit_with(str(e), getattr(e, "exit_code", EXIT_USAGE))
+        exit_with(str(e), e.exit_code)
     if result["errors"] or result["output"] is None:
-        raise SystemExit(EXIT_USAGE)
+        raise SystemExit(ExitCode.USAGE)
     return result
+
+
+def command() -> None:
+    """The console script ``cifar-predict``."""
+    main(relaunch=True)

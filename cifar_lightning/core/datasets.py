@@ -38,6 +38,8 @@ class DatasetInfo:
     num_classes: int
     mean: tuple[float, float, float]  # per channel, on [0, 1] pixels
     std: tuple[float, float, float]
+    url: str  # the official archive (www.cs.toronto.edu/~kriz/cifar.html)
+    md5: str  # its published md5
     train_size: int = 50_000  # images in the official training split
     test_size: int = 10_000  # and in the test split
 
@@ -54,6 +56,8 @@ DATASETS = {
         num_classes=10,
         mean=(0.4914, 0.4822, 0.4465),
         std=(0.2470, 0.2435, 0.2616),
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
     ),
     "cifar100": DatasetInfo(
         name="cifar100",
@@ -66,10 +70,13 @@ DATASETS = {
         num_classes=100,
         mean=(0.5071, 0.4865, 0.4409),
         std=(0.2673, 0.2564, 0.2762),
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
     ),
 }
 
 
+DOWNLOAD_TIMEOUT_S = 60  # seconds a stalled connection is waited for before the download fails
 PARTIAL_DATA_ENV = "CIFAR_ALLOW_PARTIAL_DATA"  # "1": read a copy with fewer images than the official sets
 
 
@@ -148,21 +155,50 @@ def read_split(data_dir: str | Path, name: str, train: bool) -> tuple[np.ndarray
 
 
 def download(name: str, data_dir: str | Path) -> None:
-    """Download and extract the official archive of `name` into `data_dir`, md5-checked.
+    """Download the official archive of `name` (``DatasetInfo.url``), check its md5 against
+    the published one (``DatasetInfo.md5``) and extract it into `data_dir`, with the
+    standard library only (an MLX user needs no torch for it). The archive is written to a
+    temporary file beside its folder and removed once extracted; a member that would land
+    outside `data_dir` is refused. Raises CIFARDataError naming the folder on failure."""
+    import hashlib
+    import tarfile
+    import tempfile
+    import urllib.request
 
-    torchvision knows the address and the checksum; it (and so torch) is imported only
-    here, when a download is needed. Raises CIFARDataError naming the folder on failure."""
     info = dataset_info(name)
     data_dir = Path(data_dir)
+    failed = f"download of {info.name} into {data_dir.resolve()} failed"
+    offline = f"without internet, pass --data-dir pointing at a folder holding {info.folder}/"
     try:
-        from torchvision.datasets import CIFAR10, CIFAR100
-        from torchvision.datasets.utils import download_and_extract_archive
+        data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=data_dir, prefix=f".{info.name}-", suffix=".tar.gz") as archive:
+            digest = hashlib.md5()
+            with urllib.request.urlopen(info.url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+                while chunk := response.read(1 << 20):
+                    digest.update(chunk)
+                    archive.write(chunk)
+            archive.flush()
+            if digest.hexdigest() != info.md5:
+                raise CIFARDataError(f"{failed}: the archive's md5 is {digest.hexdigest()}, the published one "
+                                     f"{info.md5} (a damaged or changed download); {offline}")  # fmt: skip
+            with tarfile.open(archive.name, "r:gz") as tar:
+                _extract(tar, data_dir)
+    except CIFARDataError:
+        raise
+    except Exception as e:  # no network, a refused address, a full disk, a broken archive
+        raise CIFARDataError(f"{failed} ({type(e).__name__}: {e}); {offline}") from None
 
-        source = CIFAR10 if info.name == "cifar10" else CIFAR100
-        download_and_extract_archive(source.url, str(data_dir), filename=source.filename, md5=source.tgz_md5)
-    except Exception as e:
-        raise CIFARDataError(
-            f"download of {info.name} into {data_dir.resolve()} failed ({type(e).__name__}: {e}); "
-            f"without internet, pass --data-dir pointing at a folder holding {info.folder}/"
-        ) from None
 
+def _extract(tar, data_dir: Path) -> None:
+    """Extract every member of `tar` into `data_dir`, refusing one whose path leaves it
+    (``tarfile``'s "data" filter where this Python has it, the same check by hand before)."""
+    import tarfile
+
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(data_dir, filter="data")
+        return
+    root = data_dir.resolve()
+    for member in tar.getmembers():
+        if not (root / member.name).resolve().is_relative_to(root) or member.issym() or member.islnk():
+            raise ValueError(f"the archive's member {member.name} would leave {root}")
+    tar.extractall(data_dir)

@@ -1,12 +1,28 @@
-"""The library's own error types (framework-neutral: standard library only).
+"""The library's own error types and exit statuses (framework-neutral: standard library only).
 
-The scripts print a ``CIFARError`` as one line and exit with status 2 (3 for a run
-that diverged); anything else is a bug and shows its traceback.
+The commands print a ``CIFARError`` as one line and exit with its ``exit_code`` (``ExitCode``);
+anything else is a bug and shows its traceback.
 """
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Every exit status the commands give, in one place."""
+
+    OK = 0
+    FAILED = 1  # export.py: the exported file failed its check; nothing was written
+    USAGE = 2  # bad input (a flag, a file, the data): nothing was trained
+    DIVERGED = 3  # the run diverged: its last good checkpoint and its log are kept
+    BUSY = 4  # --no-wait and another training holds the lock
+    PROCESSES = 5  # one of several processes failed, was lost, or could not reach the others
+    INTERRUPTED = 130  # Ctrl-C: the shell's status for a process ended by SIGINT (128 + 2)
 
 
 class CIFARError(Exception):
     """Bad input, or a run that cannot go on: the message says what and what to do."""
+
+    exit_code = ExitCode.USAGE
 
 
 class UsageError(CIFARError):
@@ -15,6 +31,8 @@ class UsageError(CIFARError):
 
 class NonFiniteLossError(CIFARError, FloatingPointError):
     """The training loss (or the weights) became NaN or infinite."""
+
+    exit_code = ExitCode.DIVERGED
 
 
 def non_finite_message(value: float, step: int, last_checkpoint) -> str:

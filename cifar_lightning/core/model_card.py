@@ -8,8 +8,9 @@ are read too: the same facts come from their hyper-parameters (``hparams.class_n
 datamodule's ``dataset``; MLX: ``meta["hparams"]`` and ``meta["settings"]``), and the
 normalisation from the dataset's constants (``datasets.DATASETS``).
 
-Reading an MLX checkpoint needs numpy only; a torch checkpoint is read with torch (imported
-then only), ``weights_only=True``, so nothing in it runs.
+Reading an MLX checkpoint needs numpy only; a torch checkpoint is read by the caller's
+``load_torch`` (the torch wing's ``cifar_lightning.weights.load_torch_file``: torch with
+``weights_only=True``, so nothing in it runs), which the core never imports.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from cifar_lightning.core.datasets import DATASETS
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.spec import MODEL_NAMES
-from cifar_lightning.core.weights import load_torch_file, weights_file_kind
+from cifar_lightning.core.weights import weights_file_kind
 
 EXPECTED_CHECKPOINT = "expected a checkpoint of fit.py (.ckpt) or fit_mlx.py (.npz)"
 INPUT = "uint8 RGB images (N, 32, 32, 3), values 0-255"
@@ -92,8 +93,10 @@ def _card(path: Path, kind: str, record: dict, recipe: dict | None) -> ModelCard
                      dict(record.get("model_kwargs") or {}), recipe)  # fmt: skip
 
 
-def _torch_card(path: Path) -> ModelCard:
-    checkpoint = load_torch_file(path, EXPECTED_CHECKPOINT)
+def _torch_card(path: Path, load_torch) -> ModelCard:
+    if load_torch is None:
+        raise ValueError(f"{path} is a torch file: read_model_card needs load_torch to read it")
+    checkpoint = load_torch(path, EXPECTED_CHECKPOINT)
     if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint:
         raise UsageError(f"{path}: weights without the model's facts (model, class names, normalisation); "
                          f"{EXPECTED_CHECKPOINT}")  # fmt: skip
@@ -126,17 +129,19 @@ def _mlx_card(path: Path) -> ModelCard:
     return _card(path, "npz", record, meta.get("recipe"))
 
 
-def read_model_card(path: str | Path) -> ModelCard:
-    """The facts of the checkpoint at `path`, recognised by its content. Raises UsageError
-    (one line: the file, what it is, what was expected) for anything else: a missing file,
-    a file of no weights format, bare weights without the model's facts (initial.pt,
-    .safetensors, a plain .npz), a checkpoint of a model of the user's own."""
+def read_model_card(path: str | Path, load_torch=None) -> ModelCard:
+    """The facts of the checkpoint at `path`, recognised by its content; a torch file is
+    read with `load_torch(path, expected)` (``cifar_lightning.weights.load_torch_file``;
+    ValueError without it). Raises UsageError (one line: the file, what it is, what was
+    expected) for anything else: a missing file, a file of no weights format, bare weights
+    without the model's facts (initial.pt, .safetensors, a plain .npz), a checkpoint of a
+    model of the user's own."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file; {EXPECTED_CHECKPOINT}")
     kind, what = weights_file_kind(path)
     if kind == "torch":
-        return _torch_card(path)
+        return _torch_card(path, load_torch)
     if what == "an MLX checkpoint":
         return _mlx_card(path)
     if kind is not None:

@@ -1,9 +1,10 @@
 """Weight files of either framework, checked against the model they load into.
 
 torch files: Lightning checkpoints (``.ckpt``, keys prefixed ``model.``) or plain
-state dicts (``.pt``/``.pth``). MLX files: ``.npz`` written by ``cifar_mlx_adapter``
-and ``.safetensors`` in MLX layout (both converted here with numpy only, so torch
-users need no MLX to read them).
+state dicts (``.pt``/``.pth``), recognised here and read by the torch wing
+(``cifar_lightning.weights``). MLX files: ``.npz`` written by ``cifar_mlx_adapter``
+and ``.safetensors`` in MLX layout (both read here with numpy only, so torch users need
+no MLX to read them).
 
 Files are recognised by their content, not by their name (``weights_file_kind``): a
 file that is no weights file of either framework, or one that does not parse, is a
@@ -17,7 +18,6 @@ keep theirs.
 from __future__ import annotations
 
 import json
-import pickle
 import zipfile
 from pathlib import Path
 
@@ -177,7 +177,7 @@ def check_weights_file(path: str | Path, flag: str = "--weights") -> str:
 
 
 # ------------------------------------------------------------------ readers
-def _unreadable(path, what: str, e: BaseException, expected: str = EXPECTED_WEIGHTS) -> UsageError:
+def unreadable(path, what: str, e: BaseException, expected: str = EXPECTED_WEIGHTS) -> UsageError:
     return UsageError(f"{path}: {what} that does not read ({type(e).__name__}); {expected}")
 
 
@@ -188,11 +188,11 @@ def read_npz_model(path: str | Path) -> dict[str, np.ndarray]:
             arrays = {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" not in str(e):
-            raise _unreadable(path, "an .npz", e) from None
+            raise unreadable(path, "an .npz", e) from None
         raise UsageError(f"{path}: an .npz holding pickled objects (refused: nothing in it was run); "
                          f"{EXPECTED_WEIGHTS}") from None  # fmt: skip
     except Exception as e:  # any other parse error of a damaged file; KeyboardInterrupt is no Exception
-        raise _unreadable(path, "an .npz", e) from None
+        raise unreadable(path, "an .npz", e) from None
     model = {k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")}
     model = model or arrays
     for key, value in model.items():
@@ -223,74 +223,6 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
                 array = np.frombuffer(raw, SAFETENSORS_DTYPES[info["dtype"]])
             arrays[key] = array.reshape(info["shape"]).astype(array.dtype.newbyteorder("="))
     except Exception as e:  # any parse error of a damaged file; KeyboardInterrupt is no Exception
-        raise _unreadable(path, "a safetensors file", e) from None
+        raise unreadable(path, "a safetensors file", e) from None
     model = {k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")}
     return model or arrays
-
-
-def load_torch_file(path: str | Path, expected: str = EXPECTED_WEIGHTS):
-    """``torch.load(weights_only=True)`` on the CPU: a file that needs arbitrary pickle, or
-    does not parse, raises UsageError (``<file>: <what it is>; <expected>``), and no code
-    in it runs. Any parse error is caught (torch's weights-only unpickler raises
-    IndexError, KeyError and more on files that are no torch files); KeyboardInterrupt
-    is not."""
-    import torch
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        # torch names the classes and functions it refused (GLOBAL ..., add_safe_globals); other
-        # errors, an unknown opcode included, come from a file that is damaged or no pickle at all
-        if isinstance(e, pickle.UnpicklingError) and ("GLOBAL" in str(e) or "add_safe_globals" in str(e)):
-            raise UsageError(f"{path}: a PyTorch file that needs pickle to load (refused: nothing in it was run); "
-                             f"{expected}") from None  # fmt: skip
-        raise _unreadable(path, "a PyTorch file", e, expected) from None
-
-
-def _state_dict_of(path: Path, checkpoint) -> dict:
-    """The bare model's state dict from a Lightning checkpoint or a plain state dict."""
-    import torch
-
-    if not isinstance(checkpoint, dict):
-        raise UsageError(f"{path}: a PyTorch file holding a {type(checkpoint).__name__}, not a state dict; "
-                         f"{EXPECTED_WEIGHTS}")  # fmt: skip
-    state = checkpoint.get("state_dict", checkpoint)
-    if not isinstance(state, dict):
-        raise UsageError(f"{path}: a PyTorch file whose state_dict is a {type(state).__name__}; {EXPECTED_WEIGHTS}")
-    if any(isinstance(k, str) and k.startswith("model.") for k in state):
-        state = {k[len("model.") :]: v for k, v in state.items() if isinstance(k, str) and k.startswith("model.")}
-    for key, value in state.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise UsageError(f"{path}: a PyTorch file that is no state dict ({key!r} holds a "
-                             f"{type(value).__name__}); {EXPECTED_WEIGHTS}")  # fmt: skip
-    return state
-
-
-def load_torch_state(path: str | Path) -> dict:
-    """A torch state dict for the bare model from either framework's file, recognised by
-    its content; UsageError for any file that is no weights file, or does not parse."""
-    import torch
-
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file; {EXPECTED_WEIGHTS}")
-    kind, what = weights_file_kind(path)
-    if kind is None:
-        raise UsageError(f"{path}: {what}; {EXPECTED_WEIGHTS}")
-    if kind == "torch":
-        return _state_dict_of(path, load_torch_file(path))
-    arrays = read_npz_model(path) if kind == "npz" else read_safetensors(path)
-    state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in mlx_layout_to_torch(arrays).items()}
-    for key in [k for k in state if k.endswith("running_mean")]:  # MLX keeps no batch counter
-        state[key[: -len("running_mean")] + "num_batches_tracked"] = torch.tensor(0)
-    return state
-
-
-def load_into_torch(model, path: str | Path) -> None:
-    """Load either framework's file into the torch `model`. ``load_state_dict`` copies each
-    tensor into the model's own tensor, so the model keeps its dtype (float32 unless a
-    --precision says otherwise): float16 or bfloat16 weights arrive upcast."""
-    state = load_torch_state(path)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_weights(expected, {k: tuple(v.shape) for k, v in state.items()}, what=str(path))
-    model.load_state_dict(state)

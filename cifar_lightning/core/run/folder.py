@@ -9,40 +9,44 @@ and the training time of its earlier segments.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import os
 import shlex
 import shutil
 import sys
 import time
 from pathlib import Path
 
-from cifar_lightning.core.errors import UsageError
+from cifar_lightning.core.errors import ExitCode, UsageError
 
-RUN_FILES = ("run.json", "metrics.csv", "checkpoints")  # what makes a folder a run's
-
-# Lightning's DDP launcher starts the other processes by running the same command again;
-# rank 0 names its (checked, claimed and locked) run folder in this variable, which they inherit.
-DDP_RUN_FOLDER_ENV = "CIFAR_DDP_RUN_FOLDER"
-
-
-def ddp_worker_folder() -> Path | None:
-    """In a DDP process started by rank 0's launcher: rank 0's run folder; else None."""
-    folder = os.environ.get(DDP_RUN_FOLDER_ENV)
-    return Path(folder) if folder else None
+# the files a run writes into its folder, named once for both frameworks
+RUN_JSON, METRICS_CSV, CHECKPOINTS = "run.json", "metrics.csv", "checkpoints"
+HPARAMS_YAML, CURVES_PNG, CONFUSION_PNG = "hparams.yaml", "curves.png", "confusion.png"
+RUN_FILES = (RUN_JSON, METRICS_CSV, CHECKPOINTS)  # what makes a folder a run's
+RUN_OUTPUTS = (*RUN_FILES, HPARAMS_YAML, CURVES_PNG, CONFUSION_PNG)  # everything a run writes there
 
 
-def announce_to_ddp_workers(folder: Path) -> None:
-    """Tell the processes Lightning is about to launch which run folder is theirs."""
-    os.environ[DDP_RUN_FOLDER_ENV] = str(folder.resolve())
+class RunPaths:
+    """The paths inside a run folder: run.json, metrics.csv, checkpoints/ (initial, last and
+    final weights), hparams.yaml (Lightning's), curves.png, confusion.png."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.run_json = self.folder / RUN_JSON
+        self.metrics_csv = self.folder / METRICS_CSV
+        self.checkpoints = self.folder / CHECKPOINTS
+        self.curves = self.folder / CURVES_PNG
+        self.confusion = self.folder / CONFUSION_PNG
+
+    def checkpoint(self, name: str, suffix: str) -> Path:
+        """checkpoints/<name><suffix>: "initial", "last" or "final", ".pt", ".ckpt" or ".npz"."""
+        return self.checkpoints / f"{name}{suffix}"
 
 
-def default_run_folder(framework: str, args: argparse.Namespace) -> Path:
+def default_run_folder(framework: str, config) -> Path:
     """runs/<framework>-<model>-<dataset>[-test]-<date>-<time>, made unique with -2, -3, ..."""
-    kind = "-test" if args.test_only else ""
-    base = Path("runs") / f"{framework}-{args.model}-{args.dataset}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    kind = "-test" if config.test_only else ""
+    base = Path("runs") / f"{framework}-{config.model}-{config.dataset}{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     folder, n = base, 1
     while folder.exists():
         n += 1
@@ -62,41 +66,38 @@ def _finished(folder: Path) -> bool:
         return False
 
 
-def choose_run_folder(framework: str, args: argparse.Namespace) -> Path:
+def choose_run_folder(framework: str, config) -> Path:
     """The folder this run will write into (not yet created: see ``claim_run_folder``);
     raises UsageError rather than touch another run."""
-    worker = ddp_worker_folder()
-    if worker is not None:
-        return worker
-    if args.resume:
-        folder = resume_folder(args.resume)
-        if args.output_dir and Path(args.output_dir).resolve() != folder:
-            raise UsageError(f"--resume continues the run in {folder}; drop --output-dir {args.output_dir}")
+    if config.resume:
+        folder = resume_folder(config.resume)
+        if config.output_dir and Path(config.output_dir).resolve() != folder:
+            raise UsageError(f"--resume continues the run in {folder}; drop --output-dir {config.output_dir}")
         if _finished(folder):
-            raise UsageError(f"--resume {args.resume}: the run in {folder} has finished (its run.json says so); "
+            raise UsageError(f"--resume {config.resume}: the run in {folder} has finished (its run.json says so); "
                              "evaluate it with --test-only --weights, or start a new run")  # fmt: skip
         return folder
-    if args.output_dir is None:
-        folder = default_run_folder(framework, args)
+    if config.output_dir is None:
+        folder = default_run_folder(framework, config)
     else:
-        folder = Path(args.output_dir)
+        folder = Path(config.output_dir)
         held = [name for name in RUN_FILES if (folder / name).exists()]
-        if held and not args.overwrite:
+        if held and not config.overwrite:
             what = "a finished run" if "run.json" in held else "an unfinished run (resume it with --resume)"
             raise UsageError(f"--output-dir {folder} already holds {what}: choose a new folder, or add --overwrite "
                              "to replace it")  # fmt: skip
     return folder
 
 
-def claim_run_folder(folder: Path, framework: str, args: argparse.Namespace) -> Path:
+def claim_run_folder(folder: Path, framework: str, config) -> Path:
     """Create the run folder once every check has passed (so refused runs leave nothing);
     with --overwrite, remove the run it held. A default folder taken meanwhile (by a run
     that waited for the same lock) is replaced by a fresh name."""
-    if args.resume or ddp_worker_folder() is not None:
+    if config.resume:
         return folder
-    if args.output_dir is None:
+    if config.output_dir is None:
         if folder.exists():
-            folder = default_run_folder(framework, args)
+            folder = default_run_folder(framework, config)
     else:
         remove_files(folder, RUN_FILES)
     folder.mkdir(parents=True, exist_ok=True)
@@ -120,16 +121,16 @@ FLAG_NAMES = {"limit_train_batches": "--limit-train-batches", "epochs": "--epoch
               "optimizer": "--optimizer"}  # fmt: skip
 
 
-def run_settings(args: argparse.Namespace, recipe: dict, world_size: int = 1) -> dict:
+def run_settings(config, recipe: dict, world_size: int = 1) -> dict:
     """Every setting that shapes training (not evaluation): what a resumed run must share,
     the number of processes included (each takes its share of every step). As plain JSON
     values (tuples as lists), the form they take in either framework's checkpoint, so the
     settings of a run compare equal to themselves read back from its file."""
     shaping = {k: v for k, v in recipe.items() if k != "tta"}
-    settings = {"model": args.model, "dataset": args.dataset, "train_subset": args.train_subset,
-                "world_size": world_size, "val_size": args.val_size, "dropout": args.dropout,
-                "optimizer": getattr(args, "optimizer", None) or "sgd",
-                "limit_train_batches": getattr(args, "limit_train_batches", None), **shaping}  # fmt: skip
+    settings = {"model": config.model, "dataset": config.dataset, "train_subset": config.train_subset,
+                "world_size": world_size, "val_size": config.val_size, "dropout": config.dropout,
+                "optimizer": config.optimizer or "sgd", "limit_train_batches": config.limit_train_batches,
+                **shaping}  # fmt: skip
     return json.loads(json.dumps(settings))
 
 
@@ -182,23 +183,20 @@ def resume_command(script: str, argv: list[str], checkpoint: str | Path, launche
 
 
 # ------------------------------------------------------------------ Ctrl-C
-EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
-RUN_OUTPUTS = (*RUN_FILES, "hparams.yaml", "curves.png", "confusion.png")  # what a run writes into its folder
 
 
-def interrupted(folder: Path, script: str, args: argparse.Namespace, last_checkpoint, launcher: str = "python") -> None:
-    """After Ctrl-C: print the command that resumes from `last_checkpoint` (a training run's);
-    with nothing to resume (an evaluation, or no checkpoint yet), remove what the run wrote
-    into its folder unless it continues an earlier run (--resume), so no half-made run is
-    left behind. Then exit with status 130, in both frameworks."""
-    if not args.test_only and last_checkpoint and Path(last_checkpoint).is_file():
-        print(f"\ninterrupted; resume with:\n  {resume_command(script, args.argv, last_checkpoint, launcher)}", file=sys.stderr,
-              flush=True)  # fmt: skip
+def interrupted(folder: Path, config, last_checkpoint, resume: str) -> None:
+    """After Ctrl-C: print `resume`, the command that resumes from `last_checkpoint` (a
+    training run's); with nothing to resume (an evaluation, or no checkpoint yet), remove
+    what the run wrote into its folder unless it continues an earlier run (--resume), so no
+    half-made run is left behind. Then exit with status 130, in both frameworks."""
+    if not config.test_only and last_checkpoint and Path(last_checkpoint).is_file():
+        print(f"\ninterrupted; resume with:\n  {resume}", file=sys.stderr, flush=True)
     else:
-        if not args.resume:
+        if not config.resume:
             discard_run_outputs(folder)
         print("\ninterrupted before the first checkpoint: nothing to resume, nothing kept", file=sys.stderr, flush=True)
-    raise SystemExit(EXIT_INTERRUPTED)
+    raise SystemExit(ExitCode.INTERRUPTED)
 
 
 def discard_run_outputs(folder: Path) -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from cifar_lightning.core.errors import CIFARError
+from cifar_lightning.core.errors import CIFARError, ExitCode
 
 DEFAULT_NAME = "cifar-lightning-mlx.lock"
 
@@ -30,7 +30,7 @@ DEFAULT_NAME = "cifar-lightning-mlx.lock"
 class TrainingLockBusy(CIFARError):
     """Another training holds the lock and --no-wait was given."""
 
-    exit_code = 4
+    exit_code = ExitCode.BUSY
 
 
 def lock_path(flag: str | None) -> Path | None:

@@ -1,7 +1,7 @@
 """What a run ran with, as it was in effect (not as it was asked for): the library's git
-commit, numerics and process layout. Written into every run.json by both frameworks;
-the torch side's numerics and processes are read from its Trainer
-(``cifar_lightning.runner``), with the same fields."""
+commit, the machine and the package versions. Written into every run.json by both
+frameworks; numerics and the process layout come from each backend
+(``cifar_lightning.backend``, ``cifar_mlx_adapter.backend``), with the same fields."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-REPOSITORY = Path(__file__).resolve().parents[1]
+REPOSITORY = Path(__file__).resolve().parents[3]  # the checkout holding cifar_lightning/
 
 
 def code_version() -> dict:
@@ -31,29 +31,6 @@ def code_version() -> dict:
         return {"commit": None, "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
-
-
-def mlx_numerics() -> dict:
-    """MLX trains in float32 throughout (no mixed precision), NHWC, with its step compiled."""
-    return {"precision": "32-true", "memory_format": "channels_last", "compiled": True}  # mx.compile
-
-
-def single_process(batch_size: int) -> dict:
-    """The MLX trainer's layout: one process, one device."""
-    return {"devices": 1, "num_nodes": 1, "strategy": "single_device", "world_size": 1,
-            "accumulate_grad_batches": 1, "batch_size_per_process": batch_size,
-            "effective_batch_size": batch_size}  # fmt: skip
-
-
-def mlx_processes(batch_size: int, world_size: int = 1, num_nodes: int = 1, devices: int = 1) -> dict:
-    """The MLX trainer's layout, in the fields torch's runs record: one process per device,
-    `devices` of them on each of `num_nodes` machines; several processes train
-    data-parallel over ``mx.distributed`` (strategy "ddp", as Lightning names it)."""
-    if world_size == 1:
-        return single_process(batch_size)
-    return {"devices": devices, "num_nodes": num_nodes, "strategy": "ddp", "world_size": world_size,
-            "accumulate_grad_batches": 1, "batch_size_per_process": batch_size,
-            "effective_batch_size": batch_size * world_size}  # fmt: skip
 
 
 def _cpu_model() -> str:

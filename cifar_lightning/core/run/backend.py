@@ -1,0 +1,115 @@
+"""What a framework does for a run: the framework-shaped steps the lifecycle
+(``lifecycle.run``) calls in order. ``cifar_lightning.backend.TorchBackend`` (Lightning) and
+``cifar_mlx_adapter.backend.MLXBackend`` write these and nothing else of a run: the
+folder, the lock, resume checks, Ctrl-C, divergence and the record are the lifecycle's.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """What a run ran with, as run.json records it (``record.finish``): the device as its
+    framework names it (torch: cpu, mps, cuda; MLX: cpu, metal, cuda), the GPU's name where
+    the framework gives one, package versions, numerics in effect (``provenance``), the
+    process layout, the model's parameter count, the optimizer steps one process took, and
+    hyper-parameters of how the framework executed the recipe (e.g. MLX's ``device``)."""
+
+    accelerator: str
+    versions: dict
+    numerics: dict
+    processes: dict
+    parameters: int
+    steps: int
+    gpu: str | None = None
+    execution: dict = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A framework's half of a run. Attributes: ``framework`` ("pytorch" or "mlx", as
+    run.json names it), ``script`` (the command that starts it, for printed commands),
+    ``checkpoint_suffix`` (".ckpt", ".npz"), ``initial_name`` ("initial.pt",
+    "initial.npz"). Set by ``start``: ``rank``, ``world_size``, ``machines`` and ``device``
+    (as the first line names it)."""
+
+    framework: str
+    script: str
+    checkpoint_suffix: str
+    initial_name: str
+    rank: int
+    world_size: int
+    machines: int
+    device: str
+
+    def validate(self) -> None:
+        """Check the backend's own options (UsageError naming the flag); nothing is made."""
+
+    def start(self) -> AbstractContextManager:
+        """Choose the device and join the processes training together; a context for the
+        whole run (MLX: a rank's error becomes one line naming the rank)."""
+
+    def read_resume(self, path: str) -> dict:
+        """The settings saved in the run's checkpoint `path` (UsageError for a file that is
+        no checkpoint of this framework)."""
+
+    def make_data(self, config, recipe):
+        """The data of the run: a CIFARDataModule or a CIFARData (``training_set_size``, ``setup``)."""
+
+    def seed(self, seed: int) -> None: ...
+
+    def make_module(self, config, recipe, data): ...
+
+    def read_card(self, path: str):
+        """The model card (``core.model_card.ModelCard``) of a checkpoint of either
+        framework, or None for bare weights (initial.pt, .safetensors), which record none."""
+
+    def count_parameters(self, module) -> int: ...
+
+    def load_weights(self, module, path: str) -> None:
+        """Load a file of either framework into the module's model (UsageError if it does not fit)."""
+
+    def init_whitening(self, module, data, bias) -> None:
+        """The fast net's whitening filters from the first training images, its bias `bias`."""
+
+    def share_folder(self, folder: Path | None) -> Path:
+        """Rank 0's run folder, known to every process."""
+
+    def save_initial(self, module, path: Path) -> None: ...
+
+    def make_trainer(self, config, recipe, data, folder: Path, settings: dict, steps: int, callbacks: tuple) -> Any: ...
+
+    def fit(self, trainer, module, data, resume: str | None) -> None: ...
+
+    def save_final(self, trainer, module, path: Path) -> Path: ...
+
+    def test(self, trainer, module, data) -> dict:
+        """{"test/acc", "test/loss", "per_class_accuracy", "confusion_matrix", "test/acc_no_tta" (with TTA)}."""
+
+    def settle(self, trainer) -> None:
+        """Before a record is written: the run's log made whole (torch: earlier segments' rows)."""
+
+    def last_checkpoint(self, trainer) -> str | None: ...
+
+    def times(self, trainer) -> dict:
+        """Seconds of "train" and "validation", all segments of a resumed run together."""
+
+    def interrupted(self, error: BaseException) -> bool:
+        """Whether `error` ends a run stopped by Ctrl-C."""
+
+    def describe_failure(self, error: BaseException) -> str:
+        """The one line a failed run's record and its process print."""
+
+    def facts(self, config, trainer, module) -> RunFacts:
+        """What the finished run ran with; `execution` holds the settings beside the recipe
+        that shaped it (``config.model_kwargs()``; MLX: its device too)."""
+
+    def launcher(self) -> str:
+        """What starts this layout again: "python", or "mlx.launch -n 2" and the like."""
+
+    def flags(self) -> list[str]:
+        """The backend's own flags, for a command that restarts the run."""

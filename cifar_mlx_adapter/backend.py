@@ -1,0 +1,265 @@
+"""The MLX half of a run (``core.run.lifecycle.run``): ``MLXTrainer`` on Metal, CUDA
+(``mlx[cuda]``) or the CPU, on one process or several started by ``mlx.launch``
+(``cifar_mlx_adapter.distributed``). Everything else of a run (folder, lock, resume checks,
+Ctrl-C, divergence, record) is the lifecycle's, the same for torch.
+
+Several processes: every rank checks the settings and reads the data; rank 0 alone takes
+the training lock, claims and writes the run folder (metrics.csv, checkpoints, run.json
+with the process layout) and tells the others its name. A rank that fails prints one line
+naming itself and its error and exits non-zero; the others lose it at their next exchange,
+say so in one line each and exit non-zero; rank 0 then leaves run.json marked failed
+(resumable from the last checkpoint), never finished.
+
+    from cifar_mlx_adapter.backend import MLXBackend
+    from cifar_lightning.core.run import RunConfig, run
+    result = run(RunConfig(model="fast", data_dir="data"), MLXBackend())
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cifar_lightning.core.errors import UsageError
+from cifar_lightning.core.run.backend import RunFacts
+from cifar_lightning.core.run.provenance import package_versions
+from cifar_lightning.core.run.record import launcher
+from cifar_lightning.core.spec import FAST
+
+EXPECTED_RESUME = "expected a fit_mlx.py checkpoint such as <run>/checkpoints/last.npz"
+
+
+def read_mlx_checkpoint(path: str | Path, flag: str) -> dict:
+    """The metadata of an MLXTrainer checkpoint (.npz read without pickle). Anything else is
+    a UsageError of one line, ``<flag> <file>: <what it is>; expected ...``: the other
+    framework's checkpoint, bare weights (no training state), or a file that is no
+    checkpoint at all (recognised by content, whatever its name)."""
+    from cifar_lightning.core.weights import weights_file_kind
+
+    kind, what = weights_file_kind(path)
+    if kind == "torch":
+        what += " (resume it with scripts/fit.py)"
+    elif kind == "safetensors" or what == "an .npz of weights":
+        what += ": weights without training state (start from them with --weights)"
+    if what != "an MLX checkpoint":
+        raise UsageError(f"{flag} {path}: {what}; {EXPECTED_RESUME}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+    except Exception as e:  # any parse error of a damaged file; KeyboardInterrupt is no Exception
+        what = "an .npz holding pickled objects (refused: nothing in it was run)" if "pickle" in str(e) else \
+            f"an MLX checkpoint that does not read ({type(e).__name__})"  # fmt: skip
+        raise UsageError(f"{flag} {path}: {what}; {EXPECTED_RESUME}") from None
+    if not isinstance(meta, dict) or not {"global_step", "epoch", "total_steps"} <= meta.keys():
+        raise UsageError(f"{flag} {path}: an .npz whose meta is not fit_mlx.py's; {EXPECTED_RESUME}")
+    return meta
+
+
+def setup_device(cpu: bool = False, memory_limit: float | None = None) -> str:
+    """Make MLX's default device the run's and return its name as run.json records it:
+    "metal" (Apple GPU), "cuda" (an NVIDIA GPU through mlx[cuda]) or "cpu" (`cpu`, or no
+    GPU). `memory_limit` caps MLX's memory at that many GB."""
+    import mlx.core as mx
+
+    if memory_limit is not None:
+        mx.set_memory_limit(int(memory_limit * 2**30))
+    if cpu or not mx.is_available(mx.gpu):
+        mx.set_default_device(mx.cpu)
+        return "cpu"
+    mx.set_default_device(mx.gpu)
+    return "metal" if mx.metal.is_available() else "cuda"
+
+
+def make_data(config, recipe):
+    """The framework-neutral CIFARData the run's settings and its recipe describe (no torch)."""
+    from cifar_lightning.core.data import CIFARData
+
+    return CIFARData(config.dataset, config.data_dir, batch_size=recipe.batch_size, val_size=config.val_size,
+                     seed=recipe.seed, train_subset=config.train_subset, download=config.download,
+                     augmentation=recipe.augmentation)  # fmt: skip
+
+
+def mlx_numerics() -> dict:
+    """MLX trains in float32 throughout (no mixed precision), NHWC, with its step compiled."""
+    return {"precision": "32-true", "memory_format": "channels_last", "compiled": True}  # mx.compile
+
+
+def mlx_processes(batch_size: int, world_size: int = 1, num_nodes: int = 1, devices: int = 1) -> dict:
+    """The MLX trainer's layout, in the fields torch's runs record: one process per device,
+    `devices` of them on each of `num_nodes` machines; several processes train
+    data-parallel over ``mx.distributed`` (strategy "ddp", as Lightning names it)."""
+    strategy = "ddp" if world_size > 1 else "single_device"
+    return {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "world_size": world_size,
+            "accumulate_grad_batches": 1, "batch_size_per_process": batch_size,
+            "effective_batch_size": batch_size * world_size}  # fmt: skip
+
+
+@dataclass
+class MLXBackend:
+    """scripts/fit_mlx.py's options (see its ``--help``): `cpu` trains on the CPU instead of
+    the GPU MLX reports; `memory_limit` caps MLX's memory (GB)."""
+
+    cpu: bool = False
+    memory_limit: float | None = None
+
+    framework = "mlx"
+    script = "fit_mlx.py"
+    checkpoint_suffix = ".npz"
+    initial_name = "initial.npz"
+    rank: int = field(default=0, init=False)
+    world_size: int = field(default=1, init=False)
+    machines: int = field(default=1, init=False)
+    device: str = field(default="cpu", init=False)
+
+    def validate(self) -> None:
+        import math
+
+        if self.memory_limit is None:
+            return
+        if not math.isfinite(self.memory_limit):
+            raise UsageError(f"--memory-limit must be a finite number, got {self.memory_limit}")
+        if self.memory_limit <= 0:
+            raise UsageError(f"--memory-limit must be a positive number of GB, got {self.memory_limit}")
+
+    @contextmanager
+    def start(self):
+        from cifar_mlx_adapter.distributed import describe_failure, join_processes, layout
+
+        group = join_processes()  # a group of one unless mlx.launch started several processes
+        self.group = group if group.size() > 1 else None
+        self.rank, self.world_size = group.rank(), group.size()
+        self.machines, self._here = layout(group) if self.group is not None else (1, 1)
+        self.device = setup_device(self.cpu, self.memory_limit)
+        if self.device == "cpu":
+            from cifar_mlx_adapter.blas import slow_blas_warning
+
+            warning = slow_blas_warning()
+            if warning:
+                print(warning, file=sys.stderr, flush=True)
+        if self.group is None:
+            yield self
+            return
+        try:
+            yield self
+        except Exception as e:  # one line naming this rank (KeyboardInterrupt and SystemExit pass)
+            raise describe_failure(e, self.rank, self.world_size) from None
+
+    # ----------------------------------------------------------- before fit
+    def read_resume(self, path: str) -> dict:
+        return read_mlx_checkpoint(path, "--resume").get("settings", {})
+
+    def read_card(self, path: str):
+        from cifar_lightning.core.model_card import read_model_card
+
+        def load_torch(file, expected):  # a torch checkpoint needs torch to read it
+            from cifar_lightning.weights import load_torch_file
+
+            return load_torch_file(file, expected)
+
+        try:
+            return read_model_card(path, load_torch)
+        except UsageError:  # bare weights (initial.pt, .safetensors): no architecture recorded
+            return None
+
+    def make_data(self, config, recipe):
+        return make_data(config, recipe)
+
+    def seed(self, seed: int) -> None:
+        import mlx.core as mx
+
+        mx.random.seed(seed)
+
+    def make_module(self, config, recipe, data):
+        from cifar_mlx_adapter.module import MLXClassifier
+
+        return MLXClassifier(config.model, data.num_classes, recipe=recipe.to_dict(), class_names=data.classes,
+                             model_kwargs=config.model_kwargs())  # fmt: skip
+
+    def count_parameters(self, module) -> int:
+        from cifar_mlx_adapter.models import count_parameters
+
+        return count_parameters(module.model)
+
+    def load_weights(self, module, path: str) -> None:
+        from cifar_mlx_adapter.weights import load_file
+
+        load_file(module.model, path)
+
+    def init_whitening(self, module, data, bias) -> None:
+        from cifar_mlx_adapter.models import init_whitening
+
+        init_whitening(module.model, data.normalize(data.splits["train"][0][: FAST["whiten_images"]]), bias)
+
+    def share_folder(self, folder: Path | None) -> Path:
+        if self.group is None:
+            return folder
+        from cifar_mlx_adapter.distributed import broadcast_text
+
+        # the others learn rank 0's folder (they write nothing into it)
+        return Path(broadcast_text(str(Path(folder).resolve()) if self.rank == 0 else None, self.group))
+
+    def save_initial(self, module, path: Path) -> None:
+        from cifar_mlx_adapter.weights import mlx_state
+
+        np.savez(path, **{k: np.array(v) for k, v in mlx_state(module.model).items()})
+
+    def make_trainer(self, config, recipe, data, folder, settings, steps, callbacks):
+        from cifar_lightning.core.model_card import inference_record
+        from cifar_mlx_adapter.callbacks import LookaheadAveraging
+        from cifar_mlx_adapter.trainer import MLXTrainer
+
+        ours = [LookaheadAveraging(recipe.average_every)] if recipe.average_every else []
+        architecture = {**recipe.model_kwargs, **config.model_kwargs()}  # e.g. fast_muon's head scale
+        inference = inference_record(config.model, data.num_classes, data.classes, config.dataset, architecture)
+        return MLXTrainer(max_epochs=recipe.epochs, callbacks=[*callbacks, *ours], default_root_dir=folder,
+                          log_every_n_steps=config.log_every(steps), limit_train_batches=config.limit_train_batches,
+                          limit_val_batches=config.limit_val_batches, limit_test_batches=config.limit_test_batches,
+                          checkpoint_meta={"settings": settings, "inference": inference}, group=self.group)  # fmt: skip
+
+    # ------------------------------------------------------- fit and test
+    def fit(self, trainer, module, data, resume: str | None) -> None:
+        trainer.fit(module, data, ckpt_path=resume)
+
+    def save_final(self, trainer, module, path: Path) -> Path:
+        return trainer.save_checkpoint(path, module)
+
+    def test(self, trainer, module, data) -> dict:
+        return trainer.test(module, data, verbose=False)
+
+    def settle(self, trainer) -> None:
+        pass  # MLXTrainer keeps the rows of earlier segments itself
+
+    def last_checkpoint(self, trainer) -> str | None:
+        return trainer.last_checkpoint
+
+    def times(self, trainer) -> dict:
+        return {"train": trainer.train_time_s, "validation": trainer.validation_time_s}
+
+    def interrupted(self, error: BaseException) -> bool:
+        return isinstance(error, KeyboardInterrupt)
+
+    def describe_failure(self, error: BaseException) -> str:
+        from cifar_mlx_adapter.distributed import describe_failure
+
+        return str(describe_failure(error, self.rank, self.world_size))
+
+    def facts(self, config, trainer, module) -> RunFacts:
+        return RunFacts(accelerator=self.device, versions=package_versions("mlx", "numpy"), numerics=mlx_numerics(),
+                        processes=self._processes(module.recipe.batch_size), parameters=self.count_parameters(module),
+                        steps=trainer.total_steps, execution={"device": self.device, **config.model_kwargs()})  # fmt: skip
+
+    def _processes(self, batch_size: int) -> dict:
+        return mlx_processes(batch_size, self.world_size, self.machines, self._here)
+
+    def launcher(self) -> str:
+        # the layout as run.json records it: mlx.launch -n N on one machine, --hostfile on several
+        return launcher("mlx", {"world_size": self.world_size, "devices": self._here, "num_nodes": self.machines})
+
+    def flags(self) -> list[str]:
+        out = ["--cpu"] if self.cpu else []
+        return out + (["--memory-limit", str(self.memory_limit)] if self.memory_limit is not None else [])
