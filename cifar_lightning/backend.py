@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 import os
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cifar_lightning.core.errors import UsageError
-from cifar_lightning.core.run.backend import RunFacts
+from cifar_lightning.core.run.backend import ProcessState, RunFacts
 from cifar_lightning.core.run.folder import RunPaths, keep_history, read_rows
 from cifar_lightning.core.run.provenance import package_versions
 from cifar_lightning.core.spec import FAST
@@ -27,6 +27,9 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-t
 # rank 0 names its (checked, claimed and locked) run folder in this variable, which they inherit.
 DDP_RUN_FOLDER_ENV = "CIFAR_DDP_RUN_FOLDER"
 EXPECTED_RESUME = "expected a fit.py checkpoint such as <run>/checkpoints/last.ckpt"
+# what the step clock waits for the device with, by accelerator (CUDA and MPS run asynchronously)
+SYNCHRONIZERS = {"cuda": "torch.cuda.synchronize", "mps": "torch.mps.synchronize",
+                 "cpu": "none: torch computes synchronously on a CPU"}  # fmt: skip
 
 
 def ddp_worker_folder() -> Path | None:
@@ -147,7 +150,7 @@ def torch_processes(trainer, batch_size: int) -> dict:
 
 
 @dataclass
-class TorchBackend:
+class TorchBackend(ProcessState):
     """scripts/fit.py's options (see its ``--help``): `accelerator` auto, cpu, mps or cuda;
     `devices` per machine ("auto" or a number) and `num_nodes` machines; a Lightning
     `precision` and `strategy`; `channels_last` (None: on for cpu and cuda, off for mps);
@@ -165,10 +168,6 @@ class TorchBackend:
     script = "fit.py"
     checkpoint_suffix = ".ckpt"
     initial_name = "initial.pt"
-    rank: int = field(default=0, init=False)
-    world_size: int = field(default=1, init=False)
-    machines: int = field(default=1, init=False)
-    device: str = field(default="cpu", init=False)
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -188,6 +187,7 @@ class TorchBackend:
         import torch
 
         self.device = check_accelerator(self.accelerator)
+        self.synchronized_by = SYNCHRONIZERS[self.device]
         if self.channels_last is None:
             self.channels_last = channels_last_default(self.device)
         devices = str(self.devices)
@@ -257,7 +257,7 @@ class TorchBackend:
 
         torch.save(module.model.state_dict(), path)
 
-    def make_trainer(self, config, recipe, data, folder, settings, steps, callbacks):
+    def make_trainer(self, config, recipe, data, folder, settings, steps, callbacks, timing):
         import lightning as L
         from lightning.pytorch.callbacks import ModelCheckpoint
         from lightning.pytorch.loggers import CSVLogger
@@ -280,7 +280,8 @@ class TorchBackend:
         self._settled = False
         trainer = L.Trainer(
             accelerator=self.device, devices=self.devices, num_nodes=self.num_nodes, strategy=self.strategy,
-            precision=self.precision, max_epochs=math.ceil(recipe.epochs), callbacks=[*ours, *callbacks],
+            precision=self.precision, max_epochs=math.ceil(recipe.epochs),
+            callbacks=[*ours, *callbacks, *([timing] if timing else [])],
             logger=CSVLogger(folder, name="", version=""), default_root_dir=folder, num_sanity_val_steps=0,
             log_every_n_steps=config.log_every(steps), limit_train_batches=config.limit_train_batches,
             limit_val_batches=config.limit_val_batches, limit_test_batches=config.limit_test_batches,
@@ -289,6 +290,39 @@ class TorchBackend:
         self.rank = trainer.global_rank
         self._steps = 0
         return trainer
+
+    # ------------------------------------------------------ speed and memory
+    def sync(self) -> None:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+        elif self.device == "mps":
+            torch.mps.synchronize()
+
+    def memory_counters(self) -> dict:
+        import torch
+
+        from cifar_lightning.core.run.memory import process_peak_rss
+
+        if self.device == "cuda":
+            return {"torch.cuda.max_memory_allocated": torch.cuda.max_memory_allocated,
+                    "torch.cuda.max_memory_reserved": torch.cuda.max_memory_reserved}  # fmt: skip
+        if self.device == "mps":  # MPS keeps no peak: sampled
+            return {"torch.mps.current_allocated_memory": torch.mps.current_allocated_memory,
+                    "torch.mps.driver_allocated_memory": torch.mps.driver_allocated_memory}  # fmt: skip
+        return {"process_peak_rss": process_peak_rss}
+
+    def reset_memory_peak(self) -> None:
+        import torch
+
+        if self.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def step_callback(self, clock):
+        from cifar_lightning.callbacks import StepTiming
+
+        return StepTiming(clock)
 
     # ------------------------------------------------------- fit and test
     def fit(self, trainer, module, data, resume: str | None) -> None:

@@ -185,3 +185,24 @@ class LookaheadAveraging(L.Callback):
 
     def load_state_dict(self, state_dict):
         self.every, self.average = state_dict["every"], state_dict["average"]
+
+
+class StepTiming(L.Callback):
+    """Feeds the run's step clock (``core.run.throughput.StepClock``): each training epoch's
+    start, and each optimizer step's end with its images over all processes (under gradient
+    accumulation only a batch after which ``global_step`` moved ends a step)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self._last_step: int | None = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._last_step = trainer.global_step
+        self.clock.epoch_start()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self._last_step:  # a micro-batch of an accumulated step
+            return
+        self._last_step = trainer.global_step
+        last = batch_idx + 1 >= trainer.num_training_batches or trainer.global_step >= pl_module.total_training_steps()
+        self.clock.step_end(pl_module.examples_per_step(), last)

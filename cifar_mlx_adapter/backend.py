@@ -20,13 +20,13 @@ from __future__ import annotations
 import json
 import sys
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from cifar_lightning.core.errors import UsageError
-from cifar_lightning.core.run.backend import RunFacts
+from cifar_lightning.core.run.backend import ProcessState, RunFacts
 from cifar_lightning.core.run.provenance import package_versions
 from cifar_lightning.core.run.record import launcher
 from cifar_lightning.core.spec import FAST
@@ -100,7 +100,7 @@ def mlx_processes(batch_size: int, world_size: int = 1, num_nodes: int = 1, devi
 
 
 @dataclass
-class MLXBackend:
+class MLXBackend(ProcessState):
     """scripts/fit_mlx.py's options (see its ``--help``): `cpu` trains on the CPU instead of
     the GPU MLX reports; `memory_limit` caps MLX's memory (GB)."""
 
@@ -108,13 +108,10 @@ class MLXBackend:
     memory_limit: float | None = None
 
     framework = "mlx"
+    synchronized_by = "mx.eval"  # of the model's and the optimiser's state: MLX computes lazily
     script = "fit_mlx.py"
     checkpoint_suffix = ".npz"
     initial_name = "initial.npz"
-    rank: int = field(default=0, init=False)
-    world_size: int = field(default=1, init=False)
-    machines: int = field(default=1, init=False)
-    device: str = field(default="cpu", init=False)
 
     def validate(self) -> None:
         import math
@@ -177,8 +174,9 @@ class MLXBackend:
     def make_module(self, config, recipe, data):
         from cifar_mlx_adapter.module import MLXClassifier
 
-        return MLXClassifier(config.model, data.num_classes, recipe=recipe.to_dict(), class_names=data.classes,
-                             model_kwargs=config.model_kwargs())  # fmt: skip
+        self._module = MLXClassifier(config.model, data.num_classes, recipe=recipe.to_dict(),
+                                     class_names=data.classes, model_kwargs=config.model_kwargs())  # fmt: skip
+        return self._module
 
     def count_parameters(self, module) -> int:
         from cifar_mlx_adapter.models import count_parameters
@@ -208,7 +206,7 @@ class MLXBackend:
 
         np.savez(path, **{k: np.array(v) for k, v in mlx_state(module.model).items()})
 
-    def make_trainer(self, config, recipe, data, folder, settings, steps, callbacks):
+    def make_trainer(self, config, recipe, data, folder, settings, steps, callbacks, timing):
         from cifar_lightning.core.model_card import inference_record
         from cifar_mlx_adapter.callbacks import LookaheadAveraging
         from cifar_mlx_adapter.trainer import MLXTrainer
@@ -216,10 +214,39 @@ class MLXBackend:
         ours = [LookaheadAveraging(recipe.average_every)] if recipe.average_every else []
         architecture = {**recipe.model_kwargs, **config.model_kwargs()}  # e.g. fast_muon's head scale
         inference = inference_record(config.model, data.num_classes, data.classes, config.dataset, architecture)
-        return MLXTrainer(max_epochs=recipe.epochs, callbacks=[*callbacks, *ours], default_root_dir=folder,
+        callbacks = [*callbacks, *ours, *([timing] if timing else [])]
+        self._trainer = MLXTrainer(max_epochs=recipe.epochs, callbacks=callbacks, default_root_dir=folder,
                           log_every_n_steps=config.log_every(steps), limit_train_batches=config.limit_train_batches,
                           limit_val_batches=config.limit_val_batches, limit_test_batches=config.limit_test_batches,
                           checkpoint_meta={"settings": settings, "inference": inference}, group=self.group)  # fmt: skip
+        return self._trainer
+
+    # ------------------------------------------------------ speed and memory
+    def sync(self) -> None:
+        import mlx.core as mx
+
+        optimizer = getattr(self._trainer, "optimizer", None)
+        mx.eval(self._module.model.parameters(), optimizer.state if optimizer is not None else [])
+
+    def memory_counters(self) -> dict:
+        import mlx.core as mx
+
+        from cifar_lightning.core.run.memory import process_peak_rss
+
+        counters = {"mx.get_peak_memory": mx.get_peak_memory, "mx.get_cache_memory": mx.get_cache_memory}
+        if self.device == "cpu":  # the counter torch's CPU runs record too, first: the one a comparison divides
+            counters = {"process_peak_rss": process_peak_rss, **counters}
+        return counters
+
+    def reset_memory_peak(self) -> None:
+        import mlx.core as mx
+
+        mx.reset_peak_memory()
+
+    def step_callback(self, clock):
+        from cifar_mlx_adapter.callbacks import StepTiming
+
+        return StepTiming(clock)
 
     # ------------------------------------------------------- fit and test
     def fit(self, trainer, module, data, resume: str | None) -> None:

@@ -45,3 +45,19 @@ class LookaheadAveraging(Callback):
 
     def load_state_dict(self, state):
         self.average = dict(state) if state else None
+
+
+class StepTiming(Callback):
+    """As ``cifar_lightning.callbacks.StepTiming``: feeds the run's step clock
+    (``core.run.throughput.StepClock``) each epoch's start and each optimizer step's end,
+    with its images over all processes."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def on_train_epoch_start(self, trainer, module):
+        self.clock.epoch_start()
+
+    def on_train_batch_end(self, trainer, module, batch_idx):
+        last = batch_idx + 1 >= trainer.steps_per_epoch or trainer.global_step >= trainer.total_steps
+        self.clock.step_end(module.examples_per_step(), last)

@@ -340,7 +340,8 @@ def main() -> int:
         return 0
 
     from cifar_mlx_adapter import blas
-    from cifar_lightning.core.run.provenance import hardware_info, package_versions
+    from cifar_lightning.core.run.hardware import hardware_info
+    from cifar_lightning.core.run.provenance import package_versions
     from cifar_lightning.report.results import render_benchmarks
 
     rows = []

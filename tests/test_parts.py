@@ -185,6 +185,30 @@ def test_readme_use_the_parts_runs_as_written(tmp_path, monkeypatch):
     assert 0 <= accuracy <= 1
 
 
+def test_readme_start_a_run_from_python_runs_as_written(tmp_path, monkeypatch):
+    """The README's "Start a run from Python" block, against a tiny CIFAR-10 folder in ./data;
+    only the machine differs: torch on the CPU (no MPS here), MLX on its default device (the
+    CPU here), batches of 50 images."""
+    from cifar_lightning import backend
+    from cifar_lightning.core.run import RunConfig
+
+    write_cifar(tmp_path / "data", "cifar10", n_train=100, n_test=20)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(backend, "check_accelerator", lambda name: "cpu")
+    small = RunConfig.__init__
+
+    def tiny(self, *args, **kwargs):  # two steps of 50 images
+        small(self, *args, **{**kwargs, "batch_size": 50, "download": False})
+
+    monkeypatch.setattr(RunConfig, "__init__", tiny)
+    namespace: dict = {}
+    exec(compile(readme_block("Start a run from Python"), "README.md", "exec"), namespace)
+    torch_run, mlx_run = namespace["torch_run"], namespace["mlx_run"]
+    assert torch_run.record["status"] == mlx_run.record["status"] == "finished"
+    assert mlx_run.record["framework"] == "mlx" and "--weights" in mlx_run.record["command"]
+    assert (tmp_path / "runs/py-torch/run.json").is_file() and mlx_run.folder == Path("runs/py-mlx")
+
+
 DDP_SCRIPT = """
 import sys
 from cifar_lightning.cli.fit import main

@@ -53,3 +53,7 @@ def main(argv: list[str] | None = None, callbacks: tuple = ()) -> dict:
 def command() -> None:
     """The console script ``cifar-fit``."""
     main()
+
+
+if __name__ == "__main__":  # python -m cifar_lightning.cli.fit..., as cifar-compare starts a run
+    command()

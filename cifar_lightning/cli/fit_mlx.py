@@ -49,3 +49,7 @@ def command() -> None:
 
     restart_with_openblas(sys.argv)
     main()
+
+
+if __name__ == "__main__":  # python -m cifar_lightning.cli.fit..., as cifar-compare starts a run
+    command()

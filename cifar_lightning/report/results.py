@@ -149,6 +149,7 @@ def render_results(runs: list[dict], benchmarks: dict | None = None,
     lines += targets_section(runs)
     lines += _group_summary(runs)
     lines += pytorch_vs_mlx_section(runs, plot_paths)
+    lines += speed_comparisons_section(runs)
     if len(runs) > 1:
         lines += _side_by_side(runs)
     for run in runs:
@@ -165,6 +166,32 @@ def render_results(runs: list[dict], benchmarks: dict | None = None,
     if benchmarks is not None:
         lines += render_benchmarks(benchmarks)
     return "\n".join(lines).rstrip() + "\n"
+
+
+# ------------------------------------------------------- speed comparisons
+def speed_comparisons_section(runs: list[dict]) -> list[str]:
+    """Every comparison folder among the runs (one ``cifar-compare`` made: its compare.json
+    beside the runs), as ``report.comparison`` renders it; nothing without one."""
+    from cifar_lightning.report.comparison import COMPARE_JSON, render
+
+    folders: dict[Path, list[dict]] = {}
+    for run in runs:
+        parent = Path(run["_path"]).parent
+        if (parent / COMPARE_JSON).is_file():
+            folders.setdefault(parent, []).append(run)
+    if not folders:
+        return []
+    lines = ["# Which framework is faster here: speed, memory and accuracy (`scripts/compare.py`)", "",
+             "Each comparison trained, for every seed, a PyTorch run and then an MLX run from its initial "
+             "weights (the same batches), one at a time on one machine; its folder holds `comparison.md` "
+             "and `comparison.png`. Throughput counts training images per second after a stated warm-up, "
+             "the clock read only once the device had finished; memory is each framework's peak by the "
+             "counter named.", ""]  # fmt: skip
+    for folder, members in sorted(folders.items()):
+        settings = json.loads((folder / COMPARE_JSON).read_text())
+        lines += render(f"`{folder.as_posix()}`", members, settings).replace("## ", "### ", 1).splitlines()
+        lines.append("")
+    return lines
 
 
 # ------------------------------------------------------------ repeated runs

@@ -30,14 +30,27 @@ class RunFacts:
     execution: dict = field(default_factory=dict)
 
 
+@dataclass
+class ProcessState:
+    """Where a backend's process stands once ``start`` ran: its `rank` of `world_size`
+    processes on `machines` machines, and the `device` it trains on as the first line names
+    it. Both backends are dataclasses built on it."""
+
+    rank: int = field(default=0, init=False)
+    world_size: int = field(default=1, init=False)
+    machines: int = field(default=1, init=False)
+    device: str = field(default="cpu", init=False)
+
+
 class Backend(Protocol):
     """A framework's half of a run. Attributes: ``framework`` ("pytorch" or "mlx", as
-    run.json names it), ``script`` (the command that starts it, for printed commands),
+    run.json names it), ``synchronized_by`` (what ``sync`` calls, once ``start`` ran), ``script`` (the command that starts it, for printed commands),
     ``checkpoint_suffix`` (".ckpt", ".npz"), ``initial_name`` ("initial.pt",
     "initial.npz"). Set by ``start``: ``rank``, ``world_size``, ``machines`` and ``device``
     (as the first line names it)."""
 
     framework: str
+    synchronized_by: str
     script: str
     checkpoint_suffix: str
     initial_name: str
@@ -81,7 +94,26 @@ class Backend(Protocol):
 
     def save_initial(self, module, path: Path) -> None: ...
 
-    def make_trainer(self, config, recipe, data, folder: Path, settings: dict, steps: int, callbacks: tuple) -> Any: ...
+    def make_trainer(self, config, recipe, data, folder: Path, settings: dict, steps: int, callbacks: tuple,
+                     timing) -> Any:  # fmt: skip
+        """The framework's trainer, its callbacks the recipe's, the user's `callbacks` and,
+        last, `timing` (``step_callback``; None for an evaluation)."""
+
+    def sync(self) -> None:
+        """Wait for the device to finish the run's work so far (what the step clock reads
+        after; its name, for the record, is ``synchronized_by``)."""
+
+    def memory_counters(self) -> dict:
+        """{name: function returning bytes} of the counters this device has, the one a
+        comparison divides first (``memory.MemoryPeak``)."""
+
+    def reset_memory_peak(self) -> None:
+        """Reset the framework's own peak counter, as training starts."""
+
+    def step_callback(self, clock):
+        """A callback of this framework's trainer that calls ``clock.epoch_start()`` as each
+        training epoch starts and ``clock.step_end(images, last_of_epoch)`` after each
+        optimizer step (``throughput.StepClock``)."""
 
     def fit(self, trainer, module, data, resume: str | None) -> None: ...
 

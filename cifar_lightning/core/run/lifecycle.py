@@ -28,7 +28,9 @@ from cifar_lightning.core.run import folder as run_folder
 from cifar_lightning.core.run.backend import Backend, RunFacts
 from cifar_lightning.core.run.config import RunConfig, validate
 from cifar_lightning.core.run.lock import lock_path, training_lock
+from cifar_lightning.core.run.memory import MemoryPeak
 from cifar_lightning.core.run.record import announce_run, finish, record_failure, run_command, where_text
+from cifar_lightning.core.run.throughput import StepClock
 from cifar_lightning.core.whitening import starting_bias
 
 
@@ -46,6 +48,8 @@ class RunResult:
     times: dict
     test: dict
     checkpoint: str | None
+    throughput: dict | None = None
+    memory: dict | None = None
     record: dict | None = None
 
 
@@ -173,7 +177,12 @@ def _train_and_test(config, backend, recipe, data, folder, settings, callbacks) 
         paths.checkpoints.mkdir(parents=True, exist_ok=True)
         backend.save_initial(module, paths.checkpoints / backend.initial_name)
     steps = planned_steps(config, recipe, data, backend.world_size)
-    trainer = backend.make_trainer(config, recipe, data, folder, settings, steps, callbacks)
+    clock = memory = timing = None
+    if not config.test_only:  # the steps timed and memory sampled by one protocol (throughput, memory)
+        memory = MemoryPeak(backend.memory_counters())
+        clock = StepClock(backend.sync, backend.synchronized_by, on_reading=memory.sample)
+        timing = backend.step_callback(clock)
+    trainer = backend.make_trainer(config, recipe, data, folder, settings, steps, callbacks, timing)
     main = backend.rank == 0  # torch knows its rank among several processes once its trainer exists
     flags = run_flags(config, backend)
     command = run_command(backend.launcher(), backend.script, flags)
@@ -184,7 +193,9 @@ def _train_and_test(config, backend, recipe, data, folder, settings, callbacks) 
     checkpoint = config.weights
     try:
         if not config.test_only:
+            backend.reset_memory_peak()
             backend.fit(trainer, module, data, config.resume)
+            memory.sample()
             checkpoint = backend.save_final(trainer, module, paths.checkpoint("final", backend.checkpoint_suffix))
         test_start = time.perf_counter()
         test = backend.test(trainer, module, data)
@@ -207,5 +218,6 @@ def _train_and_test(config, backend, recipe, data, folder, settings, callbacks) 
     facts = backend.facts(config, trainer, module)
     times = {**backend.times(trainer), "test": test_time}
     result = RunResult(config, recipe, facts, folder, list(data.classes), times, test,
-                       str(checkpoint) if checkpoint else None)  # fmt: skip
+                       str(checkpoint) if checkpoint else None, clock.record() if clock else None,
+                       memory.record() if clock else None)  # fmt: skip
     return replace(result, record=finish(result, backend.framework, command))

@@ -1,14 +1,12 @@
 """What a run ran with, as it was in effect (not as it was asked for): the library's git
-commit, the machine and the package versions. Written into every run.json by both
+commit and the package versions (the machine: ``hardware``). Written into every run.json by both
 frameworks; numerics and the process layout come from each backend
 (``cifar_lightning.backend``, ``cifar_mlx_adapter.backend``), with the same fields."""
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 
@@ -31,40 +29,6 @@ def code_version() -> dict:
         return {"commit": None, "dirty": None}
     status = git("status", "--porcelain", "--untracked-files=no")
     return {"commit": commit.strip(), "dirty": None if status is None else bool(status.strip())}
-
-
-def _cpu_model() -> str:
-    if sys.platform == "darwin":
-        try:
-            return subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5
-            ).stdout.strip()
-        except OSError:
-            pass
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware_info(accelerator: str, gpu: str | None = None) -> dict:
-    """What the run ran on. `accelerator`: the device actually used, as its framework names
-    it (torch: cpu, mps, cuda; MLX: cpu, metal, or cuda in its CUDA build; Results.md
-    compares them by class, ``device_class``); `gpu`: the GPU's name where the framework
-    reports one."""
-    info = {
-        "os": f"{platform.system()} {platform.release()}",
-        "machine": platform.machine(),
-        "cpu": _cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "accelerator": accelerator,
-    }
-    if gpu:
-        info["gpu"] = gpu
-    return info
 
 
 def package_versions(*names: str) -> dict:

@@ -69,7 +69,7 @@ def finish(result, framework: str, command: str) -> dict:
     training. `result.facts` says what was in effect (``provenance``): the precision
     actually used, matmul/TF32/cuDNN switches, memory format; devices, strategy, world
     size and the effective batch size."""
-    from cifar_lightning.core.run import files, plots, provenance
+    from cifar_lightning.core.run import files, hardware, plots, provenance
 
     config, recipe, facts, test, times = result.config, result.recipe, result.facts, result.test, result.times
     paths = RunPaths(result.folder)
@@ -77,7 +77,7 @@ def finish(result, framework: str, command: str) -> dict:
     record = {
         "framework": framework,
         "versions": facts.versions,
-        "hardware": provenance.hardware_info(facts.accelerator, facts.gpu),
+        "hardware": hardware.hardware_info(facts.accelerator, facts.gpu),
         "code": provenance.code_version(),
         "numerics": facts.numerics,
         "processes": facts.processes,
@@ -96,6 +96,8 @@ def finish(result, framework: str, command: str) -> dict:
         "train_time_s": round(times["train"], 2),
         "validation_time_s": round(times["validation"], 2),
         "test_time_s": round(times["test"], 2),
+        "throughput": result.throughput,
+        "memory": result.memory,
         "test_accuracy": round(test["test/acc"], 6),
         "test_loss": round(test["test/loss"], 6),
         "test_accuracy_no_tta": round(test["test/acc_no_tta"], 6) if "test/acc_no_tta" in test else None,

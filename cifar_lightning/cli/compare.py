@@ -1,0 +1,194 @@
+"""cifar-compare (scripts/compare.py): which framework trains faster on this machine, at what
+memory and accuracy, as one command.
+
+    cifar-compare --model resnet18 --seeds 3                 # on a Mac: MPS against Metal
+    cifar-compare --model small_cnn --seeds 3 --epochs 2 --device cpu --data-dir D --no-download
+
+For each seed it trains the PyTorch run (``cifar-fit``), then the MLX run (``cifar-fit-mlx``)
+from that run's initial weights, so both start from the same weights and see the same
+batches; each on its framework's best device (MPS and Metal on a Mac, CUDA and mlx[cuda]
+on NVIDIA, the CPU otherwise; ``--device cpu`` puts both on the CPU), one after the other,
+each in a process of its own under the machine's training lock, into
+``OUT/<framework>-seed<seed>/``. Then it writes ``OUT/comparison.md`` and
+``OUT/comparison.png`` (``cifar_lightning.report.comparison``).
+
+The same command again continues where it stopped: finished runs are kept, an interrupted
+one resumes from its last checkpoint, nothing is trained twice; a flag that differs from
+the runs already in OUT is refused in one line. Ctrl-C stops the run in progress (it
+prints its own resume command), keeps every finished run, and prints the command that
+continues the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from cifar_lightning.cli.flags import exit_with
+from cifar_lightning.core.datasets import DATASETS
+from cifar_lightning.core.errors import ExitCode, UsageError
+from cifar_lightning.core.recipes import OPTIMIZER_KINDS, recipe_name
+from cifar_lightning.core.run.files import write_json_atomic
+from cifar_lightning.core.run.folder import RunPaths
+from cifar_lightning.core.spec import MODEL_NAMES
+from cifar_lightning.report.comparison import COMPARE_JSON
+
+# the flags of a comparison that shape its runs, passed to both frameworks' runs as given
+TRAINING_FLAGS = ("dataset", "model", "optimizer", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+                  "train_subset", "val_size", "dropout", "muon_dtype", "limit_val_batches")  # fmt: skip
+FRAMEWORKS = {"pytorch": ("cifar_lightning.cli.fit", ".ckpt"), "mlx": ("cifar_lightning.cli.fit_mlx", ".npz")}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Compare PyTorch and MLX on this machine: for each seed a PyTorch run, "
+                                            "then an MLX run from its initial weights; then comparison.md.")  # fmt: skip
+    p.add_argument("--model", default="small_cnn", choices=MODEL_NAMES, help="the network (default: small_cnn)")
+    p.add_argument("--optimizer", choices=OPTIMIZER_KINDS, help="the recipe's optimiser, as fit.py's (default: sgd)")
+    p.add_argument("--seeds", type=int, default=3, help="pairs of runs, seeds 0, 1, ... (default: 3)")
+    p.add_argument("--epochs", type=float, help="training epochs (default: the recipe's)")
+    p.add_argument("--device", choices=("best", "cpu"), default="best",
+                   help="best: each framework's best device (MPS and Metal on a Mac, CUDA and mlx[cuda] on NVIDIA, "
+                        "else the CPU); cpu: both on the CPU (default: best)")  # fmt: skip
+    p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="which CIFAR (default: cifar10)")
+    p.add_argument("--batch-size", type=int, help="images per optimizer step (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="peak learning rate, in the recipe's units (default: the recipe's)")
+    p.add_argument("--momentum", type=float, help="as fit.py's (default: the recipe's)")
+    p.add_argument("--weight-decay", type=float, help="as fit.py's (default: the recipe's)")
+    p.add_argument("--train-subset", type=int, help="train on the first N training images only (default: all)")
+    p.add_argument("--val-size", type=int, help="hold out N training images for validation (default: 0)")
+    p.add_argument("--dropout", type=float, help="small_cnn's dropout (default: the recipe's)")
+    p.add_argument("--muon-dtype", choices=("bfloat16", "float32"), help="as fit.py's (default: bfloat16)")
+    p.add_argument("--limit-val-batches", type=int, metavar="N",
+                   help="validate on N batches, 0 skips validation, which changes no weight (default: all)")
+    p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/ (default: data)")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
+    p.add_argument("--output-dir", help="the comparison's folder (default: runs/compare/<recipe>-<epochs>ep-<device>)")
+    p.add_argument("--lock-file", metavar="PATH", help="the training lock, as fit.py's (default: the machine's)")
+    return p
+
+
+def settings_of(args: argparse.Namespace) -> dict:
+    """What makes two comparisons the same: the training flags, the seeds and the device."""
+    return {"seeds": args.seeds, "device": args.device, **{k: getattr(args, k) for k in TRAINING_FLAGS}}
+
+
+def default_folder(args: argparse.Namespace) -> Path:
+    epochs = f"-{args.epochs:g}ep" if args.epochs else ""
+    subset = f"-subset{args.train_subset}" if args.train_subset else ""
+    return Path("runs") / "compare" / f"{recipe_name(args.model, args.optimizer)}{epochs}{subset}-{args.device}"
+
+
+def check_same(folder: Path, settings: dict) -> None:
+    """Refuse, in one line naming each flag, a comparison folder made with other settings."""
+    saved_file = folder / COMPARE_JSON
+    if not saved_file.is_file():
+        return
+    saved = json.loads(saved_file.read_text())["settings"]
+    differ = [k for k in settings if saved.get(k) != settings[k]]
+    if differ:
+        listed = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)} there, {settings[k]} here" for k in differ)
+        raise UsageError(f"--output-dir {folder} holds a comparison with other settings: {listed}; use its own "
+                         "flags, or another --output-dir")  # fmt: skip
+
+
+def run_flags(args: argparse.Namespace, framework: str, seed: int, folder: Path, out: Path) -> list[str]:
+    """The flags of one run of the comparison: new, resumed from its last checkpoint, or (MLX)
+    from the PyTorch run's initial weights."""
+    flags = ["--data-dir", args.data_dir, "--seed", str(seed)]
+    for name in TRAINING_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", str(value)]
+    if args.no_download:
+        flags.append("--no-download")
+    if args.lock_file:
+        flags += ["--lock-file", args.lock_file]
+    if args.device == "cpu":
+        flags += ["--accelerator", "cpu"] if framework == "pytorch" else ["--cpu"]
+    last = RunPaths(folder).checkpoint("last", FRAMEWORKS[framework][1])
+    if last.is_file():  # an interrupted run: it continues in its folder
+        return [*flags, "--resume", str(last)]
+    if framework == "mlx":
+        flags += ["--weights", str(RunPaths(out / f"pytorch-seed{seed}").checkpoint("initial", ".pt"))]
+    return [*flags, "--output-dir", str(folder)]
+
+
+def status(folder: Path) -> str | None:
+    """The run.json status of a run folder, None when it has none."""
+    try:
+        return json.loads(RunPaths(folder).run_json.read_text()).get("status")
+    except (OSError, ValueError):
+        return None
+
+
+def train(module: str, flags: list[str]) -> int:
+    """One run in a process of its own; its exit status. Ctrl-C reaches it too: it is waited
+    for while it stops in its own way (printing its resume command), then passed on."""
+    process = subprocess.Popen([sys.executable, "-m", module, *flags])
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.wait()
+        raise
+
+
+def compare(args: argparse.Namespace, argv: list[str]) -> Path:
+    """Train what the comparison still lacks and write its report; returns its folder."""
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: expected 1 or more pairs of runs")
+    out = Path(args.output_dir) if args.output_dir else default_folder(args)
+    settings = settings_of(args)
+    check_same(out, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    command = shlex.join(["python", "scripts/compare.py", *argv])
+    write_json_atomic(out / COMPARE_JSON, {"settings": settings, "command": command})
+    for seed in range(args.seeds):
+        for framework, (module, _) in FRAMEWORKS.items():
+            folder = out / f"{framework}-seed{seed}"
+            if status(folder) == "finished":
+                continue
+            if status(folder) == "failed" and not RunPaths(folder).checkpoint("last", FRAMEWORKS[framework][1]).is_file():
+                raise UsageError(f"{folder}: the run failed before its first checkpoint (its run.json says why); "
+                                 "remove the folder to train it again")  # fmt: skip
+            print(f"compare: {framework} seed {seed} into {folder}", flush=True)
+            code = train(module, run_flags(args, framework, seed, folder, out))
+            if code != 0:
+                raise UsageError(f"the {framework} run of seed {seed} ended with exit status {code} (its lines above "
+                                 f"say why); its folder {folder} keeps what it wrote; the same command continues")  # fmt: skip
+    write_report(out)
+    return out
+
+
+def write_report(out: Path) -> None:
+    from cifar_lightning.report.comparison import plot, read_comparison, render
+
+    settings, runs = read_comparison(out)
+    title = f"PyTorch vs MLX: {out.name}"
+    (out / "comparison.md").write_text(render(title, runs, settings))
+    plot(runs, out / "comparison.png", title)
+    print(f"wrote {out / 'comparison.md'} and {out / 'comparison.png'}")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    try:
+        return compare(args, argv)
+    except KeyboardInterrupt:
+        exit_with("interrupted: every finished run is kept; the same command continues:\n  "
+                  + shlex.join(["python", "scripts/compare.py", *argv]), ExitCode.INTERRUPTED)  # fmt: skip
+    except UsageError as e:
+        exit_with(str(e), e.exit_code)
+
+
+def command() -> None:
+    """The console script ``cifar-compare``."""
+    main()
+
+
+if __name__ == "__main__":
+    command()
