@@ -28,8 +28,11 @@ PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-t
 DDP_RUN_FOLDER_ENV = "CIFAR_DDP_RUN_FOLDER"
 EXPECTED_RESUME = "expected a fit.py checkpoint such as <run>/checkpoints/last.ckpt"
 # what the step clock waits for the device with, by accelerator (CUDA and MPS run asynchronously)
-SYNCHRONIZERS = {"cuda": "torch.cuda.synchronize", "mps": "torch.mps.synchronize",
-                 "cpu": "none: torch computes synchronously on a CPU"}  # fmt: skip
+SYNCHRONIZERS = {
+    "cuda": "torch.cuda.synchronize",
+    "mps": "torch.mps.synchronize",
+    "cpu": "none: torch computes synchronously on a CPU",
+}
 
 
 def ddp_worker_folder() -> Path | None:
@@ -49,8 +52,10 @@ def check_accelerator(name: str) -> str:
     import torch
 
     if name == "mps" and not torch.backends.mps.is_available():
-        raise UsageError("--accelerator mps: MPS is not available here (it needs Apple silicon, macOS 12.3+ "
-                         "and a torch build with MPS); use --accelerator cpu or auto")  # fmt: skip
+        raise UsageError(
+            "--accelerator mps: MPS is not available here (it needs Apple silicon, macOS 12.3+ "
+            "and a torch build with MPS); use --accelerator cpu or auto"
+        )
     if name == "cuda" and not torch.cuda.is_available():
         raise UsageError("--accelerator cuda: no CUDA GPU is visible to torch; use --accelerator cpu or auto")
     if name == "auto":
@@ -62,9 +67,16 @@ def make_datamodule(config, recipe):
     """The CIFARDataModule the run's settings and its recipe describe."""
     from cifar_lightning.data import CIFARDataModule
 
-    return CIFARDataModule(config.dataset, config.data_dir, batch_size=recipe.batch_size, val_size=config.val_size,
-                           download=config.download, seed=recipe.seed, train_subset=config.train_subset,
-                           **asdict(recipe.augmentation))  # fmt: skip
+    return CIFARDataModule(
+        config.dataset,
+        config.data_dir,
+        batch_size=recipe.batch_size,
+        val_size=config.val_size,
+        download=config.download,
+        seed=recipe.seed,
+        train_subset=config.train_subset,
+        **asdict(recipe.augmentation),
+    )
 
 
 def quiet_lightning() -> None:
@@ -80,8 +92,11 @@ def quiet_lightning() -> None:
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    for message in (r"Checkpoint directory .* exists and is not empty",
-                    r"Experiment logs directory .* exists and is not empty", r".*isinstance\(treespec, LeafSpec\)"):
+    for message in (
+        r"Checkpoint directory .* exists and is not empty",
+        r"Experiment logs directory .* exists and is not empty",
+        r".*isinstance\(treespec, LeafSpec\)",
+    ):
         warnings.filterwarnings("ignore", message=message)
 
 
@@ -108,8 +123,10 @@ def read_torch_checkpoint(path: str | Path, flag: str) -> dict:
         raise UsageError(f"{flag} {path}: a PyTorch file holding a {type(checkpoint).__name__}; {EXPECTED_RESUME}")
     if not {"state_dict", "optimizer_states", "global_step", "epoch"} <= checkpoint.keys():
         held = "a Lightning checkpoint" if "state_dict" in checkpoint else "a PyTorch file"
-        raise UsageError(f"{flag} {path}: {held} of weights without training state (start from them with "
-                         f"--weights); {EXPECTED_RESUME}")  # fmt: skip
+        raise UsageError(
+            f"{flag} {path}: {held} of weights without training state (start from them with "
+            f"--weights); {EXPECTED_RESUME}"
+        )
     return checkpoint
 
 
@@ -180,8 +197,10 @@ class TorchBackend(ProcessState):
         from lightning.pytorch.strategies import StrategyRegistry
 
         if self.strategy not in ["auto", *StrategyRegistry.available_strategies()]:
-            raise UsageError(f"--strategy {self.strategy}: expected auto, ddp, ddp_spawn, fsdp or another of "
-                             "Lightning's registered strategies")  # fmt: skip
+            raise UsageError(
+                f"--strategy {self.strategy}: expected auto, ddp, ddp_spawn, fsdp or another of "
+                "Lightning's registered strategies"
+            )
 
     def start(self):
         import torch
@@ -225,9 +244,16 @@ class TorchBackend(ProcessState):
         from cifar_lightning.module import CIFARClassifier
 
         # the trainer runs ceil(epochs); the module stops at epochs
-        return CIFARClassifier(config.model, data.num_classes, recipe=recipe.to_dict(), class_names=data.classes,
-                               model_kwargs=config.model_kwargs(), channels_last=self.channels_last,
-                               compile=self.compile, epochs=recipe.epochs)  # fmt: skip
+        return CIFARClassifier(
+            config.model,
+            data.num_classes,
+            recipe=recipe.to_dict(),
+            class_names=data.classes,
+            model_kwargs=config.model_kwargs(),
+            channels_last=self.channels_last,
+            compile=self.compile,
+            epochs=recipe.epochs,
+        )
 
     def count_parameters(self, module) -> int:
         from cifar_lightning.models import count_parameters
@@ -279,14 +305,23 @@ class TorchBackend(ProcessState):
         self._metrics_csv = paths.metrics_csv
         self._settled = False
         trainer = L.Trainer(
-            accelerator=self.device, devices=self.devices, num_nodes=self.num_nodes, strategy=self.strategy,
-            precision=self.precision, max_epochs=math.ceil(recipe.epochs),
+            accelerator=self.device,
+            devices=self.devices,
+            num_nodes=self.num_nodes,
+            strategy=self.strategy,
+            precision=self.precision,
+            max_epochs=math.ceil(recipe.epochs),
             callbacks=[*ours, *callbacks, *([timing] if timing else [])],
-            logger=CSVLogger(folder, name="", version=""), default_root_dir=folder, num_sanity_val_steps=0,
-            log_every_n_steps=config.log_every(steps), limit_train_batches=config.limit_train_batches,
-            limit_val_batches=config.limit_val_batches, limit_test_batches=config.limit_test_batches,
-            enable_model_summary=False,  # its FLOPs column reads 0 for these nets; the run's first line says what trains
-        )  # fmt: skip
+            logger=CSVLogger(folder, name="", version=""),
+            default_root_dir=folder,
+            num_sanity_val_steps=0,
+            log_every_n_steps=config.log_every(steps),
+            limit_train_batches=config.limit_train_batches,
+            limit_val_batches=config.limit_val_batches,
+            limit_test_batches=config.limit_test_batches,
+            # its FLOPs column reads 0 for these nets; the run's first line says what trains
+            enable_model_summary=False,
+        )
         self.rank = trainer.global_rank
         self._steps = 0
         return trainer
@@ -306,11 +341,15 @@ class TorchBackend(ProcessState):
         from cifar_lightning.core.run.memory import process_peak_rss
 
         if self.device == "cuda":
-            return {"torch.cuda.max_memory_allocated": torch.cuda.max_memory_allocated,
-                    "torch.cuda.max_memory_reserved": torch.cuda.max_memory_reserved}  # fmt: skip
+            return {
+                "torch.cuda.max_memory_allocated": torch.cuda.max_memory_allocated,
+                "torch.cuda.max_memory_reserved": torch.cuda.max_memory_reserved,
+            }
         if self.device == "mps":  # MPS keeps no peak: sampled
-            return {"torch.mps.current_allocated_memory": torch.mps.current_allocated_memory,
-                    "torch.mps.driver_allocated_memory": torch.mps.driver_allocated_memory}  # fmt: skip
+            return {
+                "torch.mps.current_allocated_memory": torch.mps.current_allocated_memory,
+                "torch.mps.driver_allocated_memory": torch.mps.driver_allocated_memory,
+            }
         return {"process_peak_rss": process_peak_rss}
 
     def reset_memory_peak(self) -> None:
@@ -364,12 +403,15 @@ class TorchBackend(ProcessState):
         import torch
 
         return RunFacts(
-            accelerator=self.device, gpu=torch.cuda.get_device_name(0) if self.device == "cuda" else None,
+            accelerator=self.device,
+            gpu=torch.cuda.get_device_name(0) if self.device == "cuda" else None,
             versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
             numerics=torch_numerics(trainer, module.memory_format == torch.channels_last, module.compiled),
-            processes=torch_processes(trainer, module.recipe.batch_size), parameters=self.count_parameters(module),
-            steps=self._steps, execution=config.model_kwargs(),
-        )  # fmt: skip
+            processes=torch_processes(trainer, module.recipe.batch_size),
+            parameters=self.count_parameters(module),
+            steps=self._steps,
+            execution=config.model_kwargs(),
+        )
 
     def launcher(self) -> str:
         return "python"

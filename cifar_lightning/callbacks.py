@@ -94,8 +94,11 @@ class RunBook(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if loss is not None and not torch.isfinite(loss).all():
-            raise NonFiniteLossError(non_finite_message(float(loss.detach().float().mean()), trainer.global_step - 1,
-                                                        self.last_checkpoint(trainer)))  # fmt: skip
+            raise NonFiniteLossError(
+                non_finite_message(
+                    float(loss.detach().float().mean()), trainer.global_step - 1, self.last_checkpoint(trainer)
+                )
+            )
 
     # ------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
@@ -105,8 +108,12 @@ class RunBook(L.Callback):
             if not torch.isfinite(p).all():
                 message = non_finite_message(math.nan, trainer.global_step - 1, self.last_checkpoint(trainer))
                 raise NonFiniteLossError(f"{message} ({name} is not finite)")
-        checkpoint["run"] = {"settings": self.settings, "train_time_s": self.train_time(),
-                             "validation_time_s": self.validation_time(), "rng": rng_states()}  # fmt: skip
+        checkpoint["run"] = {
+            "settings": self.settings,
+            "train_time_s": self.train_time(),
+            "validation_time_s": self.validation_time(),
+            "rng": rng_states(),
+        }
 
     def on_load_checkpoint(self, trainer, pl_module, checkpoint):
         run = checkpoint.get("run", {})

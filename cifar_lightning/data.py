@@ -23,7 +23,7 @@ __all__ = ["CIFARBatchLoader", "CIFARDataModule", "EpochSampler", "augment", "cu
 
 # ------------------------------------------------------------ augmentation
 # The core's per-epoch draws applied to uint8 image tensors on their own device.
-# 
+#
 # ``augment`` crops (after zero or reflect padding) and mirrors a whole batch of uint8
 # images with one gather and one mask, computed by the core's ``source_pixels``; ``cutout``
 # then zeroes a square of the normalised images, i.e. writes the dataset's mean as
@@ -160,9 +160,17 @@ class CIFARDataModule(L.LightningDataModule):
         # checkpoints keep plain types only (they load with weights_only=True): a Path becomes str
         self.save_hyperparameters({k: to_plain(v, k) for k, v in given.items() if k not in ("self", "__class__")})
         self.augmentation = Augmentation(crop_padding, pad_mode, flip, cutout)
-        self.data = CIFARData(dataset, data_dir, batch_size=batch_size, val_size=val_size, seed=seed,
-                              eval_batch_size=eval_batch_size, augmentation=self.augmentation,
-                              train_subset=train_subset, download=download)  # fmt: skip
+        self.data = CIFARData(
+            dataset,
+            data_dir,
+            batch_size=batch_size,
+            val_size=val_size,
+            seed=seed,
+            eval_batch_size=eval_batch_size,
+            augmentation=self.augmentation,
+            train_subset=train_subset,
+            download=download,
+        )
         self.info, self.data_dir, self.num_classes = self.data.info, self.data.data_dir, self.data.num_classes
         # num_workers is accepted for DataModule compatibility; batches are built on the
         # training device with tensor ops, in the main process.

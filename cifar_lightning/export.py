@@ -36,8 +36,8 @@ class UInt8Classifier(torch.nn.Module):
 
 def source_model(card: ModelCard, weights: str) -> UInt8Classifier:
     """The checkpoint's torch model (float32, eval mode, on the CPU) behind its input pipeline."""
-    from cifar_lightning.weights import load_into_torch
     from cifar_lightning.models import build_model
+    from cifar_lightning.weights import load_into_torch
 
     model = build_model(card.model, card.num_classes, **card.model_kwargs)
     load_into_torch(model, weights)
@@ -62,8 +62,16 @@ def export_onnx(card: ModelCard, weights: str, path: str) -> None:
 
     model = source_model(card, weights)
     with contextlib.redirect_stdout(io.StringIO()):  # the exporter prints its progress
-        torch.onnx.export(model, (example_batch(),), path, dynamo=True, external_data=False,
-                          input_names=["images"], output_names=["logits"], dynamic_shapes=dynamic_batch())  # fmt: skip
+        torch.onnx.export(
+            model,
+            (example_batch(),),
+            path,
+            dynamo=True,
+            external_data=False,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=dynamic_batch(),
+        )
     proto = onnx.load(path)
     onnx.helper.set_model_props(proto, {k: json.dumps(v) for k, v in export_metadata(card).items()})
     onnx.checker.check_model(proto)
@@ -79,8 +87,11 @@ def export_pt2(card: ModelCard, weights: str, path: str) -> None:
 
 
 def export_metadata(card: ModelCard) -> dict:
-    return {**card.metadata(), "normalisation": "inside the graph: feed uint8 RGB images",
-            "output": "float32 logits (N, num_classes); softmax gives probabilities"}  # fmt: skip
+    return {
+        **card.metadata(),
+        "normalisation": "inside the graph: feed uint8 RGB images",
+        "output": "float32 logits (N, num_classes); softmax gives probabilities",
+    }
 
 
 def onnx_runner(path: str):

@@ -10,10 +10,18 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from cifar_lightning.models import build_model
 from cifar_lightning.core.plain import to_plain
-from cifar_lightning.core.recipes import (Recipe, cycles_momentum, module_recipe, optimized_parameters, optimizer_parts, part_lr_at,
-                           route_parameters, total_steps)  # fmt: skip
+from cifar_lightning.core.recipes import (
+    Recipe,
+    cycles_momentum,
+    module_recipe,
+    optimized_parameters,
+    optimizer_parts,
+    part_lr_at,
+    route_parameters,
+    total_steps,
+)
+from cifar_lightning.models import build_model
 from cifar_lightning.optim import Muon
 
 
@@ -96,9 +104,16 @@ class CIFARClassifier(L.LightningModule):
             raise ValueError(f"epochs must be positive or None, got {epochs}")
         own = isinstance(model, torch.nn.Module)
         name = type(model).__name__ if own else model
-        hparams = dict(model=name, num_classes=num_classes, recipe=recipe, class_names=class_names,
-                       model_kwargs=model_kwargs, channels_last=channels_last, epochs=epochs,
-                       compile=compile)  # fmt: skip
+        hparams = dict(
+            model=name,
+            num_classes=num_classes,
+            recipe=recipe,
+            class_names=class_names,
+            model_kwargs=model_kwargs,
+            channels_last=channels_last,
+            epochs=epochs,
+            compile=compile,
+        )
         self.save_hyperparameters({k: to_plain(v, k) for k, v in hparams.items()})
         self.recipe = module_recipe(name, self.hparams.recipe, own)
         self.epochs = epochs
@@ -263,8 +278,10 @@ class CIFARClassifier(L.LightningModule):
             t = self.trainer
             planned = t.estimated_stepping_batches
             if not math.isfinite(planned):
-                raise ValueError("CIFARClassifier sizes its learning-rate schedule from the run's length: "
-                                 "give the Trainer max_epochs or max_steps")  # fmt: skip
+                raise ValueError(
+                    "CIFARClassifier sizes its learning-rate schedule from the run's length: "
+                    "give the Trainer max_epochs or max_steps"
+                )
             planned = int(planned)
             if self.epochs is not None:
                 planned = min(planned, total_steps(self.epochs, self.steps_per_epoch()))
@@ -283,9 +300,11 @@ class CIFARClassifier(L.LightningModule):
         # a resumed run must keep its schedule: OneCycle's restored state has its own length
         restored = getattr(self, "_restored_total", None)
         if restored is not None and restored != self.total_training_steps():
-            raise ValueError(f"the checkpoint's learning-rate schedule spans {restored} optimizer steps, but this "
-                             f"trainer plans {self.total_training_steps()}: resume with the run's own trainer "
-                             "settings (max_epochs, max_steps, limit_train_batches, accumulation, devices)")  # fmt: skip
+            raise ValueError(
+                f"the checkpoint's learning-rate schedule spans {restored} optimizer steps, but this "
+                f"trainer plans {self.total_training_steps()}: resume with the run's own trainer "
+                "settings (max_epochs, max_steps, limit_train_batches, accumulation, devices)"
+            )
 
     def on_train_batch_start(self, batch, batch_idx):
         # past the schedule's end (only when the trainer would run longer than `epochs`)

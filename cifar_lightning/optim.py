@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from cifar_lightning.core.recipes import NS_COEFFICIENTS
+
 _DTYPES = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -57,8 +58,9 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params):
-        super().__init__(params, dict(momentum=0.0, nesterov=False, weight_decay=0.0, muon=False, ns_steps=3,
-                                      ns_dtype="bfloat16"))  # fmt: skip
+        super().__init__(
+            params, dict(momentum=0.0, nesterov=False, weight_decay=0.0, muon=False, ns_steps=3, ns_dtype="bfloat16")
+        )
 
     @torch.no_grad()
     def step(self, closure=None):

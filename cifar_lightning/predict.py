@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from cifar_lightning.data import normalize
 from cifar_lightning.core.model_card import ModelCard
 from cifar_lightning.core.predictions import write_predictions_csv
+from cifar_lightning.data import normalize
 
 
 class UInt8Batches(torch.utils.data.Dataset):
@@ -54,29 +54,40 @@ def build_classifier(card: ModelCard, weights: str, tta: bool | None = None):
     in eval mode; `tta` None keeps the recipe's choice. Raises WeightsMismatchError (one line,
     the first key that does not fit) when the weights are of another model or class count."""
     from cifar_lightning.core.recipes import module_recipe
-    from cifar_lightning.weights import load_into_torch
     from cifar_lightning.module import CIFARClassifier
+    from cifar_lightning.weights import load_into_torch
 
-    module = CIFARClassifier(card.model, card.num_classes, recipe=card.recipe, class_names=card.class_names,
-                             model_kwargs=card.model_kwargs)  # fmt: skip
+    module = CIFARClassifier(
+        card.model, card.num_classes, recipe=card.recipe, class_names=card.class_names, model_kwargs=card.model_kwargs
+    )
     load_into_torch(module.model, weights)
     if tta is not None:
         module.recipe = module_recipe(card.model, card.recipe, False).with_overrides(tta=tta)
     return module.eval()
 
 
-def predict(card: ModelCard, weights: str, images: np.ndarray, names: list[str], *, top_k: int = 1,
-            output=None, batch_size: int = 256, tta: bool | None = None, cpu: bool = False,
-            progress: bool = False) -> np.ndarray:  # fmt: skip
+def predict(
+    card: ModelCard,
+    weights: str,
+    images: np.ndarray,
+    names: list[str],
+    *,
+    top_k: int = 1,
+    output=None,
+    batch_size: int = 256,
+    tta: bool | None = None,
+    cpu: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
     """Class probabilities float32 (N, num_classes) of uint8 RGB `images` (N, 32, 32, 3),
     normalised with the checkpoint's mean and std, from ``Trainer.predict`` with
     ``CIFARClassifier.predict_step``; the CSV goes to `output` when given. Runs on the
     best accelerator (cuda, then mps) unless `cpu`."""
+    import warnings
+
     import lightning as L
 
     from cifar_lightning.backend import check_accelerator, quiet_lightning
-
-    import warnings
 
     quiet_lightning()
     # the writer needs no batch indices (it writes once, in order): Lightning's note that it
@@ -85,8 +96,14 @@ def predict(card: ModelCard, weights: str, images: np.ndarray, names: list[str],
     module = build_classifier(card, weights, tta)
     writer = CSVPredictionWriter(names, card.class_names, top_k, output)
     loader = torch.utils.data.DataLoader(UInt8Batches(images, batch_size, card.mean, card.std), batch_size=None)
-    trainer = L.Trainer(accelerator="cpu" if cpu else check_accelerator("auto"), devices=1, logger=False,
-                        callbacks=[writer], enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=progress)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu" if cpu else check_accelerator("auto"),
+        devices=1,
+        logger=False,
+        callbacks=[writer],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+    )
     trainer.predict(module, dataloaders=loader, return_predictions=True)
     return writer.probabilities

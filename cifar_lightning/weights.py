@@ -12,8 +12,15 @@ import numpy as np
 import torch
 
 from cifar_lightning.core.errors import UsageError
-from cifar_lightning.core.weights import (EXPECTED_WEIGHTS, unreadable, check_weights, mlx_layout_to_torch,
-                                          read_npz_model, read_safetensors, weights_file_kind)  # fmt: skip
+from cifar_lightning.core.weights import (
+    EXPECTED_WEIGHTS,
+    check_weights,
+    mlx_layout_to_torch,
+    read_npz_model,
+    read_safetensors,
+    unreadable,
+    weights_file_kind,
+)
 
 
 def load_torch_file(path: str | Path, expected: str = EXPECTED_WEIGHTS):
@@ -28,16 +35,18 @@ def load_torch_file(path: str | Path, expected: str = EXPECTED_WEIGHTS):
         # torch names the classes and functions it refused (GLOBAL ..., add_safe_globals); other
         # errors, an unknown opcode included, come from a file that is damaged or no pickle at all
         if isinstance(e, pickle.UnpicklingError) and ("GLOBAL" in str(e) or "add_safe_globals" in str(e)):
-            raise UsageError(f"{path}: a PyTorch file that needs pickle to load (refused: nothing in it was run); "
-                             f"{expected}") from None  # fmt: skip
+            raise UsageError(
+                f"{path}: a PyTorch file that needs pickle to load (refused: nothing in it was run); {expected}"
+            ) from None
         raise unreadable(path, "a PyTorch file", e, expected) from None
 
 
 def _state_dict_of(path: Path, checkpoint) -> dict:
     """The bare model's state dict from a Lightning checkpoint or a plain state dict."""
     if not isinstance(checkpoint, dict):
-        raise UsageError(f"{path}: a PyTorch file holding a {type(checkpoint).__name__}, not a state dict; "
-                         f"{EXPECTED_WEIGHTS}")  # fmt: skip
+        raise UsageError(
+            f"{path}: a PyTorch file holding a {type(checkpoint).__name__}, not a state dict; {EXPECTED_WEIGHTS}"
+        )
     state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, dict):
         raise UsageError(f"{path}: a PyTorch file whose state_dict is a {type(state).__name__}; {EXPECTED_WEIGHTS}")
@@ -45,8 +54,10 @@ def _state_dict_of(path: Path, checkpoint) -> dict:
         state = {k[len("model.") :]: v for k, v in state.items() if isinstance(k, str) and k.startswith("model.")}
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise UsageError(f"{path}: a PyTorch file that is no state dict ({key!r} holds a "
-                             f"{type(value).__name__}); {EXPECTED_WEIGHTS}")  # fmt: skip
+            raise UsageError(
+                f"{path}: a PyTorch file that is no state dict ({key!r} holds a "
+                f"{type(value).__name__}); {EXPECTED_WEIGHTS}"
+            )
     return state
 
 

@@ -52,8 +52,11 @@ def read_mlx_checkpoint(path: str | Path, flag: str) -> dict:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
     except Exception as e:  # any parse error of a damaged file; KeyboardInterrupt is no Exception
-        what = "an .npz holding pickled objects (refused: nothing in it was run)" if "pickle" in str(e) else \
-            f"an MLX checkpoint that does not read ({type(e).__name__})"  # fmt: skip
+        what = (
+            "an .npz holding pickled objects (refused: nothing in it was run)"
+            if "pickle" in str(e)
+            else f"an MLX checkpoint that does not read ({type(e).__name__})"
+        )
         raise UsageError(f"{flag} {path}: {what}; {EXPECTED_RESUME}") from None
     if not isinstance(meta, dict) or not {"global_step", "epoch", "total_steps"} <= meta.keys():
         raise UsageError(f"{flag} {path}: an .npz whose meta is not fit_mlx.py's; {EXPECTED_RESUME}")
@@ -79,9 +82,16 @@ def make_data(config, recipe):
     """The framework-neutral CIFARData the run's settings and its recipe describe (no torch)."""
     from cifar_lightning.core.data import CIFARData
 
-    return CIFARData(config.dataset, config.data_dir, batch_size=recipe.batch_size, val_size=config.val_size,
-                     seed=recipe.seed, train_subset=config.train_subset, download=config.download,
-                     augmentation=recipe.augmentation)  # fmt: skip
+    return CIFARData(
+        config.dataset,
+        config.data_dir,
+        batch_size=recipe.batch_size,
+        val_size=config.val_size,
+        seed=recipe.seed,
+        train_subset=config.train_subset,
+        download=config.download,
+        augmentation=recipe.augmentation,
+    )
 
 
 def mlx_numerics() -> dict:
@@ -94,9 +104,15 @@ def mlx_processes(batch_size: int, world_size: int = 1, num_nodes: int = 1, devi
     `devices` of them on each of `num_nodes` machines; several processes train
     data-parallel over ``mx.distributed`` (strategy "ddp", as Lightning names it)."""
     strategy = "ddp" if world_size > 1 else "single_device"
-    return {"devices": devices, "num_nodes": num_nodes, "strategy": strategy, "world_size": world_size,
-            "accumulate_grad_batches": 1, "batch_size_per_process": batch_size,
-            "effective_batch_size": batch_size * world_size}  # fmt: skip
+    return {
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "strategy": strategy,
+        "world_size": world_size,
+        "accumulate_grad_batches": 1,
+        "batch_size_per_process": batch_size,
+        "effective_batch_size": batch_size * world_size,
+    }
 
 
 @dataclass
@@ -174,8 +190,13 @@ class MLXBackend(ProcessState):
     def make_module(self, config, recipe, data):
         from cifar_mlx_adapter.module import MLXClassifier
 
-        self._module = MLXClassifier(config.model, data.num_classes, recipe=recipe.to_dict(),
-                                     class_names=data.classes, model_kwargs=config.model_kwargs())  # fmt: skip
+        self._module = MLXClassifier(
+            config.model,
+            data.num_classes,
+            recipe=recipe.to_dict(),
+            class_names=data.classes,
+            model_kwargs=config.model_kwargs(),
+        )
         return self._module
 
     def count_parameters(self, module) -> int:
@@ -215,10 +236,17 @@ class MLXBackend(ProcessState):
         architecture = {**recipe.model_kwargs, **config.model_kwargs()}  # e.g. fast_muon's head scale
         inference = inference_record(config.model, data.num_classes, data.classes, config.dataset, architecture)
         callbacks = [*callbacks, *ours, *([timing] if timing else [])]
-        self._trainer = MLXTrainer(max_epochs=recipe.epochs, callbacks=callbacks, default_root_dir=folder,
-                          log_every_n_steps=config.log_every(steps), limit_train_batches=config.limit_train_batches,
-                          limit_val_batches=config.limit_val_batches, limit_test_batches=config.limit_test_batches,
-                          checkpoint_meta={"settings": settings, "inference": inference}, group=self.group)  # fmt: skip
+        self._trainer = MLXTrainer(
+            max_epochs=recipe.epochs,
+            callbacks=callbacks,
+            default_root_dir=folder,
+            log_every_n_steps=config.log_every(steps),
+            limit_train_batches=config.limit_train_batches,
+            limit_val_batches=config.limit_val_batches,
+            limit_test_batches=config.limit_test_batches,
+            checkpoint_meta={"settings": settings, "inference": inference},
+            group=self.group,
+        )
         return self._trainer
 
     # ------------------------------------------------------ speed and memory
@@ -276,9 +304,15 @@ class MLXBackend(ProcessState):
         return str(describe_failure(error, self.rank, self.world_size))
 
     def facts(self, config, trainer, module) -> RunFacts:
-        return RunFacts(accelerator=self.device, versions=package_versions("mlx", "numpy"), numerics=mlx_numerics(),
-                        processes=self._processes(module.recipe.batch_size), parameters=self.count_parameters(module),
-                        steps=trainer.total_steps, execution={"device": self.device, **config.model_kwargs()})  # fmt: skip
+        return RunFacts(
+            accelerator=self.device,
+            versions=package_versions("mlx", "numpy"),
+            numerics=mlx_numerics(),
+            processes=self._processes(module.recipe.batch_size),
+            parameters=self.count_parameters(module),
+            steps=trainer.total_steps,
+            execution={"device": self.device, **config.model_kwargs()},
+        )
 
     def _processes(self, batch_size: int) -> dict:
         return mlx_processes(batch_size, self.world_size, self.machines, self._here)

@@ -146,5 +146,7 @@ def slow_blas_warning() -> str | None:
         return None
     if os.environ.get(SWITCH) == "0":
         return None  # asked for on purpose
-    return ("warning: MLX runs on this CPU with its reference BLAS, about 12x slower than with OpenBLAS: "
-            "pip install cmeel-openblas (x86-64 Linux) or apt-get install libopenblas0-pthread")  # fmt: skip
+    return (
+        "warning: MLX runs on this CPU with its reference BLAS, about 12x slower than with OpenBLAS: "
+        "pip install cmeel-openblas (x86-64 Linux) or apt-get install libopenblas0-pthread"
+    )

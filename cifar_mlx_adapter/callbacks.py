@@ -6,7 +6,6 @@ import mlx.core as mx
 from mlx.utils import tree_flatten, tree_unflatten
 
 from cifar_lightning.core.recipes import averaging_decay
-
 from cifar_mlx_adapter.trainer import Callback
 
 

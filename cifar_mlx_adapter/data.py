@@ -96,7 +96,7 @@ class MLXData:
         self._arrays: dict[str, tuple[mx.array, mx.array]] = {}
 
     def loader(self, split: str, rank: int = 0, world_size: int = 1) -> MLXBatchLoader:
-        """"train" (shuffled, augmented, full batches), "val" or "test", as rank `rank` of
+        """ "train" (shuffled, augmented, full batches), "val" or "test", as rank `rank` of
         `world_size` processes takes it: the core's per-rank plan (``CIFARData.plan``), the
         one torch's DDP follows (an equal share of each epoch's order for training, every
         world_size-th image for evaluation)."""
@@ -104,6 +104,8 @@ class MLXData:
         plan = data.plan(split, rank, world_size)  # reads and splits the data on first use
         if split not in self._arrays:
             images, labels = data.splits[split]
-            self._arrays[split] = (mx.array(np.ascontiguousarray(images.transpose(0, 2, 3, 1))),
-                                   mx.array(labels.astype(np.int32)))  # fmt: skip
+            self._arrays[split] = (
+                mx.array(np.ascontiguousarray(images.transpose(0, 2, 3, 1))),
+                mx.array(labels.astype(np.int32)),
+            )
         return MLXBatchLoader(*self._arrays[split], plan, data.mean, data.std)

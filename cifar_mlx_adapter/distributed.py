@@ -83,11 +83,16 @@ def join_processes() -> mx.distributed.Group:
 
     # mx.distributed.init holds the GIL while it waits, so no Python thread or signal handler
     # of this process can run: a small watchdog process prints the line and ends this one
-    message = (f"error: rank {rank}: could not reach the other processes within {seconds:g} s "
-               f"({CONNECT_TIMEOUT_ENV}); check that every rank was started and that the hosts "
-               "reach each other")  # fmt: skip
-    watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(os.getpid()), str(seconds), message],
-                                stdin=subprocess.PIPE, env={"PATH": os.environ.get("PATH", "")})  # fmt: skip
+    message = (
+        f"error: rank {rank}: could not reach the other processes within {seconds:g} s "
+        f"({CONNECT_TIMEOUT_ENV}); check that every rank was started and that the hosts "
+        "reach each other"
+    )
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", WATCHDOG, str(os.getpid()), str(seconds), message],
+        stdin=subprocess.PIPE,
+        env={"PATH": os.environ.get("PATH", "")},
+    )
     try:
         group = mx.distributed.init(strict=True)
     except RuntimeError as e:
@@ -125,8 +130,10 @@ def describe_failure(error: BaseException, rank: int, world: int) -> ProcessFail
     where = f"rank {rank} of {world}"
     if lost_peer(error):
         peer = f"rank {1 - rank}" if world == 2 else "another rank"
-        return ProcessFailure(f"{where}: lost the connection to {peer}, which failed or was killed "
-                              f"(its own line says why, unless it was killed) [{one_line(error)}]")  # fmt: skip
+        return ProcessFailure(
+            f"{where}: lost the connection to {peer}, which failed or was killed "
+            f"(its own line says why, unless it was killed) [{one_line(error)}]"
+        )
     if isinstance(error, CIFARError):
         code = getattr(error, "exit_code", ExitCode.USAGE)  # a CIFARError's own status, a bug's 2
         return ProcessFailure(f"{where}: {one_line(error)}", code)

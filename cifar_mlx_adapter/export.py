@@ -17,10 +17,9 @@ import mlx.nn as nn
 import numpy as np
 
 from cifar_lightning.core.model_card import ModelCard
-
-from cifar_mlx_adapter.weights import load_file
 from cifar_mlx_adapter.data import normalize
 from cifar_mlx_adapter.models import MaxPool2d, build_model
+from cifar_mlx_adapter.weights import load_file
 
 
 class MatmulLinear(nn.Linear):
@@ -56,8 +55,11 @@ def export_mlxfn(card: ModelCard, weights: str, path: str) -> None:
         if isinstance(layer, MaxPool2d):
             layer.shapeless = True  # no slice that would write the example's batch size into the graph
     example = mx.zeros((8, 32, 32, 3), dtype=mx.uint8)
-    metadata = {**card.metadata(), "normalisation": "inside the function: feed uint8 RGB images",
-                "output": "a 1-tuple: float32 logits (N, num_classes); softmax gives probabilities"}  # fmt: skip
+    metadata = {
+        **card.metadata(),
+        "normalisation": "inside the function: feed uint8 RGB images",
+        "output": "a 1-tuple: float32 logits (N, num_classes); softmax gives probabilities",
+    }
     mx.export_function(path, logits_function(model, card), example, shapeless=True, metadata=json.dumps(metadata))
 
 

@@ -108,7 +108,11 @@ class ResNet18(nn.Module):
         self.bn1 = nn.BatchNorm(64)
         c_in = 64
         for i, (width, blocks, stride) in enumerate(zip(*RESNET18.values()), start=1):
-            setattr(self, f"layer{i}", [BasicBlock(c_in if b == 0 else width, width, stride if b == 0 else 1) for b in range(blocks)])  # fmt: skip
+            setattr(
+                self,
+                f"layer{i}",
+                [BasicBlock(c_in if b == 0 else width, width, stride if b == 0 else 1) for b in range(blocks)],
+            )
             c_in = width
         self.fc = nn.Linear(c_in, num_classes)
 

@@ -12,7 +12,6 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from cifar_lightning.core.recipes import module_recipe
-
 from cifar_mlx_adapter.models import build_model
 from cifar_mlx_adapter.optim import recipe_optimizer
 
@@ -128,8 +127,9 @@ class MLXClassifier:
         """The recipe's optimisers (SGD, AdamW, Muon), each part's learning rate (and SGD's
         momentum, when the recipe cycles it) following the recipe, as torch's do."""
         t = self.trainer
-        return recipe_optimizer(self.recipe, t.total_steps, t.steps_per_epoch, self.model,
-                                examples_per_step=self.examples_per_step())  # fmt: skip
+        return recipe_optimizer(
+            self.recipe, t.total_steps, t.steps_per_epoch, self.model, examples_per_step=self.examples_per_step()
+        )
 
     # Lightning-style epoch hook: the fast recipe trains the whitening bias for a few epochs only
     def on_train_epoch_start(self) -> bool:

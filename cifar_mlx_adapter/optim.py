@@ -7,8 +7,17 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten
 
-from cifar_lightning.core.recipes import (NS_COEFFICIENTS, OptimizerPart, Recipe, cycles_momentum, momentum_at,
-                                          optimized_parameters, optimizer_parts, part_lr_at, route_parameters)  # fmt: skip
+from cifar_lightning.core.recipes import (
+    NS_COEFFICIENTS,
+    OptimizerPart,
+    Recipe,
+    cycles_momentum,
+    momentum_at,
+    optimized_parameters,
+    optimizer_parts,
+    part_lr_at,
+    route_parameters,
+)
 
 _DTYPES = {"bfloat16": mx.bfloat16, "float32": mx.float32}
 
@@ -62,8 +71,9 @@ class Muon(optim.Optimizer):
     the same filters, the columns a permutation, which Newton-Schulz commutes with
     (X P (X P)^T = X X^T), so both frameworks take the same step up to rounding."""
 
-    def __init__(self, learning_rate, momentum: float, nesterov: bool = True, ns_steps: int = 3,
-                 ns_dtype: str = "bfloat16"):  # fmt: skip
+    def __init__(
+        self, learning_rate, momentum: float, nesterov: bool = True, ns_steps: int = 3, ns_dtype: str = "bfloat16"
+    ):
         super().__init__()
         self._maybe_schedule("learning_rate", learning_rate)
         self.momentum, self.nesterov, self.ns_steps, self.ns_dtype = momentum, nesterov, ns_steps, ns_dtype
@@ -102,8 +112,9 @@ def trainable_ndims(model: nn.Module) -> dict[str, int]:
     return {name: value.ndim for name, value in tree_flatten(model.trainable_parameters())}
 
 
-def recipe_optimizer(recipe: Recipe, total_steps: int, steps_per_epoch: int, model: nn.Module,
-                     examples_per_step: int | None = None) -> optim.Optimizer:  # fmt: skip
+def recipe_optimizer(
+    recipe: Recipe, total_steps: int, steps_per_epoch: int, model: nn.Module, examples_per_step: int | None = None
+) -> optim.Optimizer:
     """The recipe's optimisers (``recipes.optimizer_parts``) over `model`'s trainable
     parameters, routed by ``recipes.route_parameters`` as torch's param groups are, each
     part's learning rate (and SGD's momentum, when OneCycle cycles it) a table of the
@@ -116,12 +127,19 @@ def recipe_optimizer(recipe: Recipe, total_steps: int, steps_per_epoch: int, mod
     batch size), which the summed-loss recipe's weight decay is per (``recipes.sgd_args``)."""
     parts = optimizer_parts(recipe, examples_per_step)
     whiten = getattr(model, "whiten", None)
-    owner = route_parameters(optimized_parameters(trainable_ndims(model), recipe,
-                                                  whiten is not None and "bias" in whiten), parts)  # fmt: skip
+    owner = route_parameters(
+        optimized_parameters(trainable_ndims(model), recipe, whiten is not None and "bias" in whiten), parts
+    )
     steps = range(total_steps + 1)
     momentum = schedule_table([momentum_at(recipe, s, total_steps) for s in steps]) if cycles_momentum(recipe) else None
-    made = [_make(p, schedule_table([part_lr_at(recipe, p, s, total_steps, steps_per_epoch) for s in steps]),
-                  momentum if momentum is not None else p.momentum) for p in parts]  # fmt: skip
+    made = [
+        _make(
+            p,
+            schedule_table([part_lr_at(recipe, p, s, total_steps, steps_per_epoch) for s in steps]),
+            momentum if momentum is not None else p.momentum,
+        )
+        for p in parts
+    ]
     if len(parts) == 1:
         return made[0]
     order = list(range(len(parts)))[::-1]

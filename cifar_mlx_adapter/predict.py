@@ -12,7 +12,6 @@ import numpy as np
 
 from cifar_lightning.core.model_card import ModelCard
 from cifar_lightning.core.predictions import write_predictions_csv
-
 from cifar_mlx_adapter.data import normalize
 from cifar_mlx_adapter.trainer import BasePredictionWriter, MLXTrainer
 
@@ -52,21 +51,31 @@ def build_classifier(card: ModelCard, weights: str, tta: bool | None = None):
     `tta` None keeps the recipe's choice. Raises WeightsMismatchError (one line, the first key
     that does not fit) when the weights are of another model or class count."""
     from cifar_lightning.core.recipes import module_recipe
-
-    from cifar_mlx_adapter.weights import load_file
     from cifar_mlx_adapter.module import MLXClassifier
+    from cifar_mlx_adapter.weights import load_file
 
-    module = MLXClassifier(card.model, card.num_classes, recipe=card.recipe, class_names=card.class_names,
-                           model_kwargs=card.model_kwargs)  # fmt: skip
+    module = MLXClassifier(
+        card.model, card.num_classes, recipe=card.recipe, class_names=card.class_names, model_kwargs=card.model_kwargs
+    )
     load_file(module.model, weights)
     if tta is not None:
         module.recipe = module_recipe(card.model, card.recipe, False).with_overrides(tta=tta)
     return module
 
 
-def predict(card: ModelCard, weights: str, images: np.ndarray, names: list[str], *, top_k: int = 1,
-            output=None, batch_size: int = 256, tta: bool | None = None, cpu: bool = False,
-            progress: bool = False) -> np.ndarray:  # fmt: skip
+def predict(
+    card: ModelCard,
+    weights: str,
+    images: np.ndarray,
+    names: list[str],
+    *,
+    top_k: int = 1,
+    output=None,
+    batch_size: int = 256,
+    tta: bool | None = None,
+    cpu: bool = False,
+    progress: bool = False,
+) -> np.ndarray:
     """Class probabilities float32 (N, num_classes) of uint8 RGB `images` (N, 32, 32, 3),
     normalised with the checkpoint's mean and std, from ``MLXTrainer.predict`` with
     ``MLXClassifier.predict_step``; the CSV goes to `output` when given. Runs on MLX's GPU

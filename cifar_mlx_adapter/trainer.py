@@ -29,10 +29,9 @@ from mlx.utils import tree_flatten, tree_unflatten
 from cifar_lightning.core import metrics
 from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message
 from cifar_lightning.core.recipes import total_steps
-
-from cifar_mlx_adapter.weights import load_weights, mlx_state
 from cifar_mlx_adapter.data import MLXData, core_data
 from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gather_rows, words_float64
+from cifar_mlx_adapter.weights import load_weights, mlx_state
 
 
 def compile_with_state(fn, model: nn.Module, optimizer=None):
@@ -311,8 +310,12 @@ class MLXTrainer:
         first_bad = mx.array(-1, dtype=mx.int32)
         seen = 0
         start = time.perf_counter()
-        bar = tqdm(total=min(per_epoch, self.total_steps - self.global_step), desc=f"Epoch {self.current_epoch}",
-                   disable=not self.enable_progress_bar, leave=True)  # fmt: skip
+        bar = tqdm(
+            total=min(per_epoch, self.total_steps - self.global_step),
+            desc=f"Epoch {self.current_epoch}",
+            disable=not self.enable_progress_bar,
+            leave=True,
+        )
         try:
             for batch_idx, (images, labels) in enumerate(loader):
                 if batch_idx >= per_epoch or self.global_step >= self.total_steps or self.should_stop:
@@ -328,8 +331,14 @@ class MLXTrainer:
                 if self.global_step % self.log_every_n_steps == 0 or self.global_step == self.total_steps:
                     self._check_finite(first_bad, loss)
                     value = float(logs["train/loss"].item())
-                    self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, "train/loss_step": value,
-                                   "lr": self._current_lr()})  # fmt: skip
+                    self._log_row(
+                        {
+                            "epoch": self.current_epoch,
+                            "step": self.global_step - 1,
+                            "train/loss_step": value,
+                            "lr": self._current_lr(),
+                        }
+                    )
                     bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
                 bar.update(1)
                 for cb in self.callbacks:
@@ -411,8 +420,9 @@ class MLXTrainer:
         sums = [metrics.evaluation_sums(logits, labels, k) for logits, labels in runs]
         if self.group is None:
             return sums
-        row = np.concatenate([np.concatenate([m.ravel().astype(np.uint32), float64_words(np.array([ce]))])
-                              for m, ce in sums])  # fmt: skip
+        row = np.concatenate(
+            [np.concatenate([m.ravel().astype(np.uint32), float64_words(np.array([ce]))]) for m, ce in sums]
+        )
         ranks = gather_rows(row, self.group)
         out, width = [], k * k + 2
         for i in range(len(sums)):
@@ -451,8 +461,9 @@ class MLXTrainer:
         k = logits.shape[1]
         runs = [(logits, labels)]
         if module.recipe.tta:
-            plain, _ = self._evaluate(module, loader, lambda b, i: module(b[0]), self.limit_test_batches,
-                                      "Testing without TTA")  # fmt: skip
+            plain, _ = self._evaluate(
+                module, loader, lambda b, i: module(b[0]), self.limit_test_batches, "Testing without TTA"
+            )
             runs.append((plain, labels))
         counts = self._counts(runs, k)
         confusion, ce = counts[0]
@@ -484,8 +495,9 @@ class MLXTrainer:
         module.trainer = self
         loader = self._data(datamodule).loader("test") if dataloaders is None else dataloaders
         predictions = []
-        for prediction, _ in self._eval_batches(module, loader, module.predict_step, self.limit_predict_batches,
-                                                "Predicting"):  # fmt: skip
+        for prediction, _ in self._eval_batches(
+            module, loader, module.predict_step, self.limit_predict_batches, "Predicting"
+        ):
             mx.eval(prediction)  # computed batch by batch, as the bar shows
             predictions.append(prediction)
         for cb in self.callbacks:
@@ -513,10 +525,16 @@ class MLXTrainer:
         for cb in self.callbacks:
             arrays.update({f"callback.{type(cb).__name__}.{k}": np.array(v) for k, v in cb.state_dict().items()})
         arrays["random.key"] = np.array(mx.random.state[0])  # dropout continues the same sequence on resume
-        meta = {"global_step": self.global_step, "epoch": self.current_epoch, "total_steps": self.total_steps,
-                "hparams": module.hparams, "recipe": module.recipe.to_dict(), "train_time_s": self.elapsed_train_time(),
-                "validation_time_s": self.elapsed_validation_time(),
-                **self.checkpoint_meta}  # fmt: skip
+        meta = {
+            "global_step": self.global_step,
+            "epoch": self.current_epoch,
+            "total_steps": self.total_steps,
+            "hparams": module.hparams,
+            "recipe": module.recipe.to_dict(),
+            "train_time_s": self.elapsed_train_time(),
+            "validation_time_s": self.elapsed_validation_time(),
+            **self.checkpoint_meta,
+        }
         arrays["meta"] = np.array(json.dumps(meta))
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, **arrays)
@@ -539,10 +557,12 @@ class MLXTrainer:
             set_random_key(arrays["random.key"])
         for cb in self.callbacks:
             prefix = f"callback.{type(cb).__name__}."
-            cb.load_state_dict({k[len(prefix):]: mx.array(v) for k, v in arrays.items() if k.startswith(prefix)})
+            cb.load_state_dict({k[len(prefix) :]: mx.array(v) for k, v in arrays.items() if k.startswith(prefix)})
         if meta["total_steps"] != self.total_steps:
-            raise ValueError(f"checkpoint {path} belongs to a run of {meta['total_steps']} steps, "
-                             f"this one has {self.total_steps}: resume with the same epochs and batch size")  # fmt: skip
+            raise ValueError(
+                f"checkpoint {path} belongs to a run of {meta['total_steps']} steps, "
+                f"this one has {self.total_steps}: resume with the same epochs and batch size"
+            )
         self.global_step, self.current_epoch = meta["global_step"], meta["epoch"]
         self.train_time_s = meta.get("train_time_s", 0.0)
         self.validation_time_s = meta.get("validation_time_s", 0.0)
@@ -551,4 +571,6 @@ class MLXTrainer:
         metrics = self.default_root_dir / "metrics.csv"
         if metrics.is_file():
             with open(metrics, newline="") as f:
-                self.metrics_rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) < self.global_step]
+                self.metrics_rows = [
+                    r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) < self.global_step
+                ]

@@ -56,8 +56,9 @@ def mlx_to_torch(weights: dict, model=None) -> dict:
     torch `model` when given."""
     import torch
 
-    arrays = mlx_layout_to_torch({k: np.array(v.astype(mx.float32) if v.dtype == mx.bfloat16 else v)
-                                  for k, v in weights.items()})  # numpy has no bfloat16  # fmt: skip
+    arrays = mlx_layout_to_torch(
+        {k: np.array(v.astype(mx.float32) if v.dtype == mx.bfloat16 else v) for k, v in weights.items()}
+    )  # numpy has no bfloat16
     state = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
     for key in [k for k in state if k.endswith("running_mean")]:
         state[key[: -len("running_mean")] + "num_batches_tracked"] = torch.tensor(0)

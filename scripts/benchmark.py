@@ -63,8 +63,9 @@ def datamodule(data_dir: str, recipe):
 
     from cifar_lightning import CIFARDataModule
 
-    return CIFARDataModule("cifar10", data_dir, batch_size=recipe.batch_size, download=False,
-                           **asdict(recipe.augmentation))  # fmt: skip
+    return CIFARDataModule(
+        "cifar10", data_dir, batch_size=recipe.batch_size, download=False, **asdict(recipe.augmentation)
+    )
 
 
 def bench_datamodule(data_dir: str, batches: int, model: str, resident: bool) -> dict:
@@ -103,8 +104,10 @@ def bench_mlx_data(data_dir: str, batches: int, model: str, resident: bool) -> d
     if resident:
         loader = MLXData(dm.data).loader("train")
     else:
-        loader = ((mx.array(x.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(y.numpy()))
-                  for x, y in dm.train_dataloader())  # fmt: skip
+        loader = (
+            (mx.array(x.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(y.numpy()))
+            for x, y in dm.train_dataloader()
+        )
     start, n = time.perf_counter(), 0
     for i, (x, _) in enumerate(loader):
         mx.eval(x)
@@ -112,14 +115,21 @@ def bench_mlx_data(data_dir: str, batches: int, model: str, resident: bool) -> d
         if i + 1 >= batches:
             break
     seconds = time.perf_counter() - start
-    return {"images_per_s": n / seconds, "seconds": seconds, "images": n, "batch_size": r.batch_size,
-            "device": str(mx.default_device())}  # fmt: skip
+    return {
+        "images_per_s": n / seconds,
+        "seconds": seconds,
+        "images": n,
+        "batch_size": r.batch_size,
+        "device": str(mx.default_device()),
+    }
 
 
 def bench_import(data_dir: str, package: str) -> dict:
     """Seconds to import `package` (and, for cifar_lightning, its DataModule) afresh."""
-    code = {"cifar_mlx_adapter": "import cifar_mlx_adapter",
-            "cifar_lightning": "import cifar_lightning; cifar_lightning.CIFARDataModule"}[package]  # fmt: skip
+    code = {
+        "cifar_mlx_adapter": "import cifar_mlx_adapter",
+        "cifar_lightning": "import cifar_lightning; cifar_lightning.CIFARDataModule",
+    }[package]
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True)
     seconds = time.perf_counter() - start
@@ -128,16 +138,21 @@ def bench_import(data_dir: str, package: str) -> dict:
 
 def bench_torchvision(data_dir: str, batches: int, workers: int) -> dict:
     import torch
+    import torchvision.datasets.cifar as tv_cifar
     import torchvision.transforms as T
     from torchvision.datasets import CIFAR10
-
-    import torchvision.datasets.cifar as tv_cifar
 
     # the shared copy's md5s differ from the official ones: skip torchvision's checks
     CIFAR10._check_integrity = lambda self: True
     tv_cifar.check_integrity = lambda *args, **kwargs: True
-    tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                    T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))])  # fmt: skip
+    tf = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+        ]
+    )
     ds = CIFAR10(data_dir, train=True, transform=tf, download=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=64, shuffle=True, num_workers=workers, drop_last=True)
     device = best_device()
@@ -192,9 +207,17 @@ def bench_lightning(data_dir, model, steps, warmup, batch_size, channels_last=Tr
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             timer.step(len(batch[1]))
 
-    trainer = L.Trainer(accelerator="cpu", max_epochs=1, limit_train_batches=steps, limit_val_batches=0,
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[TimeSteps()])  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        limit_train_batches=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[TimeSteps()],
+    )
     trainer.fit(module, datamodule=dm)
     return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": dm.hparams.batch_size}
 
@@ -244,8 +267,14 @@ def bench_mlx_trainer(data_dir, model, steps, warmup, batch_size) -> dict:
             mx.eval(module.model.parameters())  # count finished steps, not queued ones
             timer.step(batch_size)
 
-    trainer = MLXTrainer(max_epochs=1, limit_train_batches=steps, callbacks=[TimeSteps()], enable_progress_bar=False,
-                         enable_checkpointing=False, default_root_dir="/tmp/mlx-bench")  # fmt: skip
+    trainer = MLXTrainer(
+        max_epochs=1,
+        limit_train_batches=steps,
+        callbacks=[TimeSteps()],
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        default_root_dir="/tmp/mlx-bench",
+    )
     trainer.validate = lambda *a, **k: {}  # training throughput only
     trainer.fit(module, dm)
     return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
@@ -290,43 +319,96 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
     if "data" in args.cases:
         for model, batches in (("small_cnn", 100), ("fast", 30)):
             cpu = f"data/{model} aug: per-batch CPU pipeline"
-            out += [(f"data/{model} aug: on-device pipeline", "datamodule", {"batches": batches, "model": model, "resident": True}, cpu),
-                    (cpu, "datamodule", {"batches": batches, "model": model, "resident": False}, None)]  # fmt: skip
-        out += [("data/torchvision, 0 workers", "torchvision", {"batches": 100, "workers": 0}, "data/small_cnn aug: on-device pipeline"),
-                ("data/torchvision, 2 workers", "torchvision", {"batches": 100, "workers": 2}, "data/small_cnn aug: on-device pipeline")]  # fmt: skip
+            out += [
+                (
+                    f"data/{model} aug: on-device pipeline",
+                    "datamodule",
+                    {"batches": batches, "model": model, "resident": True},
+                    cpu,
+                ),
+                (cpu, "datamodule", {"batches": batches, "model": model, "resident": False}, None),
+            ]
+        out += [
+            (
+                "data/torchvision, 0 workers",
+                "torchvision",
+                {"batches": 100, "workers": 0},
+                "data/small_cnn aug: on-device pipeline",
+            ),
+            (
+                "data/torchvision, 2 workers",
+                "torchvision",
+                {"batches": 100, "workers": 2},
+                "data/small_cnn aug: on-device pipeline",
+            ),
+        ]
     if "train" in args.cases:
-        for model, steps, bs in (("small_cnn", args.steps, 128), ("fast", max(4, args.steps // 4), 256),
-                                 ("resnet18", max(4, args.steps // 4), 64)):  # fmt: skip
+        for model, steps, bs in (
+            ("small_cnn", args.steps, 128),
+            ("fast", max(4, args.steps // 4), 256),
+            ("resnet18", max(4, args.steps // 4), 64),
+        ):
             kw = {"model": model, "steps": steps, "warmup": 2, "batch_size": bs}
             plain = f"train/{model}: plain torch loop"
             out += [(f"train/{model}: Trainer.fit", "lightning", kw, plain), (plain, "plain_torch", kw, None)]
             if model == "fast":  # the default layout (NHWC on cpu and cuda) against NCHW
-                out.append((f"train/{model}: Trainer.fit, NCHW", "lightning", {**kw, "channels_last": False},
-                            f"train/{model}: Trainer.fit"))  # fmt: skip
+                out.append(
+                    (
+                        f"train/{model}: Trainer.fit, NCHW",
+                        "lightning",
+                        {**kw, "channels_last": False},
+                        f"train/{model}: Trainer.fit",
+                    )
+                )
     if "mlx" in args.cases:
         converted = "data/mlx, fast aug: torch batches converted"
-        out += [("data/mlx, fast aug: on-device batches", "mlx_data", {"batches": 10, "model": "fast", "resident": True}, converted),
-                (converted, "mlx_data", {"batches": 10, "model": "fast", "resident": False}, None)]  # fmt: skip
+        out += [
+            (
+                "data/mlx, fast aug: on-device batches",
+                "mlx_data",
+                {"batches": 10, "model": "fast", "resident": True},
+                converted,
+            ),
+            (converted, "mlx_data", {"batches": 10, "model": "fast", "resident": False}, None),
+        ]
         kw = {"model": "small_cnn", "steps": args.mlx_steps, "warmup": 2, "batch_size": 32}
         plain = "mlx/small_cnn: plain compiled loop"
-        out += [("mlx/small_cnn: MLXTrainer.fit", "mlx_trainer", kw, plain), (plain, "plain_mlx", kw, None),
-                ("mlx/small_cnn: plain compiled loop, MLX's own BLAS", "plain_mlx_own_blas", kw, plain)]  # fmt: skip
+        out += [
+            ("mlx/small_cnn: MLXTrainer.fit", "mlx_trainer", kw, plain),
+            (plain, "plain_mlx", kw, None),
+            ("mlx/small_cnn: plain compiled loop, MLX's own BLAS", "plain_mlx_own_blas", kw, plain),
+        ]
     if "import" in args.cases:
-        out += [("import/cifar_mlx_adapter", "import", {"package": "cifar_mlx_adapter"}, None),
-                ("import/cifar_lightning (DataModule)", "import", {"package": "cifar_lightning"}, None)]  # fmt: skip
+        out += [
+            ("import/cifar_mlx_adapter", "import", {"package": "cifar_mlx_adapter"}, None),
+            ("import/cifar_lightning (DataModule)", "import", {"package": "cifar_lightning"}, None),
+        ]
     return out
 
 
-RUNNERS = {"datamodule": bench_datamodule, "torchvision": bench_torchvision, "lightning": bench_lightning,
-           "plain_torch": bench_plain_torch, "mlx_trainer": bench_mlx_trainer, "plain_mlx": bench_plain_mlx,
-           "plain_mlx_own_blas": bench_plain_mlx, "mlx_data": bench_mlx_data, "import": bench_import}  # fmt: skip
+RUNNERS = {
+    "datamodule": bench_datamodule,
+    "torchvision": bench_torchvision,
+    "lightning": bench_lightning,
+    "plain_torch": bench_plain_torch,
+    "mlx_trainer": bench_mlx_trainer,
+    "plain_mlx": bench_plain_mlx,
+    "plain_mlx_own_blas": bench_plain_mlx,
+    "mlx_data": bench_mlx_data,
+    "import": bench_import,
+}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description="Throughput benchmarks (prints a table, writes JSON).")
     p.add_argument("--data-dir", default="data")
-    p.add_argument("--cases", nargs="+", default=["data", "train", "mlx", "import"],
-                   choices=["data", "train", "mlx", "import"], help="which groups of rows (default: all)")
+    p.add_argument(
+        "--cases",
+        nargs="+",
+        default=["data", "train", "mlx", "import"],
+        choices=["data", "train", "mlx", "import"],
+        help="which groups of rows (default: all)",
+    )
     p.add_argument("--steps", type=int, default=24, help="training steps per torch case (fast and resnet18: a quarter)")
     p.add_argument("--mlx-steps", type=int, default=8)
     p.add_argument("--output", default=str(ROOT / "runs" / "benchmarks.json"))
@@ -339,10 +421,10 @@ def main() -> int:
         print("RESULT " + json.dumps(result))
         return 0
 
-    from cifar_mlx_adapter import blas
     from cifar_lightning.core.run.hardware import hardware_info
     from cifar_lightning.core.run.provenance import package_versions
     from cifar_lightning.report.results import render_benchmarks
+    from cifar_mlx_adapter import blas
 
     rows = []
     for name, kind, kw, ref in cases(args):
@@ -354,14 +436,25 @@ def main() -> int:
                 env[blas.SWITCH] = "0"
             else:
                 env.update(blas.environment() or {})
-        proc = subprocess.run([sys.executable, __file__, "--data-dir", args.data_dir, "--one", json.dumps([kind, kw])],
-                              capture_output=True, text=True, env=env)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, __file__, "--data-dir", args.data_dir, "--one", json.dumps([kind, kw])],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
         if proc.returncode or not line:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
             continue
-        rows.append({"case": name, **json.loads(line[0][7:]), "wall_s": round(time.perf_counter() - start, 1),
-                     "ld_preload": env.get("LD_PRELOAD"), "reference": ref})  # fmt: skip
+        rows.append(
+            {
+                "case": name,
+                **json.loads(line[0][7:]),
+                "wall_s": round(time.perf_counter() - start, 1),
+                "ld_preload": env.get("LD_PRELOAD"),
+                "reference": ref,
+            }
+        )
         rate = f"{rows[-1]['images_per_s']:9.1f} img/s" if "images_per_s" in rows[-1] else " " * 15
         print(f"{name:50s} {rate} {rows[-1]['seconds']:7.1f} s  peak {rows[-1]['peak_mb']:7.0f} MB", flush=True)
     if Path(args.output).exists():  # keep the rows of cases not re-run now
@@ -380,8 +473,12 @@ def main() -> int:
 
     device = best_device()
     gpu = torch.cuda.get_device_name(0) if device == "cuda" else None
-    report = {"hardware": hardware_info(device, gpu), "versions": package_versions("torch", "lightning", "mlx"),
-              "python": platform.python_version(), "rows": rows}  # fmt: skip
+    report = {
+        "hardware": hardware_info(device, gpu),
+        "versions": package_versions("torch", "lightning", "mlx"),
+        "python": platform.python_version(),
+        "rows": rows,
+    }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     print("\n" + "\n".join(render_benchmarks(report)))  # scripts/report.py puts it into Results.md

@@ -1,8 +1,8 @@
 """Regenerate Results.md from the run logs (run.json) committed under runs/. Also installed as cifar-report.
 
-    python scripts/report.py            # writes Results.md from the committed logs
-    python scripts/report.py --check    # exit 1 if Results.md is out of date
-    python scripts/report.py --all --output MyResults.md   # your own runs too
+python scripts/report.py            # writes Results.md from the committed logs
+python scripts/report.py --check    # exit 1 if Results.md is out of date
+python scripts/report.py --all --output MyResults.md   # your own runs too
 """
 
 import sys

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -9,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifar_mlx_adapter import blas
 from cifar_lightning.core.datasets import DATASETS, PARTIAL_DATA_ENV
-
+from cifar_mlx_adapter import blas
 
 
 def pytest_configure(config):
@@ -26,7 +26,6 @@ def pytest_configure(config):
         capture.stop_global_capturing()
     os.execve(sys.executable, [sys.executable, "-m", "pytest", *sys.argv[1:]], env)
 
-import os
 
 # the real CIFAR-10 for test_real_data.py: $CIFAR_DATA_DIR (a folder holding cifar-10-batches-py/),
 # else ../shared/data beside the checkout
@@ -34,11 +33,32 @@ SHARED_DATA = Path(os.environ.get("CIFAR_DATA_DIR") or Path(__file__).resolve().
 
 
 OPTIMIZER_RUNS = {  # fit flags for a recipe of each optimiser kind beyond SGD on the fixtures: 2 steps an epoch
-    "adamw": ["--model", "small_cnn", "--optimizer", "adamw", "--epochs", "2", "--batch-size", "50",
-              "--train-subset", "100"],
-    "muon": ["--model", "fast", "--optimizer", "muon", "--epochs", "4", "--batch-size", "25", "--no-tta",
-             "--train-subset", "50"],
-}  # fmt: skip
+    "adamw": [
+        "--model",
+        "small_cnn",
+        "--optimizer",
+        "adamw",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "50",
+        "--train-subset",
+        "100",
+    ],
+    "muon": [
+        "--model",
+        "fast",
+        "--optimizer",
+        "muon",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "25",
+        "--no-tta",
+        "--train-subset",
+        "50",
+    ],
+}
 
 
 def learnable_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -60,7 +80,11 @@ def write_cifar(root: Path, dataset: str = "cifar10", n_train: int = 100, n_test
     def dump(name, n):
         labels = np.arange(n) % k
         rng.shuffle(labels)
-        batch = {"data": learnable_images(labels, rng), info.label_key: labels.tolist(), "filenames": [f"{i}.png" for i in range(n)]}
+        batch = {
+            "data": learnable_images(labels, rng),
+            info.label_key: labels.tolist(),
+            "filenames": [f"{i}.png" for i in range(n)],
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f)
 
@@ -97,7 +121,9 @@ def cifar100_dir(tmp_path) -> Path:
 @pytest.fixture
 def shared_data() -> Path:
     if not (SHARED_DATA / "cifar-10-batches-py" / "data_batch_1").is_file():
-        pytest.skip(f"real CIFAR-10 not found at {SHARED_DATA} (set CIFAR_DATA_DIR to a folder holding cifar-10-batches-py/)")
+        pytest.skip(
+            f"real CIFAR-10 not found at {SHARED_DATA} (set CIFAR_DATA_DIR to a folder holding cifar-10-batches-py/)"
+        )
     return SHARED_DATA
 
 

@@ -39,12 +39,18 @@ def start_ranks(args: list[str], folder: Path, world: int = 2, env: dict | None 
     hostfile.write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(world)]))
     procs = []
     for rank in range(world):
-        e = {**os.environ, **(env or {}), "MLX_RANK": str(rank), "MLX_HOSTFILE": str(hostfile),
-             "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}  # fmt: skip
+        e = {
+            **os.environ,
+            **(env or {}),
+            "MLX_RANK": str(rank),
+            "MLX_HOSTFILE": str(hostfile),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
+        }
         e.update((rank_env or {}).get(rank, {}))
         out, err = open(folder / f"rank{rank}.out", "w"), open(folder / f"rank{rank}.err", "w")
-        procs.append(subprocess.Popen([sys.executable, str(Path(__file__)), *args], env=e, stdout=out, stderr=err,
-                                      cwd=ROOT))  # fmt: skip
+        procs.append(
+            subprocess.Popen([sys.executable, str(Path(__file__)), *args], env=e, stdout=out, stderr=err, cwd=ROOT)
+        )
     return procs
 
 
@@ -71,9 +77,15 @@ def build(spec: dict, batch_size: int):
     from cifar_mlx_adapter.weights import load_weights
 
     recipe = {**get_recipe(spec["model"]).to_dict(), **spec.get("recipe", {}), "batch_size": batch_size}
-    data = CIFARData("cifar10", spec["data"], batch_size=batch_size, seed=recipe["seed"],
-                     eval_batch_size=spec.get("eval_batch_size"), train_subset=spec.get("train_subset"),
-                     augmentation=Recipe(**recipe).augmentation)  # fmt: skip
+    data = CIFARData(
+        "cifar10",
+        spec["data"],
+        batch_size=batch_size,
+        seed=recipe["seed"],
+        eval_batch_size=spec.get("eval_batch_size"),
+        train_subset=spec.get("train_subset"),
+        augmentation=Recipe(**recipe).augmentation,
+    )
     module = MLXClassifier(spec["model"], 10, recipe=recipe, model_kwargs=spec.get("model_kwargs"))
     if spec.get("weights"):
         import numpy as np
@@ -90,24 +102,40 @@ def steps(spec: dict) -> None:
     import numpy as np
 
     from cifar_mlx_adapter import MLXTrainer
-    from cifar_mlx_adapter.weights import mlx_state
     from cifar_mlx_adapter.distributed import join_processes
+    from cifar_mlx_adapter.weights import mlx_state
 
     group = join_processes()
     data, module = build(spec, spec["batch_size"])
     out = Path(spec["out"])
-    trainer = MLXTrainer(max_epochs=module.recipe.epochs, default_root_dir=out / "trainer", enable_progress_bar=False,
-                         enable_checkpointing=False, log_every_n_steps=1, group=group)  # fmt: skip
+    trainer = MLXTrainer(
+        max_epochs=module.recipe.epochs,
+        default_root_dir=out / "trainer",
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        log_every_n_steps=1,
+        group=group,
+    )
     trainer.fit(module, data)
     val = trainer.validate(module, data, verbose=False)  # with rank 0's BatchNorm statistics on every rank
     test = trainer.test(module, data, verbose=False)
     rank = group.rank()
     np.savez(out / f"rank{rank}.npz", **{k: np.array(v) for k, v in mlx_state(module.model).items()})
-    (out / f"rank{rank}.json").write_text(json.dumps({
-        "world": trainer.world_size, "steps": trainer.global_step, "acc": test["test/acc"], "loss": test["test/loss"],
-        "confusion": test["confusion_matrix"].tolist(), "acc_no_tta": test.get("test/acc_no_tta"),
-        "per_class": test["per_class_accuracy"].tolist(), "val_acc": val["val/acc"],
-        "val_loss": val["val/loss"]}))  # fmt: skip
+    (out / f"rank{rank}.json").write_text(
+        json.dumps(
+            {
+                "world": trainer.world_size,
+                "steps": trainer.global_step,
+                "acc": test["test/acc"],
+                "loss": test["test/loss"],
+                "confusion": test["confusion_matrix"].tolist(),
+                "acc_no_tta": test.get("test/acc_no_tta"),
+                "per_class": test["per_class_accuracy"].tolist(),
+                "val_acc": val["val/acc"],
+                "val_loss": val["val/loss"],
+            }
+        )
+    )
 
 
 def cli(out: Path, argv: list[str]) -> None:
@@ -118,8 +146,8 @@ def cli(out: Path, argv: list[str]) -> None:
     import atexit
     import signal
 
-    from cifar_mlx_adapter import Callback
     from cifar_lightning.cli.fit_mlx import main
+    from cifar_mlx_adapter import Callback
 
     rank = os.environ.get("MLX_RANK", "0")
     writes: list[str] = []

@@ -45,20 +45,20 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from conftest import write_cifar
 
 import cifar_lightning.models as torch_models
 import cifar_mlx_adapter.models as mlx_models
+from cifar_lightning.cli.fit import main as fit_main
+from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
 from cifar_lightning.core.weights import torch_layout_to_mlx
 from cifar_lightning.weights import load_into_torch, load_torch_state
-from cifar_lightning.cli.fit import main as fit_main
 from cifar_mlx_adapter.weights import load_file, mlx_state
-from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
-
-from conftest import write_cifar
 
 FRAMEWORKS = ["torch", "mlx"]
-EXPECTED_WEIGHTS = ("expected weights of either framework (fit.py's .ckpt or .pt, fit_mlx.py's .npz, "
-                    "or MLX .safetensors)")
+EXPECTED_WEIGHTS = (
+    "expected weights of either framework (fit.py's .ckpt or .pt, fit_mlx.py's .npz, or MLX .safetensors)"
+)
 QUICK = ["--model", "small_cnn", "--epochs", "1", "--batch-size", "50", "--train-subset", "100"]
 
 
@@ -103,8 +103,16 @@ def real(tmp_path_factory, tiny_data_is_meant):
     """Checkpoints the two scripts wrote: a tiny run of each, and a fit.py --precision bf16-true run."""
     root = tmp_path_factory.mktemp("real")
     data = write_cifar(root / "data", "cifar10", n_train=200, n_test=50)
-    common = ["--data-dir", str(data), "--no-download", *QUICK, "--limit-test-batches", "1",
-              "--lock-file", str(root / "lock")]  # fmt: skip
+    common = [
+        "--data-dir",
+        str(data),
+        "--no-download",
+        *QUICK,
+        "--limit-test-batches",
+        "1",
+        "--lock-file",
+        str(root / "lock"),
+    ]
     fit_main([*device_flags("torch"), *common, "--output-dir", str(root / "torch")])
     fit_main([*device_flags("torch"), *common, "--precision", "bf16-true", "--output-dir", str(root / "bf16")])
     fit_mlx_main([*device_flags("mlx"), *common, "--output-dir", str(root / "mlx")])
@@ -115,8 +123,12 @@ def png_bytes() -> bytes:
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
+        + chunk(b"IEND", b"")
+    )
 
 
 def write_wrong_file(case: str, folder: Path, real_root: Path) -> tuple[Path, str]:
@@ -129,10 +141,21 @@ def write_wrong_file(case: str, folder: Path, real_root: Path) -> tuple[Path, st
         return mlx_run / "metrics.csv", "CSV file"
     if case == "json":
         return torch_run / "run.json", "JSON file"
-    path = folder / {"text": "notes.txt", "png": "curves.png", "empty": "empty.ckpt", "zip": "other.zip",
-                     "gzip": "metrics.csv.gz", "png-as-ckpt": "model.ckpt", "text-as-npz": "weights.npz",
-                     "damaged-ckpt": "damaged.ckpt", "damaged-npz": "damaged.npz",
-                     "truncated-ckpt": "truncated.ckpt"}[case]  # fmt: skip
+    path = (
+        folder
+        / {
+            "text": "notes.txt",
+            "png": "curves.png",
+            "empty": "empty.ckpt",
+            "zip": "other.zip",
+            "gzip": "metrics.csv.gz",
+            "png-as-ckpt": "model.ckpt",
+            "text-as-npz": "weights.npz",
+            "damaged-ckpt": "damaged.ckpt",
+            "damaged-npz": "damaged.npz",
+            "truncated-ckpt": "truncated.ckpt",
+        }[case]
+    )
     if case == "text":
         path.write_text("hello, these are my notes\n")
         return path, "text file"
@@ -169,8 +192,21 @@ def write_wrong_file(case: str, folder: Path, real_root: Path) -> tuple[Path, st
     raise AssertionError(case)
 
 
-CASES = ["yaml", "csv", "json", "text", "png", "empty", "zip", "gzip", "png-as-ckpt", "text-as-npz",
-         "damaged-ckpt", "damaged-npz", "truncated-ckpt"]  # fmt: skip
+CASES = [
+    "yaml",
+    "csv",
+    "json",
+    "text",
+    "png",
+    "empty",
+    "zip",
+    "gzip",
+    "png-as-ckpt",
+    "text-as-npz",
+    "damaged-ckpt",
+    "damaged-npz",
+    "truncated-ckpt",
+]
 MODES = {"weights-test-only": ["--test-only", "--weights"], "weights": ["--weights"], "resume": ["--resume"]}
 
 
@@ -185,8 +221,17 @@ def test_a_file_that_is_no_checkpoint_is_one_line(case, mode, framework, real, t
     before = tree(real["root"]), tree(tmp_path / "files")
     out = ["--output-dir", str(tmp_path / "o")] if mode != "resume" else []
     flag = MODES[mode][-1]
-    code, err, _ = run_script(framework, "--data-dir", str(real["data"]), "--no-download", *QUICK, *out,
-                              *MODES[mode], str(path), capsys=capsys)  # fmt: skip
+    code, err, _ = run_script(
+        framework,
+        "--data-dir",
+        str(real["data"]),
+        "--no-download",
+        *QUICK,
+        *out,
+        *MODES[mode],
+        str(path),
+        capsys=capsys,
+    )
     line = one_error_line(code, err)
     if flag == "--weights":
         expected = EXPECTED_WEIGHTS
@@ -196,8 +241,10 @@ def test_a_file_that_is_no_checkpoint_is_one_line(case, mode, framework, real, t
     if flag == "--resume" and case == "damaged-ckpt" and framework == "mlx":
         what = "a PyTorch file (resume it with scripts/fit.py)"  # fit_mlx.py does not read torch files
     if flag == "--resume" and case == "damaged-npz":
-        what = {"torch": "an MLX checkpoint (resume it with scripts/fit_mlx.py)",  # nor fit.py .npz files
-                "mlx": "an MLX checkpoint that does not read"}[framework]  # fmt: skip
+        what = {
+            "torch": "an MLX checkpoint (resume it with scripts/fit_mlx.py)",  # nor fit.py .npz files
+            "mlx": "an MLX checkpoint that does not read",
+        }[framework]
     assert what in line[len(f"error: {flag} {path}: ") :].split("; expected")[0], line
     assert not (tmp_path / "o").exists() and tree(work) == set()  # no run folder, here or under runs/
     assert (tree(real["root"]), tree(tmp_path / "files")) == before
@@ -207,8 +254,16 @@ def test_a_file_that_is_no_checkpoint_is_one_line(case, mode, framework, real, t
 def test_weights_are_checked_before_the_data_are_read(framework, real, tmp_path, capsys):
     """Up front, as every flag: not after reading (or downloading) the data and waiting for the lock."""
     path = real["root"] / "torch" / "hparams.yaml"
-    code, err, _ = run_script(framework, "--data-dir", str(tmp_path / "no-data"), "--no-download", "--test-only",
-                              "--weights", str(path), capsys=capsys)  # fmt: skip
+    code, err, _ = run_script(
+        framework,
+        "--data-dir",
+        str(tmp_path / "no-data"),
+        "--no-download",
+        "--test-only",
+        "--weights",
+        str(path),
+        capsys=capsys,
+    )
     assert one_error_line(code, err).startswith(f"error: --weights {path}: a YAML file starting")
 
 
@@ -240,9 +295,22 @@ def test_the_other_frameworks_checkpoint_loads_with_weights(framework, source, r
         other = "mlx" if framework == "torch" else "torch"
         ext = {"torch": {"final": ".ckpt", "initial": ".pt"}, "mlx": {"final": ".npz", "initial": ".npz"}}[other]
         path = real["root"] / other / "checkpoints" / f"{source}{ext[source]}"
-    code, err, record = run_script(framework, "--data-dir", str(real["data"]), "--no-download", "--model", "small_cnn",
-                                   "--test-only", "--weights", str(path), "--limit-test-batches", "1",
-                                   "--output-dir", str(tmp_path / "eval"), capsys=capsys)  # fmt: skip
+    code, err, record = run_script(
+        framework,
+        "--data-dir",
+        str(real["data"]),
+        "--no-download",
+        "--model",
+        "small_cnn",
+        "--test-only",
+        "--weights",
+        str(path),
+        "--limit-test-batches",
+        "1",
+        "--output-dir",
+        str(tmp_path / "eval"),
+        capsys=capsys,
+    )
     assert code == 0 and record["status"] == "finished", err[-3000:]
     assert json.loads((tmp_path / "eval" / "run.json").read_text())["checkpoint"] == str(path)
 
@@ -262,11 +330,22 @@ def test_ctrl_c_while_reading_weights_is_not_swallowed(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------ float flags
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("flag,value", [
-    ("--epochs", "inf"), ("--epochs", "nan"), ("--epochs", "-inf"), ("--lr", "inf"), ("--lr", "nan"),
-    ("--momentum", "nan"), ("--weight-decay", "inf"), ("--weight-decay", "nan"), ("--dropout", "nan"),
-    ("--dropout", "inf"), ("--memory-limit", "inf"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--epochs", "inf"),
+        ("--epochs", "nan"),
+        ("--epochs", "-inf"),
+        ("--lr", "inf"),
+        ("--lr", "nan"),
+        ("--momentum", "nan"),
+        ("--weight-decay", "inf"),
+        ("--weight-decay", "nan"),
+        ("--dropout", "nan"),
+        ("--dropout", "inf"),
+        ("--memory-limit", "inf"),
+    ],
+)
 def test_float_flags_must_be_finite(framework, flag, value, cifar10_dir, tmp_path, capsys, monkeypatch):
     if flag == "--memory-limit" and framework == "torch":
         pytest.skip("fit_mlx.py's own flag")
@@ -314,8 +393,10 @@ def write_low_precision(kind: str, state: dict, folder: Path) -> tuple[Path, dic
     else:
         raise AssertionError(kind)
     from_mlx = kind.startswith(("npz", "safetensors"))
-    return path, {k: (torch.zeros((), dtype=torch.int64) if from_mlx and k.endswith("num_batches_tracked") else v)
-                  for k, v in upcast.items()}  # fmt: skip
+    return path, {
+        k: (torch.zeros((), dtype=torch.int64) if from_mlx and k.endswith("num_batches_tracked") else v)
+        for k, v in upcast.items()
+    }
 
 
 KINDS = ["npz-f16", "safetensors-f16", "safetensors-bf16", "state-dict-bf16", "lightning-bf16"]
@@ -350,9 +431,20 @@ def test_low_precision_weights_load_as_float32_into_mlx(kind, source, tmp_path):
 def test_fit_mlx_trains_float32_from_float16_weights(source, cifar10_dir, tmp_path, capsys):
     path, _ = write_low_precision("npz-f16", source, tmp_path)
     out = tmp_path / "run"
-    code, err, record = run_script("mlx", "--data-dir", str(cifar10_dir), "--no-download", *QUICK,
-                                   "--limit-test-batches", "1", "--weights", str(path), "--output-dir", str(out),
-                                   capsys=capsys)  # fmt: skip
+    code, err, record = run_script(
+        "mlx",
+        "--data-dir",
+        str(cifar10_dir),
+        "--no-download",
+        *QUICK,
+        "--limit-test-batches",
+        "1",
+        "--weights",
+        str(path),
+        "--output-dir",
+        str(out),
+        capsys=capsys,
+    )
     assert code == 0, err[-3000:]
     assert record["numerics"]["precision"] == "32-true"
     with np.load(out / "checkpoints" / "final.npz") as z:

@@ -27,6 +27,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import write_cifar
 
 from cifar_lightning.cli.fit import main as fit_main
 from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
@@ -34,8 +35,6 @@ from cifar_lightning.core.run import hardware
 from cifar_lightning.core.run.throughput import StepClock
 from cifar_lightning.report.comparison import geometric_ratio, paired_difference
 from cifar_mlx_adapter import Callback
-
-from conftest import write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ["pytorch", "mlx"]
@@ -158,9 +157,25 @@ def test_throughput_counts_the_steps_after_the_warm_up_with_the_device_waited_fo
     step), within 25% and 0.3 s, so neither sleep is in them, and its images per second are
     those steps' images over those seconds."""
     ref = TorchReference() if framework == "pytorch" else MLXReference()
-    argv = ["--data-dir", str(cifar10_dir), "--no-download", "--model", "small_cnn", "--epochs", "3", "--batch-size",
-            "20", "--train-subset", "100", "--limit-val-batches", "1", "--log-every-n-steps", "50",
-            "--output-dir", str(tmp_path / "run")]  # fmt: skip  (no logged step: the trainer waits for none itself)
+    argv = [
+        "--data-dir",
+        str(cifar10_dir),
+        "--no-download",
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "20",
+        "--train-subset",
+        "100",
+        "--limit-val-batches",
+        "1",
+        "--log-every-n-steps",
+        "50",
+        "--output-dir",
+        str(tmp_path / "run"),
+    ]  # no logged step: the trainer waits for none itself
     if framework == "pytorch":
         record = fit_main([*argv, "--accelerator", "cpu"], callbacks=(ref,))
     else:
@@ -214,12 +229,33 @@ def test_mlx_reads_the_clock_only_after_evaluating_the_steps_state(monkeypatch, 
         return real_eval(*args)
 
     monkeypatch.setattr(mx, "eval", eval_spy)
-    record = fit_mlx_main(["--data-dir", str(cifar10_dir), "--no-download", "--cpu", "--model", "small_cnn",
-                           "--epochs", "2", "--batch-size", "20", "--train-subset", "100", "--limit-val-batches", "0",
-                           "--log-every-n-steps", "50", "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    record = fit_mlx_main(
+        [
+            "--data-dir",
+            str(cifar10_dir),
+            "--no-download",
+            "--cpu",
+            "--model",
+            "small_cnn",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "20",
+            "--train-subset",
+            "100",
+            "--limit-val-batches",
+            "0",
+            "--log-every-n-steps",
+            "50",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     readings = [i for i, e in enumerate(events) if e == ("read",)]
     assert len(readings) >= 4 and record["throughput"]["synchronized_by"] == "mx.eval"
-    parameters = len(tree_flatten(build_model("small_cnn").parameters()))  # the model's arrays; the optimiser's come on top
+    parameters = len(
+        tree_flatten(build_model("small_cnn").parameters())
+    )  # the model's arrays; the optimiser's come on top
     for i in readings:
         assert i > 0 and events[i - 1][0] == "eval" and events[i - 1][1] > parameters, events[max(0, i - 2) : i + 1]
 
@@ -231,8 +267,25 @@ def test_torch_reads_the_clock_only_after_synchronizing_cuda(monkeypatch, cifar1
     spy_on_clock_readings(monkeypatch, events)
     real = torch.cuda.synchronize
     monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: (events.append(("sync",)), real(*a))[1])
-    fit_main(["--data-dir", str(cifar10_dir), "--no-download", "--accelerator", "cuda", "--model", "small_cnn",
-              "--epochs", "2", "--batch-size", "20", "--train-subset", "100", "--output-dir", str(tmp_path / "run")])
+    fit_main(
+        [
+            "--data-dir",
+            str(cifar10_dir),
+            "--no-download",
+            "--accelerator",
+            "cuda",
+            "--model",
+            "small_cnn",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "20",
+            "--train-subset",
+            "100",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     readings = [i for i, e in enumerate(events) if e == ("read",)]
     assert readings and all(i > 0 and events[i - 1] == ("sync",) for i in readings)
 
@@ -243,10 +296,34 @@ def memory_of(framework: str, data: Path, out: Path, batch: int) -> dict:
     whole life's)."""
     module = "cifar_lightning.cli.fit" if framework == "pytorch" else "cifar_lightning.cli.fit_mlx"
     device = ["--accelerator", "cpu"] if framework == "pytorch" else ["--cpu"]
-    r = subprocess.run([sys.executable, "-m", module, "--data-dir", str(data), "--no-download", "--model", "small_cnn",
-                        "--epochs", "1", "--batch-size", str(batch), "--train-subset", str(2 * batch),
-                        "--limit-val-batches", "0", "--limit-test-batches", "1", "--output-dir", str(out), *device],
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            module,
+            "--data-dir",
+            str(data),
+            "--no-download",
+            "--model",
+            "small_cnn",
+            "--epochs",
+            "1",
+            "--batch-size",
+            str(batch),
+            "--train-subset",
+            str(2 * batch),
+            "--limit-val-batches",
+            "0",
+            "--limit-test-batches",
+            "1",
+            "--output-dir",
+            str(out),
+            *device,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return json.loads((out / "run.json").read_text())["memory"]
 
@@ -292,15 +369,23 @@ def test_the_machine_facts_are_read_from_the_systems_tools_and_unknown_otherwise
     assert hardware.power_source(PMSET_AC) == "AC Power" and hardware.power_source(PMSET_BATTERY) == "Battery Power"
     assert hardware.power_source(None) == "unknown"
     assert hardware.linux_memory_bytes("MemTotal:       24683592 kB\nMemFree: 1 kB\n") == 24683592 * 1024
-    outputs = {("sysctl", "-n", "machdep.cpu.brand_string"): "Apple M4 Max\n",
-               ("sysctl", "-n", "hw.memsize"): "68719476736\n",
-               ("system_profiler", "SPDisplaysDataType"): SYSTEM_PROFILER, ("pmset", "-g", "batt"): PMSET_BATTERY}  # fmt: skip
+    outputs = {
+        ("sysctl", "-n", "machdep.cpu.brand_string"): "Apple M4 Max\n",
+        ("sysctl", "-n", "hw.memsize"): "68719476736\n",
+        ("system_profiler", "SPDisplaysDataType"): SYSTEM_PROFILER,
+        ("pmset", "-g", "batt"): PMSET_BATTERY,
+    }
     monkeypatch.setattr(hardware.sys, "platform", "darwin")
     monkeypatch.setattr(hardware, "_tool", lambda *command: outputs.get(command))
     monkeypatch.setattr(hardware.platform, "mac_ver", lambda: ("15.3", ("", "", ""), "arm64"))
     mac = hardware.hardware_info("metal")
     assert (mac["cpu"], mac["memory_bytes"], mac["gpu_cores"], mac["macos"], mac["power"]) == (
-        "Apple M4 Max", 64 * 2**30, 40, "15.3", "Battery Power")
+        "Apple M4 Max",
+        64 * 2**30,
+        40,
+        "15.3",
+        "Battery Power",
+    )
     monkeypatch.setattr(hardware, "_tool", lambda *command: None)  # no tool answers
     monkeypatch.setattr(hardware.platform, "mac_ver", lambda: ("", ("", "", ""), ""))
     bare = hardware.hardware_info("metal")
@@ -347,14 +432,37 @@ def test_the_throughput_ratio_is_a_geometric_mean_with_its_interval():
     logs = np.log(m / t)
     low, high = stats.t.interval(0.95, 4, loc=logs.mean(), scale=stats.sem(logs))
     g = geometric_ratio(list(t), list(m))
-    assert g["ratio"] == pytest.approx(stats.gmean(m / t)) and g["ci95"] == pytest.approx([math.exp(low), math.exp(high)])
+    assert g["ratio"] == pytest.approx(stats.gmean(m / t)) and g["ci95"] == pytest.approx(
+        [math.exp(low), math.exp(high)]
+    )
 
 
 # ------------------------------------------------------------------ the command
 def compare(data: Path, out: Path, *extra: str, wait: bool = True):
-    argv = [sys.executable, str(ROOT / "scripts" / "compare.py"), "--model", "small_cnn", "--seeds", "1", "--epochs", "2",
-            "--batch-size", "25", "--train-subset", "100", "--limit-val-batches", "0", "--device", "cpu",
-            "--data-dir", str(data), "--no-download", "--output-dir", str(out), *extra]  # fmt: skip
+    argv = [
+        sys.executable,
+        str(ROOT / "scripts" / "compare.py"),
+        "--model",
+        "small_cnn",
+        "--seeds",
+        "1",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "25",
+        "--train-subset",
+        "100",
+        "--limit-val-batches",
+        "0",
+        "--device",
+        "cpu",
+        "--data-dir",
+        str(data),
+        "--no-download",
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
     if not wait:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     return subprocess.run(argv, capture_output=True, text=True, timeout=900)
@@ -400,7 +508,9 @@ def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_st
     for key, value in mlx_start.items():
         np.testing.assert_array_equal(value, start[key], err_msg=key)
     report = (out / "comparison.md").read_text()
-    assert "| 0 | " in report and "Throughput MLX / PyTorch" in report and (out / "comparison.png").stat().st_size > 1000
+    assert (
+        "| 0 | " in report and "Throughput MLX / PyTorch" in report and (out / "comparison.png").stat().st_size > 1000
+    )
 
     times = {p: p.stat().st_mtime for p in out.glob("*-seed0/run.json")}
     again = compare(data, out)
@@ -410,4 +520,5 @@ def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_st
     refused = compare(data, out, "--epochs", "3")
     assert refused.returncode == 2 and refused.stderr.strip().splitlines() == [
         f"error: --output-dir {out} holds a comparison with other settings: --epochs 2.0 there, 3.0 here; use its "
-        "own flags, or another --output-dir"]  # fmt: skip
+        "own flags, or another --output-dir"
+    ]

@@ -24,13 +24,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 import torch
+from conftest import write_cifar
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_confusion_matrix
 
 from cifar_lightning import CIFARDataModule
 from cifar_lightning.core import metrics
 from cifar_mlx_adapter.data import MLXData
-
-from conftest import write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 AUGMENTATIONS = {  # the recipes' augmentations, and cutout
@@ -70,8 +69,13 @@ def test_the_pipelines_agree_for_another_rank(cifar10_dir):
 
     images, labels = dm.split("train")
     t = CIFARBatchLoader(images, labels, plan, dm.info.mean, dm.info.std)
-    m = MLXBatchLoader(mx.array(images.permute(0, 2, 3, 1).numpy()), mx.array(labels.numpy().astype(np.int32)),
-                       plan, dm.info.mean, dm.info.std)  # fmt: skip
+    m = MLXBatchLoader(
+        mx.array(images.permute(0, 2, 3, 1).numpy()),
+        mx.array(labels.numpy().astype(np.int32)),
+        plan,
+        dm.info.mean,
+        dm.info.std,
+    )
     for (tx, _), (mx_x, _) in zip(t.uint8_batches(), m.uint8_batches(), strict=True):
         assert np.array_equal(tx.permute(0, 2, 3, 1).numpy(), np.array(mx_x))
 
@@ -83,15 +87,19 @@ def run_python(code: str, cwd=None) -> dict:
 
 
 HEAVY = ("torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning")
-LOADED = "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(%r))))" % (HEAVY + ("mlx",),)
+LOADED = "import sys, json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules} & set(%r))))" % (
+    HEAVY + ("mlx",),
+)
 
 
 def test_core_imports_no_framework():
-    loaded = run_python("import cifar_lightning.core.run.record, cifar_lightning.core.data, cifar_lightning.core.metrics, "
-                        "cifar_lightning.core.run.files, cifar_lightning.core.run.plots, "
-                        "cifar_lightning.report.logs, cifar_lightning.report.grouping, cifar_lightning.report.pairing, "
-                        "cifar_lightning.report.significance, cifar_lightning.report.results, cifar_lightning.core.draws, "
-                        "cifar_lightning\n" + LOADED)  # fmt: skip
+    loaded = run_python(
+        "import cifar_lightning.core.run.record, cifar_lightning.core.data, cifar_lightning.core.metrics, "
+        "cifar_lightning.core.run.files, cifar_lightning.core.run.plots, "
+        "cifar_lightning.report.logs, cifar_lightning.report.grouping, cifar_lightning.report.pairing, "
+        "cifar_lightning.report.significance, cifar_lightning.report.results, cifar_lightning.core.draws, "
+        "cifar_lightning\n" + LOADED
+    )
     assert loaded == []
 
 
@@ -100,7 +108,8 @@ def test_mlx_package_and_an_mlx_run_from_npz_or_safetensors_load_no_torch(tmp_pa
     assert run_python("from cifar_mlx_adapter import MLXClassifier, MLXTrainer, load_file\n" + LOADED) == ["mlx"]
     data = write_cifar(tmp_path / "data", "cifar10", n_train=100, n_test=20)
     for suffix in ("npz", "safetensors"):
-        code = f"""
+        code = (
+            f"""
 import mlx.core as mx, numpy as np
 from cifar_mlx_adapter import build_model, mlx_state
 from cifar_lightning.cli.fit_mlx import main
@@ -113,7 +122,9 @@ else:
 record = main(["--data-dir", {str(data)!r}, "--no-download", "--cpu", "--weights", path, "--epochs", "1",
                "--batch-size", "50", "--lock-file", "none", "--output-dir", {str(tmp_path)!r} + "/run-{suffix}"])
 assert record["status"] == "finished"
-""" + LOADED
+"""
+            + LOADED
+        )
         assert run_python(code, cwd=tmp_path) == ["mlx"], suffix
 
 
@@ -125,17 +136,31 @@ def test_numpy_metrics_equal_torchmetrics(classes):
     labels[:300] = logits[:300].argmax(1)  # some right answers, so accuracies are not all chance
     t_logits, t_labels = torch.from_numpy(logits), torch.from_numpy(labels)
     assert metrics.accuracy(logits, labels) == pytest.approx(
-        float(multiclass_accuracy(t_logits, t_labels, classes, average="micro")), abs=1e-7)
-    np.testing.assert_allclose(metrics.per_class_accuracy(logits, labels, classes),
-                               multiclass_accuracy(t_logits, t_labels, classes, average=None).numpy(), atol=1e-6)  # fmt: skip
-    assert np.array_equal(metrics.confusion_matrix(logits, labels, classes),
-                          multiclass_confusion_matrix(t_logits, t_labels, classes).numpy())  # fmt: skip
+        float(multiclass_accuracy(t_logits, t_labels, classes, average="micro")), abs=1e-7
+    )
+    np.testing.assert_allclose(
+        metrics.per_class_accuracy(logits, labels, classes),
+        multiclass_accuracy(t_logits, t_labels, classes, average=None).numpy(),
+        atol=1e-6,
+    )
+    assert np.array_equal(
+        metrics.confusion_matrix(logits, labels, classes),
+        multiclass_confusion_matrix(t_logits, t_labels, classes).numpy(),
+    )
     assert metrics.cross_entropy(logits, labels) == pytest.approx(
-        float(torch.nn.functional.cross_entropy(t_logits, t_labels)), rel=1e-6)
+        float(torch.nn.functional.cross_entropy(t_logits, t_labels)), rel=1e-6
+    )
 
 
-FRAMEWORKS_AND_WINGS = ("torch", "torchvision", "torchmetrics", "lightning", "pytorch_lightning", "mlx",
-                        "cifar_mlx_adapter")  # fmt: skip
+FRAMEWORKS_AND_WINGS = (
+    "torch",
+    "torchvision",
+    "torchmetrics",
+    "lightning",
+    "pytorch_lightning",
+    "mlx",
+    "cifar_mlx_adapter",
+)
 
 
 def imports_of(path: Path) -> list[tuple[int, str]]:
@@ -149,8 +174,12 @@ def imports_of(path: Path) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
             found.append((node.lineno, node.module))
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
-                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", getattr(node.func, "attr", "")) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+        ):
             found.append((node.lineno, str(node.args[0].value)))
     return found
 

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from cifar_lightning import CIFARDataError, CIFARDataModule
-from cifar_lightning.data import augment, cutout, normalize
 from cifar_lightning.core.data import EpochSampler, stratified_split
 from cifar_lightning.core.draws import Augmentation, draw_epoch
+from cifar_lightning.data import augment, cutout, normalize
 
 
 def apply(images, draws, aug):
@@ -175,7 +175,9 @@ def test_the_reader_checks_the_official_image_counts(cifar10_dir, monkeypatch):
     from cifar_lightning.core.datasets import read_split
 
     monkeypatch.delenv("CIFAR_ALLOW_PARTIAL_DATA")
-    with pytest.raises(CIFARDataError, match=r"cifar-10-batches-py: the training split holds 200 images, expected 50,000"):
+    with pytest.raises(
+        CIFARDataError, match=r"cifar-10-batches-py: the training split holds 200 images, expected 50,000"
+    ):
         read_split(cifar10_dir, "cifar10", train=True)
     monkeypatch.setenv("CIFAR_ALLOW_PARTIAL_DATA", "1")
     assert len(read_split(cifar10_dir, "cifar10", train=True)[1]) == 200
@@ -228,9 +230,10 @@ def test_the_download_checks_the_archives_md5_and_extracts_it(tmp_path, monkeypa
     The archives are served from file:// addresses (urllib reads them as it reads https)."""
     from dataclasses import replace
 
+    from conftest import write_cifar
+
     from cifar_lightning.core import datasets
     from cifar_lightning.core.data import CIFARData
-    from conftest import write_cifar
 
     source = write_cifar(tmp_path / "src", "cifar10", n_train=100, n_test=20)
     md5 = archive_of(source / "cifar-10-batches-py", tmp_path / "c10.tar.gz")
@@ -248,8 +251,9 @@ def test_the_download_checks_the_archives_md5_and_extracts_it(tmp_path, monkeypa
     assert "\n" not in str(refused.value) and list((tmp_path / "bad").iterdir()) == []
 
     evil_md5 = archive_of(source / "cifar-10-batches-py", tmp_path / "evil.tar.gz", member_name="../escaped")
-    monkeypatch.setitem(datasets.DATASETS, "cifar10", replace(info, url=(tmp_path / "evil.tar.gz").as_uri(),
-                                                              md5=evil_md5))  # fmt: skip
+    monkeypatch.setitem(
+        datasets.DATASETS, "cifar10", replace(info, url=(tmp_path / "evil.tar.gz").as_uri(), md5=evil_md5)
+    )
     with pytest.raises(CIFARDataError, match="download of cifar10 .* failed"):
         datasets.download("cifar10", tmp_path / "evil")
     assert not (tmp_path / "escaped").exists()

@@ -6,7 +6,9 @@ from pathlib import Path
 
 def test_ddp_ranks_see_disjoint_shares_of_every_epoch(cifar10_dir, tmp_path):
     script = Path(__file__).with_name("ddp_shards.py")
-    r = subprocess.run([sys.executable, str(script), str(cifar10_dir), str(tmp_path)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, str(script), str(cifar10_dir), str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{i}.json").read_text()) for i in range(2)]
     assert all(rank["world_size"] == 2 for rank in ranks)

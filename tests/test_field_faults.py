@@ -19,7 +19,6 @@ only GPU test.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,12 +31,12 @@ import pytest
 import torch
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule
-from cifar_lightning.core.errors import NonFiniteLossError
 from cifar_lightning.callbacks import LookaheadAveraging
-from cifar_lightning.models import build_model
 from cifar_lightning.cli.fit import main as fit_main
-from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer
 from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
+from cifar_lightning.core.errors import NonFiniteLossError
+from cifar_lightning.models import build_model
+from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer
 from cifar_mlx_adapter.backend import setup_device
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,9 +57,17 @@ def test_averaging_acts_once_per_optimizer_step_under_accumulation(cifar10_dir):
     final copy at 6, not at 0, 2, 2, 4, 4, 6 (one per micro-batch)."""
     averaging = RecordBlends(every=2)
     dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=25, download=False, train_subset=150)
-    trainer = L.Trainer(accelerator="cpu", max_steps=6, accumulate_grad_batches=2, callbacks=[averaging], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        limit_val_batches=0)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=6,
+        accumulate_grad_batches=2,
+        callbacks=[averaging],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(CIFARClassifier("fast", 10), datamodule=dm)
     assert trainer.global_step == 6
     assert [step for step, _ in averaging.blends] == [2, 4, 6, 6]
@@ -68,8 +75,22 @@ def test_averaging_acts_once_per_optimizer_step_under_accumulation(cifar10_dir):
 
 
 def one_step(data, weights, out, devices, batch, accumulate) -> dict:
-    r = subprocess.run([sys.executable, str(ROOT / "tests" / "ddp_step.py"), str(data), str(weights), str(out), "fast",
-                        str(devices), str(batch), str(accumulate)], capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "ddp_step.py"),
+            str(data),
+            str(weights),
+            str(out),
+            "fast",
+            str(devices),
+            str(batch),
+            str(accumulate),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return torch.load(out, weights_only=True)
 
@@ -86,8 +107,13 @@ def test_a_summed_loss_takes_the_same_step_under_ddp_and_accumulation(cifar10_di
     torch.save(initial, tmp_path / "w.pt")
 
     def moved(state):
-        return torch.cat([(state[k] - initial[k]).flatten() for k in initial
-                          if initial[k].is_floating_point() and "running" not in k])  # fmt: skip
+        return torch.cat(
+            [
+                (state[k] - initial[k]).flatten()
+                for k in initial
+                if initial[k].is_floating_point() and "running" not in k
+            ]
+        )
 
     one = moved(one_step(cifar10_dir, tmp_path / "w.pt", tmp_path / "one.pt", 1, 50, 1))
     for name, devices, accumulate in (("ddp", 2, 1), ("accumulated", 1, 2)):
@@ -114,10 +140,27 @@ def test_times_measure_the_same_spans_in_both_frameworks(cifar10_dir, tmp_path, 
     for cls in (CIFARClassifier, MLXClassifier):
         monkeypatch.setattr(cls, "validation_step", slow(cls.validation_step))
         monkeypatch.setattr(cls, "test_step", slow(cls.test_step))
-    common = ["--data-dir", str(cifar10_dir), "--no-download", "--model", "small_cnn", "--epochs", "1",
-              "--batch-size", "10", "--limit-train-batches", "1", "--limit-val-batches", "1", "--limit-test-batches", "1"]  # fmt: skip
-    runs = {"pytorch": fit_main([*common, "--accelerator", "cpu", "--output-dir", str(tmp_path / "t")]),
-            "mlx": fit_mlx_main([*common, "--cpu", "--output-dir", str(tmp_path / "m")])}  # fmt: skip
+    common = [
+        "--data-dir",
+        str(cifar10_dir),
+        "--no-download",
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--limit-train-batches",
+        "1",
+        "--limit-val-batches",
+        "1",
+        "--limit-test-batches",
+        "1",
+    ]
+    runs = {
+        "pytorch": fit_main([*common, "--accelerator", "cpu", "--output-dir", str(tmp_path / "t")]),
+        "mlx": fit_mlx_main([*common, "--cpu", "--output-dir", str(tmp_path / "m")]),
+    }
     for name, run in runs.items():
         assert 0 < run["train_time_s"] < 4.0 <= run["validation_time_s"], name
         assert 4.0 <= run["test_time_s"], name
@@ -127,8 +170,10 @@ def test_an_evaluation_records_zero_steps_in_both_frameworks(cifar10_dir, tmp_pa
     model = build_model("small_cnn", 10)
     torch.save(model.state_dict(), tmp_path / "w.pt")
     common = ["--data-dir", str(cifar10_dir), "--no-download", "--test-only", "--weights", str(tmp_path / "w.pt")]
-    for run in (fit_main([*common, "--accelerator", "cpu", "--output-dir", str(tmp_path / "t")]),
-                fit_mlx_main([*common, "--cpu", "--output-dir", str(tmp_path / "m")])):  # fmt: skip
+    for run in (
+        fit_main([*common, "--accelerator", "cpu", "--output-dir", str(tmp_path / "t")]),
+        fit_mlx_main([*common, "--cpu", "--output-dir", str(tmp_path / "m")]),
+    ):
         assert run["hyperparameters"]["total_steps"] == 0 and run["train_time_s"] == 0 and run["epochs"] == 0
 
 
@@ -161,8 +206,13 @@ def test_mlx_nan_stop_names_the_first_non_finite_step(cifar10_dir, tmp_path):
             if trainer.global_step == 2:
                 module.model.fc2.weight = module.model.fc2.weight * mx.array(float("nan"))
 
-    trainer = MLXTrainer(max_epochs=1, callbacks=[PoisonAtStep()], default_root_dir=tmp_path, log_every_n_steps=50,
-                         enable_progress_bar=False)  # fmt: skip
+    trainer = MLXTrainer(
+        max_epochs=1,
+        callbacks=[PoisonAtStep()],
+        default_root_dir=tmp_path,
+        log_every_n_steps=50,
+        enable_progress_bar=False,
+    )
     with pytest.raises(NonFiniteLossError, match=r"training loss became nan at step 2;"):
         trainer.fit(module, dm)
 
@@ -191,15 +241,27 @@ def test_the_loader_honours_the_trainer_flags_that_change_its_batches(cifar10_di
             seen.append(trainer.train_dataloader.sampler.indices()[:40].tolist())
 
     dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=20, download=False)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=2, overfit_batches=2, callbacks=[RecordOrder()], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=2,
+        overfit_batches=2,
+        callbacks=[RecordOrder()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(CIFARClassifier("small_cnn", 10), datamodule=dm)
     assert len(seen) == 2 and seen[0] == seen[1] == list(range(40))
 
     dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=20, download=False)
-    fake = SimpleNamespace(global_rank=1, world_size=2, overfit_batches=0,
-                           _accelerator_connector=SimpleNamespace(use_distributed_sampler=False),
-                           strategy=SimpleNamespace(root_device=torch.device("cpu")))  # fmt: skip
+    fake = SimpleNamespace(
+        global_rank=1,
+        world_size=2,
+        overfit_batches=0,
+        _accelerator_connector=SimpleNamespace(use_distributed_sampler=False),
+        strategy=SimpleNamespace(root_device=torch.device("cpu")),
+    )
     dm.trainer = fake
     assert len(dm.train_dataloader().sampler.indices()) == 200
     fake._accelerator_connector.use_distributed_sampler = True

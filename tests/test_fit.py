@@ -8,10 +8,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-
-from cifar_lightning.core.run.files import RUN_SCHEMA_KEYS, read_metrics_csv
-from cifar_lightning.cli.fit import main
 from conftest import OPTIMIZER_RUNS
+
+from cifar_lightning.cli.fit import main
+from cifar_lightning.core.run.files import RUN_SCHEMA_KEYS, read_metrics_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,11 @@ def assert_resume_matches(data, tmp_path, common, cut: CtrlC, cut_step, total, f
     assert counter.steps == total - cut_step  # it continued; it did not start over
     full, resumed = final_weights(full_out), final_weights(tmp_path / "cut")
     initial = torch.load(full_out / "checkpoints/initial.pt", weights_only=True)
-    moved = [k for k in initial if initial[k].is_floating_point() and not torch.allclose(initial[k], full[f"model.{k}"], rtol=1e-3, atol=1e-4)]
+    moved = [
+        k
+        for k in initial
+        if initial[k].is_floating_point() and not torch.allclose(initial[k], full[f"model.{k}"], rtol=1e-3, atol=1e-4)
+    ]
     assert len(moved) > len(initial) // 2  # training changed the weights, so equality means something
     for key in full:
         torch.testing.assert_close(resumed[key], full[key], rtol=1e-5, atol=1e-6, msg=key)
@@ -128,13 +132,28 @@ def full_fast_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("where", sorted(FAST_CUTS))
-def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(cifar10_dir, tmp_path, where, full_fast_run):
+def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(
+    cifar10_dir, tmp_path, where, full_fast_run
+):
     """Averaging every 5 steps, the final weights the average (copied back at step 12), the
     whitening-bias freeze at epoch 3: a run cut anywhere, also after its last epoch or
     during its final test (Lightning then skips on_train_start and on_train_end), ends as
     the uninterrupted one. Checked against: the final copy-back done in on_train_end."""
-    common = ["--model", "fast", "--epochs", "6", "--batch-size", "25", "--no-tta", "--train-subset", "50",
-              "--log-every-n-steps", "1", "--seed", "0"]  # fmt: skip
+    common = [
+        "--model",
+        "fast",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "25",
+        "--no-tta",
+        "--train-subset",
+        "50",
+        "--log-every-n-steps",
+        "1",
+        "--seed",
+        "0",
+    ]
     cut, cut_step = FAST_CUTS[where]
     assert_resume_matches(cifar10_dir, tmp_path, common, cut, cut_step, total=12, full_out=full_fast_run)
 
@@ -142,10 +161,19 @@ def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(ci
 def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_dir, tmp_path):
     """Dropout on: the resumed run draws the masks the uninterrupted one drew (torch's
     generator state restored from the checkpoint)."""
-    common = ["--model", "small_cnn", "--epochs", "2", "--batch-size", "50", "--train-subset", "100",
-              "--log-every-n-steps", "1"]  # fmt: skip
+    common = [
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "50",
+        "--train-subset",
+        "100",
+        "--log-every-n-steps",
+        "1",
+    ]
     assert_resume_matches(cifar10_dir, tmp_path, common, CtrlC("epoch-end", epoch=1), cut_step=2, total=4)
-
 
 
 @pytest.mark.parametrize("optimizer", sorted(OPTIMIZER_RUNS))
@@ -161,7 +189,9 @@ def test_interrupted_run_of_each_optimizer_resumes_to_the_same_end(cifar10_dir, 
 
 
 def run_script(*args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "fit.py"), *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fit.py"), *args], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
@@ -186,9 +216,30 @@ def test_weights_of_another_model_are_rejected(cifar10_dir, tmp_path):
     out = tmp_path / "r"
     fit(cifar10_dir, out, "--model", "small_cnn", "--epochs", "1", "--batch-size", "50")
     with pytest.raises(SystemExit):
-        fit(cifar10_dir, tmp_path / "x", "--model", "resnet18", "--test-only", "--weights", str(out / "checkpoints/final.ckpt"))
-    r = run_script("--model", "small_cnn", "--dataset", "cifar100", "--data-dir", str(cifar10_dir), "--accelerator", "cpu",
-                   "--test-only", "--weights", str(out / "checkpoints/final.ckpt"), "--output-dir", str(tmp_path / "y"))
+        fit(
+            cifar10_dir,
+            tmp_path / "x",
+            "--model",
+            "resnet18",
+            "--test-only",
+            "--weights",
+            str(out / "checkpoints/final.ckpt"),
+        )
+    r = run_script(
+        "--model",
+        "small_cnn",
+        "--dataset",
+        "cifar100",
+        "--data-dir",
+        str(cifar10_dir),
+        "--accelerator",
+        "cpu",
+        "--test-only",
+        "--weights",
+        str(out / "checkpoints/final.ckpt"),
+        "--output-dir",
+        str(tmp_path / "y"),
+    )
     assert r.returncode == 2
 
 

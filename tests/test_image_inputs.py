@@ -73,7 +73,9 @@ def png16(path: Path, pixels: np.ndarray) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    )
 
 
 def tiff16(path: Path, pixels: np.ndarray) -> None:
@@ -82,8 +84,17 @@ def tiff16(path: Path, pixels: np.ndarray) -> None:
     data = pixels.astype("<u2").tobytes()
     bits_at, ifd_at = 8, 16
     data_at = ifd_at + 2 + 9 * 12 + 4
-    tags = [(256, 3, 1, w), (257, 3, 1, h), (258, 3, 3, bits_at), (259, 3, 1, 1), (262, 3, 1, 2),
-            (273, 4, 1, data_at), (277, 3, 1, 3), (278, 3, 1, h), (279, 4, 1, len(data))]  # fmt: skip
+    tags = [
+        (256, 3, 1, w),
+        (257, 3, 1, h),
+        (258, 3, 3, bits_at),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, data_at),
+        (277, 3, 1, 3),
+        (278, 3, 1, h),
+        (279, 4, 1, len(data)),
+    ]
     out = b"II*\0" + struct.pack("<I", ifd_at) + struct.pack("<3H", 16, 16, 16) + b"\0\0" + struct.pack("<H", 9)
     for tag, kind, count, value in tags:
         packed = struct.pack("<HH", value, 0) if kind == 3 and count == 1 else struct.pack("<I", value)
@@ -91,13 +102,15 @@ def tiff16(path: Path, pixels: np.ndarray) -> None:
     path.write_bytes(out + struct.pack("<I", 0) + data)
 
 
-DEEP = (RGB.astype(np.uint16) * 257)  # 16 bits per channel, the same colours
+DEEP = RGB.astype(np.uint16) * 257  # 16 bits per channel, the same colours
 
 
 def deep_images(folder: Path) -> dict[str, Path]:
     grey = DEEP[..., 0]
-    paths = {name: folder / name for name in ("grey.png", "rgb.png", "grey.tif", "rgb.tif", "rgb.ppm", "grey.pgm",
-                                               "comment.ppm")}  # fmt: skip
+    paths = {
+        name: folder / name
+        for name in ("grey.png", "rgb.png", "grey.tif", "rgb.tif", "rgb.ppm", "grey.pgm", "comment.ppm")
+    }
     Image.fromarray(grey).save(paths["grey.png"])
     png16(paths["rgb.png"], DEEP)
     Image.fromarray(grey).save(paths["grey.tif"])
@@ -120,8 +133,12 @@ def test_more_than_8_bits_per_channel_is_refused_in_every_format(tmp_path):
 
 
 def test_cmyk_and_other_modes_are_refused_in_one_line(tmp_path):
-    for ext, mode, word in (("jpg", "CMYK", "a CMYK image"), ("tif", "CMYK", "a CMYK image"),
-                            ("tif", "YCbCr", "an image of mode YCbCr"), ("tif", "F", "more than 8 bits")):  # fmt: skip
+    for ext, mode, word in (
+        ("jpg", "CMYK", "a CMYK image"),
+        ("tif", "CMYK", "a CMYK image"),
+        ("tif", "YCbCr", "an image of mode YCbCr"),
+        ("tif", "F", "more than 8 bits"),
+    ):
         path = tmp_path / f"{mode}.{ext}"
         Image.fromarray(RGB).convert(mode).save(path)
         with pytest.raises(ImageInputError, match=word):
@@ -139,8 +156,12 @@ def test_jpeg_reads_as_its_decoded_colours(tmp_path):
 
 
 # EXIF Orientation values and what the viewer does to the stored pixels (EXIF 2.32, tag 0x0112)
-ORIENTATIONS = {3: lambda a: np.rot90(a, 2), 6: lambda a: np.rot90(a, -1), 8: lambda a: np.rot90(a, 1),
-                2: lambda a: a[:, ::-1]}  # fmt: skip
+ORIENTATIONS = {
+    3: lambda a: np.rot90(a, 2),
+    6: lambda a: np.rot90(a, -1),
+    8: lambda a: np.rot90(a, 1),
+    2: lambda a: a[:, ::-1],
+}
 
 
 @pytest.mark.parametrize("orientation", sorted(ORIENTATIONS))
@@ -198,11 +219,28 @@ def test_a_file_name_not_valid_in_the_file_systems_encoding_is_predicted_and_wri
     """A folder holding a Latin-1-named PNG, a bomb and a good PNG: scripts/predict.py's
     main predicts both PNGs and writes both rows (the Latin-1 byte shown as \\xe9), the bomb
     is one error line, exit status 2. Before: UnicodeEncodeError writing the CSV, no CSV."""
-    from cifar_lightning.cli.predict import main as predict
     from cifar_lightning.cli.fit import main as fit
+    from cifar_lightning.cli.predict import main as predict
 
-    fit(["--data-dir", str(cifar10_dir), "--no-download", "--accelerator", "cpu", "--epochs", "1", "--batch-size",
-         "50", "--limit-train-batches", "1", "--limit-val-batches", "0", "--output-dir", str(tmp_path / "run")])  # fmt: skip
+    fit(
+        [
+            "--data-dir",
+            str(cifar10_dir),
+            "--no-download",
+            "--accelerator",
+            "cpu",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+            "--limit-train-batches",
+            "1",
+            "--limit-val-batches",
+            "0",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     folder = tmp_path / "photos"
     folder.mkdir()
     latin1 = os.fsdecode(b"caf\xe9.png")  # a name a Windows or an old Mac archive leaves on Linux
@@ -216,7 +254,8 @@ def test_a_file_name_not_valid_in_the_file_systems_encoding_is_predicted_and_wri
     out, err = capsys.readouterr()
     assert stop.value.code == 2
     assert [line for line in err.splitlines() if line.startswith("error:")] == [
-        line for line in err.splitlines() if "zbomb.png: an image too large to decode" in line]
+        line for line in err.splitlines() if "zbomb.png: an image too large to decode" in line
+    ]
     rows = read_predictions_csv(csv)
     assert [r["input"] for r in rows] == [str(folder / "caf\\xe9.png"), str(folder / "good.png")]
     assert f"{folder}/caf\\xe9.png:" in out

@@ -10,16 +10,16 @@ from types import SimpleNamespace
 
 import mlx.core as mx
 import mlx.nn as nn
+import mlx_rank
 import numpy as np
 import pytest
+from conftest import write_cifar
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-import mlx_rank
-from conftest import write_cifar
 from cifar_mlx_adapter import MLXTrainer
-from cifar_mlx_adapter.weights import load_weights, mlx_state
 from cifar_mlx_adapter.data import MLXData
 from cifar_mlx_adapter.optim import recipe_optimizer
+from cifar_mlx_adapter.weights import mlx_state
 
 BATCH = 20  # images per process per step; 200 training images: 5 steps an epoch
 
@@ -102,8 +102,14 @@ def test_two_processes_take_the_step_of_one_process_on_the_union_and_evaluate_ev
     rank 1, in batches of 4 with a partial last one) equal one process's evaluation of
     the same weights."""
     data = write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=25)
-    spec = {**CASES[case], "data": str(data), "eval_batch_size": 4, "out": str(tmp_path), "batch_size": BATCH,
-            "weights": str(tmp_path / "initial.npz")}  # fmt: skip
+    spec = {
+        **CASES[case],
+        "data": str(data),
+        "eval_batch_size": 4,
+        "out": str(tmp_path),
+        "batch_size": BATCH,
+        "weights": str(tmp_path / "initial.npz"),
+    }
     initial_weights(spec, tmp_path / "initial.npz")
     codes, errors = mlx_rank.wait_ranks(mlx_rank.start_ranks(["steps", json.dumps(spec)], tmp_path), tmp_path)
     assert codes == [0, 0], errors
@@ -144,12 +150,29 @@ def test_two_processes_take_the_step_of_one_process_on_the_union_and_evaluate_ev
 def fit_mlx_ranks(tmp_path, out, *extra, rank_env=None):
     """scripts/fit_mlx.py's main on 2 ranks (SmallCNN, 1 epoch, 20 images per process per
     step: 5 steps of 40); returns (exit statuses, stderr texts, files each rank wrote)."""
-    argv = ["--data-dir", str(tmp_path / "data"), "--no-download", "--cpu", "--output-dir", str(out),
-            "--model", "small_cnn", "--epochs", "1", "--batch-size", "20", "--log-every-n-steps", "1", *extra]  # fmt: skip
-    codes, errors = mlx_rank.wait_ranks(mlx_rank.start_ranks(["cli", str(tmp_path), "--", *argv], tmp_path,
-                                                             rank_env=rank_env), tmp_path)  # fmt: skip
-    writes = [json.loads(p.read_text()) if (p := tmp_path / f"writes-rank{r}.json").is_file() else None
-              for r in range(2)]  # fmt: skip
+    argv = [
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--no-download",
+        "--cpu",
+        "--output-dir",
+        str(out),
+        "--model",
+        "small_cnn",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "20",
+        "--log-every-n-steps",
+        "1",
+        *extra,
+    ]
+    codes, errors = mlx_rank.wait_ranks(
+        mlx_rank.start_ranks(["cli", str(tmp_path), "--", *argv], tmp_path, rank_env=rank_env), tmp_path
+    )
+    writes = [
+        json.loads(p.read_text()) if (p := tmp_path / f"writes-rank{r}.json").is_file() else None for r in range(2)
+    ]
     return codes, errors, writes
 
 
@@ -166,9 +189,15 @@ def test_fit_mlx_on_two_processes_writes_one_record_from_rank_0(tmp_path):
     assert codes == [0, 0], errors
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "finished" and record["hyperparameters"]["total_steps"] == 5
-    assert record["processes"] == {"devices": 2, "num_nodes": 1, "strategy": "ddp", "world_size": 2,
-                                   "accumulate_grad_batches": 1, "batch_size_per_process": 20,
-                                   "effective_batch_size": 40}  # fmt: skip
+    assert record["processes"] == {
+        "devices": 2,
+        "num_nodes": 1,
+        "strategy": "ddp",
+        "world_size": 2,
+        "accumulate_grad_batches": 1,
+        "batch_size_per_process": 20,
+        "effective_batch_size": 40,
+    }
     assert record["command"].startswith("mlx.launch -n 2 scripts/fit_mlx.py --data-dir ")
     rows = (out / "metrics.csv").read_text().splitlines()
     assert len(rows) == 1 + 5 + 2 + 1  # header, a row per step, the epoch's val and train rows, the test row: once
@@ -221,9 +250,11 @@ def test_a_rank_that_cannot_reach_the_others_times_out_with_one_line(tmp_path):
     procs[1].kill()  # rank 1 never gets to join
     codes, errors = mlx_rank.wait_ranks(procs, tmp_path, timeout=120)
     assert codes[0] == -15  # ended by the watchdog (SIGTERM)
-    assert error_lines(errors[0]) == ["error: rank 0: could not reach the other processes within 3 s "
-                                      "(CIFAR_MLX_CONNECT_TIMEOUT); check that every rank was started and "
-                                      "that the hosts reach each other"]  # fmt: skip
+    assert error_lines(errors[0]) == [
+        "error: rank 0: could not reach the other processes within 3 s "
+        "(CIFAR_MLX_CONNECT_TIMEOUT); check that every rank was started and "
+        "that the hosts reach each other"
+    ]
 
 
 def test_a_failed_two_process_run_resumes_on_every_rank_to_the_uninterrupted_end(tmp_path):
@@ -238,8 +269,9 @@ def test_a_failed_two_process_run_resumes_on_every_rank_to_the_uninterrupted_end
         (folder / "data").symlink_to(tmp_path / "data")
     codes, errors, _ = fit_mlx_ranks(runs["full"], runs["full"] / "run", "--epochs", "2")
     assert codes == [0, 0], errors
-    codes, errors, _ = fit_mlx_ranks(runs["cut"], runs["cut"] / "run", "--epochs", "2",
-                                     rank_env={1: {"CIFAR_TEST_FAIL_AT_STEP": "7:raise"}})  # fmt: skip
+    codes, errors, _ = fit_mlx_ranks(
+        runs["cut"], runs["cut"] / "run", "--epochs", "2", rank_env={1: {"CIFAR_TEST_FAIL_AT_STEP": "7:raise"}}
+    )
     assert codes == [5, 5], errors
     last = runs["cut"] / "run/checkpoints/last.npz"
     with np.load(last) as z:

@@ -46,7 +46,9 @@ def test_weights_round_trip_exactly(name):
 
 def test_mismatch_names_first_key_and_both_shapes():
     t = torch_models.build_model("small_cnn", 100)
-    with pytest.raises(WeightsMismatchError, match=r"'fc2.weight' has shape \(100, 128\), the model expects \(10, 128\)"):
+    with pytest.raises(
+        WeightsMismatchError, match=r"'fc2.weight' has shape \(100, 128\), the model expects \(10, 128\)"
+    ):
         torch_to_mlx(t.state_dict(), build_model("small_cnn", 10))
     with pytest.raises(WeightsMismatchError, match="missing key 'conv1.weight'"):
         torch_to_mlx(torch_models.build_model("fast").state_dict(), build_model("small_cnn"))
@@ -59,7 +61,9 @@ def test_fast_net_identity_init_and_frozen_parts():
     m = build_model("fast")
     w = np.array(m.block1.conv1.weight)  # (64, 3, 3, 24): dirac on the first 24 outputs
     assert w[5, 1, 1, 5] == 1 and w[5, 1, 1, 6] == 0 and w[5, 0, 1, 5] == 0
-    trainable = {k for k, _ in __import__("mlx.utils", fromlist=["tree_flatten"]).tree_flatten(m.trainable_parameters())}
+    trainable = {
+        k for k, _ in __import__("mlx.utils", fromlist=["tree_flatten"]).tree_flatten(m.trainable_parameters())
+    }
     assert "whiten.bias" in trainable and "whiten.weight" not in trainable
     assert "block1.norm1.bias" in trainable and "block1.norm1.weight" not in trainable
 

@@ -23,6 +23,7 @@ def to_mlx(batch):
     images, labels = batch
     return mx.array(images.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(labels.numpy())
 
+
 NO_DROPOUT = {"small_cnn": {"dropout": 0.0}}
 
 

@@ -9,21 +9,29 @@ from pathlib import Path
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import OPTIMIZER_RUNS, write_cifar
 
 from cifar_lightning import CIFARDataModule
-from conftest import OPTIMIZER_RUNS
-from cifar_lightning.core.recipes import get_recipe
-from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer, NonFiniteLossError
-from cifar_lightning.core.run.files import RUN_SCHEMA_KEYS
 from cifar_lightning.cli.fit_mlx import main
-
-from conftest import write_cifar
+from cifar_lightning.core.recipes import get_recipe
+from cifar_lightning.core.run.files import RUN_SCHEMA_KEYS
+from cifar_mlx_adapter import Callback, MLXClassifier, MLXTrainer, NonFiniteLossError
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def fit_mlx(data, out, *extra, callbacks=()):
-    argv = ["--data-dir", str(data), "--no-download", "--cpu", "--output-dir", str(out), "--log-every-n-steps", "1", *extra]
+    argv = [
+        "--data-dir",
+        str(data),
+        "--no-download",
+        "--cpu",
+        "--output-dir",
+        str(out),
+        "--log-every-n-steps",
+        "1",
+        *extra,
+    ]
     return main(argv, callbacks=callbacks)
 
 
@@ -73,6 +81,7 @@ def cut_run(data, out, common, cut: CtrlC, monkeypatch):
     """The run cut by Ctrl-C: exit status 130 and no run.json."""
     with monkeypatch.context() as m:
         if cut.where == "during-test":
+
             def ctrl_c(*args, **kwargs):
                 raise KeyboardInterrupt
 
@@ -93,8 +102,17 @@ def assert_resume_matches(data, tmp_path, common, cut, cut_step, total, monkeypa
     meta = json.loads(str(np.load(tmp_path / "cut/checkpoints/last.npz")["meta"]))
     assert meta["global_step"] == cut_step
     counter = CountSteps()
-    argv = ["--data-dir", str(data), "--no-download", "--cpu", "--log-every-n-steps", "1", *common,
-            "--resume", str(tmp_path / "cut/checkpoints/last.npz")]  # fmt: skip
+    argv = [
+        "--data-dir",
+        str(data),
+        "--no-download",
+        "--cpu",
+        "--log-every-n-steps",
+        "1",
+        *common,
+        "--resume",
+        str(tmp_path / "cut/checkpoints/last.npz"),
+    ]
     record = main(argv, callbacks=(counter,))  # continues in the checkpoint's own folder
     assert counter.steps == total - cut_step  # it continued; it did not start over
     full = np.load(full_out / "checkpoints/final.npz")
@@ -126,8 +144,9 @@ def full_fast_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("where", sorted(FAST_CUTS))
-def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(cifar10_dir, tmp_path, where,
-                                                                              monkeypatch, full_fast_run):  # fmt: skip
+def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(
+    cifar10_dir, tmp_path, where, monkeypatch, full_fast_run
+):
     """As torch's twin: averaging every 5 steps, the final copy-back at step 12, the
     whitening-bias freeze at epoch 3; a run cut anywhere ends as the uninterrupted one."""
     common = ["--model", "fast", "--epochs", "6", "--batch-size", "25", "--no-tta", "--train-subset", "50"]
@@ -148,8 +167,9 @@ def test_interrupted_run_of_each_optimizer_resumes_to_the_same_end(cifar10_dir, 
     the uninterrupted run's weights. Checked against: the settings compared as saved
     (tuples) with those read back from the .npz's JSON (lists): every such resume refused."""
     total = 4 if optimizer == "adamw" else 8
-    assert_resume_matches(cifar10_dir, tmp_path, OPTIMIZER_RUNS[optimizer], CtrlC("epoch-end", epoch=1), 2, total,
-                          monkeypatch)  # fmt: skip
+    assert_resume_matches(
+        cifar10_dir, tmp_path, OPTIMIZER_RUNS[optimizer], CtrlC("epoch-end", epoch=1), 2, total, monkeypatch
+    )
 
 
 def test_ctrl_c_before_the_first_checkpoint_leaves_no_folder(cifar10_dir, tmp_path, monkeypatch):
@@ -169,8 +189,13 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ci
             if trainer.current_epoch == 1:  # what a diverging run looks like: weights become NaN
                 module.model.fc2.weight = module.model.fc2.weight * mx.array(float("nan"))
 
-    trainer = MLXTrainer(max_epochs=3, callbacks=[PoisonAfterFirstEpoch()], default_root_dir=tmp_path,
-                         log_every_n_steps=1, enable_progress_bar=False)  # fmt: skip
+    trainer = MLXTrainer(
+        max_epochs=3,
+        callbacks=[PoisonAfterFirstEpoch()],
+        default_root_dir=tmp_path,
+        log_every_n_steps=1,
+        enable_progress_bar=False,
+    )
     with pytest.raises(NonFiniteLossError, match=r"training loss became nan at step 4; the last good checkpoint is"):
         trainer.fit(module, dm)
     kept = np.load(tmp_path / "checkpoints/last.npz")
@@ -179,7 +204,9 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpoint(ci
 
 
 def run_script(*args):
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / "fit_mlx.py"), *args], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "fit_mlx.py"), *args], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_fit_mlx_bad_inputs_give_one_line_errors(tmp_path):
@@ -193,10 +220,13 @@ def test_fit_mlx_bad_inputs_give_one_line_errors(tmp_path):
     assert unknown.returncode == 2 and "invalid choice: 'vgg'" in unknown.stderr
 
 
-@pytest.mark.parametrize("model,n_train,flags", [
-    ("small_cnn", 500, ["--epochs", "2", "--batch-size", "25"]),
-    ("fast", 200, ["--epochs", "3", "--batch-size", "20", "--no-tta"]),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "model,n_train,flags",
+    [
+        ("small_cnn", 500, ["--epochs", "2", "--batch-size", "25"]),
+        ("fast", 200, ["--epochs", "3", "--batch-size", "20", "--no-tta"]),
+    ],
+)
 def test_fit_mlx_learns_a_learnable_fixture(tmp_path, model, n_train, flags):
     """The fixture's classes differ in mean colour: a few epochs reach far above chance (10%).
     On 100 test images chance accuracy has standard deviation 0.03, so 0.4 is 10 above it.
@@ -223,8 +253,9 @@ def test_whitening_bias_trains_for_its_epochs_then_freezes_in_the_compiled_step(
         def on_fit_end(self, trainer, module):
             biases["end"] = np.array(module.model.whiten.bias)
 
-    dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=50, download=False, crop_padding=2, pad_mode="reflect",
-                         train_subset=100)  # fmt: skip
+    dm = CIFARDataModule(
+        "cifar10", cifar10_dir, batch_size=50, download=False, crop_padding=2, pad_mode="reflect", train_subset=100
+    )
     MLXTrainer(max_epochs=4, callbacks=[Watch()], default_root_dir=tmp_path, enable_progress_bar=False).fit(module, dm)
     assert not np.allclose(biases[0], biases[3])  # trained in epochs 0-2
     np.testing.assert_array_equal(biases[3], biases["end"])  # frozen from epoch 3 on
@@ -236,8 +267,9 @@ def test_evaluation_limits_cut_validation_and_test(cifar10_dir, tmp_path):
 
     data = CIFARData("cifar10", cifar10_dir, batch_size=20, eval_batch_size=10)
     module = MLXClassifier("small_cnn", 10)
-    trainer = MLXTrainer(limit_val_batches=1, limit_test_batches=2, enable_progress_bar=False,
-                         default_root_dir=tmp_path / "limited")  # fmt: skip
+    trainer = MLXTrainer(
+        limit_val_batches=1, limit_test_batches=2, enable_progress_bar=False, default_root_dir=tmp_path / "limited"
+    )
     assert trainer.test(module, data, verbose=False)["confusion_matrix"].sum() == 20
     full = MLXTrainer(enable_progress_bar=False, default_root_dir=tmp_path / "full").test(module, data, verbose=False)
     assert full["confusion_matrix"].sum() == 50

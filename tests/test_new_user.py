@@ -18,15 +18,13 @@ import sys
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule, get_recipe
-from cifar_mlx_adapter import blas
 from cifar_lightning.core.run.files import read_metrics_csv
-from cifar_mlx_adapter import MLXClassifier, MLXTrainer
+from cifar_mlx_adapter import MLXClassifier, MLXTrainer, blas
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,16 +44,46 @@ def test_readme_first_command_runs_on_the_machine_the_reader_has():
 
 def quiet_run(script: str, data: Path, out: Path, *flags: str) -> str:
     env = {**os.environ, "CIFAR_ALLOW_PARTIAL_DATA": "1"}
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--data-dir", str(data), "--no-download",
-                        "--model", "small_cnn", "--epochs", "1", "--batch-size", "50", "--train-subset", "100",
-                        "--output-dir", str(out), *flags], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / script),
+            "--data-dir",
+            str(data),
+            "--no-download",
+            "--model",
+            "small_cnn",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+            "--train-subset",
+            "100",
+            "--output-dir",
+            str(out),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.startswith("training small_cnn (573,194 parameters) on cpu"), r.stdout[:500]  # its first line
     return r.stdout + r.stderr
 
 
-NOISE = ("litlogger", "exists and is not empty", "LeafSpec", "Total Flops", "weights_only", "Warning", "warning:",
-         "GPU available", "Seed set")
+NOISE = (
+    "litlogger",
+    "exists and is not empty",
+    "LeafSpec",
+    "Total Flops",
+    "weights_only",
+    "Warning",
+    "warning:",
+    "GPU available",
+    "Seed set",
+)
 
 
 def test_a_run_prints_nothing_that_looks_like_a_problem(cifar10_dir, tmp_path):
@@ -65,13 +93,19 @@ def test_a_run_prints_nothing_that_looks_like_a_problem(cifar10_dir, tmp_path):
     output = quiet_run("fit_mlx.py", cifar10_dir, tmp_path / "m", "--cpu")
     assert not [word for word in NOISE if word in output], output[-3000:]
     assert "training small_cnn (573,194 parameters) on cpu" in output
-    assert sorted(p.name for p in (tmp_path / "t" / "checkpoints").iterdir()) == ["final.ckpt", "initial.pt", "last.ckpt"]
+    assert sorted(p.name for p in (tmp_path / "t" / "checkpoints").iterdir()) == [
+        "final.ckpt",
+        "initial.pt",
+        "last.ckpt",
+    ]
     header = (tmp_path / "t" / "metrics.csv").read_text().splitlines()[0]
     assert "test/acc" in header and "test/acc_no_tta" not in header  # SmallCNN's recipe has no TTA
     # the same columns in both frameworks' metrics.csv, in the same order, and the same kinds of row
     assert (tmp_path / "m" / "metrics.csv").read_text().splitlines()[0] == header
-    kinds = {name: [tuple(k for k, v in row.items() if v) for row in read_metrics_csv(tmp_path / name / "metrics.csv")]
-             for name in ("t", "m")}  # fmt: skip
+    kinds = {
+        name: [tuple(k for k, v in row.items() if v) for row in read_metrics_csv(tmp_path / name / "metrics.csv")]
+        for name in ("t", "m")
+    }
     assert sorted(set(kinds["t"])) == sorted(set(kinds["m"])) and kinds["m"][-1] == kinds["t"][-1]
 
 
@@ -81,15 +115,22 @@ def test_fit_mlx_preloads_openblas_without_root_and_warns_only_when_training():
     warning never comes before --help or an unrelated error."""
     env = blas.restart_environment() if not blas.active() else dict(os.environ)
     assert env is not None, "no OpenBLAS found: is cmeel-openblas installed?"
-    probe = ("import mlx.core as mx; mx.set_default_device(mx.cpu); a = mx.ones((256, 256)); mx.eval(a @ a); "
-             "print(any('openblas' in line for line in open('/proc/self/maps')))")  # fmt: skip
+    probe = (
+        "import mlx.core as mx; mx.set_default_device(mx.cpu); a = mx.ones((256, 256)); mx.eval(a @ a); "
+        "print(any('openblas' in line for line in open('/proc/self/maps')))"
+    )
     r = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "True", r.stderr[-2000:]
     slow = {**os.environ, "CIFAR_FAST_BLAS": ""}
     slow.pop("LD_PRELOAD", None)
     for args in (["--help"], ["--epochs", "-1"]):
-        r = subprocess.run([sys.executable, str(ROOT / "scripts" / "fit_mlx.py"), *args], env={**slow, "CIFAR_FAST_BLAS": "0"},
-                           capture_output=True, text=True, timeout=120)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "fit_mlx.py"), *args],
+            env={**slow, "CIFAR_FAST_BLAS": "0"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert "warning" not in r.stderr, r.stderr
 
 
@@ -123,8 +164,15 @@ def test_both_classifiers_take_a_users_own_module(cifar10_dir):
     recipe = get_recipe("small_cnn").to_dict() | {"batch_size": 50}
     module = CIFARClassifier(TinyNet(), 10, recipe=recipe)
     before = module.model.head.weight.detach().clone()
-    trainer = L.Trainer(accelerator="cpu", max_steps=2, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, datamodule=CIFARDataModule("cifar10", cifar10_dir, batch_size=50, download=False))
     assert trainer.global_step == 2 and not torch.equal(before, module.model.head.weight)
     assert module.hparams.model == "TinyNet"

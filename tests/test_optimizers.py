@@ -12,7 +12,8 @@ library's code:
   m b; p *= sqrt(out) / |p|_F; p -= lr NS(g' as (out, -1)), NS with coefficients (3.4445,
   -4.7750, 2.0315), 3 steps, on g / (|g|_F + 1e-7), transposed when taller than wide.
 
-Planted faults, each made a test here fail: MLX SGD parts without their weight decay, Newton-Schulz 5 steps instead of 3 (in the
+Planted faults, each made a test here fail: MLX SGD parts without their weight decay, Newton-Schulz 5
+steps instead of 3 (in the
 code and in the recipe), the filters' rescaling skipped (torch and MLX), AdamW's weight
 decay coupled into the gradient (torch: Adam with weight_decay), MLX's AdamW without bias
 correction, the head routed to the BatchNorm biases' SGD, the whitening bias on the
@@ -32,10 +33,10 @@ from cifar_lightning.core.recipes import get_recipe, optimizer_parts, part_lr_at
 from cifar_lightning.optim import Muon as TorchMuon
 from cifar_lightning.optim import newton_schulz as torch_ns
 from cifar_mlx_adapter import MLXClassifier
-from cifar_mlx_adapter.weights import torch_to_mlx
 from cifar_mlx_adapter.optim import Muon as MLXMuon
 from cifar_mlx_adapter.optim import newton_schulz as mlx_ns
 from cifar_mlx_adapter.optim import recipe_optimizer
+from cifar_mlx_adapter.weights import torch_to_mlx
 
 PUBLISHED_NS = (3.4445, -4.7750, 2.0315)
 
@@ -109,8 +110,9 @@ def test_torch_muon_steps_equal_the_reference():
     float64 (measured: 2e-7); the steps moved the weights by ~1 (relative), 1e5 x that."""
     p, grads, lrs = conv_problem()
     w = torch.nn.Parameter(torch.tensor(p, dtype=torch.float32))
-    opt = TorchMuon([{"params": [w], "lr": lrs[0], "momentum": 0.6, "nesterov": True, "muon": True,
-                      "ns_dtype": "float32"}])  # fmt: skip
+    opt = TorchMuon(
+        [{"params": [w], "lr": lrs[0], "momentum": 0.6, "nesterov": True, "muon": True, "ns_dtype": "float32"}]
+    )
     for g, lr in zip(grads, lrs):
         opt.param_groups[0]["lr"] = lr
         w.grad = torch.tensor(g, dtype=torch.float32)
@@ -228,7 +230,8 @@ def test_whitening_bias_decays_to_zero_in_three_epochs_then_stays():
     recipe = get_recipe("fast", "muon")
     muon, _, whiten, _ = optimizer_parts(recipe)
     assert [part_lr_at(recipe, whiten, s, 200, 25) for s in (0, 74, 75, 199)] == pytest.approx(
-        [0.053, 0.053 / 75, 0.0, 0.0])
+        [0.053, 0.053 / 75, 0.0, 0.0]
+    )
     assert [part_lr_at(recipe, muon, s, 200, 25) for s in (0, 100, 199)] == pytest.approx([0.24, 0.12, 0.24 / 200])
 
 
@@ -238,7 +241,14 @@ def test_fast_muon_numbers_are_airbench94_muons():
     muon, norm, whiten, head = optimizer_parts(r)
     assert (r.epochs, r.batch_size, r.average_every, r.warmup_frac, r.end_factor) == (8, 2000, 0, 0.0, 0.0)
     assert (muon.kind, muon.lr, muon.momentum, muon.nesterov, muon.ns_steps, muon.ns_dtype, muon.weight_decay) == (
-        "muon", 0.24, 0.6, True, 3, "bfloat16", 0.0)
+        "muon",
+        0.24,
+        0.6,
+        True,
+        3,
+        "bfloat16",
+        0.0,
+    )
     for part, lr in ((norm, 0.053), (whiten, 0.053), (head, 0.67)):
         assert (part.kind, part.lr, part.momentum, part.nesterov) == ("sgd", lr, 0.85, True)
         assert part.lr * part.weight_decay == pytest.approx(2e-6 * 2000)  # wd / lr with wd = 2e-6 * batch_size
@@ -246,7 +256,13 @@ def test_fast_muon_numbers_are_airbench94_muons():
     assert whiten.decay_epochs == r.whiten_bias_epochs == 3
     assert r.model_kwargs == {"logit_scale": 1 / 256, "head_std": 1.0}
     assert (r.label_smoothing, r.loss_reduction, r.tta, r.crop_padding, r.pad_mode, r.flip) == (
-        0.2, "sum", True, 2, "reflect", "alternating")
+        0.2,
+        "sum",
+        True,
+        2,
+        "reflect",
+        "alternating",
+    )
 
 
 @pytest.mark.parametrize("batch, processes", [(1000, 1), (4000, 1), (2000, 2), (2000, 1)])
@@ -340,21 +356,39 @@ def test_weights_of_another_head_scale_are_refused_in_one_line(tmp_path, capsys,
     """A fast_muon checkpoint (logits x 1/256) evaluated or trained under the fast recipe
     (x 1/9), or the reverse, would give a loss off by the ratio: refused before any data
     is read, naming the flag that fits, in both scripts."""
-    from cifar_lightning.core.model_card import inference_record
     from cifar_lightning.cli.fit import main as fit_main
     from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
+    from cifar_lightning.core.model_card import inference_record
 
     recipe = get_recipe(trained)
     module = CIFARClassifier("fast", 10, recipe=recipe.to_dict())
     path = tmp_path / "trained.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},
-                "hyper_parameters": dict(module.hparams), "pytorch-lightning_version": "2.6.0",
-                "inference": inference_record("fast", 10, [f"c{i}" for i in range(10)], "cifar10",
-                                              recipe.model_kwargs)}, path)  # fmt: skip
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in module.model.state_dict().items()},
+            "hyper_parameters": dict(module.hparams),
+            "pytorch-lightning_version": "2.6.0",
+            "inference": inference_record("fast", 10, [f"c{i}" for i in range(10)], "cifar10", recipe.model_kwargs),
+        },
+        path,
+    )
     for main in (fit_main, fit_mlx_main):
         with pytest.raises(SystemExit) as stop:
-            main(["--model", "fast", *flags, "--weights", str(path), "--test-only", "--data-dir",
-                  str(tmp_path / "nodata"), "--no-download", "--output-dir", str(tmp_path / "out")])  # fmt: skip
+            main(
+                [
+                    "--model",
+                    "fast",
+                    *flags,
+                    "--weights",
+                    str(path),
+                    "--test-only",
+                    "--data-dir",
+                    str(tmp_path / "nodata"),
+                    "--no-download",
+                    "--output-dir",
+                    str(tmp_path / "out"),
+                ]
+            )
         assert stop.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "trained with logits scaled by" in err[0], err
@@ -371,9 +405,9 @@ def test_whitening_bias_starts_as_published_from_the_seed_in_both_frameworks(cif
     left at zero under fast_muon (the code before this test)."""
     from scipy.stats import ks_2samp
 
-    from cifar_lightning.core.whitening import initial_bias, starting_bias
     from cifar_lightning.cli.fit import main as fit_main
     from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
+    from cifar_lightning.core.whitening import initial_bias, starting_bias
 
     torch.manual_seed(0)
     theirs = torch.nn.Conv2d(3, 20_000, 2).bias.detach().numpy()
@@ -382,9 +416,26 @@ def test_whitening_bias_starts_as_published_from_the_seed_in_both_frameworks(cif
     assert np.abs(ours).max() <= bound and np.abs(theirs).max() <= bound
     assert ours.min() < -0.99 * bound and ours.max() > 0.99 * bound
     assert ks_2samp(ours, theirs).pvalue > 0.01
-    quick = ["--data-dir", str(cifar10_dir), "--no-download", "--model", "fast", "--epochs", "1", "--batch-size", "25",
-             "--train-subset", "50", "--limit-train-batches", "1", "--limit-val-batches", "0",
-             "--limit-test-batches", "1", "--no-tta"]  # fmt: skip
+    quick = [
+        "--data-dir",
+        str(cifar10_dir),
+        "--no-download",
+        "--model",
+        "fast",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "25",
+        "--train-subset",
+        "50",
+        "--limit-train-batches",
+        "1",
+        "--limit-val-batches",
+        "0",
+        "--limit-test-batches",
+        "1",
+        "--no-tta",
+    ]
     for flags in (["--optimizer", "muon"], []):
         recipe = get_recipe("fast", flags[1] if flags else None)
         fit_main([*quick, *flags, "--accelerator", "cpu", "--output-dir", str(tmp_path / "t")])

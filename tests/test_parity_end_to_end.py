@@ -30,21 +30,22 @@ whitening bias never frozen in MLX.
 import mlx.core as mx
 import numpy as np
 import torch
+from conftest import real_cifar10_subset
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule
-from cifar_lightning.module import tta_logits
-from cifar_lightning.core.run.files import read_metrics_csv
 from cifar_lightning.cli.fit import main as fit_main
+from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
+from cifar_lightning.core.run.files import read_metrics_csv
+from cifar_lightning.module import tta_logits
 from cifar_lightning.weights import load_torch_state
 from cifar_mlx_adapter import MLXClassifier, load_file
-from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
-from conftest import real_cifar10_subset
 
 
 def to_mlx(batch):
     """A torch (NCHW images, labels) batch as NHWC MLX arrays."""
     images, labels = batch
     return mx.array(images.permute(0, 2, 3, 1).contiguous().numpy()), mx.array(labels.numpy())
+
 
 FLOOR_FACTOR = 5
 ABS_FLOOR = 1e-5  # relative differences below this are float32 rounding whatever the floor
@@ -109,7 +110,9 @@ def assert_parity(torch_dir, floor_dir, mlx_dir, model, data, dropout=None, reci
     weight_floor, weight_gap = global_rel_diff(ref, floor), global_rel_diff(ref, ours)
     bound = max(FLOOR_FACTOR * weight_floor, ABS_FLOOR)
     print(f"weights: floor {weight_floor:.2e}, MLX {weight_gap:.2e}")
-    assert weight_gap <= bound, f"MLX's final weights differ from PyTorch's by {weight_gap:.2e}, floor {weight_floor:.2e}"
+    assert weight_gap <= bound, (
+        f"MLX's final weights differ from PyTorch's by {weight_gap:.2e}, floor {weight_floor:.2e}"
+    )
 
     # the initial weights were not simply kept: training moved them far more than the gap
     initial = {k: v.numpy() for k, v in load_torch_state(torch_dir / "checkpoints" / "initial.pt").items()}
@@ -117,11 +120,16 @@ def assert_parity(torch_dir, floor_dir, mlx_dir, model, data, dropout=None, reci
     print(f"training moved the weights by {moved:.2e}")
     assert moved > 10 * bound  # so a wrong update cannot hide inside the tolerance
 
-    rows = {name: read_metrics_csv(d / "metrics.csv") for name, d in (("ref", torch_dir), ("floor", floor_dir), ("mlx", mlx_dir))}
+    rows = {
+        name: read_metrics_csv(d / "metrics.csv")
+        for name, d in (("ref", torch_dir), ("floor", floor_dir), ("mlx", mlx_dir))
+    }
     steps = {name: [int(r["step"]) for r in rs if r.get("train/loss_step")] for name, rs in rows.items()}
     assert steps["mlx"] == steps["ref"] == list(range(len(steps["ref"])))
-    series = {name: np.array([[float(r["train/loss_step"]), float(r["lr"])] for r in rs if r.get("train/loss_step")])
-              for name, rs in rows.items()}  # fmt: skip
+    series = {
+        name: np.array([[float(r["train/loss_step"]), float(r["lr"])] for r in rs if r.get("train/loss_step")])
+        for name, rs in rows.items()
+    }
     np.testing.assert_allclose(series["mlx"][:, 1], series["ref"][:, 1], rtol=1e-6)  # the base group's lr
     loss_floor = rel_diff(series["ref"][:, 0], series["floor"][:, 0])
     print(f"losses: floor {loss_floor:.2e}, MLX {rel_diff(series['ref'][:, 0], series['mlx'][:, 0]):.2e}")
@@ -141,8 +149,9 @@ def test_fast_recipe_end_to_end(cifar10_dir, tmp_path):
 
 
 def test_small_cnn_recipe_end_to_end_without_dropout(cifar10_dir, tmp_path):
-    dirs = three_runs(cifar10_dir, tmp_path, "--model", "small_cnn", "--dropout", "0", "--epochs", "3",
-                      "--batch-size", "100")  # fmt: skip
+    dirs = three_runs(
+        cifar10_dir, tmp_path, "--model", "small_cnn", "--dropout", "0", "--epochs", "3", "--batch-size", "100"
+    )
     assert_parity(*dirs, "small_cnn", cifar10_dir, dropout=0.0)
 
 
@@ -154,10 +163,24 @@ def test_both_frameworks_keep_the_same_books(cifar10_dir, tmp_path):
     recipe's BatchNorm biases train at 64x it), as the neutral schedule gives it."""
     from cifar_lightning.core.recipes import get_recipe, lr_at
 
-    common = ["--data-dir", str(cifar10_dir), "--no-download", "--log-every-n-steps", "1", "--model", "fast",
-              "--epochs", "2.2", "--batch-size", "13", "--no-tta"]  # fmt: skip
-    records = [fit_main([*common, "--accelerator", "cpu", "--output-dir", str(tmp_path / "t")]),
-               fit_mlx_main([*common, "--cpu", "--output-dir", str(tmp_path / "m")])]  # fmt: skip
+    common = [
+        "--data-dir",
+        str(cifar10_dir),
+        "--no-download",
+        "--log-every-n-steps",
+        "1",
+        "--model",
+        "fast",
+        "--epochs",
+        "2.2",
+        "--batch-size",
+        "13",
+        "--no-tta",
+    ]
+    records = [
+        fit_main([*common, "--accelerator", "cpu", "--output-dir", str(tmp_path / "t")]),
+        fit_mlx_main([*common, "--cpu", "--output-dir", str(tmp_path / "m")]),
+    ]
     assert [r["hyperparameters"]["total_steps"] for r in records] == [33, 33]  # 200 images: 15 batches of 13
     recipe = get_recipe("fast").with_overrides(batch_size=13, epochs=2.2)
     expected_lr = [lr_at(recipe, s, 33) for s in range(33)]
@@ -171,8 +194,20 @@ def test_both_frameworks_keep_the_same_books(cifar10_dir, tmp_path):
 
 def test_adamw_small_cnn_end_to_end_without_dropout(cifar10_dir, tmp_path):
     """AdamW under SmallCNN's OneCycle (warm-up, peak, annealing), bias correction from step 1."""
-    dirs = three_runs(cifar10_dir, tmp_path, "--model", "small_cnn", "--optimizer", "adamw", "--dropout", "0",
-                      "--epochs", "3", "--batch-size", "100")  # fmt: skip
+    dirs = three_runs(
+        cifar10_dir,
+        tmp_path,
+        "--model",
+        "small_cnn",
+        "--optimizer",
+        "adamw",
+        "--dropout",
+        "0",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "100",
+    )
     assert_parity(*dirs, "small_cnn", cifar10_dir, dropout=0.0)
 
 
@@ -206,9 +241,16 @@ def assert_stepwise_parity(torch_dir, floor_dir, mlx_dir, data, recipe, per_step
     seen = np.maximum.accumulate(floor_gap)
     up_to_next = np.append(seen[1:], seen[-1])
     envelope = FLOOR_FACTOR * np.maximum(up_to_next, ABS_FLOOR)
-    print("loss gaps per step, floor:", np.array2string(floor_gap, precision=1), "MLX:", np.array2string(mlx_gap, precision=1))
+    print(
+        "loss gaps per step, floor:",
+        np.array2string(floor_gap, precision=1),
+        "MLX:",
+        np.array2string(mlx_gap, precision=1),
+    )
     bad = np.flatnonzero(mlx_gap > envelope)
-    assert not (per_step and len(bad)), f"step {bad[0]}: MLX's loss differs by {mlx_gap[bad[0]]:.1e}, envelope {envelope[bad[0]]:.1e}"
+    assert not (per_step and len(bad)), (
+        f"step {bad[0]}: MLX's loss differs by {mlx_gap[bad[0]]:.1e}, envelope {envelope[bad[0]]:.1e}"
+    )
     states = [final_state(d) for d in (torch_dir, floor_dir, mlx_dir)]
     weight_floor, weight_gap = global_rel_diff(states[0], states[1]), global_rel_diff(states[0], states[2])
     print(f"weights: floor {weight_floor:.2e}, MLX {weight_gap:.2e}")
@@ -226,8 +268,20 @@ def test_muon_recipe_end_to_end_float32(tmp_path):
     from cifar_lightning.core.recipes import get_recipe
 
     data = real_cifar10_subset(tmp_path / "real")
-    dirs = three_runs(data, tmp_path, "--model", "fast", "--optimizer", "muon", "--muon-dtype", "float32",
-                      "--epochs", "4", "--batch-size", "50")  # fmt: skip
+    dirs = three_runs(
+        data,
+        tmp_path,
+        "--model",
+        "fast",
+        "--optimizer",
+        "muon",
+        "--muon-dtype",
+        "float32",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "50",
+    )
     assert_stepwise_parity(*dirs, data, get_recipe("fast", "muon"))
 
 
@@ -242,6 +296,17 @@ def test_muon_recipe_end_to_end_bfloat16(tmp_path):
     from cifar_lightning.core.recipes import get_recipe
 
     data = real_cifar10_subset(tmp_path / "real")
-    dirs = three_runs(data, tmp_path, "--model", "fast", "--optimizer", "muon", "--epochs", "4",
-                      "--batch-size", "50", floor=("--muon-dtype", "float32"))  # fmt: skip
+    dirs = three_runs(
+        data,
+        tmp_path,
+        "--model",
+        "fast",
+        "--optimizer",
+        "muon",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "50",
+        floor=("--muon-dtype", "float32"),
+    )
     assert_stepwise_parity(*dirs, data, get_recipe("fast", "muon"), per_step=False)

@@ -20,11 +20,10 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import write_cifar
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule, get_recipe
 from cifar_lightning.core.recipes import lr_at
-
-from conftest import write_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,8 +39,15 @@ class RecordLR(L.Callback):
 
 
 def trainer(**kwargs) -> L.Trainer:
-    defaults = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+    defaults = dict(
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
     return L.Trainer(**{**defaults, **kwargs})
 
 
@@ -114,8 +120,14 @@ def test_checkpoints_load_with_weights_only(cifar10_dir, tmp_path, as_path):
     arguments: load_from_checkpoint and fit(ckpt_path=...) work under weights_only=True."""
     folder = cifar10_dir if as_path else str(cifar10_dir)
     recipe = get_recipe("small_cnn").with_overrides(lr=np.float64(0.02))
-    model = CIFARClassifier("small_cnn", 10, recipe=recipe, class_names=tuple(f"c{i}" for i in range(10)),
-                            model_kwargs={"dropout": np.float32(0.1)}, epochs=2)  # fmt: skip
+    model = CIFARClassifier(
+        "small_cnn",
+        10,
+        recipe=recipe,
+        class_names=tuple(f"c{i}" for i in range(10)),
+        model_kwargs={"dropout": np.float32(0.1)},
+        epochs=2,
+    )
     t = trainer(max_epochs=2, default_root_dir=tmp_path, callbacks=[StopAfterEpochs(1)])  # an interrupted run
     t.fit(model, datamodule=dm(folder))
     ckpt = tmp_path / "one.ckpt"
@@ -154,7 +166,9 @@ def test_data_order_of_nearby_seeds_is_unrelated(cifar10_dir):
     a.sampler.set_epoch(1)
     b.sampler.set_epoch(0)
     assert not np.array_equal(a.sampler.indices()[:20], b.sampler.indices()[:20])
-    draws = [draw_epoch(loader.plan.augmentation, 200, loader.plan.seed, epoch).shift for loader, epoch in ((a, 1), (b, 0))]
+    draws = [
+        draw_epoch(loader.plan.augmentation, 200, loader.plan.seed, epoch).shift for loader, epoch in ((a, 1), (b, 0))
+    ]
     assert not np.array_equal(*draws)
 
 
@@ -173,8 +187,14 @@ def test_readme_use_the_parts_runs_as_written(tmp_path, monkeypatch):
 
     class CPUTrainer(L.Trainer):
         def __init__(self, *args, **kwargs):
-            kwargs.update(accelerator="cpu", max_epochs=2, limit_train_batches=1, limit_val_batches=1,
-                          logger=False, enable_progress_bar=False)  # fmt: skip
+            kwargs.update(
+                accelerator="cpu",
+                max_epochs=2,
+                limit_train_batches=1,
+                limit_val_batches=1,
+                logger=False,
+                enable_progress_bar=False,
+            )
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(L, "Trainer", CPUTrainer)
@@ -221,17 +241,60 @@ def test_ddp_metrics_are_whole_set_values(tmp_path):
     test accuracy and loss in run.json (from trainer.test) and the last validation row of
     metrics.csv equal a one-process evaluation of the same final weights."""
     data = write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=51)
-    common = ["--data-dir", str(data), "--no-download", "--accelerator", "cpu", "--model", "small_cnn",
-              "--lock-file", "none"]  # fmt: skip
+    common = [
+        "--data-dir",
+        str(data),
+        "--no-download",
+        "--accelerator",
+        "cpu",
+        "--model",
+        "small_cnn",
+        "--lock-file",
+        "none",
+    ]
     fit = [sys.executable, str(ROOT / "scripts" / "fit.py")]
-    r = subprocess.run([*fit, *common, "--epochs", "1", "--batch-size", "20", "--devices", "2", "--strategy", "ddp",
-                        "--output-dir", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    r = subprocess.run(
+        [
+            *fit,
+            *common,
+            "--epochs",
+            "1",
+            "--batch-size",
+            "20",
+            "--devices",
+            "2",
+            "--strategy",
+            "ddp",
+            "--output-dir",
+            str(tmp_path / "ddp"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     ddp = json.loads((tmp_path / "ddp" / "run.json").read_text())
     assert ddp["hyperparameters"]["total_steps"] == 200 // 2 // 20
-    assert ddp["processes"] | {"devices": 2, "world_size": 2, "strategy": "ddp", "effective_batch_size": 40} == ddp["processes"]
-    r = subprocess.run([*fit, *common, "--test-only", "--weights", str(tmp_path / "ddp" / "checkpoints" / "final.ckpt"),
-                        "--output-dir", str(tmp_path / "one")], capture_output=True, text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    assert (
+        ddp["processes"] | {"devices": 2, "world_size": 2, "strategy": "ddp", "effective_batch_size": 40}
+        == ddp["processes"]
+    )
+    r = subprocess.run(
+        [
+            *fit,
+            *common,
+            "--test-only",
+            "--weights",
+            str(tmp_path / "ddp" / "checkpoints" / "final.ckpt"),
+            "--output-dir",
+            str(tmp_path / "one"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "run.json").read_text())
     assert ddp["test_accuracy"] == one["test_accuracy"]

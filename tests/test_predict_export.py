@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cifar_lightning.core.datasets import DATASETS, read_class_names, read_split
-from cifar_lightning.cli.images import write_png
-from cifar_lightning.core.predictions import read_predictions_csv
-
 from conftest import SHARED_DATA, write_cifar
+
+from cifar_lightning.cli.images import write_png
+from cifar_lightning.core.datasets import DATASETS, read_class_names, read_split
+from cifar_lightning.core.predictions import read_predictions_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 N_TEST = 200  # real test images the predictions are compared on
@@ -83,17 +82,50 @@ def real(tmp_path_factory):
     root = tmp_path_factory.mktemp("real")
     data = write_real_cifar(root / "data", 1000, N_TEST)
     common = ["--data-dir", str(data), "--no-download", "--lock-file", "none", "--limit-val-batches", "0"]
-    fit([*common, "--accelerator", "cpu", "--model", "small_cnn", "--epochs", "2", "--batch-size", "50",
-         "--output-dir", str(root / "torch")])  # fmt: skip
-    fit_mlx([*common, "--cpu", "--weights", str(root / "torch/checkpoints/final.ckpt"), "--epochs", "1",
-             "--batch-size", "100", "--train-subset", "200", "--output-dir", str(root / "mlx")])  # fmt: skip
+    fit(
+        [
+            *common,
+            "--accelerator",
+            "cpu",
+            "--model",
+            "small_cnn",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "50",
+            "--output-dir",
+            str(root / "torch"),
+        ]
+    )
+    fit_mlx(
+        [
+            *common,
+            "--cpu",
+            "--weights",
+            str(root / "torch/checkpoints/final.ckpt"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "100",
+            "--train-subset",
+            "200",
+            "--output-dir",
+            str(root / "mlx"),
+        ]
+    )
     images, labels = read_split(data, "cifar10", train=False)
     pngs = root / "pngs"
     pngs.mkdir()
     for i, image in enumerate(images):
         write_png(pngs / f"{i:04d}.png", image.transpose(1, 2, 0))
-    return {"data": data, "torch": root / "torch/checkpoints/final.ckpt", "mlx": root / "mlx/checkpoints/final.npz",
-            "pngs": pngs, "labels": labels, "root": root}  # fmt: skip
+    return {
+        "data": data,
+        "torch": root / "torch/checkpoints/final.ckpt",
+        "mlx": root / "mlx/checkpoints/final.npz",
+        "pngs": pngs,
+        "labels": labels,
+        "root": root,
+    }
 
 
 def predict(*argv):
@@ -106,8 +138,18 @@ def run_test_only(real, checkpoint: str, framework: str) -> dict:
     """run.json of `--test-only` on the same test images, by the framework's own script."""
     out = real["root"] / f"test-only-{checkpoint}-{framework}"
     if not (out / "run.json").exists():
-        argv = ["--data-dir", str(real["data"]), "--no-download", "--lock-file", "none", "--test-only",
-                "--weights", str(real[checkpoint]), "--output-dir", str(out)]  # fmt: skip
+        argv = [
+            "--data-dir",
+            str(real["data"]),
+            "--no-download",
+            "--lock-file",
+            "none",
+            "--test-only",
+            "--weights",
+            str(real[checkpoint]),
+            "--output-dir",
+            str(out),
+        ]
         if framework == "pytorch":
             from cifar_lightning.cli.fit import main
 
@@ -146,8 +188,9 @@ def test_the_csv_has_the_columns_and_rows_a_user_expects(real, tmp_path, capsys)
     npy = tmp_path / "x.npy"
     np.save(npy, images[:5].transpose(0, 2, 3, 1))
     csv = tmp_path / "p.csv"
-    result = predict("--weights", real["torch"], "--output", csv, "--top-k", "3", "--data-dir", real["data"],
-                     npy, "cifar10:test")  # fmt: skip
+    result = predict(
+        "--weights", real["torch"], "--output", csv, "--top-k", "3", "--data-dir", real["data"], npy, "cifar10:test"
+    )
     rows = read_predictions_csv(csv)
     assert list(rows[0]) == ["input", "class_1", "prob_1", "class_2", "prob_2", "class_3", "prob_3"]
     assert [r["input"] for r in rows[:6]] == [f"{npy}[{i}]" for i in range(5)] + ["cifar10:test[0]"]
@@ -161,9 +204,11 @@ def test_the_csv_has_the_columns_and_rows_a_user_expects(real, tmp_path, capsys)
 
 
 def test_the_mlx_predict_path_imports_no_torch(real, tmp_path):
-    code = ("import sys; from cifar_lightning.cli.predict import main; "
-            f"main(['--weights', {str(real['mlx'])!r}, '--output', {str(tmp_path / 'p.csv')!r}, '--cpu', "
-            f"{str(real['pngs'] / '0000.png')!r}]); print('torch' in sys.modules, 'lightning' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys; from cifar_lightning.cli.predict import main; "
+        f"main(['--weights', {str(real['mlx'])!r}, '--output', {str(tmp_path / 'p.csv')!r}, '--cpu', "
+        f"{str(real['pngs'] / '0000.png')!r}]); print('torch' in sys.modules, 'lightning' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip().splitlines()[-1] == "False False"
@@ -173,15 +218,30 @@ def test_the_mlx_predict_path_imports_no_torch(real, tmp_path):
 @pytest.fixture(scope="session")
 def fixture_checkpoint(tmp_path_factory):
     """fit.py's checkpoint of SmallCNN after 1 epoch on the synthetic fixture data."""
-    from cifar_lightning.cli.fit import main as fit
-
     import os
+
+    from cifar_lightning.cli.fit import main as fit
 
     os.environ["CIFAR_ALLOW_PARTIAL_DATA"] = "1"
     root = tmp_path_factory.mktemp("fixture")
     data = write_cifar(root / "data", "cifar10", n_train=200, n_test=50)
-    fit(["--data-dir", str(data), "--no-download", "--lock-file", "none", "--accelerator", "cpu", "--epochs", "1",
-         "--batch-size", "50", "--output-dir", str(root / "run")])  # fmt: skip
+    fit(
+        [
+            "--data-dir",
+            str(data),
+            "--no-download",
+            "--lock-file",
+            "none",
+            "--accelerator",
+            "cpu",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "50",
+            "--output-dir",
+            str(root / "run"),
+        ]
+    )
     return {"data": data, "torch": root / "run/checkpoints/final.ckpt"}
 
 
@@ -198,7 +258,9 @@ def test_every_export_round_trips(request, tmp_path, fmt, source):
     made = request.getfixturevalue("real" if source == "real" else "fixture_checkpoint")
     suffix = {"onnx": ".onnx", "torch-export": ".pt2", "mlx": ".mlxfn"}[fmt]
     out = tmp_path / f"model{suffix}"
-    report = main(["--weights", str(made["torch"]), "--format", fmt, "--output", str(out), "--data-dir", str(made["data"])])
+    report = main(
+        ["--weights", str(made["torch"]), "--format", fmt, "--output", str(out), "--data-dir", str(made["data"])]
+    )
     assert out.is_file() and not list(tmp_path.glob(".*tmp*"))
     images, labels = read_split(made["data"], "cifar10", train=False)
     assert report["images"] == len(labels) and report["max_logit_difference"] <= LOGIT_TOLERANCE
@@ -222,8 +284,18 @@ def test_an_mlx_checkpoint_exports_to_onnx(real, tmp_path):
     pytest.importorskip("onnxruntime", reason="the export extra is not installed")
     from cifar_lightning.cli.export import main
 
-    report = main(["--weights", str(real["mlx"]), "--format", "onnx", "--output", str(tmp_path / "m.onnx"),
-                   "--data-dir", str(real["data"])])  # fmt: skip
+    report = main(
+        [
+            "--weights",
+            str(real["mlx"]),
+            "--format",
+            "onnx",
+            "--output",
+            str(tmp_path / "m.onnx"),
+            "--data-dir",
+            str(real["data"]),
+        ]
+    )
     assert report["export_accuracy"] == report["source_accuracy"] and report["metadata"]["source_framework"] == "mlx"
 
 
@@ -243,9 +315,18 @@ def bad_files(folder: Path, good: np.ndarray) -> dict[str, str]:
     np.save(folder / "dtype.npy", np.zeros((2, 32, 32, 3), np.float32))
     (folder / "empty").mkdir()
     (folder / "whole.png").unlink()
-    return {"notes.png": "not an image", "truncated.png": "truncated", "deep.png": "more than 8 bits", "cmyk.jpg": "CMYK",
-            "ycbcr.tif": "mode YCbCr", "shape.npy": "uint8 (2, 3, 32, 32)", "dtype.npy": "float32",
-            "empty": "no image files", "missing.png": "no such file", "cifar100:test": "100"}  # fmt: skip
+    return {
+        "notes.png": "not an image",
+        "truncated.png": "truncated",
+        "deep.png": "more than 8 bits",
+        "cmyk.jpg": "CMYK",
+        "ycbcr.tif": "mode YCbCr",
+        "shape.npy": "uint8 (2, 3, 32, 32)",
+        "dtype.npy": "float32",
+        "empty": "no image files",
+        "missing.png": "no such file",
+        "cifar100:test": "100",
+    }
 
 
 def test_each_bad_input_is_one_line_and_the_others_are_predicted(real, tmp_path, capsys):
@@ -263,7 +344,12 @@ def test_each_bad_input_is_one_line_and_the_others_are_predicted(real, tmp_path,
     write_png(tmp_path / "one.png", good[3])
     np.save(tmp_path / "ok.npy", good[:2])
     csv = tmp_path / "p.csv"
-    inputs = [tmp_path / "one.png", *[tmp_path / "bad" / n if ":" not in n else n for n in bad], mixed, tmp_path / "ok.npy"]
+    inputs = [
+        tmp_path / "one.png",
+        *[tmp_path / "bad" / n if ":" not in n else n for n in bad],
+        mixed,
+        tmp_path / "ok.npy",
+    ]
     with pytest.raises(SystemExit) as stop:
         predict("--weights", real["torch"], "--output", csv, "--data-dir", real["data"], *inputs)
     assert stop.value.code == 2
@@ -275,8 +361,13 @@ def test_each_bad_input_is_one_line_and_the_others_are_predicted(real, tmp_path,
         line = found[0]
         assert word in line and "expected" in line, line
     rows = read_predictions_csv(csv)
-    assert [r["input"] for r in rows] == [str(tmp_path / "one.png"), str(mixed / "a.png"), str(mixed / "c.png"),
-                                          f"{tmp_path / 'ok.npy'}[0]", f"{tmp_path / 'ok.npy'}[1]"]  # fmt: skip
+    assert [r["input"] for r in rows] == [
+        str(tmp_path / "one.png"),
+        str(mixed / "a.png"),
+        str(mixed / "c.png"),
+        f"{tmp_path / 'ok.npy'}[0]",
+        f"{tmp_path / 'ok.npy'}[1]",
+    ]
 
 
 def one_line(r: subprocess.CompletedProcess, *words: str) -> None:
@@ -288,8 +379,13 @@ def one_line(r: subprocess.CompletedProcess, *words: str) -> None:
 
 
 def script(name: str, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *map(str, args)], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / name), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
 
 
 def test_weights_of_another_model_or_class_count_are_one_line(real, tmp_path, capsys):
@@ -301,8 +397,11 @@ def test_weights_of_another_model_or_class_count_are_one_line(real, tmp_path, ca
     checkpoint = torch.load(real["torch"], weights_only=True)
     cases = {}
     for key, value in (("model", "resnet18"), ("num_classes", 100)):
-        edited = dict(checkpoint, hyper_parameters=dict(checkpoint["hyper_parameters"], **{key: value}),
-                      inference=dict(checkpoint["inference"], **{key: value}))  # fmt: skip
+        edited = dict(
+            checkpoint,
+            hyper_parameters=dict(checkpoint["hyper_parameters"], **{key: value}),
+            inference=dict(checkpoint["inference"], **{key: value}),
+        )
         if key == "num_classes":
             edited["inference"]["class_names"] = [f"c{i}" for i in range(100)]
         cases[key] = tmp_path / f"{key}.ckpt"
@@ -315,15 +414,23 @@ def test_weights_of_another_model_or_class_count_are_one_line(real, tmp_path, ca
             predict("--weights", path, "--output", csv, real["pngs"] / "0000.png")
         err = capsys.readouterr().err.strip().splitlines()
         assert stop.value.code == 2 and len(err) == 1 and err[0].startswith(f"error: --weights {path}"), err
-        assert {"model": "another model", "num_classes": "another model or number of classes", "bare": "without the model's facts",
-                "text": "a JSON file"}[case] in err[0], err  # fmt: skip
+        assert {
+            "model": "another model",
+            "num_classes": "another model or number of classes",
+            "bare": "without the model's facts",
+            "text": "a JSON file",
+        }[case] in err[0], err
     assert not csv.exists()
 
 
 def test_unknown_formats_and_flags_are_one_line(real, tmp_path):
-    one_line(script("export.py", "--weights", real["torch"], "--format", "tflite", "--output", tmp_path / "m"), "tflite")
-    one_line(script("export.py", "--weights", real["torch"], "--format", "onnx", "--output", tmp_path / "m.pt2"),
-             "expected a .onnx file")  # fmt: skip
+    one_line(
+        script("export.py", "--weights", real["torch"], "--format", "tflite", "--output", tmp_path / "m"), "tflite"
+    )
+    one_line(
+        script("export.py", "--weights", real["torch"], "--format", "onnx", "--output", tmp_path / "m.pt2"),
+        "expected a .onnx file",
+    )
     one_line(script("predict.py", "--weights", real["torch"], "--framework", "jax", real["pngs"]), "jax")
     one_line(script("predict.py", "--weights", real["torch"], "--top-k", "11", real["pngs"]), "--top-k 11")
     assert not list(tmp_path.iterdir())

@@ -118,12 +118,23 @@ def test_recipe_parts_are_checked_when_the_recipe_is_made():
     from dataclasses import replace
 
     base = get_recipe("small_cnn")
-    for field, value in [("flip", "sometimes"), ("pad_mode", "wrap"), ("crop_padding", 40), ("cutout", 50),
-                         ("cutout", 8.5), ("label_smoothing", 1.0), ("label_smoothing", "0.1"),
-                         ("loss_reduction", "max"), ("schedule", "cosine"), ("units", "foo"),
-                         ("whiten_bias_init", "normal")]:  # fmt: skip
-        for make in (lambda: replace(base, **{field: value}),
-                     lambda: type(base)(**{**base.to_dict(), field: value})):  # as a record is read back
+    for field, value in [
+        ("flip", "sometimes"),
+        ("pad_mode", "wrap"),
+        ("crop_padding", 40),
+        ("cutout", 50),
+        ("cutout", 8.5),
+        ("label_smoothing", 1.0),
+        ("label_smoothing", "0.1"),
+        ("loss_reduction", "max"),
+        ("schedule", "cosine"),
+        ("units", "foo"),
+        ("whiten_bias_init", "normal"),
+    ]:
+        for make in (
+            lambda: replace(base, **{field: value}),
+            lambda: type(base)(**{**base.to_dict(), field: value}),
+        ):  # as a record is read back
             with pytest.raises(ValueError) as raised:
                 make()
             message = str(raised.value)
@@ -140,12 +151,22 @@ def test_the_whitening_bias_freeze_and_its_decay_length_must_agree():
     from dataclasses import replace
 
     muon = get_recipe("fast", "muon")
-    with pytest.raises(ValueError, match=r"^the whitening bias's part decays over 5 epochs but whiten_bias_epochs "
-                                         r"is 3; expected the same number"):  # fmt: skip
-        replace(muon, optimizers=[replace(p, decay_epochs=5) if "whiten_bias" in p.roles else p
-                                  for p in muon.optimizers])  # fmt: skip
-    assert replace(muon, whiten_bias_epochs=4, optimizers=[replace(p, decay_epochs=4) if p.decay_epochs else p
-                                                           for p in muon.optimizers]).whiten_bias_epochs == 4  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"^the whitening bias's part decays over 5 epochs but whiten_bias_epochs "
+        r"is 3; expected the same number",
+    ):
+        replace(
+            muon, optimizers=[replace(p, decay_epochs=5) if "whiten_bias" in p.roles else p for p in muon.optimizers]
+        )
+    assert (
+        replace(
+            muon,
+            whiten_bias_epochs=4,
+            optimizers=[replace(p, decay_epochs=4) if p.decay_epochs else p for p in muon.optimizers],
+        ).whiten_bias_epochs
+        == 4
+    )
 
 
 @pytest.mark.parametrize("model", ["small_cnn", "fast"])
@@ -154,13 +175,16 @@ def test_both_scripts_build_their_data_with_the_recipes_augmentation(model, tmp_
     airbench94's (translate 2 by reflection, flip alternating by epoch) for the fast net,
     torchvision's usual (pad 4 with zeros, random flip) for SmallCNN."""
 
-    from cifar_lightning.core.draws import Augmentation
     from cifar_lightning.backend import make_datamodule
+    from cifar_lightning.core.draws import Augmentation
     from cifar_lightning.core.run import RunConfig
     from cifar_mlx_adapter.backend import make_data
 
     recipe = get_recipe(model)
-    expected = {"small_cnn": Augmentation(4, "constant", "random", 0), "fast": Augmentation(2, "reflect", "alternating", 0)}
+    expected = {
+        "small_cnn": Augmentation(4, "constant", "random", 0),
+        "fast": Augmentation(2, "reflect", "alternating", 0),
+    }
     assert recipe.augmentation == expected[model]
     config = RunConfig(dataset="cifar10", data_dir=str(tmp_path), download=False)
     assert make_datamodule(config, recipe).augmentation == expected[model]

@@ -18,19 +18,30 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from cifar_lightning.cli.flags import common_parser
-from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
-from cifar_lightning.core.run.plots import most_confused_pairs, plot_confusion, plot_curves
-from cifar_lightning.report.results import render_results
-from cifar_lightning.cli.fit import parser as fit_parser
-from cifar_lightning.cli.fit_mlx import parser as fit_mlx_parser
-
 from test_runs_safe import train
 
+from cifar_lightning.cli.fit import parser as fit_parser
+from cifar_lightning.cli.fit_mlx import parser as fit_mlx_parser
+from cifar_lightning.cli.flags import common_parser
+from cifar_lightning.core.run.plots import most_confused_pairs, plot_confusion, plot_curves
+from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
+from cifar_lightning.report.results import render_results
+
 ROOT = Path(__file__).resolve().parents[1]
-SHORT = ["--model", "small_cnn", "--epochs", "1", "--batch-size", "50", "--train-subset", "100",
-         "--limit-val-batches", "1", "--limit-test-batches", "1"]  # fmt: skip
+SHORT = [
+    "--model",
+    "small_cnn",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "50",
+    "--train-subset",
+    "100",
+    "--limit-val-batches",
+    "1",
+    "--limit-test-batches",
+    "1",
+]
 
 
 def git_head() -> str | None:
@@ -66,7 +77,9 @@ def test_every_flag_help_gives_its_default(make):
 
 
 def test_report_flags_have_help():
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "report.py"), "--help"], capture_output=True, text=True
+    )
     for flag in ("--runs", "--output", "--check"):
         line = next(ln for ln in out.stdout.splitlines() if ln.strip().startswith(flag))
         assert len(line.split(maxsplit=2)) == 3 or "default" in out.stdout, line
@@ -78,17 +91,31 @@ def test_units_are_in_the_recipe_flags_help():
 
 
 def fake_run(framework, seed, acc, path, epochs=2, **hp):
-    return {"framework": framework, "model": "small_cnn", "dataset": "cifar10", "seed": seed, "epochs": epochs,
-            "hardware": {"cpu": "CPU", "cpu_count": 2, "accelerator": "cpu", "os": "Linux"},
-            "hyperparameters": {"lr": 0.05, "seed": seed, "batch_size": 100, "total_steps": 10, **hp},
-            "train_time_s": 10.0, "test_accuracy": acc, "test_accuracy_no_tta": None, "parameters": 1,
-            "per_class_accuracy": {"cat": acc, "dog": acc}, "_path": path}  # fmt: skip
+    return {
+        "framework": framework,
+        "model": "small_cnn",
+        "dataset": "cifar10",
+        "seed": seed,
+        "epochs": epochs,
+        "hardware": {"cpu": "CPU", "cpu_count": 2, "accelerator": "cpu", "os": "Linux"},
+        "hyperparameters": {"lr": 0.05, "seed": seed, "batch_size": 100, "total_steps": 10, **hp},
+        "train_time_s": 10.0,
+        "test_accuracy": acc,
+        "test_accuracy_no_tta": None,
+        "parameters": 1,
+        "per_class_accuracy": {"cat": acc, "dog": acc},
+        "_path": path,
+    }
 
 
 def test_same_seed_reruns_are_a_reproducibility_check_not_more_seeds():
-    runs = [fake_run("pytorch", 1, 0.70, "runs/a"), fake_run("pytorch", 1, 0.72, "runs/b"),
-            fake_run("pytorch", 2, 0.60, "runs/c"), fake_run("mlx", 1, 0.71, "runs/d"),
-            fake_run("mlx", 2, 0.61, "runs/e")]  # fmt: skip
+    runs = [
+        fake_run("pytorch", 1, 0.70, "runs/a"),
+        fake_run("pytorch", 1, 0.72, "runs/b"),
+        fake_run("pytorch", 2, 0.60, "runs/c"),
+        fake_run("mlx", 1, 0.71, "runs/d"),
+        fake_run("mlx", 2, 0.61, "runs/e"),
+    ]
     text = render_results(runs)
     repeated = text.split("## Repeated runs (distinct seeds)")[1].split("##")[0]
     assert "| pytorch | small_cnn | cifar10 | 2 (10 steps) | CPU (2 cores), cpu | 2 | 1, 2 | 65.00% |" in repeated
@@ -99,8 +126,12 @@ def test_same_seed_reruns_are_a_reproducibility_check_not_more_seeds():
 
 
 def test_evaluations_are_never_averaged():
-    runs = [fake_run("pytorch", 1, 0.70, "runs/eval-a", epochs=0), fake_run("pytorch", 1, 0.50, "runs/eval-b", epochs=0),
-            fake_run("pytorch", 1, 0.70, "runs/train-a"), fake_run("mlx", 1, 0.65, "runs/train-b")]  # fmt: skip
+    runs = [
+        fake_run("pytorch", 1, 0.70, "runs/eval-a", epochs=0),
+        fake_run("pytorch", 1, 0.50, "runs/eval-b", epochs=0),
+        fake_run("pytorch", 1, 0.70, "runs/train-a"),
+        fake_run("mlx", 1, 0.65, "runs/train-b"),
+    ]
     text = render_results(runs)
     assert "## Repeated runs" not in text and "## Same-seed reruns" not in text
     assert "60.00%" not in text.split("## Side by side")[1]  # (0.70 + 0.50) / 2 appears nowhere
@@ -111,8 +142,14 @@ def fast_recipe_run(framework, seed, acc, path, **overrides):
     """A run of the fast recipe on the full training set; `overrides` as flags would set them."""
     from cifar_lightning.core.recipes import get_recipe
 
-    hp = {**get_recipe("fast").to_dict(), "seed": seed, "val_size": 0, "train_subset": None, "total_steps": 476,
-          **overrides}  # fmt: skip
+    hp = {
+        **get_recipe("fast").to_dict(),
+        "seed": seed,
+        "val_size": 0,
+        "train_subset": None,
+        "total_steps": 476,
+        **overrides,
+    }
     return fake_run(framework, seed, acc, path, epochs=hp["epochs"]) | {"model": "fast", "hyperparameters": hp}
 
 
@@ -147,8 +184,10 @@ def test_short_run_curves_have_markers_integer_steps_and_say_val_is_test(tmp_pat
     import matplotlib.pyplot as plt
 
     csv = tmp_path / "metrics.csv"
-    csv.write_text("epoch,step,train/loss_step,lr,train/loss_epoch,val/acc,val/loss\n"
-                   "0,0,2.3,0.1,,,\n0,1,2.2,0.1,,,\n0,2,2.1,0.1,2.2,0.3,2.0\n")  # fmt: skip
+    csv.write_text(
+        "epoch,step,train/loss_step,lr,train/loss_epoch,val/acc,val/loss\n"
+        "0,0,2.3,0.1,,,\n0,1,2.2,0.1,,,\n0,2,2.1,0.1,2.2,0.3,2.0\n"
+    )
     seen = {}
     original = plt.Figure.savefig
 
@@ -178,18 +217,25 @@ def test_memory_format_default_and_compile_are_recorded_and_compile_trains_alike
     flags = [*SHORT, "--dropout", "0", "--log-every-n-steps", "1"]
     eager = train("torch", cifar10_dir, *flags, "--output-dir", str(tmp_path / "eager"))
     initial = str(tmp_path / "eager" / "checkpoints" / "initial.pt")
-    nchw = train("torch", cifar10_dir, *flags, "--no-channels-last", "--weights", initial,
-                 "--output-dir", str(tmp_path / "nchw"))  # fmt: skip
-    compiled = train("torch", cifar10_dir, *flags, "--compile", "--weights", initial,
-                     "--output-dir", str(tmp_path / "compiled"))  # fmt: skip
+    nchw = train(
+        "torch", cifar10_dir, *flags, "--no-channels-last", "--weights", initial, "--output-dir", str(tmp_path / "nchw")
+    )
+    compiled = train(
+        "torch", cifar10_dir, *flags, "--compile", "--weights", initial, "--output-dir", str(tmp_path / "compiled")
+    )
     assert eager["numerics"]["memory_format"] == "channels_last" and not eager["numerics"]["compiled"]
     assert nchw["numerics"]["memory_format"] == "contiguous"
     assert compiled["numerics"]["compiled"] and compiled["numerics"]["memory_format"] == "channels_last"
     assert compiled["final_train_loss"] == pytest.approx(eager["final_train_loss"], rel=1e-4)
     from cifar_lightning import CIFARClassifier
 
-    assert isinstance(CIFARClassifier("small_cnn", 10, compile=True)._run_model, torch._dynamo.eval_frame.OptimizedModule)
-    keys = lambda run: sorted(torch.load(tmp_path / run / "checkpoints" / "final.ckpt", weights_only=True)["state_dict"])  # noqa: E731
+    assert isinstance(
+        CIFARClassifier("small_cnn", 10, compile=True)._run_model, torch._dynamo.eval_frame.OptimizedModule
+    )
+
+    def keys(run):
+        return sorted(torch.load(tmp_path / run / "checkpoints" / "final.ckpt", weights_only=True)["state_dict"])
+
     assert keys("compiled") == keys("eager")
 
 

@@ -57,9 +57,9 @@ import pytest
 
 from cifar_lightning.core.recipes import get_recipe, sgd_args
 from cifar_lightning.report.grouping import pytorch_vs_mlx_groups, recipe_runs
+from cifar_lightning.report.logs import code_text, train_images_per_s
 from cifar_lightning.report.pairing import paired_runs
 from cifar_lightning.report.results import pytorch_vs_mlx_section, render_results
-from cifar_lightning.report.logs import code_text, train_images_per_s
 from cifar_lightning.report.significance import gap_verdict, mean_std, paired_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,30 +71,65 @@ COMMIT = "5c33a4d195b89e03ef70887c314db61ccacada75"
 def run(framework, seed, acc, epochs=2, lr=0.05, path=None, hardware=CPU, **fields):
     """A small_cnn run.json as load_runs returns it (new time fields unless overridden)."""
     return {
-        "framework": framework, "model": "small_cnn", "dataset": "cifar10", "seed": seed, "epochs": epochs,
-        "hardware": dict(hardware), "status": "finished", "code": {"commit": COMMIT, "dirty": False},
-        "hyperparameters": {"lr": lr, "seed": seed, "batch_size": 100, "total_steps": 10,
-                            "precision": "32-true" if framework == "pytorch" else None},
-        "train_time_s": 10.0, "validation_time_s": 1.0, "test_time_s": 0.5, "test_accuracy": acc,
-        "per_class_accuracy": {"cat": acc, "dog": acc}, "parameters": 1,
-        "_path": path or f"runs/x/{framework}-{seed}", **fields,
-    }  # fmt: skip
+        "framework": framework,
+        "model": "small_cnn",
+        "dataset": "cifar10",
+        "seed": seed,
+        "epochs": epochs,
+        "hardware": dict(hardware),
+        "status": "finished",
+        "code": {"commit": COMMIT, "dirty": False},
+        "hyperparameters": {
+            "lr": lr,
+            "seed": seed,
+            "batch_size": 100,
+            "total_steps": 10,
+            "precision": "32-true" if framework == "pytorch" else None,
+        },
+        "train_time_s": 10.0,
+        "validation_time_s": 1.0,
+        "test_time_s": 0.5,
+        "test_accuracy": acc,
+        "per_class_accuracy": {"cat": acc, "dog": acc},
+        "parameters": 1,
+        "_path": path or f"runs/x/{framework}-{seed}",
+        **fields,
+    }
 
 
 def recipe_run(seed, acc, framework="pytorch", path=None, code=COMMIT, **overrides):
     """A run of the fast recipe on the full training set, as today's runners record it;
     `overrides` change hyper-parameters (as a flag would)."""
-    hp = {**get_recipe("fast").to_dict(), "seed": seed, "val_size": 0, "train_subset": None,
-          "limit_train_batches": None, "limit_val_batches": None, "limit_test_batches": None,
-          "total_steps": 476, **overrides}  # fmt: skip
+    hp = {
+        **get_recipe("fast").to_dict(),
+        "seed": seed,
+        "val_size": 0,
+        "train_subset": None,
+        "limit_train_batches": None,
+        "limit_val_batches": None,
+        "limit_test_batches": None,
+        "total_steps": 476,
+        **overrides,
+    }
     return {
-        "framework": framework, "model": "fast", "dataset": "cifar10", "seed": seed, "epochs": hp["epochs"],
-        "hardware": {**CPU, "accelerator": "cuda", "gpu": "NVIDIA H200"}, "status": "finished",
-        "code": {"commit": code, "dirty": False} if code else None, "hyperparameters": hp,
-        "train_time_s": 60.0, "validation_time_s": 3.0, "test_time_s": 1.0, "test_accuracy": acc,
-        "test_accuracy_no_tta": acc - 0.007, "per_class_accuracy": {"cat": acc}, "parameters": 1,
+        "framework": framework,
+        "model": "fast",
+        "dataset": "cifar10",
+        "seed": seed,
+        "epochs": hp["epochs"],
+        "hardware": {**CPU, "accelerator": "cuda", "gpu": "NVIDIA H200"},
+        "status": "finished",
+        "code": {"commit": code, "dirty": False} if code else None,
+        "hyperparameters": hp,
+        "train_time_s": 60.0,
+        "validation_time_s": 3.0,
+        "test_time_s": 1.0,
+        "test_accuracy": acc,
+        "test_accuracy_no_tta": acc - 0.007,
+        "per_class_accuracy": {"cat": acc},
+        "parameters": 1,
         "_path": path or f"runs/fast/{framework}-s{seed}-{len(overrides)}",
-    }  # fmt: skip
+    }
 
 
 def targets_table(runs) -> str:
@@ -106,8 +141,14 @@ def fast_row(text: str) -> str:
 
 
 def test_runs_pair_up_only_when_everything_but_framework_and_seed_agrees():
-    runs = [run("pytorch", 1, 0.70), run("pytorch", 2, 0.72), run("mlx", 1, 0.71), run("mlx", 2, 0.69),
-            run("mlx", 3, 0.5, lr=0.1), run("pytorch", 4, 0.1, epochs=0)]  # fmt: skip
+    runs = [
+        run("pytorch", 1, 0.70),
+        run("pytorch", 2, 0.72),
+        run("mlx", 1, 0.71),
+        run("mlx", 2, 0.69),
+        run("mlx", 3, 0.5, lr=0.1),
+        run("pytorch", 4, 0.1, epochs=0),
+    ]
     groups = pytorch_vs_mlx_groups(runs)
     assert len(groups) == 1
     (group,) = groups.values()
@@ -142,10 +183,22 @@ def test_targets_count_only_runs_of_the_recipe_itself():
 def muon_run(seed, acc, **overrides):
     """A run of the fast net's Muon recipe as the runners record it (through JSON, as read back)."""
     run = recipe_run(seed, acc)
-    run["hyperparameters"] = json.loads(json.dumps({
-        **get_recipe("fast", "muon").to_dict(), "recipe": "fast_muon", "seed": seed, "val_size": 0,
-        "train_subset": None, "limit_train_batches": None, "limit_val_batches": 0, "limit_test_batches": None,
-        "total_steps": 200, **overrides}))  # fmt: skip
+    run["hyperparameters"] = json.loads(
+        json.dumps(
+            {
+                **get_recipe("fast", "muon").to_dict(),
+                "recipe": "fast_muon",
+                "seed": seed,
+                "val_size": 0,
+                "train_subset": None,
+                "limit_train_batches": None,
+                "limit_val_batches": 0,
+                "limit_test_batches": None,
+                "total_steps": 200,
+                **overrides,
+            }
+        )
+    )
     run["epochs"] = 8
     return run
 
@@ -168,13 +221,31 @@ def test_repeated_runs_of_a_recipe_group_across_how_their_parts_were_logged():
     """Muon runs logged before optimiser parts were trimmed to their kind's fields (every
     field written) repeat today's runs of the same recipe; the table names the recipe."""
     old = muon_run(0, 0.9397)
-    old["hyperparameters"]["optimizers"] = [{**dict(kind="sgd", roles=[], lr=0.0, weight_decay=0.0, momentum=0.0,
-                                                    nesterov=False, beta2=0.999, eps=1e-08, ns_steps=3,
-                                                    ns_dtype="bfloat16", decay_epochs=0.0), **part}
-                                            for part in old["hyperparameters"]["optimizers"]]  # fmt: skip
+    old["hyperparameters"]["optimizers"] = [
+        {
+            **dict(
+                kind="sgd",
+                roles=[],
+                lr=0.0,
+                weight_decay=0.0,
+                momentum=0.0,
+                nesterov=False,
+                beta2=0.999,
+                eps=1e-08,
+                ns_steps=3,
+                ns_dtype="bfloat16",
+                decay_epochs=0.0,
+            ),
+            **part,
+        }
+        for part in old["hyperparameters"]["optimizers"]
+    ]
     text = render_results([old, muon_run(1, 0.9390)])
     table = text.split("## Repeated runs")[1].split("\n## ")[0]
-    assert "| pytorch | fast_muon | cifar10 | 8 (200 steps) | " in table and "| 2 | 0, 1 | 93.93% | 93.90% | 93.97% |" in table
+    assert (
+        "| pytorch | fast_muon | cifar10 | 8 (200 steps) | " in table
+        and "| 2 | 0, 1 | 93.93% | 93.90% | 93.97% |" in table
+    )
 
 
 def test_targets_count_runs_logged_before_units_and_status_were_recorded():
@@ -218,8 +289,10 @@ def test_apple_gpu_runs_pair_across_frameworks():
     assert "Apple GPU" in "\n".join(pytorch_vs_mlx_section([*torch_mps, *mlx_metal]))
     torch_cpu = [run("pytorch", s, 0.7, hardware={**MAC, "accelerator": "cpu"}) for s in (1, 2)]
     assert pytorch_vs_mlx_groups([*torch_cpu, *mlx_metal]) == {}  # a CPU run is no GPU run's twin
-    nvidia = [run("pytorch", 1, 0.7, hardware={**CPU, "accelerator": "cuda", "gpu": "NVIDIA H200"}),
-              run("mlx", 1, 0.7, hardware={**CPU, "accelerator": "cuda"})]  # fmt: skip
+    nvidia = [
+        run("pytorch", 1, 0.7, hardware={**CPU, "accelerator": "cuda", "gpu": "NVIDIA H200"}),
+        run("mlx", 1, 0.7, hardware={**CPU, "accelerator": "cuda"}),
+    ]
     (group,) = pytorch_vs_mlx_groups(nvidia).values()
     assert "NVIDIA GPU" in "\n".join(pytorch_vs_mlx_section(nvidia))
     elsewhere = run("mlx", 1, 0.7, hardware={**MAC, "cpu": "Apple M1", "accelerator": "metal"})
@@ -434,8 +507,19 @@ def test_report_all_writes_its_plots_beside_its_output(tmp_path):
         write_run(runs_dir / fw, run(fw, 1, 0.7))
     out = tmp_path / "out" / "Mine.md"
     out.parent.mkdir()
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "report.py"), "--runs", str(tmp_path / "runs"),
-                           "--all", "--output", str(out)], capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "report.py"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--all",
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert not list((tmp_path / "runs").rglob("*.png"))  # nothing written among the runs
     plots = list(out.parent.rglob("*.png"))

@@ -19,17 +19,17 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_lightning.core.run.lock import training_lock
-from cifar_lightning.report.logs import load_runs
+from cifar_lightning.cli.fit import main as fit_main
+from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.recipes import get_recipe
-from cifar_mlx_adapter.backend import mlx_processes
 from cifar_lightning.core.run import RunConfig
 from cifar_lightning.core.run.folder import check_resume_settings, resume_command, run_settings
+from cifar_lightning.core.run.lock import training_lock
 from cifar_lightning.core.run.record import launcher, where_text
-from cifar_lightning.cli.fit import main as fit_main
+from cifar_lightning.report.logs import load_runs
 from cifar_mlx_adapter import Callback
-from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
+from cifar_mlx_adapter.backend import mlx_processes
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ["torch", "mlx"]
@@ -81,7 +81,9 @@ QUICK = ["--model", "small_cnn", "--epochs", "1", "--batch-size", "50", "--train
 
 # --------------------------------------------------------------- run folders
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_each_run_gets_its_own_folder_and_a_finished_run_is_never_overwritten(framework, cifar10_dir, tmp_path, monkeypatch, capsys):
+def test_each_run_gets_its_own_folder_and_a_finished_run_is_never_overwritten(
+    framework, cifar10_dir, tmp_path, monkeypatch, capsys
+):
     monkeypatch.chdir(tmp_path)  # default folders are made under ./runs
     first = train(framework, cifar10_dir, *QUICK)
     second = train(framework, cifar10_dir, *QUICK)
@@ -94,7 +96,17 @@ def test_each_run_gets_its_own_folder_and_a_finished_run_is_never_overwritten(fr
     assert json.loads((folders[0] / "run.json").read_text())["epochs"] == 1  # the training run's record is intact
 
     taken = folders[0]
-    r = run_script(framework, "--data-dir", str(cifar10_dir), "--no-download", *QUICK, "--output-dir", str(taken), cwd=tmp_path, capsys=capsys)
+    r = run_script(
+        framework,
+        "--data-dir",
+        str(cifar10_dir),
+        "--no-download",
+        *QUICK,
+        "--output-dir",
+        str(taken),
+        cwd=tmp_path,
+        capsys=capsys,
+    )
     assert "already holds a finished run" in one_line(r) and "--overwrite" in one_line(r)
     assert json.loads((taken / "run.json").read_text())["epochs"] == 1
     train(framework, cifar10_dir, *QUICK, "--epochs", "2", "--output-dir", str(taken), "--overwrite")
@@ -116,7 +128,9 @@ class PoisonMLX(Callback):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_is_recorded_as_failed(framework, cifar10_dir, tmp_path, capsys):
+def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_is_recorded_as_failed(
+    framework, cifar10_dir, tmp_path, capsys
+):
     out = tmp_path / "run"
     poison = PoisonTorch() if framework == "torch" else PoisonMLX()
     with pytest.raises(SystemExit) as exit_info:
@@ -138,7 +152,9 @@ def test_a_diverging_run_stops_keeps_its_last_good_checkpoint_and_is_recorded_as
 
 # --------------------------------------------------------------------- resume
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_resume_refuses_another_runs_settings_and_the_other_frameworks_checkpoint(framework, cifar10_dir, tmp_path, capsys):
+def test_resume_refuses_another_runs_settings_and_the_other_frameworks_checkpoint(
+    framework, cifar10_dir, tmp_path, capsys
+):
     out = tmp_path / "run"
     train(framework, cifar10_dir, *QUICK, "--epochs", "2", "--output-dir", str(out))
     last = out / "checkpoints" / ("last.ckpt" if framework == "torch" else "last.npz")
@@ -147,22 +163,40 @@ def test_resume_refuses_another_runs_settings_and_the_other_frameworks_checkpoin
     assert one_line(r).startswith(f"error: --resume {last}: the run in {out.resolve()} has finished")
     (out / "run.json").unlink()  # as if it had been interrupted: no record yet
     r = run_script(framework, *common, "--epochs", "1.5", "--batch-size", "25", "--resume", str(last), capsys=capsys)
-    assert one_line(r) == (f"error: --resume {last} was trained with other settings: --epochs 2.0 there, 1.5 here, "
-                           "--batch-size 50 there, 25 here; resume with the run's own")  # fmt: skip
-    r = run_script(framework, *common, "--epochs", "2", "--batch-size", "50", "--optimizer", "adamw",
-                   "--resume", str(last), capsys=capsys)  # the recipe's numbers follow: the flag alone is named
-    assert one_line(r) == (f"error: --resume {last} was trained with other settings: --optimizer sgd there, "
-                           "adamw here; resume with the run's own")  # fmt: skip
+    assert one_line(r) == (
+        f"error: --resume {last} was trained with other settings: --epochs 2.0 there, 1.5 here, "
+        "--batch-size 50 there, 25 here; resume with the run's own"
+    )
+    r = run_script(
+        framework,
+        *common,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "50",
+        "--optimizer",
+        "adamw",
+        "--resume",
+        str(last),
+        capsys=capsys,
+    )  # the recipe's numbers follow: the flag alone is named
+    assert one_line(r) == (
+        f"error: --resume {last} was trained with other settings: --optimizer sgd there, "
+        "adamw here; resume with the run's own"
+    )
     other = "mlx" if framework == "torch" else "torch"
     r = run_script(other, *common, "--epochs", "2", "--batch-size", "50", "--resume", str(last), capsys=capsys)
     what = "an MLX checkpoint" if framework == "mlx" else "a PyTorch file"
-    assert one_line(r).startswith(f"error: --resume {last}: {what} (resume it with scripts/{script(framework)}); expected")
+    assert one_line(r).startswith(
+        f"error: --resume {last}: {what} (resume it with scripts/{script(framework)}); expected"
+    )
 
 
 def test_resume_command_continues_in_the_checkpoints_folder():
     argv = ["--model", "fast", "--output-dir", "runs/a", "--overwrite", "--epochs", "2"]
     assert resume_command("fit.py", argv, "runs/a/checkpoints/last.ckpt") == (
-        "python scripts/fit.py --model fast --epochs 2 --resume runs/a/checkpoints/last.ckpt")
+        "python scripts/fit.py --model fast --epochs 2 --resume runs/a/checkpoints/last.ckpt"
+    )
 
 
 class InterruptTorch(L.Callback):
@@ -236,7 +270,9 @@ def test_one_training_at_a_time(framework, cifar10_dir, tmp_path, capsys, monkey
     assert holder.stdout.readline().strip() == "held"
     busy = run_script(framework, *args, "--output-dir", str(tmp_path / "a"), "--no-wait", capsys=capsys)
     assert busy[0] == 4 and not (tmp_path / "a").exists()  # a refused run leaves no folder
-    assert one_line(busy).startswith(f"error: another training is running (process {holder.pid}, run folder runs/holder")
+    assert one_line(busy).startswith(
+        f"error: another training is running (process {holder.pid}, run folder runs/holder"
+    )
     waited = run_script(framework, *args, "--output-dir", str(tmp_path / "b"), capsys=capsys)
     assert waited[0] == 0, waited[1][-2000:]
     assert f"waiting for another training to finish (process {holder.pid}" in waited[1]
@@ -246,7 +282,9 @@ def test_one_training_at_a_time(framework, cifar10_dir, tmp_path, capsys, monkey
 
 def test_a_killed_training_leaves_no_stale_lock(tmp_path):
     lock = tmp_path / "machine.lock"
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(lock), "60"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock), "60"], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
     assert holder.stdout.readline().strip() == "held"
     holder.kill()
     holder.wait()
@@ -266,7 +304,9 @@ class Exploit:
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 @pytest.mark.parametrize("flag", ["--weights", "--resume"])
-def test_files_that_need_pickle_or_are_no_checkpoint_are_refused_and_nothing_runs(framework, flag, cifar10_dir, tmp_path, capsys):
+def test_files_that_need_pickle_or_are_no_checkpoint_are_refused_and_nothing_runs(
+    framework, flag, cifar10_dir, tmp_path, capsys
+):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.ckpt" if framework == "torch" else tmp_path / "evil.npz"
     if framework == "torch":
@@ -274,7 +314,15 @@ def test_files_that_need_pickle_or_are_no_checkpoint_are_refused_and_nothing_run
     else:
         np.savez(evil, meta=np.array([Exploit(marker)], dtype=object))
     extra = ["--test-only"] if flag == "--weights" else []
-    args = ["--data-dir", str(cifar10_dir), "--no-download", "--model", "small_cnn", "--output-dir", str(tmp_path / "o")]
+    args = [
+        "--data-dir",
+        str(cifar10_dir),
+        "--no-download",
+        "--model",
+        "small_cnn",
+        "--output-dir",
+        str(tmp_path / "o"),
+    ]
     r = run_script(framework, *args, *extra, flag, str(evil), capsys=capsys)
     assert one_line(r).startswith(f"error: {flag} {evil}") and not marker.exists()
     assert not (tmp_path / "o").exists()  # a refused run leaves no folder
@@ -293,36 +341,57 @@ def test_a_bug_keeps_its_traceback(cifar10_dir, tmp_path):
 
 # ---------------------------------------------------------------- bad values
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("flags,expected", [
-    (["--train-subset", "0"], "error: --train-subset must be positive, got 0"),
-    (["--val-size", "-1"], "error: --val-size must be 0 or more images, got -1"),
-    (["--val-size", "200"], "error: --val-size 200 leaves no training images: cifar10 has 200"),
-    (["--train-subset", "500"], "error: --train-subset 500 exceeds the 200 training images left after --val-size 0"),
-    (["--momentum", "1.5"], "error: --momentum must lie in [0, 1), got 1.5"),
-    (["--dropout", "0.5", "--model", "fast"], "error: --dropout applies to --model small_cnn only, not fast"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags,expected",
+    [
+        (["--train-subset", "0"], "error: --train-subset must be positive, got 0"),
+        (["--val-size", "-1"], "error: --val-size must be 0 or more images, got -1"),
+        (["--val-size", "200"], "error: --val-size 200 leaves no training images: cifar10 has 200"),
+        (
+            ["--train-subset", "500"],
+            "error: --train-subset 500 exceeds the 200 training images left after --val-size 0",
+        ),
+        (["--momentum", "1.5"], "error: --momentum must lie in [0, 1), got 1.5"),
+        (["--dropout", "0.5", "--model", "fast"], "error: --dropout applies to --model small_cnn only, not fast"),
+    ],
+)
 def test_flags_are_checked_up_front_in_the_users_terms(framework, flags, expected, cifar10_dir, tmp_path, capsys):
-    r = run_script(framework, "--data-dir", str(cifar10_dir), "--no-download", "--output-dir", str(tmp_path / "o"), *flags, capsys=capsys)
+    r = run_script(
+        framework,
+        "--data-dir",
+        str(cifar10_dir),
+        "--no-download",
+        "--output-dir",
+        str(tmp_path / "o"),
+        *flags,
+        capsys=capsys,
+    )
     assert one_line(r) == expected
     assert not (tmp_path / "o").exists()  # bad input leaves nothing behind
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-@pytest.mark.parametrize("flag,value,expected", [
-    ("--limit-train-batches", "0", "must be positive, got 0"),
-    ("--limit-test-batches", "-3", "must be positive, got -3"),
-    ("--limit-val-batches", "-1", "must be 0 or more batches, got -1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag,value,expected",
+    [
+        ("--limit-train-batches", "0", "must be positive, got 0"),
+        ("--limit-test-batches", "-3", "must be positive, got -3"),
+        ("--limit-val-batches", "-1", "must be 0 or more batches, got -1"),
+    ],
+)
 def test_limit_batches_flags_are_checked(framework, flag, value, expected, cifar10_dir, capsys):
     r = run_script(framework, "--data-dir", str(cifar10_dir), "--no-download", flag, value, capsys=capsys)
     assert one_line(r) == f"error: {flag} {expected}"
 
 
-@pytest.mark.parametrize("flag,value,expected", [
-    ("--precision", "bogus", "--precision bogus: expected one of 32-true, 16-mixed"),
-    ("--devices", "-1", "--devices -1: expected a positive number of devices, or auto"),
-    ("--strategy", "nope", "--strategy nope: expected auto, ddp"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag,value,expected",
+    [
+        ("--precision", "bogus", "--precision bogus: expected one of 32-true, 16-mixed"),
+        ("--devices", "-1", "--devices -1: expected a positive number of devices, or auto"),
+        ("--strategy", "nope", "--strategy nope: expected auto, ddp"),
+    ],
+)
 def test_lightning_flags_are_checked_before_anything_is_made(flag, value, expected, cifar10_dir, tmp_path, capsys):
     r = run_script("torch", "--data-dir", str(cifar10_dir), "--no-download", flag, value, capsys=capsys, cwd=tmp_path)
     assert one_line(r).startswith(f"error: {expected}")
@@ -330,8 +399,21 @@ def test_lightning_flags_are_checked_before_anything_is_made(flag, value, expect
 
 
 def test_batch_size_is_checked_per_process(cifar10_dir, tmp_path, capsys):
-    r = run_script("torch", "--data-dir", str(cifar10_dir), "--no-download", "--devices", "3", "--train-subset", "150",
-                   "--batch-size", "64", "--output-dir", str(tmp_path / "o"), capsys=capsys)  # fmt: skip
+    r = run_script(
+        "torch",
+        "--data-dir",
+        str(cifar10_dir),
+        "--no-download",
+        "--devices",
+        "3",
+        "--train-subset",
+        "150",
+        "--batch-size",
+        "64",
+        "--output-dir",
+        str(tmp_path / "o"),
+        capsys=capsys,
+    )
     assert one_line(r) == "error: --batch-size 64 exceeds the 50 training images per process (3 processes)"
 
 
@@ -346,6 +428,7 @@ def test_an_output_dir_that_is_a_file_is_one_line(framework, cifar10_dir, tmp_pa
 def test_resume_names_the_optimiser_part_whose_numbers_differ():
     """--muon-dtype (or --lr of a one-part AdamW recipe) changes a part's field: the error
     names the part and the field, not the whole list of parts."""
+
     def settings(**flags):
         args = RunConfig(model="fast", optimizer="muon")
         recipe = get_recipe("fast", "muon")
@@ -354,8 +437,10 @@ def test_resume_names_the_optimiser_part_whose_numbers_differ():
 
     with pytest.raises(UsageError) as e:
         check_resume_settings(settings(), settings(ns_dtype="float32"), "last.ckpt")
-    assert str(e.value) == ("--resume last.ckpt was trained with other settings: optimizer part 0 (muon) ns_dtype "
-                            "bfloat16 there, float32 here; resume with the run's own")  # fmt: skip
+    assert str(e.value) == (
+        "--resume last.ckpt was trained with other settings: optimizer part 0 (muon) ns_dtype "
+        "bfloat16 there, float32 here; resume with the run's own"
+    )
 
 
 def test_resume_refuses_another_number_of_processes_and_prints_the_launcher():
@@ -366,11 +451,14 @@ def test_resume_refuses_another_number_of_processes_and_prints_the_launcher():
     recipe = get_recipe("small_cnn").to_dict()
     with pytest.raises(UsageError) as e:
         check_resume_settings(run_settings(args, recipe, 2), run_settings(args, recipe, 1), "last.npz")
-    assert str(e.value) == ("--resume last.npz was trained with other settings: 2 processes there, 1 here (fit.py: "
-                            "--devices x --num-nodes; fit_mlx.py: mlx.launch -n); resume with the run's own")  # fmt: skip
+    assert str(e.value) == (
+        "--resume last.npz was trained with other settings: 2 processes there, 1 here (fit.py: "
+        "--devices x --num-nodes; fit_mlx.py: mlx.launch -n); resume with the run's own"
+    )
     argv = ["--model", "fast", "--cpu", "--output-dir", "runs/a"]
-    assert resume_command("fit_mlx.py", argv, "runs/a/checkpoints/last.npz", launcher("mlx", mlx_processes(512, 2, 1, 2))) == (
-        "mlx.launch -n 2 scripts/fit_mlx.py --model fast --cpu --resume runs/a/checkpoints/last.npz")
+    assert resume_command(
+        "fit_mlx.py", argv, "runs/a/checkpoints/last.npz", launcher("mlx", mlx_processes(512, 2, 1, 2))
+    ) == ("mlx.launch -n 2 scripts/fit_mlx.py --model fast --cpu --resume runs/a/checkpoints/last.npz")
     assert launcher("mlx", mlx_processes(512, 1)) == launcher("pytorch", {"world_size": 2, "devices": 2}) == "python"
     assert where_text("cpu") == "cpu" and where_text("cpu", 2, 1) == "2 processes (1 machine, cpu)"
 

@@ -38,21 +38,40 @@ from cifar_lightning.core.spec import MODEL_NAMES
 from cifar_lightning.report.comparison import COMPARE_JSON
 
 # the flags of a comparison that shape its runs, passed to both frameworks' runs as given
-TRAINING_FLAGS = ("dataset", "model", "optimizer", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-                  "train_subset", "val_size", "dropout", "muon_dtype", "limit_val_batches")  # fmt: skip
+TRAINING_FLAGS = (
+    "dataset",
+    "model",
+    "optimizer",
+    "epochs",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "train_subset",
+    "val_size",
+    "dropout",
+    "muon_dtype",
+    "limit_val_batches",
+)
 FRAMEWORKS = {"pytorch": ("cifar_lightning.cli.fit", ".ckpt"), "mlx": ("cifar_lightning.cli.fit_mlx", ".npz")}
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Compare PyTorch and MLX on this machine: for each seed a PyTorch run, "
-                                            "then an MLX run from its initial weights; then comparison.md.")  # fmt: skip
+    p = argparse.ArgumentParser(
+        description="Compare PyTorch and MLX on this machine: for each seed a PyTorch run, "
+        "then an MLX run from its initial weights; then comparison.md."
+    )
     p.add_argument("--model", default="small_cnn", choices=MODEL_NAMES, help="the network (default: small_cnn)")
     p.add_argument("--optimizer", choices=OPTIMIZER_KINDS, help="the recipe's optimiser, as fit.py's (default: sgd)")
     p.add_argument("--seeds", type=int, default=3, help="pairs of runs, seeds 0, 1, ... (default: 3)")
     p.add_argument("--epochs", type=float, help="training epochs (default: the recipe's)")
-    p.add_argument("--device", choices=("best", "cpu"), default="best",
-                   help="best: each framework's best device (MPS and Metal on a Mac, CUDA and mlx[cuda] on NVIDIA, "
-                        "else the CPU); cpu: both on the CPU (default: best)")  # fmt: skip
+    p.add_argument(
+        "--device",
+        choices=("best", "cpu"),
+        default="best",
+        help="best: each framework's best device (MPS and Metal on a Mac, CUDA and mlx[cuda] on NVIDIA, "
+        "else the CPU); cpu: both on the CPU (default: best)",
+    )
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="which CIFAR (default: cifar10)")
     p.add_argument("--batch-size", type=int, help="images per optimizer step (default: the recipe's)")
     p.add_argument("--lr", type=float, help="peak learning rate, in the recipe's units (default: the recipe's)")
@@ -62,8 +81,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, help="hold out N training images for validation (default: 0)")
     p.add_argument("--dropout", type=float, help="small_cnn's dropout (default: the recipe's)")
     p.add_argument("--muon-dtype", choices=("bfloat16", "float32"), help="as fit.py's (default: bfloat16)")
-    p.add_argument("--limit-val-batches", type=int, metavar="N",
-                   help="validate on N batches, 0 skips validation, which changes no weight (default: all)")
+    p.add_argument(
+        "--limit-val-batches",
+        type=int,
+        metavar="N",
+        help="validate on N batches, 0 skips validation, which changes no weight (default: all)",
+    )
     p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/ (default: data)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.add_argument("--output-dir", help="the comparison's folder (default: runs/compare/<recipe>-<epochs>ep-<device>)")
@@ -91,8 +114,10 @@ def check_same(folder: Path, settings: dict) -> None:
     differ = [k for k in settings if saved.get(k) != settings[k]]
     if differ:
         listed = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)} there, {settings[k]} here" for k in differ)
-        raise UsageError(f"--output-dir {folder} holds a comparison with other settings: {listed}; use its own "
-                         "flags, or another --output-dir")  # fmt: skip
+        raise UsageError(
+            f"--output-dir {folder} holds a comparison with other settings: {listed}; use its own "
+            "flags, or another --output-dir"
+        )
 
 
 def run_flags(args: argparse.Namespace, framework: str, seed: int, folder: Path, out: Path) -> list[str]:
@@ -151,14 +176,21 @@ def compare(args: argparse.Namespace, argv: list[str]) -> Path:
             folder = out / f"{framework}-seed{seed}"
             if status(folder) == "finished":
                 continue
-            if status(folder) == "failed" and not RunPaths(folder).checkpoint("last", FRAMEWORKS[framework][1]).is_file():
-                raise UsageError(f"{folder}: the run failed before its first checkpoint (its run.json says why); "
-                                 "remove the folder to train it again")  # fmt: skip
+            if (
+                status(folder) == "failed"
+                and not RunPaths(folder).checkpoint("last", FRAMEWORKS[framework][1]).is_file()
+            ):
+                raise UsageError(
+                    f"{folder}: the run failed before its first checkpoint (its run.json says why); "
+                    "remove the folder to train it again"
+                )
             print(f"compare: {framework} seed {seed} into {folder}", flush=True)
             code = train(module, run_flags(args, framework, seed, folder, out))
             if code != 0:
-                raise UsageError(f"the {framework} run of seed {seed} ended with exit status {code} (its lines above "
-                                 f"say why); its folder {folder} keeps what it wrote; the same command continues")  # fmt: skip
+                raise UsageError(
+                    f"the {framework} run of seed {seed} ended with exit status {code} (its lines above "
+                    f"say why); its folder {folder} keeps what it wrote; the same command continues"
+                )
     write_report(out)
     return out
 
@@ -179,8 +211,11 @@ def main(argv: list[str] | None = None) -> Path:
     try:
         return compare(args, argv)
     except KeyboardInterrupt:
-        exit_with("interrupted: every finished run is kept; the same command continues:\n  "
-                  + shlex.join(["python", "scripts/compare.py", *argv]), ExitCode.INTERRUPTED)  # fmt: skip
+        exit_with(
+            "interrupted: every finished run is kept; the same command continues:\n  "
+            + shlex.join(["python", "scripts/compare.py", *argv]),
+            ExitCode.INTERRUPTED,
+        )
     except UsageError as e:
         exit_with(str(e), e.exit_code)
 

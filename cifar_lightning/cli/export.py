@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from cifar_lightning.cli.flags import exit_with
-from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
 from cifar_lightning.cli.predict import OneLineParser, mlx_installed, read_card
+from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
 
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "mlx": ".mlxfn"}
 LOGIT_IMAGES = 256  # test images whose logits are compared one by one
@@ -43,16 +43,29 @@ LOGIT_TOLERANCE = 1e-4
 
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Export a checkpoint's model (uint8 images in, logits out) and verify it.")
-    p.add_argument("--weights", required=True, metavar="CKPT", help="a checkpoint of fit.py (.ckpt) or fit_mlx.py (.npz)")
-    p.add_argument("--format", required=True, choices=tuple(SUFFIXES),
-                   help="onnx (ONNX Runtime and other ONNX runtimes), torch-export (a .pt2 for torch.export.load, "
-                        "AOTInductor, ExecuTorch) or mlx (a .mlxfn for mx.import_function, also from C++)")  # fmt: skip
+    p.add_argument(
+        "--weights", required=True, metavar="CKPT", help="a checkpoint of fit.py (.ckpt) or fit_mlx.py (.npz)"
+    )
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=tuple(SUFFIXES),
+        help="onnx (ONNX Runtime and other ONNX runtimes), torch-export (a .pt2 for torch.export.load, "
+        "AOTInductor, ExecuTorch) or mlx (a .mlxfn for mx.import_function, also from C++)",
+    )
     p.add_argument("--output", required=True, metavar="PATH", help="the file to write: .onnx, .pt2 or .mlxfn")
-    p.add_argument("--data-dir", default="data",
-                   help="folder holding cifar-10-batches-py/ or cifar-100-python/: the test set the export is "
-                        "verified on (default: data)")  # fmt: skip
-    p.add_argument("--verify-images", type=int, metavar="N",
-                   help="verify the accuracy on the first N test images only (default: the whole test set)")
+    p.add_argument(
+        "--data-dir",
+        default="data",
+        help="folder holding cifar-10-batches-py/ or cifar-100-python/: the test set the export is "
+        "verified on (default: data)",
+    )
+    p.add_argument(
+        "--verify-images",
+        type=int,
+        metavar="N",
+        help="verify the accuracy on the first N test images only (default: the whole test set)",
+    )
     return p
 
 
@@ -66,8 +79,9 @@ def validate(args: argparse.Namespace) -> None:
     if args.verify_images is not None and args.verify_images < 1:
         raise UsageError(f"--verify-images {args.verify_images}: expected 1 or more images")
     if not Path(args.weights).is_file():
-        raise UsageError(f"--weights {args.weights}: no such file; expected a checkpoint of fit.py (.ckpt) or "
-                         "fit_mlx.py (.npz)")  # fmt: skip
+        raise UsageError(
+            f"--weights {args.weights}: no such file; expected a checkpoint of fit.py (.ckpt) or fit_mlx.py (.npz)"
+        )
     if args.format == "mlx" and not mlx_installed():
         raise UsageError("--format mlx: MLX is not installed here; expected Apple silicon, or mlx[cpu] on Linux")
     if args.format == "onnx":
@@ -75,18 +89,23 @@ def validate(args: argparse.Namespace) -> None:
 
         missing = [m for m in ("onnx", "onnxscript", "onnxruntime") if importlib.util.find_spec(m) is None]
         if missing:
-            raise UsageError(f"--format onnx: {', '.join(missing)} not installed; expected the export extra: "
-                             "pip install -e '.[export]'")  # fmt: skip
+            raise UsageError(
+                f"--format onnx: {', '.join(missing)} not installed; expected the export extra: "
+                "pip install -e '.[export]'"
+            )
 
 
 def compare(source: np.ndarray, exported: np.ndarray, labels: np.ndarray, images_compared: int) -> dict:
     """Logits of the source and of the export on the same images (N, C): the largest |difference|
     over the first `images_compared`, both top-1 accuracies, and the images whose top-1 differs."""
     n = min(images_compared, len(source))
-    return {"max_logit_difference": float(np.abs(source[:n] - exported[:n]).max()),
-            "source_accuracy": float((source.argmax(1) == labels).mean()),
-            "export_accuracy": float((exported.argmax(1) == labels).mean()),
-            "top1_differences": int((source.argmax(1) != exported.argmax(1)).sum()), "images": len(labels)}  # fmt: skip
+    return {
+        "max_logit_difference": float(np.abs(source[:n] - exported[:n]).max()),
+        "source_accuracy": float((source.argmax(1) == labels).mean()),
+        "export_accuracy": float((exported.argmax(1) == labels).mean()),
+        "top1_differences": int((source.argmax(1) != exported.argmax(1)).sum()),
+        "images": len(labels),
+    }
 
 
 def verify(report: dict, tolerance: float = LOGIT_TOLERANCE) -> None:
@@ -95,8 +114,10 @@ def verify(report: dict, tolerance: float = LOGIT_TOLERANCE) -> None:
     if not report["max_logit_difference"] <= tolerance:  # NaN fails too
         failed.append(f"logits differ by up to {report['max_logit_difference']:.3g} (tolerance {tolerance:g})")
     if report["export_accuracy"] != report["source_accuracy"]:
-        failed.append(f"test accuracy {100 * report['export_accuracy']:.2f}% against the source's "
-                      f"{100 * report['source_accuracy']:.2f}%")  # fmt: skip
+        failed.append(
+            f"test accuracy {100 * report['export_accuracy']:.2f}% against the source's "
+            f"{100 * report['source_accuracy']:.2f}%"
+        )
     if failed:
         error = CIFARError("verification failed: " + "; ".join(failed) + "; nothing was written")
         error.exit_code = ExitCode.FAILED
@@ -110,6 +131,7 @@ def in_batches(run, images: np.ndarray, batch: int = 500) -> np.ndarray:
 def run(args: argparse.Namespace) -> dict:
     """Export, verify, put the file in place; returns the verification report."""
     from cifar_lightning.core.datasets import read_split
+
     validate(args)
     try:
         card = read_card(args.weights)
@@ -133,23 +155,30 @@ def run(args: argparse.Namespace) -> dict:
             source = source_runner(card, args.weights)
         except CIFARError as e:  # weights that do not fit the model the checkpoint names
             raise UsageError(f"--weights {e}") from None
-        print(f"exporting {card.model} ({card.dataset}, {card.num_classes} classes) from {args.weights} "
-              f"to {args.format}", flush=True)  # fmt: skip
+        print(
+            f"exporting {card.model} ({card.dataset}, {card.num_classes} classes) from {args.weights} to {args.format}",
+            flush=True,
+        )
         export(card, args.weights, str(tmp))
         exported, metadata = runner(str(tmp))
         report = compare(in_batches(source, images), in_batches(exported, images), labels, LOGIT_IMAGES)
         report["metadata"] = metadata
-        print(f"verified on {report['images']} test images: logits within {report['max_logit_difference']:.2g} of "
-              f"the source model's on the first {min(LOGIT_IMAGES, report['images'])} (tolerance "
-              f"{LOGIT_TOLERANCE:g}); test accuracy {100 * report['export_accuracy']:.2f}% "
-              f"(source {100 * report['source_accuracy']:.2f}%)", flush=True)  # fmt: skip
+        print(
+            f"verified on {report['images']} test images: logits within {report['max_logit_difference']:.2g} of "
+            f"the source model's on the first {min(LOGIT_IMAGES, report['images'])} (tolerance "
+            f"{LOGIT_TOLERANCE:g}); test accuracy {100 * report['export_accuracy']:.2f}% "
+            f"(source {100 * report['source_accuracy']:.2f}%)",
+            flush=True,
+        )
         verify(report)
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
     size = output.stat().st_size / 2**20
-    print(f"wrote {output} ({size:.1f} MB): input uint8 (N, 32, 32, 3) RGB, output float32 logits "
-          f"(N, {card.num_classes}); metadata: {', '.join(sorted(metadata))}")  # fmt: skip
+    print(
+        f"wrote {output} ({size:.1f} MB): input uint8 (N, 32, 32, 3) RGB, output float32 logits "
+        f"(N, {card.num_classes}); metadata: {', '.join(sorted(metadata))}"
+    )
     return report
 
 

@@ -15,15 +15,24 @@ from cifar_lightning.cli.flags import common_parser, run_cli
 
 
 def parser() -> argparse.ArgumentParser:
-    p = common_parser("Train a CIFAR classifier natively in Apple MLX. Data-parallel over several processes "
-                      "when started by mlx.launch (two on this machine: mlx.launch -n 2 scripts/fit_mlx.py; "
-                      "two Macs: --hostfile; NVIDIA GPUs with mlx[cuda]: --backend nccl), as fit.py --devices "
-                      "is for torch.")
-    p.add_argument("--cpu", action="store_true",
-                   help="run on the CPU instead of the GPU MLX reports (Metal on a Mac, CUDA with mlx[cuda]) "
-                        "(default: the GPU when there is one)")  # fmt: skip
-    p.add_argument("--memory-limit", type=float, metavar="GB", help="cap MLX's Metal memory at this many GB "
-                                                                    "(default: MLX's own limit)")  # fmt: skip
+    p = common_parser(
+        "Train a CIFAR classifier natively in Apple MLX. Data-parallel over several processes "
+        "when started by mlx.launch (two on this machine: mlx.launch -n 2 scripts/fit_mlx.py; "
+        "two Macs: --hostfile; NVIDIA GPUs with mlx[cuda]: --backend nccl), as fit.py --devices "
+        "is for torch."
+    )
+    p.add_argument(
+        "--cpu",
+        action="store_true",
+        help="run on the CPU instead of the GPU MLX reports (Metal on a Mac, CUDA with mlx[cuda]) "
+        "(default: the GPU when there is one)",
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=float,
+        metavar="GB",
+        help="cap MLX's Metal memory at this many GB (default: MLX's own limit)",
+    )
     return p
 
 

@@ -94,7 +94,7 @@ def _bits_per_sample(path: Path, image) -> int:
 
 
 def _image_kind(path: Path) -> str | None:
-    """"PNG", "JPEG" or "GIF" when the file opens with that format's signature, else None."""
+    """ "PNG", "JPEG" or "GIF" when the file opens with that format's signature, else None."""
     with open(path, "rb") as f:
         head = f.read(8)
     for magic, kind in ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF")):
@@ -136,7 +136,9 @@ def read_image(path: str | Path) -> np.ndarray:
                     raise ImageInputError(f"{name}: {why}")
                 rgb = ImageOps.exif_transpose(image).convert("RGB")
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageInputError(f"{name}: an image too large to decode ({e}); {EXPECTED_IMAGE} of a photo's size") from None
+        raise ImageInputError(
+            f"{name}: an image too large to decode ({e}); {EXPECTED_IMAGE} of a photo's size"
+        ) from None
     except UnidentifiedImageError:
         kind = _image_kind(path)
         what = f"a truncated or damaged {kind}" if kind else "not an image Pillow can read"

@@ -22,11 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_lightning.core.datasets import CIFARDataError, DATASETS, read_split
 from cifar_lightning.cli.images import EXPECTED_IMAGE, IMAGE_SUFFIXES, SIZE, ImageInputError, display_name, read_image
+from cifar_lightning.core.datasets import DATASETS, CIFARDataError, read_split
 
-EXPECTED_INPUT = ("expected image files, folders of them, a .npy of uint8 (N, 32, 32, 3), "
-                  "or cifar10:test / cifar100:test")  # fmt: skip
+EXPECTED_INPUT = (
+    "expected image files, folders of them, a .npy of uint8 (N, 32, 32, 3), or cifar10:test / cifar100:test"
+)
 
 
 @dataclass
@@ -85,9 +86,11 @@ def read_npy(path: Path) -> np.ndarray:
         raise ImageInputError(f"{name}: a .npy of 0 images; {expected}")
     held = path.stat().st_size - offset
     if held < shape[0] * SIZE * SIZE * 3:
-        raise ImageInputError(f"{name}: a truncated .npy: its header says {shape[0]:,} images "
-                              f"({shape[0] * SIZE * SIZE * 3:,} bytes), the file holds {max(held, 0):,} bytes; "
-                              f"{expected}")  # fmt: skip
+        raise ImageInputError(
+            f"{name}: a truncated .npy: its header says {shape[0]:,} images "
+            f"({shape[0] * SIZE * SIZE * 3:,} bytes), the file holds {max(held, 0):,} bytes; "
+            f"{expected}"
+        )
     try:
         return np.load(path, allow_pickle=False)
     except Exception as e:  # a damaged file that passed its header; KeyboardInterrupt is no Exception
@@ -96,16 +99,23 @@ def read_npy(path: Path) -> np.ndarray:
 
 def folder_images(folder: Path) -> list[Path]:
     """Files under `folder` (recursively) with an image suffix, in sorted order; hidden ones skipped."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))  # fmt: skip
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
 
 
 def read_test_split(spec: str, data_dir: Path, num_classes: int, inputs: Inputs) -> None:
     name = spec.split(":")[0]
     info = DATASETS[name]
     if info.num_classes != num_classes:
-        raise ImageInputError(f"{spec}: the model classifies {num_classes} classes, {name} has "
-                              f"{info.num_classes}; expected the test set of its own dataset")  # fmt: skip
+        raise ImageInputError(
+            f"{spec}: the model classifies {num_classes} classes, {name} has "
+            f"{info.num_classes}; expected the test set of its own dataset"
+        )
     try:
         images, labels = read_split(data_dir, name, train=False)
     except CIFARDataError as e:
@@ -134,8 +144,10 @@ def _read_one(spec: str, data_dir: Path, num_classes: int, inputs: Inputs) -> No
     if path.is_dir():
         files = folder_images(path)
         if not files:
-            raise ImageInputError(f"{display_name(spec)}: a folder with no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...); "
-                                  f"{EXPECTED_INPUT}")  # fmt: skip
+            raise ImageInputError(
+                f"{display_name(spec)}: a folder with no image files ({', '.join(IMAGE_SUFFIXES[:4])}, ...); "
+                f"{EXPECTED_INPUT}"
+            )
         for file in files:
             try:
                 inputs.add([display_name(file)], read_image(file)[None])

@@ -24,8 +24,7 @@ import sys
 from pathlib import Path
 
 from cifar_lightning.cli.flags import exit_with
-from cifar_lightning.core.errors import ExitCode
-from cifar_lightning.core.errors import CIFARError, UsageError
+from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
 
 PROGRESS_MIN_IMAGES = 2048  # a progress bar from this many images on (the CIFAR test set has 10,000)
 FRAMEWORKS = ("pytorch", "mlx")
@@ -40,27 +39,48 @@ class OneLineParser(argparse.ArgumentParser):
 
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(description="Classify images with a checkpoint of fit.py or fit_mlx.py; write a CSV.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="image files (PNG, JPEG, ...: any size, resized to 32x32 with Pillow's bicubic filter), "
-                        "folders of them (searched recursively), a .npy of uint8 (N, 32, 32, 3) RGB, or "
-                        "cifar10:test / cifar100:test (the test set in --data-dir)")  # fmt: skip
-    p.add_argument("--weights", required=True, metavar="CKPT",
-                   help="a checkpoint of fit.py (.ckpt) or fit_mlx.py (.npz); it holds the model, the class names "
-                        "and the normalisation")  # fmt: skip
-    p.add_argument("--framework", choices=FRAMEWORKS,
-                   help="framework to predict with (default: the checkpoint's own: pytorch for a .ckpt, mlx for "
-                        "an .npz)")  # fmt: skip
-    p.add_argument("--output", default="predictions.csv", metavar="PATH",
-                   help="the CSV to write: input, class_1, prob_1, ... up to --top-k (default: predictions.csv "
-                        "in the current folder)")  # fmt: skip
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="INPUT",
+        help="image files (PNG, JPEG, ...: any size, resized to 32x32 with Pillow's bicubic filter), "
+        "folders of them (searched recursively), a .npy of uint8 (N, 32, 32, 3) RGB, or "
+        "cifar10:test / cifar100:test (the test set in --data-dir)",
+    )
+    p.add_argument(
+        "--weights",
+        required=True,
+        metavar="CKPT",
+        help="a checkpoint of fit.py (.ckpt) or fit_mlx.py (.npz); it holds the model, the class names "
+        "and the normalisation",
+    )
+    p.add_argument(
+        "--framework",
+        choices=FRAMEWORKS,
+        help="framework to predict with (default: the checkpoint's own: pytorch for a .ckpt, mlx for an .npz)",
+    )
+    p.add_argument(
+        "--output",
+        default="predictions.csv",
+        metavar="PATH",
+        help="the CSV to write: input, class_1, prob_1, ... up to --top-k (default: predictions.csv "
+        "in the current folder)",
+    )
     p.add_argument("--top-k", type=int, default=1, metavar="K", help="classes per image in the CSV (default: 1)")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation: average over the image, its mirror and 1-pixel shifts "
-                        "(default: as the model's recipe tests, on for fast, off for small_cnn and resnet18)")  # fmt: skip
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="test-time augmentation: average over the image, its mirror and 1-pixel shifts "
+        "(default: as the model's recipe tests, on for fast, off for small_cnn and resnet18)",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="images per batch (default: 256)")
-    p.add_argument("--data-dir", default="data",
-                   help="folder holding cifar-10-batches-py/ or cifar-100-python/, for cifar10:test and "
-                        "cifar100:test (default: data)")  # fmt: skip
+    p.add_argument(
+        "--data-dir",
+        default="data",
+        help="folder holding cifar-10-batches-py/ or cifar-100-python/, for cifar10:test and "
+        "cifar100:test (default: data)",
+    )
     p.add_argument("--cpu", action="store_true", help="predict on the CPU even when a GPU is present")
     return p
 
@@ -91,8 +111,10 @@ def choose_framework(weights: str, framework: str | None) -> str:
     chosen = framework or ("pytorch" if weights_file_kind(weights)[0] == "torch" else "mlx")
     if chosen == "mlx" and not mlx_installed():
         how = "" if framework else f"--weights {weights} is an MLX checkpoint, and "
-        raise UsageError(f"{how}MLX is not installed here (Apple silicon, or mlx[cpu] on Linux); "
-                         "expected --framework pytorch, which reads MLX checkpoints too")  # fmt: skip
+        raise UsageError(
+            f"{how}MLX is not installed here (Apple silicon, or mlx[cpu] on Linux); "
+            "expected --framework pytorch, which reads MLX checkpoints too"
+        )
     return chosen
 
 
@@ -117,8 +139,9 @@ def validate(args: argparse.Namespace) -> None:
     if not output.parent.is_dir():
         raise UsageError(f"--output {output}: no folder {output.parent}; expected a CSV path in an existing folder")
     if not Path(args.weights).is_file():
-        raise UsageError(f"--weights {args.weights}: no such file; expected a checkpoint of fit.py (.ckpt) or "
-                         "fit_mlx.py (.npz)")  # fmt: skip
+        raise UsageError(
+            f"--weights {args.weights}: no such file; expected a checkpoint of fit.py (.ckpt) or fit_mlx.py (.npz)"
+        )
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -139,8 +162,14 @@ def run(args: argparse.Namespace) -> dict:
     inputs = read_inputs(args.inputs, args.data_dir, card.num_classes)
     for line in inputs.errors:  # as soon as known; the good inputs are still predicted
         print(f"error: {line}", file=sys.stderr, flush=True)
-    result = {"names": inputs.names, "labels": inputs.known_labels, "errors": inputs.errors, "framework": framework,
-              "probabilities": None, "output": None}  # fmt: skip
+    result = {
+        "names": inputs.names,
+        "labels": inputs.known_labels,
+        "errors": inputs.errors,
+        "framework": framework,
+        "probabilities": None,
+        "output": None,
+    }
     if not inputs.names:
         print("nothing to predict: no input could be read", file=sys.stderr)
         return result
@@ -149,12 +178,24 @@ def run(args: argparse.Namespace) -> dict:
     else:
         from cifar_lightning.predict import predict
     images = inputs.images
-    print(f"predicting {len(images)} image{'s' * (len(images) != 1)} with {card.model} ({card.dataset}, "
-          f"{card.num_classes} classes) in {framework}, from {display_name(args.weights)}", flush=True)  # fmt: skip
+    print(
+        f"predicting {len(images)} image{'s' * (len(images) != 1)} with {card.model} ({card.dataset}, "
+        f"{card.num_classes} classes) in {framework}, from {display_name(args.weights)}",
+        flush=True,
+    )
     try:
-        probabilities = predict(card, args.weights, images, inputs.names, top_k=args.top_k, output=args.output,
-                                batch_size=args.batch_size, tta=args.tta, cpu=args.cpu,
-                                progress=len(images) >= PROGRESS_MIN_IMAGES)  # fmt: skip
+        probabilities = predict(
+            card,
+            args.weights,
+            images,
+            inputs.names,
+            top_k=args.top_k,
+            output=args.output,
+            batch_size=args.batch_size,
+            tta=args.tta,
+            cpu=args.cpu,
+            progress=len(images) >= PROGRESS_MIN_IMAGES,
+        )
     except UsageError:
         raise
     except CIFARError as e:  # weights that do not fit the model the checkpoint names

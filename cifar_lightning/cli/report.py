@@ -23,9 +23,9 @@ import textwrap
 from pathlib import Path
 
 from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
+from cifar_lightning.report.logs import load_runs
 from cifar_lightning.report.plots import plot_pytorch_vs_mlx
 from cifar_lightning.report.results import comparison_headings, comparison_plot_paths, render_results
-from cifar_lightning.report.logs import load_runs
 
 REPORT = "Results.md"  # the default report, in the repository's root
 
@@ -33,10 +33,15 @@ REPORT = "Results.md"  # the default report, in the repository's root
 def tracked_run_logs(folder: Path) -> set[Path] | None:
     """The run.json files git tracks under `folder`; None outside a git checkout."""
     try:
-        r = subprocess.run(["git", "-C", str(folder), "ls-files", "-z", "--full-name", "--", "."],
-                           capture_output=True, text=True, timeout=30)  # fmt: skip
-        top = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
-                             capture_output=True, text=True, timeout=30)  # fmt: skip
+        r = subprocess.run(
+            ["git", "-C", str(folder), "ls-files", "-z", "--full-name", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        top = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=30
+        )
     except OSError:
         return None
     if r.returncode or top.returncode:
@@ -71,19 +76,28 @@ def main(argv: list[str] | None = None, root: str | Path | None = None) -> int:
     root = Path(root or Path.cwd()).resolve()
     p = argparse.ArgumentParser(description="Regenerate Results.md from the run logs (run.json) under runs/.")
     p.add_argument("--runs", default=str(root / "runs"), help="folder searched for run.json logs (default: runs/)")
-    p.add_argument("--output", default=str(root / REPORT),
-                   help="the report to write (default: Results.md); another name puts its plots in "
-                        "<name>-plots/ beside it")  # fmt: skip
+    p.add_argument(
+        "--output",
+        default=str(root / REPORT),
+        help="the report to write (default: Results.md); another name puts its plots in <name>-plots/ beside it",
+    )
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if the report is out of date")
-    p.add_argument("--all", action="store_true",
-                   help="read every run.json under --runs, not only those git tracks (default: tracked only, "
-                        "when the folder is in a git checkout); its plots go in <output name>-plots/")  # fmt: skip
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="read every run.json under --runs, not only those git tracks (default: tracked only, "
+        "when the folder is in a git checkout); its plots go in <output name>-plots/",
+    )
     args = p.parse_args(argv)
     args.runs, args.output = Path(args.runs).resolve(), Path(args.output).resolve()
     os.chdir(root)  # run folders are named relative to the repository, as committed
     runs = load_runs(args.runs, None if args.all else tracked_run_logs(args.runs))
     for run in runs:  # paths relative to the repository, as committed
-        run["_path"] = Path(run["_path"]).resolve().relative_to(root).as_posix() if root in Path(run["_path"]).resolve().parents else run["_path"]
+        run["_path"] = (
+            Path(run["_path"]).resolve().relative_to(root).as_posix()
+            if root in Path(run["_path"]).resolve().parents
+            else run["_path"]
+        )
     bench = Path(args.runs) / "benchmarks.json"  # written by scripts/benchmark.py
     folder = plot_folder(args.output, args.all, root)
     plots = comparison_plot_paths(pytorch_vs_mlx_groups(runs), folder)

@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_lightning.core.datasets import CIFARDataError, dataset_info, dataset_present, download, read_class_names, read_split
+from cifar_lightning.core.datasets import (
+    CIFARDataError,
+    dataset_info,
+    dataset_present,
+    download,
+    read_class_names,
+    read_split,
+)
 from cifar_lightning.core.draws import Augmentation, EpochDraws, draw_epoch
 from cifar_lightning.core.seeds import derive_seed
 
@@ -77,8 +84,9 @@ class BatchPlan:
     """The batches of one loader: ``len()`` batches of image indices per epoch, and the
     epoch's augmentation draws (for every image of the split; None without augmentation)."""
 
-    def __init__(self, sampler: EpochSampler, batch_size: int, drop_last: bool,
-                 augmentation: Augmentation | None, seed: int):  # fmt: skip
+    def __init__(
+        self, sampler: EpochSampler, batch_size: int, drop_last: bool, augmentation: Augmentation | None, seed: int
+    ):
         self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
         self.augmentation, self.seed = augmentation, seed
 
@@ -109,10 +117,18 @@ class CIFARData:
     ``CIFARDataError`` naming the file when the data is missing or malformed.
     """
 
-    def __init__(self, dataset: str = "cifar10", data_dir: str | Path = "data", batch_size: int = 128,
-                 val_size: int = 0, seed: int = 0, eval_batch_size: int | None = None,
-                 augmentation: Augmentation = Augmentation(), train_subset: int | None = None,
-                 download: bool = False):  # fmt: skip
+    def __init__(
+        self,
+        dataset: str = "cifar10",
+        data_dir: str | Path = "data",
+        batch_size: int = 128,
+        val_size: int = 0,
+        seed: int = 0,
+        eval_batch_size: int | None = None,
+        augmentation: Augmentation = Augmentation(),
+        train_subset: int | None = None,
+        download: bool = False,
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
         self.info = dataset_info(dataset)
@@ -182,8 +198,13 @@ class CIFARData:
         num = len(self.splits[split][1])
         shuffle = train if shuffle is None else shuffle
         sampler = EpochSampler(num, shuffle=shuffle, seed=self.seed, rank=rank, world_size=world_size)
-        plan = BatchPlan(sampler, self.batch_size if train else self.eval_batch_size, drop_last=train,
-                         augmentation=self.augmentation if train else None, seed=self.seed)  # fmt: skip
+        plan = BatchPlan(
+            sampler,
+            self.batch_size if train else self.eval_batch_size,
+            drop_last=train,
+            augmentation=self.augmentation if train else None,
+            seed=self.seed,
+        )
         if train and len(plan) == 0:
             raise ValueError(f"batch_size {self.batch_size} exceeds the {len(sampler)} training images of this rank")
         return plan

@@ -149,8 +149,10 @@ def read_split(data_dir: str | Path, name: str, train: bool) -> tuple[np.ndarray
         raise CIFARDataError(f"{root}: the {split} split holds no images")
     expected = info.train_size if train else info.test_size
     if len(images) != expected and os.environ.get(PARTIAL_DATA_ENV) != "1":
-        raise CIFARDataError(f"{root}: the {split} split holds {len(images):,} images, expected {expected:,} "
-                             f"(an incomplete copy? {PARTIAL_DATA_ENV}=1 reads a smaller copy on purpose)")  # fmt: skip
+        raise CIFARDataError(
+            f"{root}: the {split} split holds {len(images):,} images, expected {expected:,} "
+            f"(an incomplete copy? {PARTIAL_DATA_ENV}=1 reads a smaller copy on purpose)"
+        )
     return images, labels
 
 
@@ -179,8 +181,10 @@ def download(name: str, data_dir: str | Path) -> None:
                     archive.write(chunk)
             archive.flush()
             if digest.hexdigest() != info.md5:
-                raise CIFARDataError(f"{failed}: the archive's md5 is {digest.hexdigest()}, the published one "
-                                     f"{info.md5} (a damaged or changed download); {offline}")  # fmt: skip
+                raise CIFARDataError(
+                    f"{failed}: the archive's md5 is {digest.hexdigest()}, the published one "
+                    f"{info.md5} (a damaged or changed download); {offline}"
+                )
             with tarfile.open(archive.name, "r:gz") as tar:
                 _extract(tar, data_dir)
     except CIFARDataError:

@@ -30,15 +30,23 @@ EXPECTED_CHECKPOINT = "expected a checkpoint of fit.py (.ckpt) or fit_mlx.py (.n
 INPUT = "uint8 RGB images (N, 32, 32, 3), values 0-255"
 
 
-def inference_record(model: str, num_classes: int, class_names: list[str], dataset: str,
-                     model_kwargs: dict | None = None) -> dict:  # fmt: skip
+def inference_record(
+    model: str, num_classes: int, class_names: list[str], dataset: str, model_kwargs: dict | None = None
+) -> dict:
     """The plain dict both scripts store in their checkpoints (see the module's docstring).
     mean and std are per channel (R, G, B) on pixels scaled to [0, 1]: a model sees
     ``(x / 255 - mean) / std``."""
     info = DATASETS[dataset]
-    return {"model": model, "num_classes": int(num_classes), "class_names": [str(n) for n in class_names],
-            "dataset": dataset, "mean": list(info.mean), "std": list(info.std),
-            "model_kwargs": dict(model_kwargs or {}), "input": INPUT}  # fmt: skip
+    return {
+        "model": model,
+        "num_classes": int(num_classes),
+        "class_names": [str(n) for n in class_names],
+        "dataset": dataset,
+        "mean": list(info.mean),
+        "std": list(info.std),
+        "model_kwargs": dict(model_kwargs or {}),
+        "input": INPUT,
+    }
 
 
 @dataclass(frozen=True)
@@ -63,20 +71,31 @@ class ModelCard:
 
     def metadata(self) -> dict:
         """Plain facts for an exported model's metadata."""
-        return {"model": self.model, "num_classes": self.num_classes, "class_names": self.class_names,
-                "dataset": self.dataset, "mean": list(self.mean), "std": list(self.std), "input": INPUT,
-                "source_checkpoint": self.path, "source_framework": self.framework}  # fmt: skip
+        return {
+            "model": self.model,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+            "dataset": self.dataset,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "input": INPUT,
+            "source_checkpoint": self.path,
+            "source_framework": self.framework,
+        }
 
 
 def _card(path: Path, kind: str, record: dict, recipe: dict | None) -> ModelCard:
     """A ModelCard from an inference record; UsageError naming the file when it is incomplete."""
+
     def bad(what: str) -> UsageError:
         return UsageError(f"{path}: a checkpoint whose {what}; {EXPECTED_CHECKPOINT}")
 
     model, k = record.get("model"), record.get("num_classes")
     if model not in MODEL_NAMES:
-        raise bad(f"model is {model!r}, not one of {', '.join(MODEL_NAMES)} (a model of your own cannot be rebuilt "
-                  "from a checkpoint)")  # fmt: skip
+        raise bad(
+            f"model is {model!r}, not one of {', '.join(MODEL_NAMES)} (a model of your own cannot be rebuilt "
+            "from a checkpoint)"
+        )
     if not isinstance(k, int) or k < 1:
         raise bad(f"number of classes is {k!r}")
     names = record.get("class_names")
@@ -89,8 +108,18 @@ def _card(path: Path, kind: str, record: dict, recipe: dict | None) -> ModelCard
     std = tuple(float(v) for v in record.get("std") or DATASETS[dataset].std)
     if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
         raise bad(f"normalisation is mean {mean}, std {std}: expected 3 means and 3 positive deviations")
-    return ModelCard(str(path), kind, model, k, [str(n) for n in names], dataset, mean, std,
-                     dict(record.get("model_kwargs") or {}), recipe)  # fmt: skip
+    return ModelCard(
+        str(path),
+        kind,
+        model,
+        k,
+        [str(n) for n in names],
+        dataset,
+        mean,
+        std,
+        dict(record.get("model_kwargs") or {}),
+        recipe,
+    )
 
 
 def _torch_card(path: Path, load_torch) -> ModelCard:
@@ -98,17 +127,25 @@ def _torch_card(path: Path, load_torch) -> ModelCard:
         raise ValueError(f"{path} is a torch file: read_model_card needs load_torch to read it")
     checkpoint = load_torch(path, EXPECTED_CHECKPOINT)
     if not isinstance(checkpoint, dict) or "hyper_parameters" not in checkpoint:
-        raise UsageError(f"{path}: weights without the model's facts (model, class names, normalisation); "
-                         f"{EXPECTED_CHECKPOINT}")  # fmt: skip
+        raise UsageError(
+            f"{path}: weights without the model's facts (model, class names, normalisation); {EXPECTED_CHECKPOINT}"
+        )
     hparams = checkpoint["hyper_parameters"]
     record = checkpoint.get("inference")
     if not isinstance(record, dict):  # a checkpoint written before the record existed
-        dataset = (checkpoint.get("datamodule_hyper_parameters") or {}).get("dataset") or \
-            ((checkpoint.get("run") or {}).get("settings") or {}).get("dataset")  # fmt: skip
-        record = {"model": hparams.get("model"), "num_classes": hparams.get("num_classes"),
-                  "class_names": hparams.get("class_names"), "dataset": dataset,
-                  "model_kwargs": {**((hparams.get("recipe") or {}).get("model_kwargs") or {}),
-                                   **(hparams.get("model_kwargs") or {})}}  # fmt: skip
+        dataset = (checkpoint.get("datamodule_hyper_parameters") or {}).get("dataset") or (
+            (checkpoint.get("run") or {}).get("settings") or {}
+        ).get("dataset")
+        record = {
+            "model": hparams.get("model"),
+            "num_classes": hparams.get("num_classes"),
+            "class_names": hparams.get("class_names"),
+            "dataset": dataset,
+            "model_kwargs": {
+                **((hparams.get("recipe") or {}).get("model_kwargs") or {}),
+                **(hparams.get("model_kwargs") or {}),
+            },
+        }
     return _card(path, "torch", record, hparams.get("recipe"))
 
 
@@ -117,15 +154,20 @@ def _mlx_card(path: Path) -> ModelCard:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
     except Exception as e:  # any parse error of a damaged file; KeyboardInterrupt is no Exception
-        raise UsageError(f"{path}: an MLX checkpoint that does not read ({type(e).__name__}); "
-                         f"{EXPECTED_CHECKPOINT}") from None  # fmt: skip
+        raise UsageError(
+            f"{path}: an MLX checkpoint that does not read ({type(e).__name__}); {EXPECTED_CHECKPOINT}"
+        ) from None
     if not isinstance(meta, dict):
         raise UsageError(f"{path}: an .npz whose meta is not fit_mlx.py's; {EXPECTED_CHECKPOINT}")
     record = meta.get("inference")
     if not isinstance(record, dict):  # a checkpoint written before the record existed
         hparams, settings = meta.get("hparams") or {}, meta.get("settings") or {}
-        record = {"model": hparams.get("model"), "num_classes": hparams.get("num_classes"),
-                  "class_names": hparams.get("class_names"), "dataset": settings.get("dataset")}  # fmt: skip
+        record = {
+            "model": hparams.get("model"),
+            "num_classes": hparams.get("num_classes"),
+            "class_names": hparams.get("class_names"),
+            "dataset": settings.get("dataset"),
+        }
     return _card(path, "npz", record, meta.get("recipe"))
 
 

@@ -31,8 +31,9 @@ def csv_header(k: int) -> list[str]:
     return ["input"] + [f"{c}_{i}" for i in range(1, k + 1) for c in ("class", "prob")]
 
 
-def write_predictions_csv(path: str | Path, names: list[str], probabilities: np.ndarray, class_names: list[str],
-                          k: int = 1) -> Path:  # fmt: skip
+def write_predictions_csv(
+    path: str | Path, names: list[str], probabilities: np.ndarray, class_names: list[str], k: int = 1
+) -> Path:
     """Write one row per input: its name, then its `k` most probable class names with their
     probabilities (6 decimals, in [0, 1]). Written atomically (a temporary file in the same
     folder, then renamed): a reader never sees half a file, and an interrupted run leaves
@@ -62,8 +63,13 @@ def read_predictions_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def summary(names: list[str], probabilities: np.ndarray, class_names: list[str], labels: np.ndarray | None = None,
-            shown: int = 10) -> list[str]:  # fmt: skip
+def summary(
+    names: list[str],
+    probabilities: np.ndarray,
+    class_names: list[str],
+    labels: np.ndarray | None = None,
+    shown: int = 10,
+) -> list[str]:
     """The lines ``predict.py`` prints: the first `shown` predictions, the count per predicted
     class, and the accuracy over the inputs whose label is known (labels >= 0)."""
     predicted = probabilities.argmax(axis=1)

@@ -70,12 +70,16 @@ class OptimizerPart:
         if self.ns_dtype not in ("bfloat16", "float32"):
             raise ValueError(f"ns_dtype {self.ns_dtype!r}: expected 'bfloat16' or 'float32'")
         if self.kind == "muon" and (self.weight_decay or self.weight_decay_per_example):
-            raise ValueError(f"a muon part takes no weight decay, got weight_decay {self.weight_decay}, "
-                             f"weight_decay_per_example {self.weight_decay_per_example}; expected 0 (Muon "
-                             "rescales each filter bank to a fixed norm instead)")  # fmt: skip
+            raise ValueError(
+                f"a muon part takes no weight decay, got weight_decay {self.weight_decay}, "
+                f"weight_decay_per_example {self.weight_decay_per_example}; expected 0 (Muon "
+                "rescales each filter bank to a fixed norm instead)"
+            )
         if self.weight_decay and self.weight_decay_per_example:
-            raise ValueError(f"weight_decay {self.weight_decay} and weight_decay_per_example "
-                             f"{self.weight_decay_per_example} both given; expected one of them")  # fmt: skip
+            raise ValueError(
+                f"weight_decay {self.weight_decay} and weight_decay_per_example "
+                f"{self.weight_decay_per_example} both given; expected one of them"
+            )
         if self.weight_decay_per_example and not self.lr > 0:
             raise ValueError(f"weight_decay_per_example needs a positive lr (it is divided by it), got lr {self.lr}")
 
@@ -90,8 +94,11 @@ class OptimizerPart:
 
 
 # OptimizerPart fields a kind does not read, left out of records (their defaults come back on reading)
-_UNUSED_BY_KIND = {"sgd": ("beta2", "eps", "ns_steps", "ns_dtype"), "adamw": ("nesterov", "ns_steps", "ns_dtype"),
-                   "muon": ("weight_decay", "weight_decay_per_example", "beta2", "eps")}  # fmt: skip
+_UNUSED_BY_KIND = {
+    "sgd": ("beta2", "eps", "ns_steps", "ns_dtype"),
+    "adamw": ("nesterov", "ns_steps", "ns_dtype"),
+    "muon": ("weight_decay", "weight_decay_per_example", "beta2", "eps"),
+}
 
 
 def parts_record(parts) -> list[dict]:
@@ -208,12 +215,16 @@ class Recipe:
         if self.units not in UNITS:
             raise ValueError(f"units must be one of {list(UNITS)}, got {self.units!r}")
         if self.whiten_bias_init not in WHITEN_BIAS_INITS:
-            raise ValueError(f"whiten_bias_init must be one of {list(WHITEN_BIAS_INITS)}, got {self.whiten_bias_init!r}")
+            raise ValueError(
+                f"whiten_bias_init must be one of {list(WHITEN_BIAS_INITS)}, got {self.whiten_bias_init!r}"
+            )
         for part in self.optimizers:  # the bias is frozen when its own schedule reaches 0: one length for both
             if "whiten_bias" in part.roles and part.decay_epochs and part.decay_epochs != self.whiten_bias_epochs:
-                raise ValueError(f"the whitening bias's part decays over {part.decay_epochs} epochs but "
-                                 f"whiten_bias_epochs is {self.whiten_bias_epochs}; expected the same number "
-                                 "(it trains until its rate reaches 0, then freezes)")  # fmt: skip
+                raise ValueError(
+                    f"the whitening bias's part decays over {part.decay_epochs} epochs but "
+                    f"whiten_bias_epochs is {self.whiten_bias_epochs}; expected the same number "
+                    "(it trains until its rate reaches 0, then freezes)"
+                )
 
     @property
     def augmentation(self) -> Augmentation:
@@ -245,10 +256,12 @@ class Recipe:
         if part_keys and self.optimizers:
             if len(self.optimizers) > 1:
                 flags = ", ".join("--" + k.replace("_", "-") for k in part_keys)
-                raise ValueError(f"{flags}: this recipe has {len(self.optimizers)} optimizers "
-                                 f"({', '.join(p.kind for p in self.optimizers)}), each with its own numbers; "
-                                 "expected a recipe of one optimizer: drop the flag, or change the parts' "
-                                 "numbers in RECIPES (cifar_lightning/core/recipes.py)")  # fmt: skip
+                raise ValueError(
+                    f"{flags}: this recipe has {len(self.optimizers)} optimizers "
+                    f"({', '.join(p.kind for p in self.optimizers)}), each with its own numbers; "
+                    "expected a recipe of one optimizer: drop the flag, or change the parts' "
+                    "numbers in RECIPES (cifar_lightning/core/recipes.py)"
+                )
             kwargs["optimizers"] = (replace(self.optimizers[0], **part_keys),)
         elif part_keys:
             kwargs.update(part_keys)
@@ -292,8 +305,17 @@ def adamw_recipe(recipe: Recipe) -> Recipe:
     off: torch's OneCycleLR would cycle AdamW's beta1, which these defaults hold fixed.
     The flat SGD fields are zeroed, so a record cannot be read as SGD's."""
     adamw = OptimizerPart("adamw", ROLES, lr=1e-3, weight_decay=1e-2, momentum=0.9, beta2=0.999, eps=1e-8)
-    return replace(recipe, lr=0.0, momentum=0.0, weight_decay=0.0, nesterov=False, units="torch",
-                   bias_lr_scale=1.0, cycle_momentum=False, optimizers=(adamw,))  # fmt: skip
+    return replace(
+        recipe,
+        lr=0.0,
+        momentum=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        units="torch",
+        bias_lr_scale=1.0,
+        cycle_momentum=False,
+        optimizers=(adamw,),
+    )
 
 
 # airbench94_muon.py (github.com/KellerJordan/cifar10-airbench, 94.01% mean over 200 runs in
@@ -322,7 +344,11 @@ RECIPES["fast_muon"] = replace(
     RECIPES["fast"],
     epochs=8,
     batch_size=2000,
-    lr=0.0, momentum=0.0, weight_decay=0.0, units="torch", bias_lr_scale=1.0,  # the parts hold them
+    lr=0.0,
+    momentum=0.0,
+    weight_decay=0.0,
+    units="torch",
+    bias_lr_scale=1.0,  # the parts hold them
     warmup_frac=0.0,
     start_factor=1.0,
     end_factor=0.0,
@@ -330,10 +356,18 @@ RECIPES["fast_muon"] = replace(
     whiten_bias_init="uniform",
     optimizers=(
         OptimizerPart("muon", ("filters",), lr=0.24, momentum=0.6, nesterov=True, ns_steps=3, ns_dtype="bfloat16"),
-        OptimizerPart("sgd", ("norm_bias",), lr=0.053, weight_decay_per_example=_MUON_DECAY, momentum=0.85,
-                      nesterov=True),  # fmt: skip
-        OptimizerPart("sgd", ("whiten_bias",), lr=0.053, weight_decay_per_example=_MUON_DECAY, momentum=0.85,
-                      nesterov=True, decay_epochs=3),  # fmt: skip
+        OptimizerPart(
+            "sgd", ("norm_bias",), lr=0.053, weight_decay_per_example=_MUON_DECAY, momentum=0.85, nesterov=True
+        ),
+        OptimizerPart(
+            "sgd",
+            ("whiten_bias",),
+            lr=0.053,
+            weight_decay_per_example=_MUON_DECAY,
+            momentum=0.85,
+            nesterov=True,
+            decay_epochs=3,
+        ),
         OptimizerPart("sgd", ("head",), lr=0.67, weight_decay_per_example=_MUON_DECAY, momentum=0.85, nesterov=True),
     ),
     model_kwargs={"logit_scale": 1 / 256, "head_std": 1.0},
@@ -428,8 +462,9 @@ def route_parameters(ndims: dict[str, int], parts: tuple[OptimizerPart, ...]) ->
     for name, ndim in ndims.items():
         role = parameter_role(name, ndim)
         if role not in owner:
-            raise ValueError(f"parameter {name} (role {role!r}) belongs to no optimizer of the recipe; its parts "
-                             f"own {sorted(owner)}")  # fmt: skip
+            raise ValueError(
+                f"parameter {name} (role {role!r}) belongs to no optimizer of the recipe; its parts own {sorted(owner)}"
+            )
         out[name] = owner[role]
     return out
 
@@ -447,12 +482,26 @@ class Target:
 
 
 TARGETS = (
-    Target("fast", "cifar10", 0.9401, "airbench94's published mean over repeated runs, 9.9 epochs "
-                                      "(github.com/KellerJordan/cifar10-airbench, airbench94.py)"),  # fmt: skip
-    Target("fast_muon", "cifar10", 0.9401, "airbench94_muon's published mean over 200 runs, 8 epochs "
-                                           "(github.com/KellerJordan/cifar10-airbench, airbench94_muon.py)"),  # fmt: skip
-    Target("resnet18", "cifar10", 0.92, "the original project's ResNet-18 recipe, 40 epochs, PyTorch on MPS "
-                                        "(its MLX run reached 94%)"),  # fmt: skip
+    Target(
+        "fast",
+        "cifar10",
+        0.9401,
+        "airbench94's published mean over repeated runs, 9.9 epochs "
+        "(github.com/KellerJordan/cifar10-airbench, airbench94.py)",
+    ),
+    Target(
+        "fast_muon",
+        "cifar10",
+        0.9401,
+        "airbench94_muon's published mean over 200 runs, 8 epochs "
+        "(github.com/KellerJordan/cifar10-airbench, airbench94_muon.py)",
+    ),
+    Target(
+        "resnet18",
+        "cifar10",
+        0.92,
+        "the original project's ResNet-18 recipe, 40 epochs, PyTorch on MPS (its MLX run reached 94%)",
+    ),
 )
 
 
@@ -478,7 +527,9 @@ def get_recipe(model: str, optimizer: str | None = None) -> Recipe:
         raise ValueError(f"unknown model {model!r}: expected one of {sorted(RECIPES)}")
     name = recipe_name(model, optimizer)
     if name not in RECIPES:
-        raise ValueError(f"--optimizer {optimizer}: {model} has no recipe with it; expected one of {optimizers_for(model)}")
+        raise ValueError(
+            f"--optimizer {optimizer}: {model} has no recipe with it; expected one of {optimizers_for(model)}"
+        )
     return RECIPES[name]
 
 

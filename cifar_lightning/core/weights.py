@@ -26,8 +26,9 @@ import numpy as np
 from cifar_lightning.core.errors import CIFARError, UsageError
 
 # the "expected ..." part of every message about a --weights file
-EXPECTED_WEIGHTS = ("expected weights of either framework (fit.py's .ckpt or .pt, fit_mlx.py's .npz, "
-                    "or MLX .safetensors)")
+EXPECTED_WEIGHTS = (
+    "expected weights of either framework (fit.py's .ckpt or .pt, fit_mlx.py's .npz, or MLX .safetensors)"
+)
 
 # torch.save writes a zip holding <name>/data.pkl; before torch 1.6 (or with
 # _use_new_zipfile_serialization=False) a pickle stream that opens with torch's magic number
@@ -47,12 +48,30 @@ MAGIC = (
     (b"\x93NUMPY", "a single NumPy array (.npy), not named weights"),
     (b"\x7fELF", "an executable"),
 )
-TEXT_KINDS = {".yaml": "a YAML file", ".yml": "a YAML file", ".csv": "a CSV file", ".json": "a JSON file",
-              ".md": "a Markdown file", ".py": "a Python file"}  # fmt: skip
+TEXT_KINDS = {
+    ".yaml": "a YAML file",
+    ".yml": "a YAML file",
+    ".csv": "a CSV file",
+    ".json": "a JSON file",
+    ".md": "a Markdown file",
+    ".py": "a Python file",
+}
 
 # safetensors dtype names -> numpy (BF16 is read by hand: numpy has no bfloat16)
-SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2",
-                      "I8": "i1", "U64": "<u8", "U32": "<u4", "U16": "<u2", "U8": "u1", "BOOL": "?"}  # fmt: skip
+SAFETENSORS_DTYPES = {
+    "F64": "<f8",
+    "F32": "<f4",
+    "F16": "<f2",
+    "I64": "<i8",
+    "I32": "<i4",
+    "I16": "<i2",
+    "I8": "i1",
+    "U64": "<u8",
+    "U32": "<u4",
+    "U16": "<u2",
+    "U8": "u1",
+    "BOOL": "?",
+}
 
 
 class WeightsMismatchError(CIFARError, ValueError):
@@ -189,8 +208,9 @@ def read_npz_model(path: str | Path) -> dict[str, np.ndarray]:
     except ValueError as e:
         if "pickle" not in str(e):
             raise unreadable(path, "an .npz", e) from None
-        raise UsageError(f"{path}: an .npz holding pickled objects (refused: nothing in it was run); "
-                         f"{EXPECTED_WEIGHTS}") from None  # fmt: skip
+        raise UsageError(
+            f"{path}: an .npz holding pickled objects (refused: nothing in it was run); {EXPECTED_WEIGHTS}"
+        ) from None
     except Exception as e:  # any other parse error of a damaged file; KeyboardInterrupt is no Exception
         raise unreadable(path, "an .npz", e) from None
     model = {k[len("model.") :]: v for k, v in arrays.items() if k.startswith("model.")}
@@ -199,8 +219,9 @@ def read_npz_model(path: str | Path) -> dict[str, np.ndarray]:
         if not isinstance(value, np.ndarray):  # numpy hands on a member that is no .npy as its bytes
             raise UsageError(f"{path}: an .npz that does not read ({key!r} is no array); {EXPECTED_WEIGHTS}")
         if value.dtype.kind not in "biuf":
-            raise UsageError(f"{path}: an .npz whose array {key!r} holds {value.dtype} values, no weights; "
-                             f"{EXPECTED_WEIGHTS}")  # fmt: skip
+            raise UsageError(
+                f"{path}: an .npz whose array {key!r} holds {value.dtype} values, no weights; {EXPECTED_WEIGHTS}"
+            )
     return model
 
 

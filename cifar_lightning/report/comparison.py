@@ -21,9 +21,11 @@ from pathlib import Path
 import numpy as np
 
 COMPARE_JSON = "compare.json"  # the settings a comparison folder was made with (cifar-compare writes it)
-LIMITS = ("A comparison speaks for the machine, the device class and the versions it names: one on a "
-          "CPU says nothing about Metal or CUDA, and a Mac's figures change with its chip, its power "
-          "source and its load.")  # fmt: skip
+LIMITS = (
+    "A comparison speaks for the machine, the device class and the versions it names: one on a "
+    "CPU says nothing about Metal or CUDA, and a Mac's figures change with its chip, its power "
+    "source and its load."
+)
 
 
 def paired_difference(pytorch: list[float], mlx: list[float]) -> dict:
@@ -134,9 +136,11 @@ def render(title: str, runs: list[dict], settings: dict | None = None) -> str:
         lines += [f"`{settings['command']}`", ""]
     if not pairs:
         return "\n".join(lines + ["No seed has both runs finished yet.", ""])
-    lines += ["| seed | PyTorch accuracy | MLX accuracy | PyTorch images/s (median, IQR) | MLX images/s (median, IQR) "
-              "| PyTorch s/epoch | MLX s/epoch | PyTorch peak memory | MLX peak memory |",
-              "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines += [
+        "| seed | PyTorch accuracy | MLX accuracy | PyTorch images/s (median, IQR) | MLX images/s (median, IQR) "
+        "| PyTorch s/epoch | MLX s/epoch | PyTorch peak memory | MLX peak memory |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for t, m in pairs:
         cells = [str(t["seed"]), f"{100 * t['test_accuracy']:.2f}%", f"{100 * m['test_accuracy']:.2f}%"]
         for r in (t, m):
@@ -144,8 +148,10 @@ def render(title: str, runs: list[dict], settings: dict | None = None) -> str:
             if tp.get("images_per_s") is None:
                 cells.append("not measured (no step past the warm-up)")
                 continue
-            cells.append(f"{tp['images_per_s']:.1f} ({tp['median_images_per_s']:.1f}, "
-                         f"{tp['iqr_images_per_s'][0]:.1f}-{tp['iqr_images_per_s'][1]:.1f})")  # fmt: skip
+            cells.append(
+                f"{tp['images_per_s']:.1f} ({tp['median_images_per_s']:.1f}, "
+                f"{tp['iqr_images_per_s'][0]:.1f}-{tp['iqr_images_per_s'][1]:.1f})"
+            )
         cells += [f"{_epoch_s(t):.1f}", f"{_epoch_s(m):.1f}"]
         cells += [f"{_mib(_peak(r)[1])} ({_peak(r)[0]})" for r in (t, m)]
         lines.append("| " + " | ".join(cells) + " |")
@@ -158,8 +164,9 @@ def render(title: str, runs: list[dict], settings: dict | None = None) -> str:
         "",
         f"- Accuracy, MLX - PyTorch over {s['pairs']} pair{'s' * (s['pairs'] != 1)}: "
         f"{100 * acc['mean']:+.2f} points{ci}{p}.",
-        _ratio_line("Throughput MLX / PyTorch (training images per second after the warm-up, geometric mean)",
-                    s["throughput"]),
+        _ratio_line(
+            "Throughput MLX / PyTorch (training images per second after the warm-up, geometric mean)", s["throughput"]
+        ),
         _ratio_line("Epoch time MLX / PyTorch (seconds of an epoch's steps)", s["epoch_time"]),
         f"- Peak memory MLX / PyTorch ({s['memory_counters'][1]} / {s['memory_counters'][0]}): "
         f"{s['memory']['ratio']:.2f}x ({_ci(s['memory'], '{:.2f}x')}).",
@@ -171,7 +178,7 @@ def render(title: str, runs: list[dict], settings: dict | None = None) -> str:
         f"{t0['throughput']['window_steps']} steps; {t0['throughput']['excluded']} excluded.",
         f"- {LIMITS}",
         "",
-    ]  # fmt: skip
+    ]
     return "\n".join(lines)
 
 

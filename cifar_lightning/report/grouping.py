@@ -10,7 +10,6 @@ import math
 
 from cifar_lightning.report.logs import RECORDED_SINCE, hardware_short, length_text, machine_and_device, run_status
 
-
 # hyper-parameters a run records beside its recipe's that say how a framework executed it
 # (not what it trained), and the run's step count
 EXECUTION_KEYS = {"precision", "channels_last", "device", "total_steps"}

@@ -9,7 +9,6 @@ import posixpath
 import shlex
 from pathlib import PurePosixPath
 
-
 INITIAL_WEIGHTS = ("checkpoints", "initial.pt")  # where fit.py saves the weights it starts from
 
 
@@ -54,7 +53,7 @@ def same_folder(written: str, folder: str) -> bool:
         return False
     absolute, relative = (a, b) if a.is_absolute() else (b, a)
     parts = relative.parts
-    return bool(parts) and ".." not in parts and absolute.parts[-len(parts):] == parts
+    return bool(parts) and ".." not in parts and absolute.parts[-len(parts) :] == parts
 
 
 def paired_runs(group: dict[str, list[dict]]) -> list[tuple[dict, dict]]:

@@ -16,7 +16,6 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import MaxNLocator
 
     colours = {"pytorch": "tab:red", "mlx": "tab:blue"}
@@ -29,15 +28,25 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
             loss = [(int(x["step"]), float(x["train/loss_step"])) for x in rows if x.get("train/loss_step")]
             acc = [(int(x["step"]) + 1, float(x["val/acc"])) for x in rows if x.get("val/acc")]
             if loss:
-                a.plot(*zip(*loss), color=colours[fw], alpha=0.6, linewidth=1, label=label,
-                       marker="o" if len(loss) < 30 else None, markersize=4)  # few points: show each
+                a.plot(
+                    *zip(*loss),
+                    color=colours[fw],
+                    alpha=0.6,
+                    linewidth=1,
+                    label=label,
+                    marker="o" if len(loss) < 30 else None,
+                    markersize=4,
+                )  # few points: show each
             if acc:
                 any_acc = True
                 b.plot(*zip(*acc), color=colours[fw], alpha=0.8, marker="o", label=label)
     if not any_acc:
         say_no_validation(b)
     a.set(xlabel="optimizer step (0-based)", ylabel="training loss (per image)")
-    b.set(xlabel="optimizer steps done", ylabel=val_label(next(iter(groups.values()))[0]["hyperparameters"].get("val_size")))
+    b.set(
+        xlabel="optimizer steps done",
+        ylabel=val_label(next(iter(groups.values()))[0]["hyperparameters"].get("val_size")),
+    )
     for ax in (a, b):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     finish_figure(fig, (a, b), title, path)

@@ -11,10 +11,24 @@ import os
 import re
 from pathlib import Path
 
-from cifar_lightning.report.grouping import configurations, one_per_seed, pytorch_vs_mlx_groups, recipe_runs, run_recipe, same_seed_reruns
-from cifar_lightning.report.pairing import paired_runs
 from cifar_lightning.core.run.files import limits_text
-from cifar_lightning.report.logs import code_note, code_text, has_split_times, hardware_short, length_text, train_images_per_s
+from cifar_lightning.report.grouping import (
+    configurations,
+    one_per_seed,
+    pytorch_vs_mlx_groups,
+    recipe_runs,
+    run_recipe,
+    same_seed_reruns,
+)
+from cifar_lightning.report.logs import (
+    code_note,
+    code_text,
+    hardware_short,
+    has_split_times,
+    length_text,
+    train_images_per_s,
+)
+from cifar_lightning.report.pairing import paired_runs
 from cifar_lightning.report.significance import gap_verdict, mean_std, paired_verdict
 
 
@@ -31,10 +45,12 @@ def _hardware(run: dict) -> str:
 
 # ------------------------------------------------------------ times
 OLD_TIME_MARK = "†"
-OLD_TIME_NOTE = (f"{OLD_TIME_MARK} Logged before training, validation and test times were recorded apart "
-                 "(`validation_time_s`, `test_time_s`): this train time also spans the validation passes, and in "
-                 "PyTorch the final checkpoint save and the whole test pass, so no training images/s (n/a) can be "
-                 "computed from it, and it is not comparable with the train time of newer runs.")  # fmt: skip
+OLD_TIME_NOTE = (
+    f"{OLD_TIME_MARK} Logged before training, validation and test times were recorded apart "
+    "(`validation_time_s`, `test_time_s`): this train time also spans the validation passes, and in "
+    "PyTorch the final checkpoint save and the whole test pass, so no training images/s (n/a) can be "
+    "computed from it, and it is not comparable with the train time of newer runs."
+)
 
 
 def _time_cell(run: dict) -> str:
@@ -72,10 +88,15 @@ def _run_row(run: dict) -> str:
 
 def _all_runs(runs: list[dict]) -> list[str]:
     """The table of every run, one row each, and the note on old time spans where one has them."""
-    lines = ["## All runs", "",
-             "| run | framework | model | dataset | epochs (steps) | test acc | test acc, no TTA | train time | limits "
-             "| code | hardware |",
-             "|---|---|---|---|---|---|---|---|---|---|---|", *[_run_row(r) for r in runs], ""]  # fmt: skip
+    lines = [
+        "## All runs",
+        "",
+        "| run | framework | model | dataset | epochs (steps) | test acc | test acc, no TTA | train time | limits "
+        "| code | hardware |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *[_run_row(r) for r in runs],
+        "",
+    ]
     if any(r["epochs"] and not has_split_times(r) for r in runs):
         lines += [OLD_TIME_NOTE, ""]
     return lines
@@ -88,14 +109,19 @@ def targets_section(runs: list[dict]) -> list[str]:
     """Each declared target (``recipes.TARGETS``) against what runs of the recipe reached."""
     from cifar_lightning.core.recipes import TARGETS
 
-    lines = ["## Accuracy targets", "",
-             "Targets are declared in `cifar_lightning/core/recipes.py` (`TARGETS`) with their sources. Counted: "
-             "finished training runs whose every recorded hyper-parameter but the seed is the recipe's "
-             "(`RECIPES`), on the full training set (`--val-size 0`, no `--train-subset`, no `--limit-*-batches` but `--limit-val-batches 0`, which skips validation and changes no weight), "
-             "one run per seed. Code: the commit the counted runs were trained at (\"+changes\": with uncommitted "
-             "changes); later commits may train the recipe differently.", "",
-             "| recipe | dataset | target | source | framework | runs | mean | best | met (mean) | code | hardware |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "## Accuracy targets",
+        "",
+        "Targets are declared in `cifar_lightning/core/recipes.py` (`TARGETS`) with their sources. Counted: "
+        "finished training runs whose every recorded hyper-parameter but the seed is the recipe's "
+        "(`RECIPES`), on the full training set (`--val-size 0`, no `--train-subset`, no `--limit-*-batches` "
+        "but `--limit-val-batches 0`, which skips validation and changes no weight), "
+        'one run per seed. Code: the commit the counted runs were trained at ("+changes": with uncommitted '
+        "changes); later commits may train the recipe differently.",
+        "",
+        "| recipe | dataset | target | source | framework | runs | mean | best | met (mean) | code | hardware |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for t in TARGETS:
         by_fw: dict[str, list[dict]] = {}
         for r in recipe_runs(runs, t.recipe, t.dataset):
@@ -109,32 +135,46 @@ def targets_section(runs: list[dict]) -> list[str]:
             mean = sum(accs) / len(accs)
             codes = "; ".join(sorted({code_note(r) for r in rs}))
             hardware = "; ".join(sorted({hardware_short(r) for r in rs}))
-            lines.append(f"{head} | {fw} | {len(rs)} | {_pct(mean)} | {_pct(max(accs))} "
-                         f"| {'yes' if mean >= t.accuracy else 'no'} | {codes} | {hardware} |")  # fmt: skip
+            lines.append(
+                f"{head} | {fw} | {len(rs)} | {_pct(mean)} | {_pct(max(accs))} "
+                f"| {'yes' if mean >= t.accuracy else 'no'} | {codes} | {hardware} |"
+            )
     return lines + [""]
 
 
 def render_benchmarks(report: dict) -> list[str]:
     """The table of ``scripts/benchmark.py``'s JSON report."""
     h = report["hardware"]
-    lines = [f"## Benchmarks ({h['cpu']}, {h['cpu_count']} cores, {h['os']})", "",
-             "Measured by `python scripts/benchmark.py` (figures in `runs/benchmarks.json`), one case at a time. "
-             "Ratio: images/s over the row named in the last column, measured in the same pass. Time: the "
-             "timed part of the case (imports: a fresh interpreter).", "",
-             "| case | images/s | time | peak memory | run length | ratio | against |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        f"## Benchmarks ({h['cpu']}, {h['cpu_count']} cores, {h['os']})",
+        "",
+        "Measured by `python scripts/benchmark.py` (figures in `runs/benchmarks.json`), one case at a time. "
+        "Ratio: images/s over the row named in the last column, measured in the same pass. Time: the "
+        "timed part of the case (imports: a fresh interpreter).",
+        "",
+        "| case | images/s | time | peak memory | run length | ratio | against |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in report["rows"]:
-        length = (f"{r['steps']} steps of {r['batch_size']}" if "steps" in r
-                  else f"{r['images']} images" if "images" in r else "-")  # fmt: skip
+        length = (
+            f"{r['steps']} steps of {r['batch_size']}"
+            if "steps" in r
+            else f"{r['images']} images"
+            if "images" in r
+            else "-"
+        )
         rate = f"{r['images_per_s']:.1f}" if "images_per_s" in r else "-"
         seconds = f"{r['seconds']:.1f} s" if "seconds" in r else "-"
-        lines.append(f"| {r['case']} | {rate} | {seconds} | {r['peak_mb']:.0f} MB | {length} "
-                     f"| {r.get('ratio', '-')} | {r.get('reference') or '-'} |")  # fmt: skip
+        lines.append(
+            f"| {r['case']} | {rate} | {seconds} | {r['peak_mb']:.0f} MB | {length} "
+            f"| {r.get('ratio', '-')} | {r.get('reference') or '-'} |"
+        )
     return lines + [""]
 
 
-def render_results(runs: list[dict], benchmarks: dict | None = None,
-                   plot_paths: dict[tuple, Path] | None = None) -> str:  # fmt: skip
+def render_results(
+    runs: list[dict], benchmarks: dict | None = None, plot_paths: dict[tuple, Path] | None = None
+) -> str:
     """Results.md's text. `plot_paths`: where each PyTorch-vs-MLX group's curves are, as
     the report names them (default ``comparison_plot_paths``: beside the runs)."""
     lines = [
@@ -153,11 +193,16 @@ def render_results(runs: list[dict], benchmarks: dict | None = None,
     if len(runs) > 1:
         lines += _side_by_side(runs)
     for run in runs:
-        lines += [f"## `{run['_path']}`", "", f"- seed {run['seed']}, {run['parameters']:,} parameters, "
-                  f"code {code_note(run)}"]
+        lines += [
+            f"## `{run['_path']}`",
+            "",
+            f"- seed {run['seed']}, {run['parameters']:,} parameters, code {code_note(run)}",
+        ]
         if has_split_times(run):
-            lines.append(f"- train {run['train_time_s']:.1f} s, validation {run['validation_time_s']:.1f} s, "
-                         f"test {run['test_time_s']:.1f} s")  # fmt: skip
+            lines.append(
+                f"- train {run['train_time_s']:.1f} s, validation {run['validation_time_s']:.1f} s, "
+                f"test {run['test_time_s']:.1f} s"
+            )
         if run.get("note"):
             lines.append(f"- {run['note']}")
         lines += ["", "| class | accuracy |", "|---|---|"]
@@ -181,12 +226,16 @@ def speed_comparisons_section(runs: list[dict]) -> list[str]:
             folders.setdefault(parent, []).append(run)
     if not folders:
         return []
-    lines = ["# Which framework is faster here: speed, memory and accuracy (`scripts/compare.py`)", "",
-             "Each comparison trained, for every seed, a PyTorch run and then an MLX run from its initial "
-             "weights (the same batches), one at a time on one machine; its folder holds `comparison.md` "
-             "and `comparison.png`. Throughput counts training images per second after a stated warm-up, "
-             "the clock read only once the device had finished; memory is each framework's peak by the "
-             "counter named.", ""]  # fmt: skip
+    lines = [
+        "# Which framework is faster here: speed, memory and accuracy (`scripts/compare.py`)",
+        "",
+        "Each comparison trained, for every seed, a PyTorch run and then an MLX run from its initial "
+        "weights (the same batches), one at a time on one machine; its folder holds `comparison.md` "
+        "and `comparison.png`. Throughput counts training images per second after a stated warm-up, "
+        "the clock read only once the device had finished; memory is each framework's peak by the "
+        "counter named.",
+        "",
+    ]
     for folder, members in sorted(folders.items()):
         settings = json.loads((folder / COMPARE_JSON).read_text())
         lines += render(f"`{folder.as_posix()}`", members, settings).replace("## ", "### ", 1).splitlines()
@@ -204,37 +253,49 @@ def _group_summary(runs: list[dict]) -> list[str]:
     repeated = {k: g for k, g in repeated.items() if len(g) > 1}
     lines = []
     if repeated:
-        lines += ["## Repeated runs (distinct seeds)", "",
-                  "One run per seed of one configuration (same framework, model, data, length, hardware and "
-                  "hyper-parameters); evaluations are not included.", "",
-                  "| framework | recipe | dataset | epochs (steps) | hardware | runs | seeds | mean test acc | min | max "
-                  "| mean, no TTA |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "## Repeated runs (distinct seeds)",
+            "",
+            "One run per seed of one configuration (same framework, model, data, length, hardware and "
+            "hyper-parameters); evaluations are not included.",
+            "",
+            "| framework | recipe | dataset | epochs (steps) | hardware | runs | seeds | mean test acc | min | max "
+            "| mean, no TTA |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for (framework, _, dataset, epochs, hw, _), g in repeated.items():
             accs = [r["test_accuracy"] for r in g]
             plain = [r["test_accuracy_no_tta"] for r in g if r.get("test_accuracy_no_tta") is not None]
             seeds = ", ".join(str(r["seed"]) for r in g)
-            lines.append(f"| {framework} | {run_recipe(g[0])} | {dataset} | {epochs} | {hw} | {len(g)} | {seeds} "
-                         f"| {_pct(sum(accs) / len(accs))} | {_pct(min(accs))} | {_pct(max(accs))} "
-                         f"| {_pct(sum(plain) / len(plain)) if plain else '-'} |")  # fmt: skip
+            lines.append(
+                f"| {framework} | {run_recipe(g[0])} | {dataset} | {epochs} | {hw} | {len(g)} | {seeds} "
+                f"| {_pct(sum(accs) / len(accs))} | {_pct(min(accs))} | {_pct(max(accs))} "
+                f"| {_pct(sum(plain) / len(plain)) if plain else '-'} |"
+            )
         lines.append("")
     reruns = same_seed_reruns(runs)
     if reruns:
-        lines += ["## Same-seed reruns (reproducibility check)", "",
-                  "Runs of one configuration with the same seed: their spread is run-to-run nondeterminism, "
-                  "not seed noise, and they count once in the tables above.", "",
-                  "| framework | model | epochs (steps) | seed | runs | test accuracies | largest difference |",
-                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "## Same-seed reruns (reproducibility check)",
+            "",
+            "Runs of one configuration with the same seed: their spread is run-to-run nondeterminism, "
+            "not seed noise, and they count once in the tables above.",
+            "",
+            "| framework | model | epochs (steps) | seed | runs | test accuracies | largest difference |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for g in reruns:
             accs = [r["test_accuracy"] for r in g]
-            lines.append(f"| {g[0]['framework']} | {g[0]['model']} | {length_text(g[0])} | {g[0]['seed']} | {len(g)} "
-                         f"| {', '.join(_pct(a) for a in accs)} | {100 * (max(accs) - min(accs)):.2f} points |")  # fmt: skip
+            lines.append(
+                f"| {g[0]['framework']} | {g[0]['model']} | {length_text(g[0])} | {g[0]['seed']} | {len(g)} "
+                f"| {', '.join(_pct(a) for a in accs)} | {100 * (max(accs) - min(accs)):.2f} points |"
+            )
         lines.append("")
     return lines
 
 
 def _processes_text(run: dict) -> str:
-    """", 2 processes" for a data-parallel run; "" for one process (or a log without the field)."""
+    """ ", 2 processes" for a data-parallel run; "" for one process (or a log without the field)."""
     world = (run.get("processes") or {}).get("world_size", 1)
     return f", {world} processes" if world > 1 else ""
 
@@ -250,10 +311,16 @@ def _side_by_side(runs: list[dict]) -> list[str]:
         if len(groups) < 2:
             continue
         classes = list(next(iter(groups.values()))[0]["per_class_accuracy"])
-        header = [f"{fw} {run_recipe(g[0])}, {ep}, {hw}" + _processes_text(g[0]) + (f", {len(g)} runs" if len(g) > 1 else "")
-                  for (fw, _, _, ep, hw, _), g in groups.items()]  # fmt: skip
-        lines += [f"## Side by side: {dataset}", "", "| class | " + " | ".join(header) + " |",
-                  "|---|" + "---|" * len(groups)]  # fmt: skip
+        header = [
+            f"{fw} {run_recipe(g[0])}, {ep}, {hw}" + _processes_text(g[0]) + (f", {len(g)} runs" if len(g) > 1 else "")
+            for (fw, _, _, ep, hw, _), g in groups.items()
+        ]
+        lines += [
+            f"## Side by side: {dataset}",
+            "",
+            "| class | " + " | ".join(header) + " |",
+            "|---|" + "---|" * len(groups),
+        ]
         for c in ["overall", *classes]:
             cells = []
             for g in groups.values():
@@ -268,7 +335,7 @@ def _side_by_side(runs: list[dict]) -> list[str]:
 
 
 def _mean_spread(values: list[float]) -> str:
-    """"mean ± std" in percent and points; the value alone for a single run (no spread to give)."""
+    """ "mean ± std" in percent and points; the value alone for a single run (no spread to give)."""
     if len(values) == 1:
         return _pct(values[0])
     m, sd = mean_std(values)
@@ -282,7 +349,7 @@ PAIRING_TEXT = (
     "pair differ only by the framework's arithmetic and its own random streams (such as dropout), so the "
     "seed-to-seed spread (initial weights, data order) cancels in their difference, and the paired t-test "
     "(`scipy.stats.ttest_rel`) tests the mean of the differences against their own spread."
-)  # fmt: skip
+)
 
 
 def _loss(run: dict) -> str:
@@ -291,19 +358,26 @@ def _loss(run: dict) -> str:
 
 def _paired_lines(pairs: list[tuple[dict, dict]]) -> list[str]:
     """What pairing means, one row per pair, and the mean difference with its standard deviation."""
-    lines = [PAIRING_TEXT, "",
-             "| seed | PyTorch test acc | MLX test acc | MLX - PyTorch (points) | PyTorch test loss | MLX test loss "
-             "| PyTorch run | MLX run |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        PAIRING_TEXT,
+        "",
+        "| seed | PyTorch test acc | MLX test acc | MLX - PyTorch (points) | PyTorch test loss | MLX test loss "
+        "| PyTorch run | MLX run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for t, m in pairs:
-        lines.append(f"| {t['seed']} | {_pct(t['test_accuracy'])} | {_pct(m['test_accuracy'])} "
-                     f"| {100 * (m['test_accuracy'] - t['test_accuracy']):+.2f} | {_loss(t)} | {_loss(m)} "
-                     f"| `{t['_path']}` | `{m['_path']}` |")  # fmt: skip
+        lines.append(
+            f"| {t['seed']} | {_pct(t['test_accuracy'])} | {_pct(m['test_accuracy'])} "
+            f"| {100 * (m['test_accuracy'] - t['test_accuracy']):+.2f} | {_loss(t)} | {_loss(m)} "
+            f"| `{t['_path']}` | `{m['_path']}` |"
+        )
     diffs = [m["test_accuracy"] - t["test_accuracy"] for t, m in pairs]
     mean, sd = mean_std(diffs)
     if len(diffs) > 1:
-        summary = (f"over {len(pairs)} pairs: {100 * mean:+.2f} ± {100 * sd:.2f} points (mean ± standard deviation "
-                   "of the differences)")  # fmt: skip
+        summary = (
+            f"over {len(pairs)} pairs: {100 * mean:+.2f} ± {100 * sd:.2f} points (mean ± standard deviation "
+            "of the differences)"
+        )
     else:
         summary = f"over 1 pair: {100 * mean:+.2f} points (one pair: no spread)"
     return lines + ["", f"Difference, MLX - PyTorch, {summary}."]
@@ -368,10 +442,12 @@ def _framework_row(framework: str, runs: list[dict]) -> str:
     """One framework's row of a PyTorch-vs-MLX table."""
     accs = [r["test_accuracy"] for r in runs]
     folders = sorted({Path(r["_path"]).parent.as_posix() for r in runs})
-    return (f"| {framework} | {len(runs)} | {', '.join(str(r['seed']) for r in runs)} | {_mean_spread(accs)} "
-            f"| {_pct(min(accs))} | {_pct(max(accs))} | {_mean_time_cell(runs)} | {_images_per_s_cell(runs)} "
-            f"| {', '.join(sorted({code_text(r) for r in runs}))} | {'; '.join(sorted({_hardware(r) for r in runs}))} "
-            f"| {', '.join(f'`{f}`' for f in folders)} |")  # fmt: skip
+    return (
+        f"| {framework} | {len(runs)} | {', '.join(str(r['seed']) for r in runs)} | {_mean_spread(accs)} "
+        f"| {_pct(min(accs))} | {_pct(max(accs))} | {_mean_time_cell(runs)} | {_images_per_s_cell(runs)} "
+        f"| {', '.join(sorted({code_text(r) for r in runs}))} | {'; '.join(sorted({_hardware(r) for r in runs}))} "
+        f"| {', '.join(f'`{f}`' for f in folders)} |"
+    )
 
 
 def pytorch_vs_mlx_section(runs: list[dict], plot_paths: dict[tuple, Path] | None = None) -> list[str]:
@@ -386,11 +462,15 @@ def pytorch_vs_mlx_section(runs: list[dict], plot_paths: dict[tuple, Path] | Non
     plots = plot_paths if plot_paths is not None else comparison_plot_paths(groups)
     lines = []
     for key, g in groups.items():
-        lines += [f"## {headings[key]}", "",
-                  "| framework | runs | seeds | test acc, mean ± std (points) | min | max | train time, mean "
-                  "| train images/s | code | hardware | runs in |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|",
-                  _framework_row("pytorch", g["pytorch"]), _framework_row("mlx", g["mlx"])]  # fmt: skip
+        lines += [
+            f"## {headings[key]}",
+            "",
+            "| framework | runs | seeds | test acc, mean ± std (points) | min | max | train time, mean "
+            "| train images/s | code | hardware | runs in |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            _framework_row("pytorch", g["pytorch"]),
+            _framework_row("mlx", g["mlx"]),
+        ]
         if not all(has_split_times(r) for r in _group_runs(g)):
             lines += ["", OLD_TIME_NOTE]
         accs = {fw: [r["test_accuracy"] for r in g[fw]] for fw in ("pytorch", "mlx")}
@@ -405,10 +485,13 @@ def pytorch_vs_mlx_section(runs: list[dict], plot_paths: dict[tuple, Path] | Non
                 lines.append(f"MLX minus PyTorch, test accuracy, paired: {paired}. {curves}")
             else:
                 unpaired = len(_group_runs(g)) - 2 * len(pairs)
-                lines += [f"Paired, the {len(pairs)} pair{'s' * (len(pairs) > 1)} above: {paired}.", "",
-                          f"MLX minus PyTorch, test accuracy, every run of the table taken as an independent sample "
-                          f"({unpaired} of them in no pair): {gap_verdict(accs['pytorch'], accs['mlx'])}. "
-                          f"{curves}"]  # fmt: skip
+                lines += [
+                    f"Paired, the {len(pairs)} pair{'s' * (len(pairs) > 1)} above: {paired}.",
+                    "",
+                    f"MLX minus PyTorch, test accuracy, every run of the table taken as an independent sample "
+                    f"({unpaired} of them in no pair): {gap_verdict(accs['pytorch'], accs['mlx'])}. "
+                    f"{curves}",
+                ]
         lines += ["", "| class | PyTorch, mean | MLX, mean | MLX - PyTorch |", "|---|---|---|---|"]
         for c in g["pytorch"][0]["per_class_accuracy"]:
             pt = mean_std([r["per_class_accuracy"][c] for r in g["pytorch"]])[0]

@@ -32,14 +32,18 @@ def gap_verdict(a: list[float], b: list[float]) -> str:
         who = "each framework has" if max(len(a), len(b)) < 2 else "one framework has"
         return f"{gap}; no verdict: {who} one run, and Welch's t-test needs two or more (seeds) per framework"
     if np.ptp(a) == 0 and np.ptp(b) == 0:
-        return (f"{gap}; no verdict: every run of each framework reached the same accuracy, so there is no "
-                "seed noise to test the gap against (Welch's t-test is undefined)")  # fmt: skip
+        return (
+            f"{gap}; no verdict: every run of each framework reached the same accuracy, so there is no "
+            "seed noise to test the gap against (Welch's t-test is undefined)"
+        )
     with warnings.catch_warnings():  # one side without spread (equal runs) is a valid case, not a precision loss
         warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
         res = stats.ttest_ind(b, a, equal_var=False)
     verdict = "a real gap (p < 0.05)" if res.pvalue < ALPHA else "not established: within seed noise (p >= 0.05)"
-    return (f"{gap}; Welch's t-test (two-sided, 95%): t = {res.statistic:.2f}, {res.df:.1f} degrees of freedom, "
-            f"p = {res.pvalue:.3g}: {verdict}")  # fmt: skip
+    return (
+        f"{gap}; Welch's t-test (two-sided, 95%): t = {res.statistic:.2f}, {res.df:.1f} degrees of freedom, "
+        f"p = {res.pvalue:.3g}: {verdict}"
+    )
 
 
 SAME_DIFFERENCE = 1e-9  # differences closer than this are equal (float noise; accuracies are k / test images)
@@ -60,12 +64,19 @@ def paired_verdict(pytorch: list[float], mlx: list[float]) -> str:
     if len(diffs) == 1:
         return f"{gap}; no verdict from one pair: the paired t-test needs two or more pairs (seeds)"
     if np.ptp(diffs) < SAME_DIFFERENCE:
-        return (f"{gap}; no verdict: every pair differs by the same amount, so the differences have no spread "
-                "to test their mean against (the paired t-test is undefined)")  # fmt: skip
+        return (
+            f"{gap}; no verdict: every pair differs by the same amount, so the differences have no spread "
+            "to test their mean against (the paired t-test is undefined)"
+        )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
         res = stats.ttest_rel(mlx, pytorch)
-    verdict = ("a real gap (p < 0.05)" if res.pvalue < ALPHA
-               else "not established: within the spread of the paired differences (p >= 0.05)")  # fmt: skip
-    return (f"{gap}; paired t-test (two-sided, 95%): t = {res.statistic:.2f}, {len(diffs) - 1} degrees of freedom, "
-            f"p = {res.pvalue:.3g}: {verdict}")  # fmt: skip
+    verdict = (
+        "a real gap (p < 0.05)"
+        if res.pvalue < ALPHA
+        else "not established: within the spread of the paired differences (p >= 0.05)"
+    )
+    return (
+        f"{gap}; paired t-test (two-sided, 95%): t = {res.statistic:.2f}, {len(diffs) - 1} degrees of freedom, "
+        f"p = {res.pvalue:.3g}: {verdict}"
+    )

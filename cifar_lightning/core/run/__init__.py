@@ -16,8 +16,11 @@
 
 from importlib import import_module
 
-_NAMES = {"RunConfig": "cifar_lightning.core.run.config", "run": "cifar_lightning.core.run.lifecycle",
-          "RunResult": "cifar_lightning.core.run.lifecycle"}  # fmt: skip
+_NAMES = {
+    "RunConfig": "cifar_lightning.core.run.config",
+    "run": "cifar_lightning.core.run.lifecycle",
+    "RunResult": "cifar_lightning.core.run.lifecycle",
+}
 
 __all__ = sorted(_NAMES)
 

@@ -44,7 +44,8 @@ class ProcessState:
 
 class Backend(Protocol):
     """A framework's half of a run. Attributes: ``framework`` ("pytorch" or "mlx", as
-    run.json names it), ``synchronized_by`` (what ``sync`` calls, once ``start`` ran), ``script`` (the command that starts it, for printed commands),
+    run.json names it), ``synchronized_by`` (what ``sync`` calls, once ``start`` ran),
+    ``script`` (the command that starts it, for printed commands),
     ``checkpoint_suffix`` (".ckpt", ".npz"), ``initial_name`` ("initial.pt",
     "initial.npz"). Set by ``start``: ``rank``, ``world_size``, ``machines`` and ``device``
     (as the first line names it)."""
@@ -94,8 +95,9 @@ class Backend(Protocol):
 
     def save_initial(self, module, path: Path) -> None: ...
 
-    def make_trainer(self, config, recipe, data, folder: Path, settings: dict, steps: int, callbacks: tuple,
-                     timing) -> Any:  # fmt: skip
+    def make_trainer(
+        self, config, recipe, data, folder: Path, settings: dict, steps: int, callbacks: tuple, timing
+    ) -> Any:
         """The framework's trainer, its callbacks the recipe's, the user's `callbacks` and,
         last, `timing` (``step_callback``; None for an evaluation)."""
 

@@ -107,13 +107,22 @@ def validate(config: RunConfig) -> None:
         value = getattr(config, f.name)
         if isinstance(value, float):
             _check(math.isfinite(value), f"{flag_name(f.name)} must be a finite number, got {value}")
-    for name in ("epochs", "batch_size", "lr", "log_every_n_steps", "train_subset", "limit_train_batches",
-                 "limit_test_batches"):  # fmt: skip
+    for name in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "log_every_n_steps",
+        "train_subset",
+        "limit_train_batches",
+        "limit_test_batches",
+    ):
         value = getattr(config, name)
         _check(value is None or value > 0, f"{flag_name(name)} must be positive, got {value}")
     c = config
-    _check(c.limit_val_batches is None or c.limit_val_batches >= 0,
-           f"--limit-val-batches must be 0 or more batches, got {c.limit_val_batches}")  # fmt: skip
+    _check(
+        c.limit_val_batches is None or c.limit_val_batches >= 0,
+        f"--limit-val-batches must be 0 or more batches, got {c.limit_val_batches}",
+    )
     _check(c.momentum is None or 0 <= c.momentum < 1, f"--momentum must lie in [0, 1), got {c.momentum}")
     _check(c.weight_decay is None or c.weight_decay >= 0, f"--weight-decay must be 0 or more, got {c.weight_decay}")
     _check(c.seed is None or c.seed >= 0, f"--seed must be 0 or more, got {c.seed}")
@@ -128,5 +137,7 @@ def validate(config: RunConfig) -> None:
         _check(path is None or Path(path).is_file(), f"--{name} {path}: no such file")
     if c.weights:  # by content: a file of no weights format is refused before the data are read
         check_weights_file(c.weights, "--weights")
-    _check(c.output_dir is None or not Path(c.output_dir).is_file(),
-           f"--output-dir {c.output_dir} is a file; expected a folder (new, or one to --overwrite)")  # fmt: skip
+    _check(
+        c.output_dir is None or not Path(c.output_dir).is_file(),
+        f"--output-dir {c.output_dir} is a file; expected a folder (new, or one to --overwrite)",
+    )

@@ -11,11 +11,24 @@ import json
 import os
 from pathlib import Path
 
-
 RUN_SCHEMA_KEYS = (
-    "framework", "versions", "hardware", "dataset", "model", "parameters", "hyperparameters", "seed",
-    "epochs", "train_time_s", "validation_time_s", "test_time_s", "test_accuracy", "per_class_accuracy", "final_train_loss", "checkpoint",
-)  # fmt: skip
+    "framework",
+    "versions",
+    "hardware",
+    "dataset",
+    "model",
+    "parameters",
+    "hyperparameters",
+    "seed",
+    "epochs",
+    "train_time_s",
+    "validation_time_s",
+    "test_time_s",
+    "test_accuracy",
+    "per_class_accuracy",
+    "final_train_loss",
+    "checkpoint",
+)
 
 
 def write_json_atomic(path: str | Path, data: dict) -> None:
@@ -46,6 +59,7 @@ def limits_text(hyperparameters: dict) -> str:
     hp = hyperparameters
     parts = [f"--train-subset {hp['train_subset']}" if hp.get("train_subset") else ""]
     limits = {kind: hp.get(f"limit_{kind}_batches") for kind in ("train", "val", "test")}
-    parts += [f"--limit-{kind}-batches {n}" for kind, n in limits.items()
-              if n is not None and not (kind == "val" and n == 0)]  # fmt: skip
+    parts += [
+        f"--limit-{kind}-batches {n}" for kind, n in limits.items() if n is not None and not (kind == "val" and n == 0)
+    ]
     return ", ".join(p for p in parts if p)

@@ -74,8 +74,10 @@ def choose_run_folder(framework: str, config) -> Path:
         if config.output_dir and Path(config.output_dir).resolve() != folder:
             raise UsageError(f"--resume continues the run in {folder}; drop --output-dir {config.output_dir}")
         if _finished(folder):
-            raise UsageError(f"--resume {config.resume}: the run in {folder} has finished (its run.json says so); "
-                             "evaluate it with --test-only --weights, or start a new run")  # fmt: skip
+            raise UsageError(
+                f"--resume {config.resume}: the run in {folder} has finished (its run.json says so); "
+                "evaluate it with --test-only --weights, or start a new run"
+            )
         return folder
     if config.output_dir is None:
         folder = default_run_folder(framework, config)
@@ -84,8 +86,9 @@ def choose_run_folder(framework: str, config) -> Path:
         held = [name for name in RUN_FILES if (folder / name).exists()]
         if held and not config.overwrite:
             what = "a finished run" if "run.json" in held else "an unfinished run (resume it with --resume)"
-            raise UsageError(f"--output-dir {folder} already holds {what}: choose a new folder, or add --overwrite "
-                             "to replace it")  # fmt: skip
+            raise UsageError(
+                f"--output-dir {folder} already holds {what}: choose a new folder, or add --overwrite to replace it"
+            )
     return folder
 
 
@@ -115,10 +118,21 @@ def remove_files(folder: Path, names) -> None:
 
 
 # ------------------------------------------------------------------ resume
-FLAG_NAMES = {"limit_train_batches": "--limit-train-batches", "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "momentum": "--momentum",
-              "weight_decay": "--weight-decay", "seed": "--seed", "model": "--model", "dataset": "--dataset",
-              "train_subset": "--train-subset", "val_size": "--val-size", "dropout": "--dropout",
-              "optimizer": "--optimizer"}  # fmt: skip
+FLAG_NAMES = {
+    "limit_train_batches": "--limit-train-batches",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "momentum": "--momentum",
+    "weight_decay": "--weight-decay",
+    "seed": "--seed",
+    "model": "--model",
+    "dataset": "--dataset",
+    "train_subset": "--train-subset",
+    "val_size": "--val-size",
+    "dropout": "--dropout",
+    "optimizer": "--optimizer",
+}
 
 
 def run_settings(config, recipe: dict, world_size: int = 1) -> dict:
@@ -127,10 +141,17 @@ def run_settings(config, recipe: dict, world_size: int = 1) -> dict:
     values (tuples as lists), the form they take in either framework's checkpoint, so the
     settings of a run compare equal to themselves read back from its file."""
     shaping = {k: v for k, v in recipe.items() if k != "tta"}
-    settings = {"model": config.model, "dataset": config.dataset, "train_subset": config.train_subset,
-                "world_size": world_size, "val_size": config.val_size, "dropout": config.dropout,
-                "optimizer": config.optimizer or "sgd", "limit_train_batches": config.limit_train_batches,
-                **shaping}  # fmt: skip
+    settings = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "train_subset": config.train_subset,
+        "world_size": world_size,
+        "val_size": config.val_size,
+        "dropout": config.dropout,
+        "optimizer": config.optimizer or "sgd",
+        "limit_train_batches": config.limit_train_batches,
+        **shaping,
+    }
     return json.loads(json.dumps(settings))
 
 
@@ -148,12 +169,17 @@ def check_resume_settings(saved: dict, now: dict, checkpoint: str | Path) -> Non
 
 def _setting_change(key: str, there, here) -> str:
     if key == "optimizers" and isinstance(there, list) and isinstance(here, list) and len(there) == len(here):
-        return ", ".join(f"optimizer part {i} ({a.get('kind')}) {field} {a.get(field)} there, {b.get(field)} here"
-                         for i, (a, b) in enumerate(zip(there, here))
-                         for field in dict.fromkeys([*a, *b]) if a.get(field) != b.get(field))  # fmt: skip
+        return ", ".join(
+            f"optimizer part {i} ({a.get('kind')}) {field} {a.get(field)} there, {b.get(field)} here"
+            for i, (a, b) in enumerate(zip(there, here))
+            for field in dict.fromkeys([*a, *b])
+            if a.get(field) != b.get(field)
+        )
     if key == "world_size":
-        return (f"{there} process{'es' if there != 1 else ''} there, {here} here (fit.py: --devices x --num-nodes; "
-                "fit_mlx.py: mlx.launch -n)")  # fmt: skip
+        return (
+            f"{there} process{'es' if there != 1 else ''} there, {here} here (fit.py: --devices x --num-nodes; "
+            "fit_mlx.py: mlx.launch -n)"
+        )
     return f"{FLAG_NAMES.get(key, key)} {there} there, {here} here"
 
 

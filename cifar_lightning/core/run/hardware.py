@@ -38,7 +38,7 @@ def gpu_cores(system_profiler_text: str | None) -> int | str:
 
 
 def power_source(pmset_text: str | None) -> str:
-    """"AC Power" or "Battery Power" from ``pmset -g batt``'s first line ("Now drawing from
+    """ "AC Power" or "Battery Power" from ``pmset -g batt``'s first line ("Now drawing from
     'AC Power'"), or "unknown"."""
     found = re.search(r"Now drawing from '([^']+)'", pmset_text or "")
     return found.group(1) if found else UNKNOWN

@@ -63,13 +63,18 @@ def make_recipe(config: RunConfig) -> Recipe:
     if config.muon_dtype:
         parts = recipe.optimizers
         if not any(p.kind == "muon" for p in parts):
-            raise UsageError(f"--muon-dtype applies to a recipe with Muon (--model fast --optimizer muon), "
-                             f"not {recipe_name(config.model, config.optimizer)}")  # fmt: skip
-        recipe = replace(recipe, optimizers=tuple(replace(p, ns_dtype=config.muon_dtype) if p.kind == "muon" else p
-                                                  for p in parts))  # fmt: skip
+            raise UsageError(
+                f"--muon-dtype applies to a recipe with Muon (--model fast --optimizer muon), "
+                f"not {recipe_name(config.model, config.optimizer)}"
+            )
+        recipe = replace(
+            recipe, optimizers=tuple(replace(p, ns_dtype=config.muon_dtype) if p.kind == "muon" else p for p in parts)
+        )
     if config.momentum is not None and recipe.schedule == "onecycle" and recipe.cycle_momentum:
-        raise UsageError(f"--momentum has no effect on {config.model}: its OneCycle schedule cycles momentum "
-                         f"{recipe.max_momentum} -> {recipe.base_momentum} -> {recipe.max_momentum}")  # fmt: skip
+        raise UsageError(
+            f"--momentum has no effect on {config.model}: its OneCycle schedule cycles momentum "
+            f"{recipe.max_momentum} -> {recipe.base_momentum} -> {recipe.max_momentum}"
+        )
     return recipe
 
 
@@ -83,12 +88,17 @@ def check_weights_architecture(config: RunConfig, recipe: Recipe, card) -> None:
     theirs, ours = card.model_kwargs.get("logit_scale"), recipe.model_kwargs.get("logit_scale")
     if card.model != config.model or theirs == ours:
         return
-    fits = [name for name, r in RECIPES.items()
-            if name.startswith(config.model) and r.model_kwargs.get("logit_scale") == theirs]  # fmt: skip
-    hint = f" (the {fits[0]} recipe: --optimizer {fits[0][len(config.model) + 1:] or 'sgd'})" if fits else ""
-    raise UsageError(f"--weights {config.weights}: trained with logits scaled by {theirs or 'the model default'}, "
-                     f"this run scales them by {ours or 'the model default'}; expected the checkpoint's own "
-                     f"recipe{hint}")  # fmt: skip
+    fits = [
+        name
+        for name, r in RECIPES.items()
+        if name.startswith(config.model) and r.model_kwargs.get("logit_scale") == theirs
+    ]
+    hint = f" (the {fits[0]} recipe: --optimizer {fits[0][len(config.model) + 1 :] or 'sgd'})" if fits else ""
+    raise UsageError(
+        f"--weights {config.weights}: trained with logits scaled by {theirs or 'the model default'}, "
+        f"this run scales them by {ours or 'the model default'}; expected the checkpoint's own "
+        f"recipe{hint}"
+    )
 
 
 def check_data(config: RunConfig, recipe: Recipe, data, world_size: int) -> None:
@@ -100,8 +110,10 @@ def check_data(config: RunConfig, recipe: Recipe, data, world_size: int) -> None
         raise UsageError(f"--val-size {config.val_size} leaves no training images: {config.dataset} has {n_train}")
     left = n_train - config.val_size
     if config.train_subset and config.train_subset > left:
-        raise UsageError(f"--train-subset {config.train_subset} exceeds the {left} training images left "
-                         f"after --val-size {config.val_size}")  # fmt: skip
+        raise UsageError(
+            f"--train-subset {config.train_subset} exceeds the {left} training images left "
+            f"after --val-size {config.val_size}"
+        )
     per_rank = (config.train_subset or left) // world_size
     if not config.test_only and recipe.batch_size > per_rank:
         ranks = f" per process ({world_size} processes)" if world_size > 1 else ""
@@ -111,8 +123,10 @@ def check_data(config: RunConfig, recipe: Recipe, data, world_size: int) -> None
         try:
             planned_steps(config, recipe, data, world_size)
         except OverflowError:
-            raise UsageError(f"--epochs {config.epochs}: more optimizer steps than can be counted; expected a "
-                             "number of epochs a run can train") from None  # fmt: skip
+            raise UsageError(
+                f"--epochs {config.epochs}: more optimizer steps than can be counted; expected a "
+                "number of epochs a run can train"
+            ) from None
 
 
 def planned_steps(config: RunConfig, recipe: Recipe, data, world_size: int = 1) -> int:
@@ -188,8 +202,14 @@ def _train_and_test(config, backend, recipe, data, folder, settings, callbacks) 
     command = run_command(backend.launcher(), backend.script, flags)
     if main:
         where = where_text(backend.device, backend.world_size, backend.machines)
-        announce_run(folder, config.model, backend.count_parameters(module), where, config.test_only,
-                     recipe_name(config.model, config.optimizer))  # fmt: skip
+        announce_run(
+            folder,
+            config.model,
+            backend.count_parameters(module),
+            where,
+            config.test_only,
+            recipe_name(config.model, config.optimizer),
+        )
     checkpoint = config.weights
     try:
         if not config.test_only:
@@ -217,7 +237,16 @@ def _train_and_test(config, backend, recipe, data, folder, settings, callbacks) 
     backend.settle(trainer)
     facts = backend.facts(config, trainer, module)
     times = {**backend.times(trainer), "test": test_time}
-    result = RunResult(config, recipe, facts, folder, list(data.classes), times, test,
-                       str(checkpoint) if checkpoint else None, clock.record() if clock else None,
-                       memory.record() if clock else None)  # fmt: skip
+    result = RunResult(
+        config,
+        recipe,
+        facts,
+        folder,
+        list(data.classes),
+        times,
+        test,
+        str(checkpoint) if checkpoint else None,
+        clock.record() if clock else None,
+        memory.record() if clock else None,
+    )
     return replace(result, record=finish(result, backend.framework, command))

@@ -64,8 +64,9 @@ def training_lock(path: Path | None, run_folder: str | Path, wait: bool = True):
     except Timeout:
         holder = _holder(path)
         if not wait:
-            raise TrainingLockBusy(f"another training is running ({holder}; lock {path}); "
-                                   "without --no-wait this run would wait for it") from None  # fmt: skip
+            raise TrainingLockBusy(
+                f"another training is running ({holder}; lock {path}); without --no-wait this run would wait for it"
+            ) from None
         print(f"waiting for another training to finish ({holder}; lock {path})", file=sys.stderr, flush=True)
         lock.acquire()
     try:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import resource
 import sys
 
-SAMPLED = "at each reading of the step clock (every window of steps and each epoch's end, the device idle) and after training"
+SAMPLED = (
+    "at each reading of the step clock (every window of steps and each epoch's end, the device idle) and after training"
+)
 
 
 def process_peak_rss() -> int:
@@ -56,5 +58,9 @@ class MemoryPeak:
     def record(self) -> dict:
         """run.json's ``memory``: each counter's peak in bytes, the primary counter's name,
         how many samples were taken and when."""
-        return {"peak_bytes": dict(self.peaks), "primary": next(iter(self.counters)), "samples": self.samples,
-                "sampled": SAMPLED}  # fmt: skip
+        return {
+            "peak_bytes": dict(self.peaks),
+            "primary": next(iter(self.counters)),
+            "samples": self.samples,
+            "sampled": SAMPLED,
+        }

@@ -11,7 +11,6 @@ import numpy as np
 
 from cifar_lightning.core.run.files import read_metrics_csv
 
-
 MATRIX_MAX_CLASSES = 20  # above this a matrix's cells and labels cannot be read at any page size
 
 
@@ -42,8 +41,15 @@ def plot_confusion(matrix: np.ndarray, class_names: list[str], path: str | Path,
         ax.set_yticks(range(n), class_names)
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if matrix[i, j] > matrix.max() / 2 else "black")  # fmt: skip
+                ax.text(
+                    j,
+                    i,
+                    int(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if matrix[i, j] > matrix.max() / 2 else "black",
+                )
         fig.colorbar(im, ax=ax)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
@@ -88,9 +94,11 @@ def plot_curves(metrics_csv: str | Path, path: str | Path, title: str, val_size:
     rows = read_metrics_csv(metrics_csv)
     series = lambda key, shift=0: [(int(r["step"]) + shift, float(r[key])) for r in rows if r.get(key)]  # noqa: E731
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
-    curves = ((a, "train/loss_step", "training loss, per step", 0),
-              (a, "train/loss_epoch", "training loss, epoch mean", 0),
-              (b, "val/acc", val_label(val_size), 1))  # fmt: skip
+    curves = (
+        (a, "train/loss_step", "training loss, per step", 0),
+        (a, "train/loss_epoch", "training loss, epoch mean", 0),
+        (b, "val/acc", val_label(val_size), 1),
+    )
     for ax, key, label, shift in curves:
         pts = series(key, shift)
         if pts:

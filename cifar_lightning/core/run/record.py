@@ -16,8 +16,11 @@ def launcher(framework: str, processes: dict | None = None) -> str:
     on several processes ``mlx.launch -n N`` (one machine) or ``mlx.launch --hostfile
     HOSTFILE`` (several); torch's processes are flags of fit.py (--devices, --num-nodes)."""
     if framework == "mlx" and processes and processes.get("world_size", 1) > 1:
-        return (f"mlx.launch -n {processes['devices']}" if processes.get("num_nodes", 1) == 1
-                else "mlx.launch --hostfile HOSTFILE")  # fmt: skip
+        return (
+            f"mlx.launch -n {processes['devices']}"
+            if processes.get("num_nodes", 1) == 1
+            else "mlx.launch --hostfile HOSTFILE"
+        )
     return "python"
 
 
@@ -30,10 +33,18 @@ def record_failure(config, out: Path, framework: str, message: str, checkpoint, 
     """run.json of a run that did not finish: marked failed, never read as a result."""
     from cifar_lightning.core.run.files import write_json_atomic
 
-    write_json_atomic(RunPaths(out).run_json, {
-        "status": "failed", "error": message, "framework": framework, "dataset": config.dataset, "model": config.model,
-        "last_good_checkpoint": str(checkpoint) if checkpoint else None, "command": command,
-    })  # fmt: skip
+    write_json_atomic(
+        RunPaths(out).run_json,
+        {
+            "status": "failed",
+            "error": message,
+            "framework": framework,
+            "dataset": config.dataset,
+            "model": config.model,
+            "last_good_checkpoint": str(checkpoint) if checkpoint else None,
+            "command": command,
+        },
+    )
 
 
 def announce_run(out: Path, model: str, parameters: int, device: str, test_only: bool, recipe: str = "") -> None:
@@ -84,12 +95,17 @@ def finish(result, framework: str, command: str) -> dict:
         "dataset": config.dataset,
         "model": config.model,
         "parameters": facts.parameters,
-        "hyperparameters": {**recipe.to_dict(), "recipe": recipe_name(config.model, config.optimizer),
-                            "val_size": config.val_size, "train_subset": config.train_subset,
-                            "limit_train_batches": config.limit_train_batches,
-                            "limit_val_batches": config.limit_val_batches,
-                            "limit_test_batches": config.limit_test_batches,
-                            "total_steps": 0 if config.test_only else facts.steps, **facts.execution},  # fmt: skip
+        "hyperparameters": {
+            **recipe.to_dict(),
+            "recipe": recipe_name(config.model, config.optimizer),
+            "val_size": config.val_size,
+            "train_subset": config.train_subset,
+            "limit_train_batches": config.limit_train_batches,
+            "limit_val_batches": config.limit_val_batches,
+            "limit_test_batches": config.limit_test_batches,
+            "total_steps": 0 if config.test_only else facts.steps,
+            **facts.execution,
+        },
         "status": "finished",
         "seed": recipe.seed,
         "epochs": 0 if config.test_only else recipe.epochs,
@@ -128,8 +144,10 @@ def print_summary(record: dict) -> None:
     if record.get("test_accuracy_no_tta") is not None:
         print(f" (without TTA {100 * record['test_accuracy_no_tta']:.2f}%)", end="")
     if record["epochs"]:
-        print(f", trained in {record['train_time_s']:.0f} s (validation {record['validation_time_s']:.0f} s, "
-              f"test {record['test_time_s']:.0f} s)")  # fmt: skip
+        print(
+            f", trained in {record['train_time_s']:.0f} s (validation {record['validation_time_s']:.0f} s, "
+            f"test {record['test_time_s']:.0f} s)"
+        )
     else:
         print(f", evaluation only (test {record['test_time_s']:.0f} s)")
     for name, acc in record["per_class_accuracy"].items():

@@ -38,8 +38,15 @@ class StepClock:
     (`images`: the step's images over all processes); `on_reading()` runs at each reading of
     the clock, once the device has finished (where memory is sampled)."""
 
-    def __init__(self, sync, synchronized_by: str, warmup: int = WARMUP_STEPS, window: int = WINDOW_STEPS,
-                 clock=time.perf_counter, on_reading=None):  # fmt: skip
+    def __init__(
+        self,
+        sync,
+        synchronized_by: str,
+        warmup: int = WARMUP_STEPS,
+        window: int = WINDOW_STEPS,
+        clock=time.perf_counter,
+        on_reading=None,
+    ):
         if warmup < 1 or window < 1:
             raise ValueError(f"warmup and window must be 1 or more steps, got {warmup} and {window}")
         self.sync, self.synchronized_by = sync, synchronized_by
