@@ -223,13 +223,9 @@ class TorchBackend(ProcessState):
         return checkpoint.get("run", {}).get("settings", {})
 
     def read_card(self, path: str):
-        from cifar_lightning.core.model_card import read_model_card
-        from cifar_lightning.weights import load_torch_file
+        from cifar_lightning.weights import card_or_none
 
-        try:
-            return read_model_card(path, load_torch_file)
-        except UsageError:  # bare weights (initial.pt, .safetensors): no architecture recorded
-            return None
+        return card_or_none(path)
 
     def make_data(self, config, recipe):
         return make_datamodule(config, recipe)

@@ -1,6 +1,8 @@
 """torch's reading of weight files of either framework (the core recognises them and reads
 MLX's with numpy: ``cifar_lightning.core.weights``): ``torch.load(weights_only=True)``, so
 nothing in a file runs, and any file turned into a state dict for the bare torch model.
+torch is imported when a function needs it, so ``read_card`` of an MLX checkpoint (as the
+MLX side calls it) loads no torch.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.weights import (
@@ -29,6 +30,8 @@ def load_torch_file(path: str | Path, expected: str = EXPECTED_WEIGHTS):
     in it runs. Any parse error is caught (torch's weights-only unpickler raises
     IndexError, KeyError and more on files that are no torch files); KeyboardInterrupt
     is not."""
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -43,6 +46,8 @@ def load_torch_file(path: str | Path, expected: str = EXPECTED_WEIGHTS):
 
 def _state_dict_of(path: Path, checkpoint) -> dict:
     """The bare model's state dict from a Lightning checkpoint or a plain state dict."""
+    import torch
+
     if not isinstance(checkpoint, dict):
         raise UsageError(
             f"{path}: a PyTorch file holding a {type(checkpoint).__name__}, not a state dict; {EXPECTED_WEIGHTS}"
@@ -64,6 +69,8 @@ def _state_dict_of(path: Path, checkpoint) -> dict:
 def load_torch_state(path: str | Path) -> dict:
     """A torch state dict for the bare model from either framework's file, recognised by
     its content; UsageError for any file that is no weights file, or does not parse."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"{path}: no such file; {EXPECTED_WEIGHTS}")
@@ -87,3 +94,21 @@ def load_into_torch(model, path: str | Path) -> None:
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     check_weights(expected, {k: tuple(v.shape) for k, v in state.items()}, what=str(path))
     model.load_state_dict(state)
+
+
+def read_card(path: str | Path):
+    """The model card of a checkpoint of either framework (``core.model_card``), a torch
+    file read with torch (imported then only). UsageError for bare weights and files of no
+    checkpoint (one line, as ``read_model_card`` says it)."""
+    from cifar_lightning.core.model_card import read_model_card
+
+    return read_model_card(path, load_torch_file)
+
+
+def card_or_none(path: str | Path):
+    """``read_card``, or None for weights that record no model card (initial.pt,
+    .safetensors), which a run may start from."""
+    try:
+        return read_card(path)
+    except UsageError:
+        return None

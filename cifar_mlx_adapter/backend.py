@@ -167,17 +167,9 @@ class MLXBackend(ProcessState):
         return read_mlx_checkpoint(path, "--resume").get("settings", {})
 
     def read_card(self, path: str):
-        from cifar_lightning.core.model_card import read_model_card
+        from cifar_lightning.weights import card_or_none  # imports torch for a torch file only
 
-        def load_torch(file, expected):  # a torch checkpoint needs torch to read it
-            from cifar_lightning.weights import load_torch_file
-
-            return load_torch_file(file, expected)
-
-        try:
-            return read_model_card(path, load_torch)
-        except UsageError:  # bare weights (initial.pt, .safetensors): no architecture recorded
-            return None
+        return card_or_none(path)
 
     def make_data(self, config, recipe):
         return make_data(config, recipe)

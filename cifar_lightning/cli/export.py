@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from cifar_lightning.cli.flags import exit_with
-from cifar_lightning.cli.predict import OneLineParser, mlx_installed, read_card
+from cifar_lightning.cli.predict import OneLineParser, mlx_installed
 from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
+from cifar_lightning.weights import read_card
 
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "mlx": ".mlxfn"}
 LOGIT_IMAGES = 256  # test images whose logits are compared one by one

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from cifar_lightning.cli.flags import exit_with
 from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
+from cifar_lightning.weights import read_card
 
 PROGRESS_MIN_IMAGES = 2048  # a progress bar from this many images on (the CIFAR test set has 10,000)
 FRAMEWORKS = ("pytorch", "mlx")
@@ -83,19 +84,6 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cpu", action="store_true", help="predict on the CPU even when a GPU is present")
     return p
-
-
-def read_card(path: str):
-    """The model card of a checkpoint of either framework (``core.model_card``); a torch
-    file is read with torch, imported then only."""
-    from cifar_lightning.core.model_card import read_model_card
-
-    def load_torch(file, expected):
-        from cifar_lightning.weights import load_torch_file
-
-        return load_torch_file(file, expected)
-
-    return read_model_card(path, load_torch)
 
 
 def mlx_installed() -> bool:

@@ -112,6 +112,10 @@ def parts_record(parts) -> list[dict]:
     return out
 
 
+# fields that apply to some recipes only (``Recipe.inapplicable``)
+PART_HELD_FIELDS = ("lr", "momentum", "weight_decay", "nesterov", "units", "bias_lr_scale")
+ONECYCLE_FIELDS = ("pct_start", "div_factor", "final_div_factor", "cycle_momentum", "base_momentum", "max_momentum")
+LINEAR_FIELDS = ("warmup_frac", "start_factor", "end_factor")
 LOSS_REDUCTIONS = ("mean", "sum")
 SCHEDULES = ("onecycle", "linear_warmup_decay")
 UNITS = ("torch", "airbench")  # see ``sgd_args``
@@ -162,10 +166,11 @@ class Recipe:
 
     epochs: float  # may be fractional: training stops after ceil(epochs * steps_per_epoch) steps
     batch_size: int
-    lr: float  # peak learning rate, in `units`
-    momentum: float
-    weight_decay: float  # in `units`
     schedule: str  # "onecycle" or "linear_warmup_decay"
+    # one SGD's numbers, when the recipe has no optimiser parts (0 in a record that omits them)
+    lr: float = 0.0  # peak learning rate, in `units`
+    momentum: float = 0.0
+    weight_decay: float = 0.0  # in `units`
     nesterov: bool = False
     # "torch": lr per optimizer step and coupled (L2) weight decay, as torch's SGD takes them;
     # "airbench": lr per 1024 examples of a summed loss and weight decay per 1024 examples,
@@ -236,13 +241,30 @@ class Recipe:
         """The loss part: label smoothing and the batch's reduction."""
         return Loss(self.label_smoothing, self.loss_reduction)
 
+    def inapplicable(self) -> set[str]:
+        """The fields that do not shape this recipe's training, so its record leaves them out:
+        the one-SGD numbers when optimiser parts hold them, the other schedule's fields,
+        OneCycle's momentum cycle when it does not cycle, the whitening bias's start without
+        whitening."""
+        out = set(PART_HELD_FIELDS) if self.optimizers else set()
+        out |= set(LINEAR_FIELDS) if self.schedule == "onecycle" else set(ONECYCLE_FIELDS)
+        if not self.cycle_momentum:
+            out |= {"base_momentum", "max_momentum"}
+        if not self.whiten_bias_epochs:
+            out.add("whiten_bias_init")
+        return out
+
     def to_dict(self) -> dict:
-        """The recipe as plain values; a recipe without parts or model options records as
-        recipes did before those fields existed, so older logs and checkpoints compare equal."""
+        """The recipe as plain values, the fields that apply only (``inapplicable``); a
+        recipe without parts or model options records none. ``Recipe(**record)`` reads any
+        record back, an older one of every field too (``recipe_fields_that_apply`` is the
+        one reader of old records' fields)."""
         out = asdict(self)
         for key in ("optimizers", "model_kwargs"):
             if not out[key]:
                 del out[key]
+        for key in self.inapplicable():
+            out.pop(key, None)
         if "optimizers" in out:
             out["optimizers"] = parts_record(self.optimizers)
         return out
@@ -531,6 +553,21 @@ def get_recipe(model: str, optimizer: str | None = None) -> Recipe:
             f"--optimizer {optimizer}: {model} has no recipe with it; expected one of {optimizers_for(model)}"
         )
     return RECIPES[name]
+
+
+def recipe_fields_that_apply(hyperparameters: dict) -> dict:
+    """A record's hyper-parameters (run.json's, a checkpoint's) without the recipe fields
+    that do not apply to the recipe it records (``Recipe.inapplicable``): records written
+    before the record left them out hold every field, and read this way they compare with
+    today's. Nothing is added; a record no Recipe reads is returned as it is."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(Recipe)}
+    try:
+        drop = Recipe(**{k: v for k, v in hyperparameters.items() if k in names}).inapplicable()
+    except (TypeError, ValueError):
+        return dict(hyperparameters)
+    return {k: v for k, v in hyperparameters.items() if k not in drop}
 
 
 def module_recipe(name: str, recipe: dict | None, own_model: bool) -> Recipe:

@@ -56,7 +56,7 @@ def recipe_as_logged(name: str, hyperparameters: dict, examples_per_step: int | 
     expected = json.loads(json.dumps(recipe.to_dict()))
     if expected.get("optimizers"):
         expected["optimizers"] = _parts_as_logged(recipe.optimizers, examples_per_step or recipe.batch_size)
-    if "units" not in hyperparameters:
+    if "units" not in hyperparameters and "units" in expected:  # a recipe of optimiser parts records none
         sgd = sgd_args(recipe)
         del expected["units"]
         expected.update(lr=sgd.lr, weight_decay=sgd.weight_decay)
@@ -74,10 +74,13 @@ def _same(value, wanted) -> bool:
 
 def logged_hyperparameters(run: dict) -> dict:
     """A run's hyper-parameters as today's records write them: the fields added since its
-    log was written at their value before (``RECORDED_SINCE``, ``RECIPE_FIELDS_SINCE``), and
+    log was written at their value before (``RECORDED_SINCE``, ``RECIPE_FIELDS_SINCE``), the
+    recipe fields that do not apply to it left out (``recipes.recipe_fields_that_apply``), and
     optimiser parts in torch's units for the run's step with the fields their kind reads
     only (records before commit cbf7d55 wrote every field; ``_parts_as_logged``)."""
-    hp = {**RECORDED_SINCE, **RECIPE_FIELDS_SINCE, **run["hyperparameters"]}
+    from cifar_lightning.core.recipes import recipe_fields_that_apply
+
+    hp = recipe_fields_that_apply({**RECORDED_SINCE, **RECIPE_FIELDS_SINCE, **run["hyperparameters"]})
     if hp.get("optimizers"):
         hp["optimizers"] = _parts_as_logged(hp["optimizers"], _examples_per_step(run, hp))
     return hp
