@@ -118,7 +118,7 @@ class CIFARDataModule(L.LightningDataModule):
             Path; saved as str). Missing data is downloaded there (torchvision's address and
             md5) unless ``download=False``, which raises ``CIFARDataError`` naming the folder.
         batch_size: training images per process per step; ValueError below 1. Evaluation
-            batches hold ``eval_batch_size`` images (default max(batch_size, 500)).
+            batches hold ``eval_batch_size`` images (default max(batch_size, ``core.data.EVAL_BATCH``)).
         val_size: 0 (default) trains on all training images and validates on the test set,
             as the original project did; N holds out N training images, stratified by class,
             drawn from (seed, "split"), and keeps the test set for ``test``.

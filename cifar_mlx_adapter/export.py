@@ -16,6 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from cifar_lightning.core.data import EVAL_BATCH
 from cifar_lightning.core.model_card import ModelCard
 from cifar_mlx_adapter.data import normalize
 from cifar_mlx_adapter.models import MaxPool2d, build_model
@@ -75,7 +76,9 @@ def source_runner(card: ModelCard, weights: str):
     from cifar_mlx_adapter.predict import PredictLoader
 
     model = source_model(card, weights)
-    return lambda images: np.concatenate([np.array(model(b)) for b in PredictLoader(images, 500, card.mean, card.std)])
+    return lambda images: np.concatenate(
+        [np.array(model(b)) for b in PredictLoader(images, EVAL_BATCH, card.mean, card.std)]
+    )
 
 
 EXPORTERS = {"mlx": (export_mlxfn, mlxfn_runner)}

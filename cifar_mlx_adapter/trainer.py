@@ -29,6 +29,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from cifar_lightning.core import metrics
 from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message
 from cifar_lightning.core.recipes import total_steps
+from cifar_lightning.core.run.folder import RunPaths
 from cifar_mlx_adapter.data import MLXData, core_data
 from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gather_rows, words_float64
 from cifar_mlx_adapter.weights import load_weights, mlx_state
@@ -269,7 +270,7 @@ class MLXTrainer:
                 cb.on_train_epoch_end(self, module)
             self.current_epoch += 1
             if self.enable_checkpointing:
-                self.save_checkpoint(self.default_root_dir / "checkpoints" / "last.npz", module)
+                self.save_checkpoint(RunPaths(self.default_root_dir).checkpoint("last", ".npz"), module)
         for cb in self.callbacks:
             cb.on_fit_end(self, module)
         self.train_time_s = self.elapsed_train_time()
@@ -374,7 +375,7 @@ class MLXTrainer:
         if not self.is_global_zero:
             return
         keys = sorted({k for r in self.metrics_rows for k in r})
-        path = self.default_root_dir / "metrics.csv"
+        path = RunPaths(self.default_root_dir).metrics_csv
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", newline="") as f:
             writer = csv.DictWriter(f, keys)
@@ -568,7 +569,7 @@ class MLXTrainer:
         self.validation_time_s = meta.get("validation_time_s", 0.0)
         self.last_checkpoint = path
         # keep the rows of the earlier segments: those of the steps the checkpoint covers
-        metrics = self.default_root_dir / "metrics.csv"
+        metrics = RunPaths(self.default_root_dir).metrics_csv
         if metrics.is_file():
             with open(metrics, newline="") as f:
                 self.metrics_rows = [

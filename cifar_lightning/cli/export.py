@@ -27,6 +27,7 @@ import numpy as np
 
 from cifar_lightning.cli.flags import exit_with
 from cifar_lightning.cli.predict import OneLineParser, mlx_installed
+from cifar_lightning.core.data import EVAL_BATCH
 from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
 from cifar_lightning.weights import read_card
 
@@ -125,7 +126,7 @@ def verify(report: dict, tolerance: float = LOGIT_TOLERANCE) -> None:
         raise error
 
 
-def in_batches(run, images: np.ndarray, batch: int = 500) -> np.ndarray:
+def in_batches(run, images: np.ndarray, batch: int = EVAL_BATCH) -> np.ndarray:
     return np.concatenate([run(images[i : i + batch]) for i in range(0, len(images), batch)])
 
 

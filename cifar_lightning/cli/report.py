@@ -22,6 +22,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from cifar_lightning.core.run.folder import RUN_JSON
 from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
 from cifar_lightning.report.logs import load_runs
 from cifar_lightning.report.plots import plot_pytorch_vs_mlx
@@ -47,7 +48,7 @@ def tracked_run_logs(folder: Path) -> set[Path] | None:
     if r.returncode or top.returncode:
         return None
     root = Path(top.stdout.strip())
-    return {(root / name).resolve() for name in r.stdout.split("\0") if name.endswith("run.json")}
+    return {(root / name).resolve() for name in r.stdout.split("\0") if name.endswith(RUN_JSON)}
 
 
 def plot_folder(output: Path, read_all: bool, root: Path) -> Path | None:

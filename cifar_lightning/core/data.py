@@ -24,6 +24,8 @@ from cifar_lightning.core.datasets import (
 from cifar_lightning.core.draws import Augmentation, EpochDraws, draw_epoch
 from cifar_lightning.core.seeds import derive_seed
 
+EVAL_BATCH = 500  # images per evaluation batch: the test set in 20, the memory of a training batch or so
+
 
 def stratified_split(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, holdout_idx): sorted int64 indices; `holdout` of them keep the classes'
@@ -134,7 +136,7 @@ class CIFARData:
         self.info = dataset_info(dataset)
         self.data_dir = Path(data_dir)
         self.batch_size, self.val_size, self.seed = batch_size, val_size, seed
-        self.eval_batch_size = eval_batch_size or max(batch_size, 500)
+        self.eval_batch_size = eval_batch_size or max(batch_size, EVAL_BATCH)
         self.augmentation, self.train_subset, self.download = augmentation, train_subset, download
         self.num_classes = self.info.num_classes
         self.mean, self.std = self.info.mean, self.info.std

@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cifar_lightning.core.run.folder import RUN_JSON
+
 
 def load_runs(root: str | Path, only: set[Path] | None = None) -> list[dict]:
     """Every run's run.json under `root` (those in `only`, when given), each with its
     folder as ``_path``; failed runs are skipped."""
     runs = []
-    for path in sorted(Path(root).rglob("run.json")):
+    for path in sorted(Path(root).rglob(RUN_JSON)):
         if only is not None and path.resolve() not in only:
             continue
         run = json.loads(path.read_text())

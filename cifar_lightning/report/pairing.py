@@ -9,7 +9,9 @@ import posixpath
 import shlex
 from pathlib import PurePosixPath
 
-INITIAL_WEIGHTS = ("checkpoints", "initial.pt")  # where fit.py saves the weights it starts from
+from cifar_lightning.core.run.folder import CHECKPOINTS
+
+INITIAL_WEIGHTS = (CHECKPOINTS, "initial.pt")  # where fit.py saves the weights it starts from
 
 
 def weights_argument(run: dict) -> str | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cifar_lightning.core.run.files import read_metrics_csv
+from cifar_lightning.core.run.folder import RunPaths
 from cifar_lightning.core.run.plots import finish_figure, say_no_validation, val_label
 
 
@@ -23,7 +24,7 @@ def plot_pytorch_vs_mlx(groups: dict[str, list[dict]], path: str | Path, title: 
     any_acc = False
     for fw, rs in groups.items():
         for i, r in enumerate(rs):
-            rows = read_metrics_csv(Path(r["_path"]) / "metrics.csv")
+            rows = read_metrics_csv(RunPaths(r["_path"]).metrics_csv)
             label = f"{fw}" if i == 0 else None
             loss = [(int(x["step"]), float(x["train/loss_step"])) for x in rows if x.get("train/loss_step")]
             acc = [(int(x["step"]) + 1, float(x["val/acc"])) for x in rows if x.get("val/acc")]
