@@ -150,12 +150,17 @@ class MLXReference(Callback):
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_throughput_counts_the_steps_after_the_warm_up_with_the_device_waited_for(framework, cifar10_dir, tmp_path):
+def test_throughput_counts_the_steps_after_the_warm_up_with_the_device_waited_for(
+    framework, cifar10_dir, tmp_path, monkeypatch
+):
     """3 epochs of 5 steps of 20 images; the warm-up steps sleep 0.6 s each (3 s) and each
     validation 1.5 s (3 s inside the measured span): the record's measured seconds equal the
     test's own reading of the 10 steps after the warm-up (device waited for after each
     step), within 25% and 0.3 s, so neither sleep is in them, and its images per second are
-    those steps' images over those seconds."""
+    those steps' images over those seconds. Memory is sampled at every reading of the step
+    clock and once more after training."""
+    readings: list = []
+    spy_on_clock_readings(monkeypatch, readings)
     ref = TorchReference() if framework == "pytorch" else MLXReference()
     argv = [
         "--data-dir",
@@ -188,6 +193,7 @@ def test_throughput_counts_the_steps_after_the_warm_up_with_the_device_waited_fo
     assert t["images_per_s"] == pytest.approx(200 / t["measured_s"], rel=1e-2)
     assert len(t["epoch_s"]) == 3 and t["epoch_s"][0] > 5 * WARMUP_SLEEP  # an epoch's seconds hold its warm-up
     assert record["train_time_s"] > t["measured_s"]
+    assert record["memory"]["samples"] == len(readings) + 1 and len(readings) >= 6, (record["memory"], len(readings))
 
 
 def spy_on_clock_readings(monkeypatch, waits: list):
