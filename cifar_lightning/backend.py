@@ -67,16 +67,7 @@ def make_datamodule(config, recipe):
     """The CIFARDataModule the run's settings and its recipe describe."""
     from cifar_lightning.data import CIFARDataModule
 
-    return CIFARDataModule(
-        config.dataset,
-        config.data_dir,
-        batch_size=recipe.batch_size,
-        val_size=config.val_size,
-        download=config.download,
-        seed=recipe.seed,
-        train_subset=config.train_subset,
-        **asdict(recipe.augmentation),
-    )
+    return CIFARDataModule(**config.data_kwargs(recipe), **asdict(recipe.augmentation))
 
 
 def quiet_lightning() -> None:

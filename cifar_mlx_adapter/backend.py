@@ -82,16 +82,7 @@ def make_data(config, recipe):
     """The framework-neutral CIFARData the run's settings and its recipe describe (no torch)."""
     from cifar_lightning.core.data import CIFARData
 
-    return CIFARData(
-        config.dataset,
-        config.data_dir,
-        batch_size=recipe.batch_size,
-        val_size=config.val_size,
-        seed=recipe.seed,
-        train_subset=config.train_subset,
-        download=config.download,
-        augmentation=recipe.augmentation,
-    )
+    return CIFARData(**config.data_kwargs(recipe), augmentation=recipe.augmentation)
 
 
 def mlx_numerics() -> dict:

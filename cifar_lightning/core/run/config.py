@@ -58,6 +58,20 @@ class RunConfig:
         """Architecture options from the settings, passed to build_model in either framework."""
         return {} if self.dropout is None else {"dropout": self.dropout}
 
+    def data_kwargs(self, recipe) -> dict:
+        """The keyword arguments of ``CIFARData`` and of the torch ``CIFARDataModule`` that
+        this run's settings and its recipe give (the augmentation apart: each takes it in
+        its own form)."""
+        return {
+            "dataset": self.dataset,
+            "data_dir": self.data_dir,
+            "batch_size": recipe.batch_size,
+            "val_size": self.val_size,
+            "seed": recipe.seed,
+            "train_subset": self.train_subset,
+            "download": self.download,
+        }
+
     def recipe_overrides(self) -> dict:
         """The recipe fields this run sets (None: the recipe's own)."""
         out = {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed")}
