@@ -528,3 +528,24 @@ def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_st
         f"error: --output-dir {out} holds a comparison with other settings: --epochs 2.0 there, 3.0 here; use its "
         "own flags, or another --output-dir"
     ]
+
+    # more seeds add a pair; its PyTorch run was killed before its first checkpoint (only
+    # initial.pt and metrics.csv, no run.json): nothing to resume, so it starts again
+    # instead of being refused as an unfinished run by every later call
+    killed = out / "pytorch-seed1"
+    (killed / "checkpoints").mkdir(parents=True)
+    (killed / "checkpoints" / "initial.pt").write_bytes(b"partly written")
+    (killed / "metrics.csv").write_text("epoch,step\n")
+    more = compare(data, out, "--seeds", "2")
+    assert more.returncode == 0, more.stderr[-3000:]
+    assert f"compare: {killed} holds no checkpoint to resume from: its run starts again" in more.stdout
+    assert "compare: pytorch seed 0" not in more.stdout and "compare: mlx seed 1" in more.stdout
+    assert {p: p.stat().st_mtime for p in out.glob("*-seed0/run.json")} == times  # seed 0 kept as it was
+    assert all(
+        json.loads((out / f / "run.json").read_text())["status"] == "finished" for f in ("pytorch-seed1", "mlx-seed1")
+    )
+    assert json.loads((out / "compare.json").read_text())["settings"]["seeds"] == 2
+    assert "| 1 | " in (out / "comparison.md").read_text()
+    fewer = compare(data, out)  # --seeds 1 again: trains nothing, the folder keeps its 2 seeds
+    assert fewer.returncode == 0 and "compare: " not in fewer.stdout
+    assert json.loads((out / "compare.json").read_text())["settings"]["seeds"] == 2

@@ -110,7 +110,7 @@ def test_the_wheel_holds_and_imports_every_package_outside_the_checkout(installe
 
 def test_the_installed_commands_run_outside_the_checkout(installed, tmp_path):
     """The console scripts of the wheel (cifar-fit, cifar-fit-mlx, cifar-predict, cifar-export,
-    cifar-report) are installed and answer --help from a folder outside the checkout."""
+    cifar-report, cifar-compare) are installed and answer --help from a folder outside the checkout."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     for name, words in (
         ("cifar-fit", "PyTorch Lightning"),
@@ -118,6 +118,7 @@ def test_the_installed_commands_run_outside_the_checkout(installed, tmp_path):
         ("cifar-predict", "Classify images"),
         ("cifar-export", "Export a checkpoint"),
         ("cifar-report", "Results.md"),
+        ("cifar-compare", "Compare PyTorch and MLX"),
     ):
         r = subprocess.run(
             [str(installed.parent / name), "--help"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300

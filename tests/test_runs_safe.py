@@ -112,6 +112,17 @@ def test_each_run_gets_its_own_folder_and_a_finished_run_is_never_overwritten(
     train(framework, cifar10_dir, *QUICK, "--epochs", "2", "--output-dir", str(taken), "--overwrite")
     assert json.loads((taken / "run.json").read_text())["epochs"] == 2
 
+    # an unfinished run's folder: the refusal names the checkpoint to resume, or says there is none
+    stopped = tmp_path / "stopped"
+    (stopped / "checkpoints").mkdir(parents=True)
+    (stopped / "checkpoints" / "initial.bin").write_bytes(b"")
+    refuse = ("--data-dir", str(cifar10_dir), "--no-download", *QUICK, "--output-dir", str(stopped))
+    r = run_script(framework, *refuse, cwd=tmp_path, capsys=capsys)
+    assert "a run that stopped before its first checkpoint (nothing to resume)" in one_line(r)
+    (stopped / "checkpoints" / "last.bin").write_bytes(b"")
+    r = run_script(framework, *refuse, cwd=tmp_path, capsys=capsys)
+    assert f"an unfinished run (resume it with --resume {stopped / 'checkpoints' / 'last.bin'})" in one_line(r)
+
 
 # ----------------------------------------------------------------- divergence
 class PoisonTorch(L.Callback):

@@ -13,8 +13,9 @@ each in a process of its own under the machine's training lock, into
 ``OUT/comparison.png`` (``cifar_lightning.report.comparison``).
 
 The same command again continues where it stopped: finished runs are kept, an interrupted
-one resumes from its last checkpoint, nothing is trained twice; a flag that differs from
-the runs already in OUT is refused in one line. Ctrl-C stops the run in progress (it
+one resumes from its last checkpoint (one stopped before its first checkpoint, with nothing
+to resume, starts again), nothing is trained twice; more ``--seeds`` add pairs; a flag that
+shapes the runs and differs from those already in OUT is refused in one line. Ctrl-C stops the run in progress (it
 prints its own resume command), keeps every finished run, and prints the command that
 continues the comparison.
 """
@@ -89,13 +90,16 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", default="data", help="folder holding cifar-10-batches-py/ (default: data)")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
-    p.add_argument("--output-dir", help="the comparison's folder (default: runs/compare/<recipe>-<epochs>ep-<device>)")
+    p.add_argument(
+        "--output-dir",
+        help="the comparison's folder (default: runs/compare/<recipe>[-<epochs>ep][-subset<N>]-<device>)",
+    )
     p.add_argument("--lock-file", metavar="PATH", help="the training lock, as fit.py's (default: the machine's)")
     return p
 
 
 def settings_of(args: argparse.Namespace) -> dict:
-    """What makes two comparisons the same: the training flags, the seeds and the device."""
+    """The comparison's settings: the number of seeds, the device and the training flags."""
     return {"seeds": args.seeds, "device": args.device, **{k: getattr(args, k) for k in TRAINING_FLAGS}}
 
 
@@ -105,13 +109,19 @@ def default_folder(args: argparse.Namespace) -> Path:
     return Path("runs") / "compare" / f"{recipe_name(args.model, args.optimizer)}{epochs}{subset}-{args.device}"
 
 
-def check_same(folder: Path, settings: dict) -> None:
-    """Refuse, in one line naming each flag, a comparison folder made with other settings."""
+def saved_comparison(folder: Path) -> dict | None:
+    """The compare.json of a comparison folder ({"settings", "command"}), None when it has none."""
     saved_file = folder / COMPARE_JSON
-    if not saved_file.is_file():
+    return json.loads(saved_file.read_text()) if saved_file.is_file() else None
+
+
+def check_same(folder: Path, saved: dict | None, settings: dict) -> None:
+    """Refuse, in one line naming each flag, a comparison folder made with other settings
+    (the number of seeds apart: more seeds add pairs to the same comparison)."""
+    if saved is None:
         return
-    saved = json.loads(saved_file.read_text())["settings"]
-    differ = [k for k in settings if saved.get(k) != settings[k]]
+    saved = saved["settings"]
+    differ = [k for k in settings if k != "seeds" and saved.get(k) != settings[k]]
     if differ:
         listed = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)} there, {settings[k]} here" for k in differ)
         raise UsageError(
@@ -139,6 +149,11 @@ def run_flags(args: argparse.Namespace, framework: str, seed: int, folder: Path,
         return [*flags, "--resume", str(last)]
     if framework == "mlx":
         flags += ["--weights", str(RunPaths(out / f"pytorch-seed{seed}").checkpoint("initial", ".pt"))]
+    if folder.is_dir() and any(folder.iterdir()):
+        # a run stopped before its first checkpoint (killed, its terminal closed): nothing to
+        # resume, and its initial weights come again from the same seed, so it starts again
+        print(f"compare: {folder} holds no checkpoint to resume from: its run starts again", flush=True)
+        flags.append("--overwrite")
     return [*flags, "--output-dir", str(folder)]
 
 
@@ -166,11 +181,12 @@ def compare(args: argparse.Namespace, argv: list[str]) -> Path:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: expected 1 or more pairs of runs")
     out = Path(args.output_dir) if args.output_dir else default_folder(args)
-    settings = settings_of(args)
-    check_same(out, settings)
+    settings, saved = settings_of(args), saved_comparison(out)
+    check_same(out, saved, settings)
     out.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "scripts/compare.py", *argv])
-    write_json_atomic(out / COMPARE_JSON, {"settings": settings, "command": command})
+    if saved is None or args.seeds >= saved["settings"]["seeds"]:  # fewer seeds: the folder's report, as it is
+        command = shlex.join(["python", "scripts/compare.py", *argv])
+        write_json_atomic(out / COMPARE_JSON, {"settings": settings, "command": command})
     for seed in range(args.seeds):
         for framework, (module, _) in FRAMEWORKS.items():
             folder = out / f"{framework}-seed{seed}"

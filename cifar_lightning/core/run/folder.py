@@ -85,7 +85,13 @@ def choose_run_folder(framework: str, config) -> Path:
         folder = Path(config.output_dir)
         held = [name for name in RUN_FILES if (folder / name).exists()]
         if held and not config.overwrite:
-            what = "a finished run" if "run.json" in held else "an unfinished run (resume it with --resume)"
+            last = sorted(folder.glob("checkpoints/last.*"))
+            if "run.json" in held:
+                what = "a finished run"
+            elif last:
+                what = f"an unfinished run (resume it with --resume {last[0]})"
+            else:
+                what = "a run that stopped before its first checkpoint (nothing to resume)"
             raise UsageError(
                 f"--output-dir {folder} already holds {what}: choose a new folder, or add --overwrite to replace it"
             )
