@@ -8,7 +8,8 @@ read without ``mx.eval`` (MLXBackend.sync a no-op: readings not preceded by an e
 the memory counters never sampled (peaks of 0); compare.py training a finished run again
 (refused by the run itself: the command failed); compare.py starting the MLX run from its
 own initialisation (no --weights: conv1.weight differs); the geometric mean taken as the
-ratios' arithmetic mean.
+ratios' arithmetic mean; compare.py restarting a run killed before its first checkpoint
+without --overwrite (refused as unfinished, with nothing to resume: the command failed).
 """
 
 from __future__ import annotations
