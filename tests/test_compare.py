@@ -489,7 +489,7 @@ def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_st
     last = out / "mlx-seed0" / "checkpoints" / "last.npz"
     deadline = time.time() + 600
     while not last.is_file() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.01)  # the second epoch is about a second long: Ctrl-C must land inside it
     assert last.is_file(), process.communicate()[1][-3000:]
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches compare.py and the run it started
     _, err = process.communicate(timeout=300)
