@@ -15,9 +15,9 @@ each in a process of its own under the machine's training lock, into
 The same command again continues where it stopped: finished runs are kept, an interrupted
 one resumes from its last checkpoint (one stopped before its first checkpoint, with nothing
 to resume, starts again), nothing is trained twice; more ``--seeds`` add pairs; a flag that
-shapes the runs and differs from those already in OUT is refused in one line. Ctrl-C stops the run in progress (it
-prints its own resume command), keeps every finished run, and prints the command that
-continues the comparison.
+shapes the runs and differs from those already in OUT is refused in one line. Ctrl-C stops
+the run in progress (it prints its own resume command), keeps every finished run, and
+prints the command that continues the comparison.
 """
 
 from __future__ import annotations
