@@ -445,7 +445,41 @@ def test_the_throughput_ratio_is_a_geometric_mean_with_its_interval():
 
 
 # ------------------------------------------------------------------ the command
-def compare(data: Path, out: Path, *extra: str, wait: bool = True):
+# Put on PYTHONPATH of one compare call, this makes every MLX run it starts stop for up to
+# 10 minutes right after its first checkpoints/last.npz is written, so that a test's Ctrl-C
+# lands inside the run however loaded the machine is (a tiny run can finish between two
+# polls of a busy CI machine). Python imports sitecustomize at every start, in each process.
+PAUSE_AFTER_FIRST_MLX_CHECKPOINT = """
+import importlib.abc, importlib.util, sys, time
+
+class PauseAfterFirstCheckpoint(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != "cifar_mlx_adapter.trainer":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run_module = spec.loader.exec_module
+
+        def exec_module(module):
+            run_module(module)
+            save = module.MLXTrainer.save_checkpoint
+
+            def save_then_wait(self, path, *args, **kwargs):
+                saved = save(self, path, *args, **kwargs)
+                if str(path).endswith("last.npz"):
+                    time.sleep(600)  # Ctrl-C ends it
+                return saved
+
+            module.MLXTrainer.save_checkpoint = save_then_wait
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, PauseAfterFirstCheckpoint())
+"""
+
+
+def compare(data: Path, out: Path, *extra: str, wait: bool = True, env: dict | None = None):
     argv = [
         sys.executable,
         str(ROOT / "scripts" / "compare.py"),
@@ -471,7 +505,9 @@ def compare(data: Path, out: Path, *extra: str, wait: bool = True):
         *extra,
     ]
     if not wait:
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
+        )
     return subprocess.run(argv, capture_output=True, text=True, timeout=900)
 
 
@@ -485,12 +521,17 @@ def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_st
 
     data = write_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=20)
     out = tmp_path / "cmp"
-    process = compare(data, out, wait=False)
+    hook = tmp_path / "pause"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(PAUSE_AFTER_FIRST_MLX_CHECKPOINT)
+    paths = [str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]
+    process = compare(data, out, wait=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
     last = out / "mlx-seed0" / "checkpoints" / "last.npz"
     deadline = time.time() + 600
     while not last.is_file() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.01)  # the second epoch is about a second long: Ctrl-C must land inside it
+        time.sleep(0.05)  # the MLX run waits after writing it (the hook above) until Ctrl-C
     assert last.is_file(), process.communicate()[1][-3000:]
+    time.sleep(0.5)  # the file appears as it is renamed into place: let save_checkpoint return
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches compare.py and the run it started
     _, err = process.communicate(timeout=300)
     assert process.returncode == 130, err[-3000:]
