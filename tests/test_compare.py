@@ -445,14 +445,16 @@ def test_the_throughput_ratio_is_a_geometric_mean_with_its_interval():
 
 
 # ------------------------------------------------------------------ the command
-# Put on PYTHONPATH of one compare call, this makes every MLX run it starts stop for up to
-# 10 minutes right after its first checkpoints/last.npz is written, so that a test's Ctrl-C
-# lands inside the run however loaded the machine is (a tiny run can finish between two
-# polls of a busy CI machine). Python imports sitecustomize at every start, in each process.
-PAUSE_AFTER_FIRST_MLX_CHECKPOINT = """
-import importlib.abc, importlib.util, sys, time
+# Put on PYTHONPATH of one compare call, this makes every MLX run it starts stop once its
+# save_checkpoint has written checkpoints/last.npz and returned (the run then knows its last
+# checkpoint), after writing a file named "paused" beside this module, until a signal ends
+# the wait: a test's Ctrl-C lands inside the run however loaded the machine is (a tiny run
+# can finish between two polls of a busy CI machine). Python imports sitecustomize at every
+# start, so the hook reaches every process the call starts.
+PAUSE_AFTER_MLX_CHECKPOINT = """
+import importlib.abc, importlib.util, pathlib, sys, time
 
-class PauseAfterFirstCheckpoint(importlib.abc.MetaPathFinder):
+class PauseAfterCheckpoint(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name != "cifar_mlx_adapter.trainer":
             return None
@@ -467,7 +469,9 @@ class PauseAfterFirstCheckpoint(importlib.abc.MetaPathFinder):
             def save_then_wait(self, path, *args, **kwargs):
                 saved = save(self, path, *args, **kwargs)
                 if str(path).endswith("last.npz"):
-                    time.sleep(600)  # Ctrl-C ends it
+                    pathlib.Path(__file__).with_name("paused").touch()
+                    for _ in range(6000):  # 10 minutes at most; short sleeps, so any signal ends it
+                        time.sleep(0.1)
                 return saved
 
             module.MLXTrainer.save_checkpoint = save_then_wait
@@ -475,7 +479,7 @@ class PauseAfterFirstCheckpoint(importlib.abc.MetaPathFinder):
         spec.loader.exec_module = exec_module
         return spec
 
-sys.meta_path.insert(0, PauseAfterFirstCheckpoint())
+sys.meta_path.insert(0, PauseAfterCheckpoint())
 """
 
 
@@ -508,7 +512,7 @@ def compare(data: Path, out: Path, *extra: str, wait: bool = True, env: dict | N
         return subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, env=env
         )
-    return subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
 
 
 def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_stopped(tmp_path):
@@ -523,17 +527,19 @@ def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_st
     out = tmp_path / "cmp"
     hook = tmp_path / "pause"
     hook.mkdir()
-    (hook / "sitecustomize.py").write_text(PAUSE_AFTER_FIRST_MLX_CHECKPOINT)
+    (hook / "sitecustomize.py").write_text(PAUSE_AFTER_MLX_CHECKPOINT)
     paths = [str(hook), *filter(None, [os.environ.get("PYTHONPATH")])]
     process = compare(data, out, wait=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(paths)})
-    last = out / "mlx-seed0" / "checkpoints" / "last.npz"
-    deadline = time.time() + 600
-    while not last.is_file() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)  # the MLX run waits after writing it (the hook above) until Ctrl-C
-    assert last.is_file(), process.communicate()[1][-3000:]
-    time.sleep(0.5)  # the file appears as it is renamed into place: let save_checkpoint return
-    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches compare.py and the run it started
-    _, err = process.communicate(timeout=300)
+    try:
+        deadline = time.time() + 600
+        while not (hook / "paused").is_file() and process.poll() is None and time.time() < deadline:
+            time.sleep(0.05)  # the MLX run waits there, after its first checkpoint, until Ctrl-C
+        assert (hook / "paused").is_file(), process.communicate(timeout=60)[1][-3000:]
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C reaches compare.py and the run it started
+        _, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:  # the test failed before its Ctrl-C ended the run
+            os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode == 130, err[-3000:]
     assert "interrupted: every finished run is kept; the same command continues" in err
     torch_run = json.loads((out / "pytorch-seed0" / "run.json").read_text())
