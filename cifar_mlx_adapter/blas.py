@@ -115,6 +115,26 @@ def environment() -> dict[str, str] | None:
     return env
 
 
+# A 1x2 by 2x1 float32 product through both entry points a preloaded OpenBLAS serves: the
+# Fortran ``sgemm_`` (torch's CPU matmul) and ``cblas_sgemm`` (MLX's). Run in a child process
+# with the preload set, it proves that the library runs on this CPU: cmeel-openblas 0.3.31's
+# interface code uses AVX-512 instructions and dies with SIGILL on a CPU without them (an AMD
+# EPYC with AVX2 only), which merely starting Python does not show.
+GEMM_CHECK = """
+import ctypes
+lib = ctypes.CDLL(None)
+f = ctypes.c_float
+a, b, c = (f * 2)(1.0, 2.0), (f * 2)(2.0, 2.0), (f * 1)(0.0)
+one, zero, n1, n2 = f(1.0), f(0.0), ctypes.c_int(1), ctypes.c_int(2)
+lib.sgemm_(b"N", b"N", ctypes.byref(n1), ctypes.byref(n1), ctypes.byref(n2), ctypes.byref(one), a,
+           ctypes.byref(n1), b, ctypes.byref(n2), ctypes.byref(zero), c, ctypes.byref(n1))
+print(c[0])
+c[0] = 0.0
+lib.cblas_sgemm(101, 111, 111, 1, 1, 2, one, a, 2, b, 1, zero, c, 1)
+print(c[0])
+"""
+
+
 def restart_environment() -> dict[str, str] | None:
     """The whole environment to start this process again with OpenBLAS preloaded, once, on
     Linux; None when it already runs with one, ``CIFAR_FAST_BLAS=0`` says no, or none can
@@ -125,10 +145,17 @@ def restart_environment() -> dict[str, str] | None:
     if extra is None:
         return None
     env = {**os.environ, **extra}
-    try:  # a preload that stops Python from starting must not stop the user's command
-        ok = subprocess.run([sys.executable, "-c", "pass"], env=env, capture_output=True, timeout=60).returncode == 0
+    try:  # a preload that stops Python from starting, or a matmul, must not stop the user's command
+        check = subprocess.run([sys.executable, "-c", GEMM_CHECK], env=env, capture_output=True, timeout=60)
+        ok = check.returncode == 0 and check.stdout.split() == [b"6.0", b"6.0"]
     except (OSError, subprocess.TimeoutExpired):
         ok = False
+    if not ok:
+        print(
+            f"warning: the OpenBLAS in LD_PRELOAD ({extra['LD_PRELOAD'].split()[0]}) does not run a matrix "
+            "product on this CPU: keeping the reference BLAS",
+            file=sys.stderr,
+        )
     return env if ok else None
 
 

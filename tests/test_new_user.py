@@ -115,7 +115,8 @@ def test_fit_mlx_preloads_openblas_without_root_and_warns_only_when_training():
     warning never comes before --help or an unrelated error."""
     env = blas.restart_environment() if not blas.active() else dict(os.environ)
     assert env is not None, "no OpenBLAS found: is cmeel-openblas installed?"
-    probe = (
+    probe = (  # torch's CPU matmul resolves sgemm_ to the preloaded library too: both must run
+        "import torch; torch.ones(64, 64) @ torch.ones(64, 64); "
         "import mlx.core as mx; mx.set_default_device(mx.cpu); a = mx.ones((256, 256)); mx.eval(a @ a); "
         "print(any('openblas' in line for line in open('/proc/self/maps')))"
     )
@@ -132,6 +133,20 @@ def test_fit_mlx_preloads_openblas_without_root_and_warns_only_when_training():
             timeout=120,
         )
         assert "warning" not in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(not blas.needed(), reason="only Linux's mlx[cpu] ships the slow BLAS")
+def test_an_openblas_that_cannot_multiply_on_this_cpu_is_not_preloaded(monkeypatch, capsys):
+    """A library that loads but has no working matrix product (here libm, standing for an
+    OpenBLAS built for instructions this CPU lacks, which dies with SIGILL) is refused with one
+    warning line, and the process keeps MLX's own BLAS instead of a restart that would crash."""
+    libm = next(line.split()[-1] for line in open("/proc/self/maps") if "/libm.so" in line)
+    monkeypatch.setattr(blas, "openblas_library", lambda: Path(libm))
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.delenv(blas.SWITCH, raising=False)
+    assert blas.restart_environment() is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "does not run a matrix product on this CPU" in err[0], err
 
 
 def test_mlx_trainer_refuses_zero_epochs_in_one_line():
