@@ -10,6 +10,16 @@ the memory counters never sampled (peaks of 0); compare.py training a finished r
 own initialisation (no --weights: conv1.weight differs); the geometric mean taken as the
 ratios' arithmetic mean; compare.py restarting a run killed before its first checkpoint
 without --overwrite (refused as unfinished, with nothing to resume: the command failed).
+
+Issue 34's points, each fault planted alone in the fixed code (each made its test fail):
+compare.py handing the MLX run initial.pt again (torch imported to read it); the
+frameworks a process held never noted (an empty ``frameworks_loaded``); the report's memory
+ratio over every pair, and old records' --weights *.pt not read as torch loaded; the
+device-kind refusal removed (the PyTorch run started); the report's ratios over pairs across
+devices; the differing conditions never listed; the version check removed (the new seed
+trained); the folder named for --device ("-best"); the cores as os.cpu_count(), the GPU as
+get_device_name(0) and nvidia-smi's first line; the accuracy axis auto-scaled; the old
+images/s header; the MPS sampling note and phys_footprint left out.
 """
 
 from __future__ import annotations
