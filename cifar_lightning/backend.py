@@ -19,7 +19,7 @@ from pathlib import Path
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.run.backend import ProcessState, RunFacts
 from cifar_lightning.core.run.folder import RunPaths, keep_history, read_rows
-from cifar_lightning.core.run.provenance import package_versions
+from cifar_lightning.core.run.provenance import PACKAGES, package_versions
 from cifar_lightning.core.spec import FAST
 
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true")
@@ -61,6 +61,14 @@ def check_accelerator(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     return name
+
+
+def cuda_device_name() -> str:
+    """The name of the GPU torch computes on: its current device, counted among those
+    ``CUDA_VISIBLE_DEVICES`` leaves visible (index 0 there may be the machine's GPU 3)."""
+    import torch
+
+    return torch.cuda.get_device_name(torch.cuda.current_device())
 
 
 def make_datamodule(config, recipe):
@@ -391,8 +399,8 @@ class TorchBackend(ProcessState):
 
         return RunFacts(
             accelerator=self.device,
-            gpu=torch.cuda.get_device_name(0) if self.device == "cuda" else None,
-            versions=package_versions("torch", "lightning", "torchmetrics", "torchvision"),
+            gpu=cuda_device_name() if self.device == "cuda" else None,
+            versions=package_versions(*PACKAGES["pytorch"]),
             numerics=torch_numerics(trainer, module.memory_format == torch.channels_last, module.compiled),
             processes=torch_processes(trainer, module.recipe.batch_size),
             parameters=self.count_parameters(module),

@@ -19,6 +19,7 @@ from cifar_lightning.core.weights import (
     mlx_layout_to_torch,
     read_npz_model,
     read_safetensors,
+    torch_layout_to_mlx,
     unreadable,
     weights_file_kind,
 )
@@ -112,3 +113,27 @@ def card_or_none(path: str | Path):
         return read_card(path)
     except UsageError:
         return None
+
+
+def write_mlx_weights(source: str | Path, target: str | Path) -> Path:
+    """Write the weights of either framework's file `source` to `target` as an .npz in MLX's
+    layout (conv weights (out, kh, kw, in); torch's ``num_batches_tracked`` counters, which MLX
+    has no place for, left out), the form an MLX run saves its own initial weights in and reads
+    with numpy alone: a run started from it never imports torch. The values are copied bit for
+    bit (float32 stays float32; bfloat16, which numpy lacks, becomes float32, exactly). Written
+    to a temporary file first, then renamed, so `target` is never half written. UsageError for
+    a `source` that is no weights file."""
+    import torch
+
+    state = load_torch_state(source)
+    arrays = {
+        k: (v.detach().cpu().float() if v.dtype == torch.bfloat16 else v.detach().cpu()).numpy()
+        for k, v in state.items()
+        if not k.endswith("num_batches_tracked")
+    }
+    target = Path(target)
+    partial = target.with_name(target.name + ".partial")
+    with open(partial, "wb") as f:  # a file object: np.savez adds no ".npz" to its name
+        np.savez(f, **torch_layout_to_mlx(arrays))
+    partial.replace(target)
+    return target

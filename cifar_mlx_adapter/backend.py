@@ -27,7 +27,7 @@ import numpy as np
 
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.run.backend import ProcessState, RunFacts
-from cifar_lightning.core.run.provenance import package_versions
+from cifar_lightning.core.run.provenance import PACKAGES, package_versions
 from cifar_lightning.core.run.record import launcher
 from cifar_lightning.core.spec import FAST
 
@@ -63,19 +63,35 @@ def read_mlx_checkpoint(path: str | Path, flag: str) -> dict:
     return meta
 
 
+def best_device() -> str:
+    """The device an MLX run takes unless told --cpu, as run.json records it: "metal" (Apple
+    GPU), "cuda" (an NVIDIA GPU through mlx[cuda]) or "cpu" (an MLX build without a GPU
+    backend, such as mlx[cpu] on Linux). Sets nothing."""
+    import mlx.core as mx
+
+    if not mx.is_available(mx.gpu):
+        return "cpu"
+    return "metal" if mx.metal.is_available() else "cuda"
+
+
 def setup_device(cpu: bool = False, memory_limit: float | None = None) -> str:
     """Make MLX's default device the run's and return its name as run.json records it:
-    "metal" (Apple GPU), "cuda" (an NVIDIA GPU through mlx[cuda]) or "cpu" (`cpu`, or no
-    GPU). `memory_limit` caps MLX's memory at that many GB."""
+    `cpu`, else ``best_device()``. `memory_limit` caps MLX's memory at that many GB."""
     import mlx.core as mx
 
     if memory_limit is not None:
         mx.set_memory_limit(int(memory_limit * 2**30))
-    if cpu or not mx.is_available(mx.gpu):
-        mx.set_default_device(mx.cpu)
-        return "cpu"
-    mx.set_default_device(mx.gpu)
-    return "metal" if mx.metal.is_available() else "cuda"
+    device = "cpu" if cpu else best_device()
+    mx.set_default_device(mx.cpu if device == "cpu" else mx.gpu)
+    return device
+
+
+def mlx_cuda_device_name() -> str | None:
+    """The GPU's name as MLX's CUDA build reports the device it computes on
+    (``mx.device_info(mx.gpu)["device_name"]``), None where it names none."""
+    import mlx.core as mx
+
+    return mx.device_info(mx.gpu).get("device_name")
 
 
 def make_data(config, recipe):
@@ -289,7 +305,8 @@ class MLXBackend(ProcessState):
     def facts(self, config, trainer, module) -> RunFacts:
         return RunFacts(
             accelerator=self.device,
-            versions=package_versions("mlx", "numpy"),
+            gpu=mlx_cuda_device_name() if self.device == "cuda" else None,
+            versions=package_versions(*PACKAGES["mlx"]),
             numerics=mlx_numerics(),
             processes=self._processes(module.recipe.batch_size),
             parameters=self.count_parameters(module),

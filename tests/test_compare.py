@@ -10,6 +10,16 @@ the memory counters never sampled (peaks of 0); compare.py training a finished r
 own initialisation (no --weights: conv1.weight differs); the geometric mean taken as the
 ratios' arithmetic mean; compare.py restarting a run killed before its first checkpoint
 without --overwrite (refused as unfinished, with nothing to resume: the command failed).
+
+Issue 34's points, each fault planted alone in the fixed code (each made its test fail):
+compare.py handing the MLX run initial.pt again (torch imported to read it); the
+frameworks a process held never noted (an empty ``frameworks_loaded``); the report's memory
+ratio over every pair, and old records' --weights *.pt not read as torch loaded; the
+device-kind refusal removed (the PyTorch run started); the report's ratios over pairs across
+devices; the differing conditions never listed; the version check removed (the new seed
+trained); the folder named for --device ("-best"); the cores as os.cpu_count(), the GPU as
+get_device_name(0) and nvidia-smi's first line; the accuracy axis auto-scaled; the old
+images/s header; the MPS sampling note and phys_footprint left out.
 """
 
 from __future__ import annotations
@@ -399,7 +409,8 @@ def test_the_machine_facts_are_read_from_the_systems_tools_and_unknown_otherwise
     assert (bare["memory_bytes"], bare["gpu_cores"], bare["macos"], bare["power"]) == ("unknown",) * 4
     monkeypatch.undo()
     here = hardware.hardware_info("cpu")
-    assert here["cpu_count"] == os.cpu_count() and isinstance(here["memory_bytes"], int) and "gpu_cores" not in here
+    assert here["cpu_count"] == len(os.sched_getaffinity(0)) and here["machine_cpu_count"] == os.cpu_count()
+    assert isinstance(here["memory_bytes"], int) and "gpu_cores" not in here
 
 
 # ------------------------------------------------------------------ statistics
@@ -561,7 +572,10 @@ def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_st
     assert set(mlx_start) <= set(start) and len(mlx_start) > 10
     for key, value in mlx_start.items():
         np.testing.assert_array_equal(value, start[key], err_msg=key)
+    # each measured process held its own framework only: the MLX run read initial.npz, not initial.pt
+    assert mlx_run["memory"]["frameworks_loaded"] == ["mlx"] and torch_run["memory"]["frameworks_loaded"] == ["torch"]
     report = (out / "comparison.md").read_text()
+    assert "loaded too" not in report and "Peak memory MLX / PyTorch (process_peak_rss / process_peak_rss)" in report
     assert (
         "| 0 | " in report and "Throughput MLX / PyTorch" in report and (out / "comparison.png").stat().st_size > 1000
     )
@@ -597,3 +611,298 @@ def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_st
     fewer = compare(data, out)  # --seeds 1 again: trains nothing, the folder keeps its 2 seeds
     assert fewer.returncode == 0 and "compare: " not in fewer.stdout
     assert json.loads((out / "compare.json").read_text())["settings"]["seeds"] == 2
+
+
+# ------------------------------------------------------------------ like with like (issue 34)
+def record(framework, seed, acc=0.70, device="cpu", counter="process_peak_rss", peak=2**30, **fields):
+    """A finished run.json of a comparison, as both frameworks write it (the fields the
+    report reads); `fields` replace or extend it (``hardware`` and ``versions`` merged)."""
+    own = {"torch": "2.14.1", "lightning": "2.6.6"} if framework == "pytorch" else {"mlx": "0.32.4"}
+    r = {
+        "framework": framework,
+        "seed": seed,
+        "status": "finished",
+        "test_accuracy": acc,
+        "versions": {"python": "3.11.7", **own, **fields.pop("versions", {})},
+        "hardware": {
+            "os": "Linux 6.1",
+            "cpu": "Xeon",
+            "cpu_count": 2,
+            "memory_bytes": 2**34,
+            "accelerator": device,
+            **fields.pop("hardware", {}),
+        },
+        "code": {"commit": "a" * 40, "dirty": False},
+        "throughput": {
+            "images_per_s": 100.0,
+            "median_images_per_s": 99.0,
+            "iqr_images_per_s": [90.0, 110.0],
+            "epoch_s": [10.0],
+            "synchronized_by": "mx.eval",
+            "warmup_steps": 5,
+            "window_steps": 10,
+            "excluded": "the warm-up steps",
+        },
+        "memory": {"peak_bytes": {counter: peak}, "primary": counter, "samples": 3, "sampled": "between steps"},
+        "command": f"python scripts/fit.py --seed {seed}",
+    }
+    loaded = fields.pop("loaded", None)
+    if loaded is not None:
+        r["memory"]["frameworks_loaded"] = loaded
+    r.update(fields)
+    return r
+
+
+def report(*runs) -> str:
+    from cifar_lightning.report.comparison import render
+
+    return render("t", list(runs))
+
+
+def row(text: str, seed: int) -> str:
+    return next(line for line in text.splitlines() if line.startswith(f"| {seed} | "))
+
+
+def test_a_process_that_held_the_other_framework_is_left_out_of_the_memory_ratio():
+    """Issue 34, 1: an MLX process that read initial.pt imported torch (761 MiB resident
+    against 303 MiB from the same weights as .npz). Seed 0 is clean (each process held its
+    own framework): MLX 512 MiB against 1 GiB, 0.50x. Seed 1's MLX process recorded torch
+    among its frameworks; seed 2's record predates the field but its --weights was a .pt;
+    seed 3's was an .npz (clean, 0.50x too). The ratio is 0.50x over seeds 0 and 3, and the
+    other rows and a line say why they are left out. Checked against: the ratio over all
+    pairs (0.71x)."""
+    old_pt = "python scripts/fit_mlx.py --seed 2 --weights runs/c/pytorch-seed2/checkpoints/initial.pt"
+    old_npz = "python scripts/fit_mlx.py --seed 3 --weights runs/c/pytorch-seed3/checkpoints/initial.npz"
+    text = report(
+        record("pytorch", 0, loaded=["torch"]),
+        record("mlx", 0, peak=2**29, loaded=["mlx"]),
+        record("pytorch", 1, loaded=["torch"]),
+        record("mlx", 1, peak=2**30, loaded=["mlx", "torch"]),
+        record("pytorch", 2),
+        record("mlx", 2, peak=2**30, command=old_pt),
+        record("pytorch", 3),
+        record("mlx", 3, peak=2**29, command=old_npz),
+    )
+    assert "Peak memory MLX / PyTorch (process_peak_rss / process_peak_rss): 0.50x" in text, text
+    assert "2 pairs)." in text.split("Peak memory")[1].splitlines()[0]
+    assert "torch loaded too" in row(text, 1) and "torch loaded too, to read --weights initial.pt" in row(text, 2)
+    assert "loaded too" not in row(text, 0) + row(text, 3)
+    assert "- Left out of the memory ratio: seeds 1, 2" in text
+    only_old = report(record("pytorch", 2), record("mlx", 2, command=old_pt))
+    assert "Peak memory MLX / PyTorch: not stated: every pair is left out" in only_old
+
+
+def test_the_memory_record_names_the_frameworks_its_process_held(monkeypatch):
+    """run.json's memory says which frameworks were imported when it was sampled (here both,
+    as in this test process; without torch, only mlx). Checked against: no such field."""
+    from cifar_lightning.core.run.memory import MemoryPeak
+
+    peak = MemoryPeak({"c": lambda: 1})
+    peak.sample()
+    assert peak.record()["frameworks_loaded"] == ["mlx", "torch"]
+    monkeypatch.delitem(sys.modules, "torch")
+    alone = MemoryPeak({"c": lambda: 1})
+    alone.sample()
+    assert alone.record()["frameworks_loaded"] == ["mlx"]
+
+
+def compare_args(*extra: str):
+    from cifar_lightning.cli.compare import parser
+
+    return parser().parse_args(["--epochs", "2", "--device", "cpu", *extra])
+
+
+def test_compare_starts_the_mlx_run_from_weights_it_reads_without_torch(tmp_path):
+    """Issue 34, 1: the MLX run's --weights is initial.pt's copy as an .npz in MLX's layout,
+    holding the same values bit for bit; an MLX process loading it into the model imports no
+    torch. Checked against: --weights initial.pt (torch imported to read it)."""
+    from cifar_lightning.cli.compare import run_flags
+    from cifar_lightning.core.weights import read_npz_model, torch_layout_to_mlx
+    from cifar_lightning.models import build_model
+
+    out = tmp_path / "cmp"
+    initial = out / "pytorch-seed0" / "checkpoints" / "initial.pt"
+    initial.parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    state = build_model("small_cnn").state_dict()
+    torch.save(state, initial)
+    flags = run_flags(compare_args(), "mlx", 0, out / "mlx-seed0", out)
+    weights = flags[flags.index("--weights") + 1]
+    probe = (
+        "import sys; from cifar_mlx_adapter import build_model; from cifar_mlx_adapter.weights import load_file; "
+        f"load_file(build_model('small_cnn'), {weights!r}); print('torch' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "False", (r.stdout, r.stderr[-2000:])
+    copied = read_npz_model(weights)
+    expected = torch_layout_to_mlx({k: v.numpy() for k, v in state.items() if not k.endswith("num_batches_tracked")})
+    assert set(copied) == set(expected)
+    for key, value in expected.items():
+        assert copied[key].dtype == value.dtype
+        np.testing.assert_array_equal(copied[key], value, err_msg=key)
+
+
+class Trained(Exception):
+    """Raised by the stand-in for a training process: the command got as far as training."""
+
+
+def stub_training(monkeypatch) -> list:
+    """compare.py's training processes replaced by a stand-in that records its call and stops."""
+    from cifar_lightning.cli import compare as compare_cli
+
+    calls: list = []
+
+    def train(module, flags):
+        calls.append((module, flags))
+        raise Trained
+
+    monkeypatch.setattr(compare_cli, "train", train)
+    return calls
+
+
+def test_compare_refuses_torch_on_a_gpu_against_mlx_on_the_cpu_before_training(monkeypatch, tmp_path, capsys):
+    """Issue 34, 3: a CUDA torch beside mlx[cpu] (simulated: torch says CUDA is there; MLX here
+    has no GPU), --device best: refused in one line naming both devices, nothing trained.
+    Checked against: no check (the PyTorch run started)."""
+    from cifar_lightning.cli.compare import main
+    from cifar_mlx_adapter.backend import best_device
+
+    assert best_device() == "cpu"
+    calls = stub_training(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(SystemExit) as e:
+        main(["--device", "best", "--seeds", "1", "--output-dir", str(tmp_path / "cmp")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and not calls and len(err) == 1, err
+    assert err[0].startswith("error: --device best: PyTorch would train on cuda but MLX on cpu")
+
+
+def test_the_report_compares_speed_and_memory_only_on_devices_of_one_kind():
+    """Issue 34, 3: a record pair made with torch on CUDA and MLX on the CPU: its row names
+    both devices and counters and says they are not of one kind; no speed or memory ratio is
+    stated from it (the old report printed "Throughput 0.00x"-like figures from a GPU against
+    a CPU). Checked against: ratios over every pair."""
+    text = report(
+        record("pytorch", 0, device="cuda", counter="torch.cuda.max_memory_allocated"),
+        record("mlx", 0, device="cpu", throughput={**record("mlx", 0)["throughput"], "images_per_s": 1.0}),
+    )
+    assert "| 0 | cuda, cpu (not of one kind) |" in text
+    assert "torch.cuda.max_memory_allocated" in row(text, 0) and "process_peak_rss" in row(text, 0)
+    assert "- Throughput MLX / PyTorch (training images per second after the warm-up, geometric mean): not" in text
+    assert "0.01x" not in text and "Peak memory MLX / PyTorch: not stated" in text
+    assert "- Not of one kind, left out of the speed and memory ratios: seed 0 (PyTorch on cuda, MLX on cpu)" in text
+    assert "| 1 | mps, metal |" in report(record("pytorch", 1, device="mps"), record("mlx", 1, device="metal"))
+
+
+def test_the_report_lists_what_differs_between_the_pairs():
+    """Issue 34, 4: seed 1's MLX run on battery and under another MLX version: both listed,
+    with the runs each value belongs to, instead of seed 0's machine standing for all.
+    Checked against: the first pair's description only."""
+    text = report(
+        record("pytorch", 0, hardware={"power": "AC Power"}),
+        record("mlx", 0, hardware={"power": "AC Power"}),
+        record("pytorch", 1, hardware={"power": "AC Power"}),
+        record("mlx", 1, hardware={"power": "Battery Power"}, versions={"mlx": "0.33.0"}),
+    )
+    differ = next(line for line in text.splitlines() if line.startswith("- Conditions that differ"))
+    assert "power AC Power (PyTorch seeds 0, 1; MLX seed 0), Battery Power (MLX seed 1)" in differ
+    assert "mlx 0.32.4 (MLX seed 0), 0.33.0 (MLX seed 1)" in differ and "torch" not in differ
+    assert "Conditions that differ" not in report(record("pytorch", 0), record("mlx", 0))
+
+
+def test_compare_refuses_to_add_runs_under_other_versions_unless_told(monkeypatch, tmp_path, capsys):
+    """Issue 34, 4: a folder whose MLX run was made under MLX 0.1.0: adding a seed here is
+    refused in one line naming the package and both versions; --allow-version-change trains.
+    Checked against: no check (the new seed's run started)."""
+    from cifar_lightning.cli.compare import main
+
+    out = tmp_path / "cmp"
+    argv = ["--device", "cpu", "--epochs", "2", "--seeds", "2", "--output-dir", str(out)]
+    for framework in FRAMEWORKS:
+        (out / f"{framework}-seed0").mkdir(parents=True)
+    (out / "pytorch-seed0" / "run.json").write_text(json.dumps(record("pytorch", 0)))
+    (out / "mlx-seed0" / "run.json").write_text(json.dumps(record("mlx", 0, versions={"mlx": "0.1.0"})))
+    calls = stub_training(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and not calls and len(err) == 1, err
+    import mlx.core as mx
+
+    assert f"mlx 0.1.0 there (mlx-seed0), {mx.__version__} here" in err[0] and "--allow-version-change" in err[0]
+    with pytest.raises(Trained):
+        main([*argv, "--allow-version-change"])
+    assert calls and "--seed" in calls[0][1] and calls[0][1][calls[0][1].index("--seed") + 1] == "1"
+
+
+def test_the_machine_facts_fit_the_process_cpus_and_gpu(monkeypatch):
+    """Issue 34, 5: the cores are those the process may use (a process allowed 1 of the
+    machine's cores records 1, and the machine's count beside it); the GPU is the one the
+    framework uses: torch's current device (1 here, of those CUDA_VISIBLE_DEVICES leaves),
+    nvidia-smi asked for the first CUDA_VISIBLE_DEVICES names. Checked against: os.cpu_count(),
+    get_device_name(0), nvidia-smi's first line."""
+    from cifar_lightning.backend import cuda_device_name
+
+    monkeypatch.setattr(hardware.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    monkeypatch.setattr(hardware.os, "process_cpu_count", lambda: 1, raising=False)
+    monkeypatch.setattr(hardware.os, "cpu_count", lambda: 8)
+    here = hardware.hardware_info("cpu")
+    assert (here["cpu_count"], here["machine_cpu_count"]) == (1, 8)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: ["A100", "H200"][device])
+    assert cuda_device_name() == "H200"
+    smi = {"0": "A100\n", "1": "H200\n"}
+    monkeypatch.setattr(hardware, "_tool", lambda *c: smi[c[c.index("-i") + 1]] if "-i" in c else "A100\nH200\n")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,0")
+    assert hardware.hardware_info("cuda")["gpu"] == "H200"
+
+
+def test_compare_names_its_folder_for_the_devices_it_will_use(monkeypatch, tmp_path):
+    """Issue 34, 14: --device best where torch finds CUDA and MLX its CUDA build (simulated):
+    runs/compare/small_cnn-2ep-cuda, decided before training; mps-metal on a Mac; cpu.
+    Checked against: the folder named "-best"."""
+    from cifar_lightning.cli import compare as compare_cli
+
+    stub_training(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr("cifar_mlx_adapter.backend.best_device", lambda: "cuda")
+    with pytest.raises(Trained):
+        compare_cli.main(["--device", "best", "--epochs", "2", "--seeds", "1"])
+    assert [p.name for p in (tmp_path / "runs" / "compare").iterdir()] == ["small_cnn-2ep-cuda"]
+    args = compare_args()
+    assert compare_cli.default_folder(args, ("mps", "metal")).name == "small_cnn-2ep-mps-metal"
+    assert compare_cli.default_folder(args, ("cpu", "cpu")).name == "small_cnn-2ep-cpu"
+
+
+def test_the_accuracy_panel_shows_a_small_gap_as_small_and_every_number_is_labelled(tmp_path, monkeypatch):
+    """Issue 34, 14: accuracies 70.00% and 70.19%: the panel's axis spans 10 points (it said
+    so in its label), not the 0.19 points between them; the table's header names each number
+    of the images/s cells. Checked against: the auto-scaled axis; the old header."""
+    import matplotlib.figure
+
+    from cifar_lightning.report.comparison import plot
+
+    seen = {}
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: seen.setdefault("fig", fig))
+    plot([record("pytorch", 0, acc=0.70), record("mlx", 0, acc=0.7019)], tmp_path / "c.png", "t")
+    accuracy = seen["fig"].axes[1]
+    low, high = accuracy.get_ylim()
+    assert high - low == 10 and low <= 70 and 70.19 <= high and "spans 10 points" in accuracy.get_ylabel()
+    header = report(record("pytorch", 0), record("mlx", 0)).split("\n| seed |")[1].split("\n")[0]
+    assert "PyTorch images/s: all measured steps (median, IQR of windows)" in header
+    assert "PyTorch peak memory (counter)" in header and "s/epoch (mean)" in header
+
+
+def test_the_report_says_mps_memory_is_sampled_and_shows_phys_footprint():
+    """Issue 34, 8: a PyTorch run on MPS (no peak counter: sampled between steps) and records
+    holding macOS's phys_footprint: the report says the MPS figure is sampled between steps
+    and shows phys_footprint beside each peak. Checked against: the old report (neither)."""
+    mps = record("pytorch", 0, device="mps", counter="torch.mps.current_allocated_memory")
+    mps["memory"]["peak_bytes"]["phys_footprint"] = 3 * 2**30
+    metal = record("mlx", 0, device="metal", counter="mx.get_peak_memory")
+    metal["memory"]["peak_bytes"]["phys_footprint"] = 2 * 2**30
+    text = report(mps, metal)
+    assert "sampled between steps" in text and "upper bound" in text
+    assert "phys_footprint 3,072 MiB" in row(text, 0) and "phys_footprint 2,048 MiB" in row(text, 0)
+    assert "sampled between steps" not in report(record("pytorch", 0), record("mlx", 0))

@@ -374,6 +374,10 @@ def test_mlx_runs_pair_with_the_pytorch_run_whose_initial_weights_they_loaded():
     far = torch_run(7, 0.7) | {"_path": "/data/checkout/runs/pair/pytorch-seed7"}
     (group,) = pytorch_vs_mlx_groups([far, mlx_run(7, 0.7, "runs/pair/pytorch-seed7/checkpoints/initial.pt")]).values()
     assert len(paired_runs(group)) == 1
+    # cifar-compare's MLX run reads initial.pt's copy in MLX's layout (no torch in its process)
+    npz = mlx_run(7, 0.7, "runs/pair/pytorch-seed7/checkpoints/initial.npz")
+    (group,) = pytorch_vs_mlx_groups([far, npz]).values()
+    assert len(paired_runs(group)) == 1
     # the weights of the PyTorch run of another seed: not the same batches, no pair
     other_seed = mlx_run(2, 0.7, "runs/pair/pytorch-seed1/checkpoints/initial.pt")
     (group,) = pytorch_vs_mlx_groups([torch[1], other_seed]).values()

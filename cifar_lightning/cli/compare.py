@@ -5,17 +5,21 @@ memory and accuracy, as one command.
     cifar-compare --model small_cnn --seeds 3 --epochs 2 --device cpu --data-dir D --no-download
 
 For each seed it trains the PyTorch run (``cifar-fit``), then the MLX run (``cifar-fit-mlx``)
-from that run's initial weights, so both start from the same weights and see the same
-batches; each on its framework's best device (MPS and Metal on a Mac, CUDA and mlx[cuda]
-on NVIDIA, the CPU otherwise; ``--device cpu`` puts both on the CPU), one after the other,
-each in a process of its own under the machine's training lock, into
-``OUT/<framework>-seed<seed>/``. Then it writes ``OUT/comparison.md`` and
-``OUT/comparison.png`` (``cifar_lightning.report.comparison``).
+from that run's initial weights (copied to an .npz in MLX's layout, so the MLX process
+never imports torch, whose pages its memory would count), so both start from the same
+weights and see the same batches; each on its framework's best device (MPS and Metal on a
+Mac, CUDA and mlx[cuda] on NVIDIA, the CPU otherwise; ``--device cpu`` puts both on the
+CPU; devices of different kinds, such as CUDA against mlx[cpu], are refused before
+anything trains), one after the other, each in a process of its own under the machine's
+training lock, into ``OUT/<framework>-seed<seed>/``. Then it writes ``OUT/comparison.md``
+and ``OUT/comparison.png`` (``cifar_lightning.report.comparison``).
 
 The same command again continues where it stopped: finished runs are kept, an interrupted
 one resumes from its last checkpoint (one stopped before its first checkpoint, with nothing
 to resume, starts again), nothing is trained twice; more ``--seeds`` add pairs; a flag that
-shapes the runs and differs from those already in OUT is refused in one line. Ctrl-C stops
+shapes the runs and differs from those already in OUT is refused in one line, and so are
+new runs under other package versions than OUT's runs (torch, Lightning, MLX, ...: pairs
+made under two versions do not pool) unless ``--allow-version-change``. Ctrl-C stops
 the run in progress (it prints its own resume command), keeps every finished run, and
 prints the command that continues the comparison.
 """
@@ -35,8 +39,9 @@ from cifar_lightning.core.errors import ExitCode, UsageError
 from cifar_lightning.core.recipes import OPTIMIZER_KINDS, recipe_name
 from cifar_lightning.core.run.files import write_json_atomic
 from cifar_lightning.core.run.folder import RunPaths
+from cifar_lightning.core.run.provenance import PACKAGES, package_versions
 from cifar_lightning.core.spec import MODEL_NAMES
-from cifar_lightning.report.comparison import COMPARE_JSON
+from cifar_lightning.report.comparison import COMPARE_JSON, like_with_like
 
 # the flags of a comparison that shape its runs, passed to both frameworks' runs as given
 TRAINING_FLAGS = (
@@ -92,7 +97,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.add_argument(
         "--output-dir",
-        help="the comparison's folder (default: runs/compare/<recipe>[-<epochs>ep][-subset<N>]-<device>)",
+        help="the comparison's folder (default: runs/compare/<recipe>[-<epochs>ep][-subset<N>]-<devices>, "
+        "<devices> the devices used: cpu, cuda, or mps-metal for PyTorch's and MLX's)",
+    )
+    p.add_argument(
+        "--allow-version-change",
+        action="store_true",
+        help="train new runs into a folder whose runs were made under other package versions (torch, "
+        "Lightning, MLX, ...; comparison.md lists what differs) (default: refused)",
     )
     p.add_argument("--lock-file", metavar="PATH", help="the training lock, as fit.py's (default: the machine's)")
     return p
@@ -103,10 +115,34 @@ def settings_of(args: argparse.Namespace) -> dict:
     return {"seeds": args.seeds, "device": args.device, **{k: getattr(args, k) for k in TRAINING_FLAGS}}
 
 
-def default_folder(args: argparse.Namespace) -> Path:
+def run_devices(device: str) -> tuple[str, str]:
+    """(PyTorch's device, MLX's device) as each run will record it, known before anything
+    trains: both "cpu" for ``--device cpu``; for "best" what each framework finds here (torch:
+    cuda, mps or cpu; MLX: metal, cuda or cpu). UsageError when they are of different kinds
+    (a CUDA torch beside mlx[cpu] on Linux: a GPU against a CPU measures the devices, not the
+    frameworks)."""
+    if device == "cpu":
+        return "cpu", "cpu"
+    from cifar_lightning.backend import check_accelerator
+    from cifar_mlx_adapter.backend import best_device
+
+    devices = check_accelerator("auto"), best_device()
+    if not like_with_like(*devices):
+        raise UsageError(
+            f"--device best: PyTorch would train on {devices[0]} but MLX on {devices[1]}, and a comparison "
+            "across kinds of device measures the devices, not the frameworks; use --device cpu for both on "
+            "the CPU, or install both frameworks' builds for this GPU (e.g. mlx[cuda] beside a CUDA torch)"
+        )
+    return devices
+
+
+def default_folder(args: argparse.Namespace, devices: tuple[str, str]) -> Path:
+    """runs/compare/<recipe>[-<epochs>ep][-subset<N>]-<devices>: the devices named once when both
+    frameworks call theirs alike (cpu, cuda), else PyTorch's then MLX's (mps-metal)."""
     epochs = f"-{args.epochs:g}ep" if args.epochs else ""
     subset = f"-subset{args.train_subset}" if args.train_subset else ""
-    return Path("runs") / "compare" / f"{recipe_name(args.model, args.optimizer)}{epochs}{subset}-{args.device}"
+    where = devices[0] if devices[0] == devices[1] else "-".join(devices)
+    return Path("runs") / "compare" / f"{recipe_name(args.model, args.optimizer)}{epochs}{subset}-{where}"
 
 
 def saved_comparison(folder: Path) -> dict | None:
@@ -130,9 +166,42 @@ def check_same(folder: Path, saved: dict | None, settings: dict) -> None:
         )
 
 
+def check_versions(out: Path, allow: bool) -> None:
+    """Refuse, in one line naming each package, to add runs to a comparison folder whose runs
+    were made under other package versions than this Python's (the ones each framework's
+    run.json records, Python's own included), unless `allow` (--allow-version-change)."""
+    here = {framework: package_versions(*PACKAGES[framework]) for framework in FRAMEWORKS}
+    differ: dict[str, str] = {}
+    for path in sorted(out.glob("*-seed*/run.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        theirs = record.get("versions") or {}
+        for name, version in here.get(record.get("framework"), {}).items():
+            if name in theirs and theirs[name] != version and name not in differ:
+                differ[name] = f"{name} {theirs[name]} there ({path.parent.name}), {version} here"
+    if differ and not allow:
+        raise UsageError(
+            f"--output-dir {out} holds runs made under other versions: {'; '.join(differ.values())}; pairs "
+            "made under other versions do not pool: use another --output-dir, or add --allow-version-change "
+            "(comparison.md then lists what differs)"
+        )
+
+
+def mlx_initial_weights(out: Path, seed: int) -> Path:
+    """The PyTorch run's initial.pt of `seed` copied, as it is now, to initial.npz beside it in
+    MLX's layout (``cifar_lightning.weights.write_mlx_weights``: the same values), which the
+    MLX run reads without torch; its path."""
+    from cifar_lightning.weights import write_mlx_weights
+
+    initial = RunPaths(out / f"pytorch-seed{seed}").checkpoint("initial", ".pt")
+    return write_mlx_weights(initial, initial.with_suffix(".npz"))
+
+
 def run_flags(args: argparse.Namespace, framework: str, seed: int, folder: Path, out: Path) -> list[str]:
     """The flags of one run of the comparison: new, resumed from its last checkpoint, or (MLX)
-    from the PyTorch run's initial weights."""
+    from the PyTorch run's initial weights (written to an .npz for it: ``mlx_initial_weights``)."""
     flags = ["--data-dir", args.data_dir, "--seed", str(seed)]
     for name in TRAINING_FLAGS:
         value = getattr(args, name)
@@ -148,7 +217,7 @@ def run_flags(args: argparse.Namespace, framework: str, seed: int, folder: Path,
     if last.is_file():  # an interrupted run: it continues in its folder
         return [*flags, "--resume", str(last)]
     if framework == "mlx":
-        flags += ["--weights", str(RunPaths(out / f"pytorch-seed{seed}").checkpoint("initial", ".pt"))]
+        flags += ["--weights", str(mlx_initial_weights(out, seed))]
     if folder.is_dir() and any(folder.iterdir()):
         # a run stopped before its first checkpoint (killed, its terminal closed): nothing to
         # resume, and its initial weights come again from the same seed, so it starts again
@@ -180,9 +249,12 @@ def compare(args: argparse.Namespace, argv: list[str]) -> Path:
     """Train what the comparison still lacks and write its report; returns its folder."""
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: expected 1 or more pairs of runs")
-    out = Path(args.output_dir) if args.output_dir else default_folder(args)
+    devices = run_devices(args.device)
+    out = Path(args.output_dir) if args.output_dir else default_folder(args, devices)
     settings, saved = settings_of(args), saved_comparison(out)
     check_same(out, saved, settings)
+    if any(status(out / f"{f}-seed{seed}") != "finished" for seed in range(args.seeds) for f in FRAMEWORKS):
+        check_versions(out, args.allow_version_change)  # only runs still to train can mix versions
     out.mkdir(parents=True, exist_ok=True)
     if saved is None or args.seeds >= saved["settings"]["seeds"]:  # fewer seeds: the folder's report, as it is
         command = shlex.join(["python", "scripts/compare.py", *argv])

@@ -11,7 +11,9 @@ from pathlib import PurePosixPath
 
 from cifar_lightning.core.run.folder import CHECKPOINTS
 
-INITIAL_WEIGHTS = (CHECKPOINTS, "initial.pt")  # where fit.py saves the weights it starts from
+# where fit.py saves the weights it starts from, and the copy in MLX's layout cifar-compare
+# writes beside it for the MLX run (read without torch)
+INITIAL_WEIGHTS = ((CHECKPOINTS, "initial.pt"), (CHECKPOINTS, "initial.npz"))
 
 
 def weights_argument(run: dict) -> str | None:
@@ -33,14 +35,14 @@ def weights_argument(run: dict) -> str | None:
 
 
 def initial_weights_folder(run: dict) -> str | None:
-    """The run folder whose ``checkpoints/initial.pt`` the run's ``--weights`` loaded, as
+    """The run folder whose ``checkpoints/initial.pt`` (or its .npz copy) the run's ``--weights`` loaded, as
     written in its command (normalised: no "./", no trailing "/"); None when the run loaded
     no weights or other ones (a final checkpoint, an .npz)."""
     weights = weights_argument(run)
     if weights is None:
         return None
     path = PurePosixPath(posixpath.normpath(weights))
-    return path.parent.parent.as_posix() if path.parts[-2:] == INITIAL_WEIGHTS else None
+    return path.parent.parent.as_posix() if path.parts[-2:] in INITIAL_WEIGHTS else None
 
 
 def same_folder(written: str, folder: str) -> bool:

@@ -1,8 +1,8 @@
 """The machine a run ran on, as a user compares machines by, read with the system's own tools.
 
-Every run.json's ``hardware``: the OS, the CPU (its model and core count), the memory, the
-accelerator the run used (as its framework names it) and, where there is one, the GPU's
-name. On a Mac also the chip (``sysctl -n machdep.cpu.brand_string``), the GPU's core count
+Every run.json's ``hardware``: the OS, the CPU (its model, the cores the process may use and
+the machine's), the memory, the accelerator the run used (as its framework names it) and,
+where there is one, the GPU's name as the framework names the device it uses. On a Mac also the chip (``sysctl -n machdep.cpu.brand_string``), the GPU's core count
 (``system_profiler SPDisplaysDataType``), the macOS version and whether it ran on AC power
 or on battery (``pmset -g batt``; a Mac on battery may run slower). A fact the system does
 not give is recorded as ``"unknown"``, never guessed. The parsers take the tools' text, so
@@ -83,22 +83,38 @@ def mac_facts() -> dict:
     }
 
 
+def usable_cpu_count() -> int | str:
+    """The CPUs this process may run on: ``os.process_cpu_count()`` (Python 3.13+), else the
+    size of ``os.sched_getaffinity(0)`` (Linux), else the machine's ``os.cpu_count()``; a
+    container or ``taskset`` may allow fewer than the machine has."""
+    if hasattr(os, "process_cpu_count"):
+        return os.process_cpu_count() or UNKNOWN
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or UNKNOWN
+
+
 def nvidia_gpu_name() -> str | None:
-    """The first NVIDIA GPU's name from ``nvidia-smi`` (what MLX's CUDA build runs on), or None."""
-    text = _tool("nvidia-smi", "--query-gpu=name", "--format=csv,noheader")
+    """The name ``nvidia-smi`` gives the GPU a CUDA process uses by default: the first one
+    ``CUDA_VISIBLE_DEVICES`` names (an index or a UUID, both of which ``nvidia-smi -i``
+    takes), else GPU 0; None without nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    text = _tool("nvidia-smi", "--query-gpu=name", "--format=csv,noheader", "-i", visible or "0")
     return text.strip().splitlines()[0].strip() if text and text.strip() else None
 
 
 def hardware_info(accelerator: str, gpu: str | None = None) -> dict:
     """What the run ran on. `accelerator`: the device actually used, as its framework names
     it (torch: cpu, mps, cuda; MLX: cpu, metal, or cuda in its CUDA build; Results.md
-    compares them by class, ``device_class``); `gpu`: the GPU's name where the framework
-    reports one (else, on cuda, nvidia-smi's)."""
+    compares them by class, ``device_class``); `gpu`: the GPU's name as the framework reports
+    the device it uses (else, on cuda, nvidia-smi's for that device). ``cpu_count`` is the
+    CPUs the process may use (``usable_cpu_count``), ``machine_cpu_count`` the machine's."""
     info = {
         "os": f"{platform.system()} {platform.release()}",
         "machine": platform.machine(),
         "cpu": cpu_model(),
-        "cpu_count": os.cpu_count() or UNKNOWN,
+        "cpu_count": usable_cpu_count(),
+        "machine_cpu_count": os.cpu_count() or UNKNOWN,
         "memory_bytes": memory_bytes(),
         "accelerator": accelerator,
     }

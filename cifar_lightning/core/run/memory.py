@@ -10,7 +10,10 @@ samples them whenever the step clock is read (``throughput.StepClock``: every wi
 steps and each epoch's end, the device idle) and once more after training, and keeps each
 one's largest value. The counters of the two frameworks do not measure the same thing
 (torch's allocated tensors, MLX's arrays, a process's pages): a ratio between frameworks
-is stated with the counters it divides.
+is stated with the counters it divides. The record also names the frameworks the process
+held at its samples (``frameworks_loaded``): a process-wide counter, such as the peak
+resident set, counts every framework imported into the process, so a measured process
+should hold its own framework only.
 """
 
 from __future__ import annotations
@@ -21,6 +24,14 @@ import sys
 SAMPLED = (
     "at each reading of the step clock (every window of steps and each epoch's end, the device idle) and after training"
 )
+
+
+FRAMEWORK_MODULES = ("mlx", "torch")
+
+
+def frameworks_loaded() -> list[str]:
+    """The frameworks imported into this process by now (``mlx``, ``torch``: in sys.modules)."""
+    return [name for name in FRAMEWORK_MODULES if name in sys.modules]
 
 
 def process_peak_rss() -> int:
@@ -49,18 +60,21 @@ class MemoryPeak:
         self.counters = counters
         self.peaks = {name: 0 for name in counters}
         self.samples = 0
+        self.loaded: set[str] = set()
 
     def sample(self) -> None:
         for name, read in self.counters.items():
             self.peaks[name] = max(self.peaks[name], int(read()))
+        self.loaded.update(frameworks_loaded())
         self.samples += 1
 
     def record(self) -> dict:
         """run.json's ``memory``: each counter's peak in bytes, the primary counter's name,
-        how many samples were taken and when."""
+        how many samples were taken and when, and the frameworks the process held at them."""
         return {
             "peak_bytes": dict(self.peaks),
             "primary": next(iter(self.counters)),
             "samples": self.samples,
             "sampled": SAMPLED,
+            "frameworks_loaded": sorted(self.loaded),
         }

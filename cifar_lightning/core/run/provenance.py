@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 
 REPOSITORY = Path(__file__).resolve().parents[3]  # the checkout holding cifar_lightning/
+# the packages each framework's run.json names the versions of (``versions``), besides Python
+PACKAGES = {"pytorch": ("torch", "lightning", "torchmetrics", "torchvision"), "mlx": ("mlx", "numpy")}
 
 
 def code_version() -> dict:
