@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py --data-dir ../shared/data            # all cases, table + runs/benchmarks.json
     python scripts/benchmark.py --data-dir ../shared/data --cases data
+    python scripts/benchmark.py --gpu --data-dir DATA   # one NVIDIA GPU: scripts/benchmark_gpu.py
 
 Each case runs in its own process (so its peak memory is its own), one after the
 other: never run two benchmarks at once. Rows (ratio: images/s over the reference row's,
@@ -169,19 +170,23 @@ def bench_torchvision(data_dir: str, batches: int, workers: int) -> dict:
 
 # ------------------------------------------------------------------ torch cases
 class Timer:
-    """Times steps after `warmup` of them, as a Lightning callback or by hand."""
+    """Times steps after `warmup` of them, as a Lightning callback or by hand; `sync` waits
+    for the device before each reading of the clock (CUDA and MPS run asynchronously)."""
 
-    def __init__(self, warmup: int):
+    def __init__(self, warmup: int, sync=None):
         self.warmup, self.count, self.start, self.images = warmup, 0, None, 0
+        self.sync = sync or (lambda: None)
 
     def step(self, batch_size: int) -> None:
         self.count += 1
         if self.count == self.warmup:
+            self.sync()
             self.start = time.perf_counter()
         elif self.count > self.warmup:
             self.images += batch_size
 
     def rate(self) -> float:
+        self.sync()
         self.seconds = time.perf_counter() - self.start
         return self.images / self.seconds
 
@@ -197,18 +202,30 @@ def _torch_setup(data_dir, model, batch_size, channels_last=True):
     return dm, CIFARClassifier(model, 10, recipe={**r.to_dict(), "tta": False}, channels_last=channels_last)
 
 
-def bench_lightning(data_dir, model, steps, warmup, batch_size, channels_last=True) -> dict:
+def device_batches(dm, device: str):
+    """The training batches as Trainer.fit makes them on `device`: the uint8 set uploaded
+    once, each batch gathered and augmented there (the DataModule's own loader on the CPU)."""
+    if device == "cpu":
+        return dm.train_dataloader()
+    from cifar_lightning.data import CIFARBatchLoader
+
+    images, labels = dm.split("train")
+    return CIFARBatchLoader(images.to(device), labels.to(device), dm.data.plan("train"), dm.info.mean, dm.info.std)
+
+
+def bench_lightning(data_dir, model, steps, warmup, batch_size, channels_last=True, device="cpu") -> dict:
     import lightning as L
 
     dm, module = _torch_setup(data_dir, model, batch_size, channels_last)
-    timer = Timer(warmup)
+    timer = Timer(warmup, lambda: _sync(device))
 
     class TimeSteps(L.Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             timer.step(len(batch[1]))
 
     trainer = L.Trainer(
-        accelerator="cpu",
+        accelerator=device,
+        devices=1,
         max_epochs=1,
         limit_train_batches=steps,
         limit_val_batches=0,
@@ -222,14 +239,15 @@ def bench_lightning(data_dir, model, steps, warmup, batch_size, channels_last=Tr
     return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": dm.hparams.batch_size}
 
 
-def bench_plain_torch(data_dir, model, steps, warmup, batch_size) -> dict:
+def bench_plain_torch(data_dir, model, steps, warmup, batch_size, device="cpu") -> dict:
     """The reference: a bare loop, the same model, loader, loss and optimiser groups."""
     dm, module = _torch_setup(data_dir, model, batch_size)
+    module.to(device)
     net = module.model
     opt = module.make_optimizer()
-    timer = Timer(warmup)
+    timer = Timer(warmup, lambda: _sync(device))
     net.train()
-    for i, (x, y) in enumerate(dm.train_dataloader()):  # device-resident batches, as Trainer.fit's
+    for i, (x, y) in enumerate(device_batches(dm, device)):  # device-resident batches, as Trainer.fit's
         if i >= steps:
             break
         loss = module.loss(module(x), y)  # forward: the module's memory format
@@ -400,6 +418,10 @@ RUNNERS = {
 
 
 def main() -> int:
+    if "--gpu" in sys.argv[1:]:  # the GPU measurements as one command: scripts/benchmark_gpu.py
+        import benchmark_gpu
+
+        return benchmark_gpu.main([a for a in sys.argv[1:] if a != "--gpu"])
     p = argparse.ArgumentParser(description="Throughput benchmarks (prints a table, writes JSON).")
     p.add_argument("--data-dir", default="data")
     p.add_argument(

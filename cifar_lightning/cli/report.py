@@ -102,7 +102,14 @@ def main(argv: list[str] | None = None, root: str | Path | None = None) -> int:
     bench = Path(args.runs) / "benchmarks.json"  # written by scripts/benchmark.py
     folder = plot_folder(args.output, args.all, root)
     plots = comparison_plot_paths(pytorch_vs_mlx_groups(runs), folder)
-    text = render_results(runs, json.loads(bench.read_text()) if bench.exists() else None, plots)
+    gpu = [  # written by scripts/benchmark.py --gpu
+        (
+            path.resolve().relative_to(root).as_posix() if root in path.resolve().parents else str(path),
+            json.loads(path.read_text()),
+        )
+        for path in sorted((Path(args.runs) / "gpu").glob("*.json"))
+    ]
+    text = render_results(runs, json.loads(bench.read_text()) if bench.exists() else None, plots, gpu)
     if args.check:
         current = Path(args.output).read_text() if Path(args.output).exists() else ""
         if current != text:

@@ -1,7 +1,8 @@
 """Results.md's text from the run logs: the table of every run, the accuracy targets,
 repeated runs and same-seed reruns, per-class accuracy side by side, one section per
 PyTorch-vs-MLX group (with its pairs and its verdict), each run's classes, and the
-benchmarks; the headings and plot paths of the PyTorch-vs-MLX groups.
+benchmarks, and the GPU benchmarks (``scripts/benchmark.py --gpu``, runs/gpu/*.json); the
+headings and plot paths of the PyTorch-vs-MLX groups.
 """
 
 from __future__ import annotations
@@ -172,11 +173,136 @@ def render_benchmarks(report: dict) -> list[str]:
     return lines + [""]
 
 
+def _rate(value) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def _mb(value) -> str:
+    return "-" if value is None else f"{value:.0f} MB"
+
+
+def _part_status(part: dict | None) -> str | None:
+    """None for a measured part; else the line that says why it holds no figures."""
+    if part is None:
+        return "not measured: the file predates this part"
+    if part.get("status") == "skipped":
+        return f"skipped: {part['reason']}"
+    if part.get("status") == "failed":
+        return f"failed: {part['error']}"
+    return None
+
+
+def _recipe_rows(recipes: dict) -> list[str]:
+    lines = [
+        "| recipe | flags | runs | test accuracy | seconds (airbench's protocol) | `train_time_s` "
+        "| images/s (`throughput`) | peak memory | skipped seeds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in recipes.items():
+        runs = entry.get("runs", [])
+        s = entry.get("summary") or {}
+        why = _part_status(entry)
+        skipped = ", ".join(map(str, entry.get("skipped_seeds", []))) or "-"
+        if why and not runs:
+            lines.append(f"| {name} | `{entry.get('flags', '')}` | 0 | {why} | - | - | - | - | {skipped} |")
+            continue
+        peaks = [r["memory"]["peak_bytes"][r["memory"]["primary"]] / 2**20 for r in runs if r.get("memory")]
+
+        def sd(key, scale=1):
+            return f" ± {scale * s[key + '_sd']:.2f}" if s.get(key + "_sd") is not None else ""
+
+        lines.append(
+            f"| {name} | `{entry['flags']}` | {len(runs)} | {_pct(s['test_accuracy_mean'])}{sd('test_accuracy', 100)} "
+            f"| {s['seconds_mean']:.2f} s{sd('seconds')} | {s['train_time_s_mean']:.2f} s "
+            f"| {_rate(s['images_per_s_mean'])} | {_mb(max(peaks) if peaks else None)} | {skipped} |"
+        )
+    return lines
+
+
+def render_gpu_benchmark(report: dict, path: str) -> list[str]:
+    """The section of one ``scripts/benchmark.py --gpu`` JSON report (`path`: as named in the text)."""
+    h = report["hardware"]
+    where = h.get("gpu") or f"{h['cpu']} (CPU)"
+    versions = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
+    lines = [
+        f"## GPU benchmark: {where} (`{path}`)",
+        "",
+        f"Measured by `{report['command']}` ({report['setting']} setting, {report['created']}; "
+        f"{report['wall_s']:.0f} s of a {report['budget_s']:.0f} s budget) with {versions}.",
+    ]
+    if report["setting"] != "full":
+        lines.append("The smoke setting trains tiny subsets for a few steps: a test of the command, no measurement.")
+    lines += [
+        "",
+        f"**Recipes.** Each row: the mean over its runs (± the standard deviation). Seconds: {report['protocol']}. "
+        "`train_time_s`, `throughput` and `memory` as each run's run.json records them.",
+        "",
+        *_recipe_rows(report["recipes"]),
+        "",
+        "**Trainer.fit against the plain loop** (images/s after the case's warm-up steps; ratio: over the row named).",
+        "",
+    ]
+    train = report.get("train")
+    why = _part_status(train)
+    if why:
+        lines.append(why)
+    else:
+        lines += ["| case | device | images/s | steps | ratio | against |", "|---|---|---|---|---|---|"]
+        for r in train["rows"]:
+            if r.get("status") != "measured":
+                lines.append(f"| {r['case']} | - | {_part_status(r)} | - | - | {r.get('reference') or '-'} |")
+                continue
+            lines.append(
+                f"| {r['case']} | {r.get('device') or '-'} | {r['images_per_s']:.1f} | {r['steps']} of {r['batch_size']} "
+                f"| {r.get('ratio', '-')} | {r.get('reference') or '-'} |"
+            )
+        if _part_status(train.get("mlx")):
+            lines += ["", f"MLX's loops: {_part_status(train['mlx'])}."]
+    lines += [
+        "",
+        "**Host reads per optimizer step** (calls that copy a value to the host: `.item()`, `.tolist()`, "
+        "`bool()`, `float()`, ... on tensors and arrays) in a few steps of a run through the run lifecycle; "
+        "the median step is an unlogged one, the largest a logged one.",
+        "",
+        "| loop | device | steps | reads per step (median) | most in a step | reads before / after the steps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, entry in (report.get("host_reads") or {}).items():
+        loop = "Lightning `Trainer.fit`" if name == "pytorch" else "`MLXTrainer.fit`"
+        why = _part_status(entry)
+        if why:
+            lines.append(f"| {loop} | - | - | {why} | - | - |")
+            continue
+        lines.append(
+            f"| {loop} | {entry['device']} | {entry['steps']} | {entry['reads_per_step']} "
+            f"| {entry['max_reads_in_a_step']} | {entry['before_steps']} / {entry['after_steps']} |"
+        )
+    lines += ["", "**PyTorch on CUDA against MLX on `mlx[cuda]`** (`scripts/compare.py`).", ""]
+    compare = report.get("compare")
+    why = _part_status(compare)
+    if why:
+        lines.append(why[0].upper() + why[1:] + ".")
+    else:
+        lines += ["| framework | runs | test accuracy | images/s | `train_time_s` |", "|---|---|---|---|---|"]
+        for name, f in compare["frameworks"].items():
+            rate = f"{f['images_per_s_mean']:.0f}" if f["images_per_s_mean"] else "-"
+            lines.append(
+                f"| {name} | {f['runs']} | {_pct(f['test_accuracy_mean']) if f['runs'] else '-'} | {rate} "
+                f"| {f['train_time_s_mean'] if f['runs'] else '-'} s |"
+            )
+        lines += ["", f"MLX's images/s over PyTorch's: {compare['mlx_over_pytorch_images_per_s']}."]
+    return lines + [""]
+
+
 def render_results(
-    runs: list[dict], benchmarks: dict | None = None, plot_paths: dict[tuple, Path] | None = None
+    runs: list[dict],
+    benchmarks: dict | None = None,
+    plot_paths: dict[tuple, Path] | None = None,
+    gpu_benchmarks: list[tuple[str, dict]] = (),
 ) -> str:
     """Results.md's text. `plot_paths`: where each PyTorch-vs-MLX group's curves are, as
-    the report names them (default ``comparison_plot_paths``: beside the runs)."""
+    the report names them (default ``comparison_plot_paths``: beside the runs);
+    `gpu_benchmarks`: (path, report) of each ``scripts/benchmark.py --gpu`` JSON, a section each."""
     lines = [
         "# Results",
         "",
@@ -210,6 +336,8 @@ def render_results(
         lines.append("")
     if benchmarks is not None:
         lines += render_benchmarks(benchmarks)
+    for path, report in gpu_benchmarks:
+        lines += render_gpu_benchmark(report, path)
     return "\n".join(lines).rstrip() + "\n"
 
 
