@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_lightning.cli.flags import exit_with
-from cifar_lightning.cli.predict import OneLineParser, mlx_installed
+from cifar_lightning.cli.flags import OneLineParser, exit_with
+from cifar_lightning.cli.predict import mlx_installed
 from cifar_lightning.core.data import EVAL_BATCH
 from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
 from cifar_lightning.weights import read_card

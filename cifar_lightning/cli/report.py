@@ -14,7 +14,6 @@ those of any other report (--all, or another --output) go in a folder beside tha
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from cifar_lightning.cli.flags import OneLineParser
 from cifar_lightning.core.run.folder import RUN_JSON
 from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
 from cifar_lightning.report.logs import load_runs
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None, root: str | Path | None = None) -> int:
     """Write (or --check) the report of the runs under `root` (default: the current folder,
     the repository's root); returns the exit status."""
     root = Path(root or Path.cwd()).resolve()
-    p = argparse.ArgumentParser(description="Regenerate Results.md from the run logs (run.json) under runs/.")
+    p = OneLineParser(description="Regenerate Results.md from the run logs (run.json) under runs/.")
     p.add_argument("--runs", default=str(root / "runs"), help="folder searched for run.json logs (default: runs/)")
     p.add_argument(
         "--output",
