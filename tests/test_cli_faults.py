@@ -55,3 +55,47 @@ def test_a_report_of_no_runs_is_refused_and_overwrites_nothing(tmp_path, capsys,
         assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and said in err, err
         assert results.read_text() == "# the published report\n"
     assert not (tmp_path / "runs" / "empty" / "Results.md").exists()
+
+
+FIT_COMMANDS = {"pytorch": ("fit", ["--accelerator", "cpu"]), "mlx": ("fit_mlx", ["--cpu"])}
+
+
+def fit_main(framework: str, argv: list[str]):
+    """Run fit.py's or fit_mlx.py's main in this process: SystemExit's code and stderr's lines."""
+    module, device = FIT_COMMANDS[framework]
+    main = importlib.import_module(f"cifar_lightning.cli.{module}").main
+    with pytest.raises(SystemExit) as e:
+        main([*argv, *device, "--lock-file", "none"])
+    return e.value.code
+
+
+@pytest.mark.parametrize("framework", sorted(FIT_COMMANDS))
+def test_a_failed_download_names_no_download_and_leaves_no_folder(framework, tmp_path, monkeypatch, capsys):
+    import urllib.request
+
+    def offline(*a, **k):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    monkeypatch.chdir(tmp_path)
+    assert fit_main(framework, ["--data-dir", "data"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--no-download" in err, err
+    assert "download of cifar10 into data failed" in err and str(tmp_path) not in err  # the path as typed
+    assert list(tmp_path.iterdir()) == []  # no empty data/ left behind
+
+
+@pytest.mark.parametrize("framework", sorted(FIT_COMMANDS))
+@pytest.mark.parametrize("download", [False, True])
+def test_data_dir_of_the_inner_folder_is_told_to_pass_its_parent(
+    framework, download, cifar10_dir, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(cifar10_dir)
+    argv = ["--data-dir", "cifar-10-batches-py", "--output-dir", str(tmp_path / "o")]
+    assert fit_main(framework, argv + ([] if download else ["--no-download"])) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "no cifar10 data in cifar-10-batches-py:" in err and str(cifar10_dir) not in err  # as typed
+    assert "pass the folder holding it, --data-dir ." in err, err
+    assert not (cifar10_dir / "cifar-10-batches-py" / "cifar-10-batches-py").exists()
+    assert not (tmp_path / "o").exists()
