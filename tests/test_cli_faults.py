@@ -99,3 +99,30 @@ def test_data_dir_of_the_inner_folder_is_told_to_pass_its_parent(
     assert "pass the folder holding it, --data-dir ." in err, err
     assert not (cifar10_dir / "cifar-10-batches-py" / "cifar-10-batches-py").exists()
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("install", ["checkout", "package"])
+def test_the_export_extras_hint_fits_the_install(install, tmp_path, monkeypatch, capsys):
+    """A checkout (editable, or the scripts of a clone) is told its own `pip install -e`; an
+    installed package is told the package's extra, by the project's name."""
+    import importlib.util
+    import re
+    from pathlib import Path
+
+    from cifar_lightning.cli import export
+
+    root = Path(__file__).resolve().parents[1]
+    name = re.search(r'^name = "(.+)"$', (root / "pyproject.toml").read_text(), re.M).group(1)
+    if install == "package":  # as in site-packages: no pyproject.toml beside cifar_lightning/
+        monkeypatch.setattr(export, "PACKAGE_ROOT", tmp_path / "site-packages")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda m, *a: None if m == "onnx" else real_find_spec(m, *a))
+    (tmp_path / "w.ckpt").write_bytes(b"")
+    with pytest.raises(SystemExit) as e:
+        export.main(["--weights", str(tmp_path / "w.ckpt"), "--format", "onnx", "--output", str(tmp_path / "m.onnx")])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1 and "onnx not installed" in err, err
+    if install == "package":
+        assert f"pip install '{name}[export]'" in err and "-e" not in err.split("expected")[1], err
+    else:
+        assert f"pip install -e '{root}[export]'" in err, err
