@@ -191,6 +191,7 @@ class MLXTrainer:
         self.last_checkpoint: Path | None = None
         self.optimizer = None  # made by module.configure_optimizers() in fit
         self._mlx_data: MLXData | None = None
+        self.datamodule = None  # the data of the last fit, as Lightning's trainer.datamodule
         self.group = group if group is not None and group.size() > 1 else None
         self.world_size = group.size() if self.group is not None else 1
         self.global_rank = group.rank() if self.group is not None else 0
@@ -234,7 +235,7 @@ class MLXTrainer:
         return self._mlx_data
 
     def fit(self, module, datamodule, ckpt_path: str | Path | None = None) -> None:
-        module.trainer = self
+        module.trainer, self.datamodule = self, datamodule
         loader = self._data(datamodule).loader("train", self.global_rank, self.world_size)
         per_epoch = self.steps_per_epoch = self._steps_per_epoch(loader)
         self.total_steps = total_steps(self.max_epochs, per_epoch)
@@ -244,6 +245,8 @@ class MLXTrainer:
         self.optimizer = optimizer
         if ckpt_path:
             self._restore(module, optimizer, ckpt_path)
+        if hasattr(module, "on_fit_start"):  # as Lightning's: after a checkpoint is restored
+            module.on_fit_start()
         self._sync_model(module)  # every rank starts from rank 0's weights
         if self.is_global_zero:
             self.default_root_dir.mkdir(parents=True, exist_ok=True)
