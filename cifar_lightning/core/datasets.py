@@ -133,8 +133,8 @@ def _read_batch(path: Path, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
 
 
 def inner_folder_hint(data_dir: str | Path) -> str:
-    """ "; ... pass its parent" when `data_dir` is itself a dataset's folder (cifar-10-batches-py/,
-    cifar-100-python/) rather than the folder holding it; "" otherwise."""
+    """The hint to pass the parent folder when `data_dir` is itself a dataset's folder
+    (cifar-10-batches-py/, cifar-100-python/) rather than the folder holding it; "" otherwise."""
     data_dir = Path(data_dir)
     inner = next((i.folder for i in DATASETS.values() if i.folder == data_dir.resolve().name), None)
     if inner is None:
