@@ -212,13 +212,13 @@ class TorchBackend(ProcessState):
         per_machine = int(devices) if devices.isdigit() else torch.cuda.device_count() if self.device == "cuda" else 1
         self.world_size, self.machines = per_machine * self.num_nodes, self.num_nodes
         self.rank = 0 if ddp_worker_folder() is None else 1  # a worker's own rank is known once its trainer is
-        self._resumed_step = 0
+        self.resumed_step = 0
         return nullcontext()
 
     # ----------------------------------------------------------- before fit
     def read_resume(self, path: str) -> dict:
         checkpoint = read_torch_checkpoint(path, "--resume")
-        self._resumed_step = checkpoint["global_step"]
+        self.resumed_step = checkpoint["global_step"]
         return checkpoint.get("run", {}).get("settings", {})
 
     def read_card(self, path: str):
@@ -378,7 +378,7 @@ class TorchBackend(ProcessState):
     def settle(self, trainer) -> None:
         # after the test: the CSV logger rewrites the file when its columns grow
         if self._history and not self._settled:
-            keep_history(self._metrics_csv, self._history, self._resumed_step)
+            keep_history(self._metrics_csv, self._history, self.resumed_step)
             self._settled = True
 
     def last_checkpoint(self, trainer) -> str | None:

@@ -93,7 +93,9 @@ class ConvGroup(nn.Module):
 
 
 class FastNet(nn.Module):
-    """airbench94's net. Call ``init_whitening`` before training.
+    """airbench94's net. Its whitening filters come from ``init_whitening`` (which
+    ``CIFARClassifier`` calls at the start of fit when they are not set yet) or from loaded
+    weights: ``whitening_set`` says whether either happened.
 
     Args:
         logit_scale: the head's output is multiplied by this (airbench94: 1/9;
@@ -107,6 +109,8 @@ class FastNet(nn.Module):
         self.whiten = nn.Conv2d(3, FAST["whiten_width"], FAST["whiten_kernel"])
         self.whiten.weight.requires_grad_(False)
         nn.init.zeros_(self.whiten.bias)
+        self.whitening_set = False  # True once init_whitening ran or weights were loaded (not a weight)
+        self.register_load_state_dict_post_hook(_whitening_loaded)
         c_in = FAST["whiten_width"]
         for i, width in enumerate(FAST["widths"], start=1):
             setattr(self, f"block{i}", ConvGroup(c_in, width))
@@ -123,6 +127,13 @@ class FastNet(nn.Module):
         return self.head(self.pool(x).flatten(1)) * self.logit_scale
 
 
+def _whitening_loaded(model: FastNet, incompatible) -> None:
+    """After ``load_state_dict`` (a checkpoint, --weights, a user's own): the filters are set
+    unless the whitening weight was missing from what was loaded."""
+    if not any(k.endswith("whiten.weight") for k in incompatible.missing_keys):
+        model.whitening_set = True
+
+
 def init_whitening(model: nn.Module, images: torch.Tensor, bias=None) -> None:
     """Set ``model.whiten``'s filters from normalised float images (N, 3, 32, 32), and its
     bias to `bias` (float32 (24,), e.g. ``core.whitening.initial_bias``) when given."""
@@ -131,6 +142,7 @@ def init_whitening(model: nn.Module, images: torch.Tensor, bias=None) -> None:
         model.whiten.weight.copy_(torch.from_numpy(filters))
         if bias is not None:
             model.whiten.bias.copy_(torch.as_tensor(bias))
+    model.whitening_set = True
 
 
 _BUILDERS = {"small_cnn": SmallCNN, "resnet18": ResNet18, "fast": FastNet}

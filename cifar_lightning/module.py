@@ -150,6 +150,23 @@ class CIFARClassifier(L.LightningModule):
         part = self.recipe.loss
         return F.cross_entropy(logits, labels, label_smoothing=part.label_smoothing, reduction=part.reduction)
 
+    def on_fit_start(self) -> None:
+        """The fast net's whitening filters (and its starting bias), from the first training
+        images of the trainer's datamodule, as the scripts set them, unless they are set
+        already (``init_whitening``, loaded weights, a resumed checkpoint: ``whitening_set``)."""
+        if getattr(self.model, "whitening_set", True):
+            return
+        from cifar_lightning.core.spec import FAST
+        from cifar_lightning.core.whitening import WHITENING_NOT_SET, starting_bias
+        from cifar_lightning.models import init_whitening
+
+        data = self.trainer.datamodule
+        if not hasattr(data, "train_images"):
+            raise ValueError(WHITENING_NOT_SET.format(dm="CIFARDataModule"))
+        init_whitening(
+            self.model, data.normalize(data.train_images[: FAST["whiten_images"]]), starting_bias(self.recipe)
+        )
+
     def on_train_epoch_start(self) -> None:
         whiten = getattr(self.model, "whiten", None)
         if whiten is not None and self.recipe.whiten_bias_epochs:

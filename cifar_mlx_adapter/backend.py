@@ -171,7 +171,9 @@ class MLXBackend(ProcessState):
 
     # ----------------------------------------------------------- before fit
     def read_resume(self, path: str) -> dict:
-        return read_mlx_checkpoint(path, "--resume").get("settings", {})
+        meta = read_mlx_checkpoint(path, "--resume")
+        self.resumed_step = int(meta["global_step"])
+        return meta.get("settings", {})
 
     def read_card(self, path: str):
         from cifar_lightning.weights import card_or_none  # imports torch for a torch file only

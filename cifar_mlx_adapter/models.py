@@ -153,7 +153,9 @@ class ConvGroup(nn.Module):
 
 
 class FastNet(nn.Module):
-    """airbench94's net; its whitening filters come from ``init_whitening`` or converted weights.
+    """airbench94's net; its whitening filters come from ``init_whitening`` (which
+    ``MLXClassifier`` calls at the start of fit when they are not set yet) or from loaded
+    weights (``weights.load_weights``): ``whitening_set`` says whether either happened.
     `logit_scale` and `head_std` as in ``cifar_lightning.models.FastNet``."""
 
     def __init__(self, num_classes: int = 10, logit_scale: float = FAST["logit_scale"], head_std: float | None = None):
@@ -162,6 +164,7 @@ class FastNet(nn.Module):
         self.whiten = nn.Conv2d(3, width, k, bias=True)
         self.whiten.bias = mx.zeros((width,))
         self.whiten.freeze(keys=["weight"], recurse=False)
+        self.whitening_set = False  # True once init_whitening ran or weights were loaded (not a weight)
         c_in = width
         for i, w in enumerate(FAST["widths"], start=1):
             setattr(self, f"block{i}", ConvGroup(c_in, w))
@@ -187,6 +190,7 @@ def init_whitening(model: FastNet, images_nchw, bias=None) -> None:
     model.whiten.weight = mx.array(filters.transpose(0, 2, 3, 1))
     if bias is not None:
         model.whiten.bias = mx.array(np.asarray(bias, np.float32))
+    model.whitening_set = True
 
 
 _BUILDERS = {"small_cnn": SmallCNN, "resnet18": ResNet18, "fast": FastNet}

@@ -131,6 +131,24 @@ class MLXClassifier:
             self.recipe, t.total_steps, t.steps_per_epoch, self.model, examples_per_step=self.examples_per_step()
         )
 
+    def on_fit_start(self) -> None:
+        """As ``cifar_lightning``'s module: the fast net's whitening filters (and its starting
+        bias) from the first training images of the trainer's datamodule, unless they are set
+        already (``init_whitening``, loaded weights, a resumed checkpoint: ``whitening_set``)."""
+        if getattr(self.model, "whitening_set", True):
+            return
+        from cifar_lightning.core.data import CIFARData
+        from cifar_lightning.core.spec import FAST
+        from cifar_lightning.core.whitening import WHITENING_NOT_SET, starting_bias
+        from cifar_mlx_adapter.models import init_whitening
+
+        data = getattr(getattr(self.trainer, "datamodule", None), "data", getattr(self.trainer, "datamodule", None))
+        if not isinstance(data, CIFARData):
+            raise ValueError(WHITENING_NOT_SET.format(dm="CIFARDataModule or CIFARData"))
+        data.setup()
+        images = data.normalize(data.splits["train"][0][: FAST["whiten_images"]])
+        init_whitening(self.model, images, starting_bias(self.recipe))
+
     # Lightning-style epoch hook: the fast recipe trains the whitening bias for a few epochs only
     def on_train_epoch_start(self) -> bool:
         """Returns True when the set of trainable parameters changed (the step is recompiled)."""

@@ -191,6 +191,7 @@ class MLXTrainer:
         self.last_checkpoint: Path | None = None
         self.optimizer = None  # made by module.configure_optimizers() in fit
         self._mlx_data: MLXData | None = None
+        self.datamodule = None  # the data of the last fit, as Lightning's trainer.datamodule
         self.group = group if group is not None and group.size() > 1 else None
         self.world_size = group.size() if self.group is not None else 1
         self.global_rank = group.rank() if self.group is not None else 0
@@ -234,7 +235,7 @@ class MLXTrainer:
         return self._mlx_data
 
     def fit(self, module, datamodule, ckpt_path: str | Path | None = None) -> None:
-        module.trainer = self
+        module.trainer, self.datamodule = self, datamodule
         loader = self._data(datamodule).loader("train", self.global_rank, self.world_size)
         per_epoch = self.steps_per_epoch = self._steps_per_epoch(loader)
         self.total_steps = total_steps(self.max_epochs, per_epoch)
@@ -244,6 +245,8 @@ class MLXTrainer:
         self.optimizer = optimizer
         if ckpt_path:
             self._restore(module, optimizer, ckpt_path)
+        if hasattr(module, "on_fit_start"):  # as Lightning's: after a checkpoint is restored
+            module.on_fit_start()
         self._sync_model(module)  # every rank starts from rank 0's weights
         if self.is_global_zero:
             self.default_root_dir.mkdir(parents=True, exist_ok=True)
@@ -259,8 +262,17 @@ class MLXTrainer:
             for cb in self.callbacks:
                 cb.on_train_epoch_start(self, module)
             loader.sampler.set_epoch(self.current_epoch)
-            self._train_epoch(module, loader, step, per_epoch)
-            val = {} if self.should_stop or self.limit_val_batches == 0 else self._timed_validation(module, datamodule)
+            # as Lightning's bar: the epoch's bar stays open through validation (its bar below) and
+            # then shows the validation figures beside the training loss
+            bar = self._epoch_bar(per_epoch)
+            try:
+                self._train_epoch(module, loader, step, per_epoch, bar)
+                stop = self.should_stop or self.limit_val_batches == 0
+                val = {} if stop else self._timed_validation(module, datamodule)
+                if val:
+                    bar.set_postfix({**self._bar_postfix, **{k: f"{val[k]:.3f}" for k in ("val/loss", "val/acc")}})
+            finally:  # a stopped run's error message starts on a line of its own
+                bar.close()
             self.callback_metrics.update(val)
             # as Lightning's CSVLogger: the validation row, then the training epoch's row
             if val:
@@ -302,50 +314,52 @@ class MLXTrainer:
         """Seconds of validation during fit, all segments."""
         return self.validation_time_s + self._segment_validation
 
-    def _train_epoch(self, module, loader, step, per_epoch: int) -> None:
+    def _epoch_bar(self, per_epoch: int):
+        """The progress bar of the epoch about to train (its steps left of the run)."""
         from tqdm import tqdm
 
+        self._bar_postfix = {}  # what the bar shows beside its count, kept for the validation figures
+        return tqdm(
+            total=min(per_epoch, self.total_steps - self.global_step),
+            desc=f"Epoch {self.current_epoch}",
+            disable=not self.enable_progress_bar,
+            leave=True,
+        )
+
+    def _train_epoch(self, module, loader, step, per_epoch: int, bar) -> None:
         sums: dict[str, mx.array] = {}
         # the first step whose loss is not finite, -1 while none is: kept on the device, so the
         # host still waits only at logged steps, yet the error names the step where it began
         first_bad = mx.array(-1, dtype=mx.int32)
         seen = 0
         start = time.perf_counter()
-        bar = tqdm(
-            total=min(per_epoch, self.total_steps - self.global_step),
-            desc=f"Epoch {self.current_epoch}",
-            disable=not self.enable_progress_bar,
-            leave=True,
-        )
-        try:
-            for batch_idx, (images, labels) in enumerate(loader):
-                if batch_idx >= per_epoch or self.global_step >= self.total_steps or self.should_stop:
-                    break
-                loss, logs = step(images, labels)
-                n = labels.shape[0]
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v * n
-                first_bad = mx.where((first_bad < 0) & ~mx.isfinite(loss), self.global_step, first_bad)
-                mx.async_eval(loss, sums, first_bad)
-                seen += n
-                self.global_step += 1
-                if self.global_step % self.log_every_n_steps == 0 or self.global_step == self.total_steps:
-                    self._check_finite(first_bad, loss)
-                    value = float(logs["train/loss"].item())
-                    self._log_row(
-                        {
-                            "epoch": self.current_epoch,
-                            "step": self.global_step - 1,
-                            "train/loss_step": value,
-                            "lr": self._current_lr(),
-                        }
-                    )
-                    bar.set_postfix(loss=f"{value:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
-                bar.update(1)
-                for cb in self.callbacks:
-                    cb.on_train_batch_end(self, module, batch_idx)
-        finally:  # a stopped run's error message starts on a line of its own
-            bar.close()
+        for batch_idx, (images, labels) in enumerate(loader):
+            if batch_idx >= per_epoch or self.global_step >= self.total_steps or self.should_stop:
+                break
+            loss, logs = step(images, labels)
+            n = labels.shape[0]
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v * n
+            first_bad = mx.where((first_bad < 0) & ~mx.isfinite(loss), self.global_step, first_bad)
+            mx.async_eval(loss, sums, first_bad)
+            seen += n
+            self.global_step += 1
+            if self.global_step % self.log_every_n_steps == 0 or self.global_step == self.total_steps:
+                self._check_finite(first_bad, loss)
+                value = float(logs["train/loss"].item())
+                self._log_row(
+                    {
+                        "epoch": self.current_epoch,
+                        "step": self.global_step - 1,
+                        "train/loss_step": value,
+                        "lr": self._current_lr(),
+                    }
+                )
+                self._bar_postfix = {"loss": f"{value:.3f}", "img_s": f"{seen / (time.perf_counter() - start):.0f}"}
+                bar.set_postfix(self._bar_postfix)
+            bar.update(1)
+            for cb in self.callbacks:
+                cb.on_train_batch_end(self, module, batch_idx)
         self._check_finite(first_bad, loss if seen else None)
         if self.group is not None:  # every rank runs its pending exchanges (the last steps') now
             mx.eval(module.model.state, self.optimizer.state)

@@ -76,6 +76,8 @@ def load_weights(model: nn.Module, weights: dict[str, mx.array], what: str = "we
     weights = {k: (v.astype(own[k].dtype) if _floating(v) and _floating(own[k]) else v) for k, v in weights.items()}
     model.update(tree_unflatten(list(weights.items())))
     mx.eval(model.parameters())
+    if "whiten.weight" in weights and hasattr(model, "whitening_set"):  # the fast net's filters come with them
+        model.whitening_set = True
 
 
 def _floating(array) -> bool:

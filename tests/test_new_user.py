@@ -69,7 +69,8 @@ def quiet_run(script: str, data: Path, out: Path, *flags: str) -> str:
         timeout=600,
     )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.startswith("training small_cnn (573,194 parameters) on cpu"), r.stdout[:500]  # its first line
+    first = "training small_cnn (573,194 parameters) for 1 epoch (2 steps) on cpu"
+    assert r.stdout.startswith(first), r.stdout[:500]  # its first line
     return r.stdout + r.stderr
 
 
@@ -89,10 +90,10 @@ NOISE = (
 def test_a_run_prints_nothing_that_looks_like_a_problem(cifar10_dir, tmp_path):
     output = quiet_run("fit.py", cifar10_dir, tmp_path / "t", "--accelerator", "cpu")
     assert not [word for word in NOISE if word in output], output[-3000:]
-    assert "training small_cnn (573,194 parameters) on cpu" in output
+    assert "training small_cnn (573,194 parameters) for 1 epoch (2 steps) on cpu" in output
     output = quiet_run("fit_mlx.py", cifar10_dir, tmp_path / "m", "--cpu")
     assert not [word for word in NOISE if word in output], output[-3000:]
-    assert "training small_cnn (573,194 parameters) on cpu" in output
+    assert "training small_cnn (573,194 parameters) for 1 epoch (2 steps) on cpu" in output
     assert sorted(p.name for p in (tmp_path / "t" / "checkpoints").iterdir()) == [
         "final.ckpt",
         "initial.pt",

@@ -33,7 +33,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cifar_lightning.cli.flags import exit_with
+from cifar_lightning.cli.flags import OneLineParser, exit_with
 from cifar_lightning.core.datasets import DATASETS
 from cifar_lightning.core.errors import ExitCode, UsageError
 from cifar_lightning.core.recipes import OPTIMIZER_KINDS, recipe_name
@@ -63,7 +63,7 @@ FRAMEWORKS = {"pytorch": ("cifar_lightning.cli.fit", ".ckpt"), "mlx": ("cifar_li
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         description="Compare PyTorch and MLX on this machine: for each seed a PyTorch run, "
         "then an MLX run from its initial weights; then comparison.md."
     )

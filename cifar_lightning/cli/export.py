@@ -25,12 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_lightning.cli.flags import exit_with
-from cifar_lightning.cli.predict import OneLineParser, mlx_installed
+from cifar_lightning.cli.flags import OneLineParser, exit_with
+from cifar_lightning.cli.predict import mlx_installed
 from cifar_lightning.core.data import EVAL_BATCH
 from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
 from cifar_lightning.weights import read_card
 
+DISTRIBUTION = "cifar-lightning-mlx"  # the project's name in pyproject.toml, what `pip install` knows it by
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding cifar_lightning/: a checkout or site-packages
 SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2", "mlx": ".mlxfn"}
 LOGIT_IMAGES = 256  # test images whose logits are compared one by one
 # Largest |logit difference| allowed between an export and its source model, absolute, on
@@ -93,8 +95,18 @@ def validate(args: argparse.Namespace) -> None:
         if missing:
             raise UsageError(
                 f"--format onnx: {', '.join(missing)} not installed; expected the export extra: "
-                "pip install -e '.[export]'"
+                f"{extra_install_command('export')}"
             )
+
+
+def extra_install_command(extra: str, package_root: Path | None = None) -> str:
+    """The command that adds `extra` to this install: in a checkout (an editable install, or
+    the scripts run from a clone: `package_root`, the folder holding ``cifar_lightning/``, has
+    the project's pyproject.toml) the checkout's, else the installed package's."""
+    root = Path(package_root or PACKAGE_ROOT)
+    if (root / "pyproject.toml").is_file():
+        return f"pip install -e '{root}[{extra}]' (with uv: uv run --extra {extra} ...)"
+    return f"pip install '{DISTRIBUTION}[{extra}]'"
 
 
 def compare(source: np.ndarray, exported: np.ndarray, labels: np.ndarray, images_compared: int) -> dict:

@@ -16,8 +16,16 @@ from cifar_lightning.core.run.config import RunConfig
 from cifar_lightning.core.spec import MODEL_NAMES
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line ``error: ...`` and exit status 2 (no usage block):
+    the parser of every command (fit, fit_mlx, compare, predict, export, report)."""
+
+    def error(self, message: str):
+        exit_with(f"{message} (see --help)")
+
+
 def common_parser(description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=description)
+    p = OneLineParser(description=description)
     p.add_argument("--dataset", default="cifar10", choices=sorted(DATASETS), help="which CIFAR (default: cifar10)")
     p.add_argument(
         "--model",

@@ -23,19 +23,12 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from cifar_lightning.cli.flags import exit_with
+from cifar_lightning.cli.flags import OneLineParser, exit_with
 from cifar_lightning.core.errors import CIFARError, ExitCode, UsageError
 from cifar_lightning.weights import read_card
 
 PROGRESS_MIN_IMAGES = 2048  # a progress bar from this many images on (the CIFAR test set has 10,000)
 FRAMEWORKS = ("pytorch", "mlx")
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad flag is one line ``error: ...`` and exit status 2 (no usage block)."""
-
-    def error(self, message: str):
-        exit_with(f"{message} (see --help)")
 
 
 def parser() -> argparse.ArgumentParser:

@@ -14,7 +14,6 @@ those of any other report (--all, or another --output) go in a folder beside tha
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -22,6 +21,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+from cifar_lightning.cli.flags import OneLineParser, exit_with
 from cifar_lightning.core.run.folder import RUN_JSON
 from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
 from cifar_lightning.report.logs import load_runs
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None, root: str | Path | None = None) -> int:
     """Write (or --check) the report of the runs under `root` (default: the current folder,
     the repository's root); returns the exit status."""
     root = Path(root or Path.cwd()).resolve()
-    p = argparse.ArgumentParser(description="Regenerate Results.md from the run logs (run.json) under runs/.")
+    p = OneLineParser(description="Regenerate Results.md from the run logs (run.json) under runs/.")
     p.add_argument("--runs", default=str(root / "runs"), help="folder searched for run.json logs (default: runs/)")
     p.add_argument(
         "--output",
@@ -90,9 +90,19 @@ def main(argv: list[str] | None = None, root: str | Path | None = None) -> int:
         "when the folder is in a git checkout); its plots go in <output name>-plots/",
     )
     args = p.parse_args(argv)
+    typed = args.runs
     args.runs, args.output = Path(args.runs).resolve(), Path(args.output).resolve()
+    if not args.runs.is_dir():  # a typo must not rewrite the report from no runs
+        exit_with(f"--runs {typed}: no such folder; expected the folder of the run logs (run.json), e.g. runs/")
     os.chdir(root)  # run folders are named relative to the repository, as committed
-    runs = load_runs(args.runs, None if args.all else tracked_run_logs(args.runs))
+    tracked = None if args.all else tracked_run_logs(args.runs)
+    runs = load_runs(args.runs, tracked)
+    if not runs:
+        tracked_only = " that git tracks (--all reads the others too)" if tracked is not None else ""
+        exit_with(
+            f"--runs {typed}: holds no finished run's run.json{tracked_only}; expected a folder of runs; "
+            f"{args.output.name} is left as it is"
+        )
     for run in runs:  # paths relative to the repository, as committed
         run["_path"] = (
             Path(run["_path"]).resolve().relative_to(root).as_posix()

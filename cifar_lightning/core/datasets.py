@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -131,15 +132,26 @@ def _read_batch(path: Path, info: DatasetInfo) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
+def inner_folder_hint(data_dir: str | Path) -> str:
+    """The hint to pass the parent folder when `data_dir` is itself a dataset's folder
+    (cifar-10-batches-py/, cifar-100-python/) rather than the folder holding it; "" otherwise."""
+    data_dir = Path(data_dir)
+    inner = next((i.folder for i in DATASETS.values() if i.folder == data_dir.resolve().name), None)
+    if inner is None:
+        return ""
+    parent = data_dir.parent if data_dir.name == inner else data_dir.resolve().parent  # "." typed inside it
+    return f"; {data_dir} is the {inner}/ folder itself: pass the folder holding it, --data-dir {parent}"
+
+
 def read_split(data_dir: str | Path, name: str, train: bool) -> tuple[np.ndarray, np.ndarray]:
     """Images (N, 3, 32, 32) uint8 and labels (N,) int64 of one split."""
     info = dataset_info(name)
     root = Path(data_dir) / info.folder
     if not root.is_dir():
         raise CIFARDataError(
-            f"no {name} data in {Path(data_dir).resolve()}: expected the folder {info.folder}/ "
+            f"no {name} data in {data_dir}: expected the folder {info.folder}/ "
             f"holding {', '.join((*info.train_files, *info.test_files, info.meta_file))} "
-            "(the official python version, extracted)"
+            f"(the official python version, extracted){inner_folder_hint(data_dir)}"
         )
     parts = [_read_batch(root / f, info) for f in (info.train_files if train else info.test_files)]
     images = np.concatenate([p[0] for p in parts])
@@ -169,8 +181,15 @@ def download(name: str, data_dir: str | Path) -> None:
 
     info = dataset_info(name)
     data_dir = Path(data_dir)
-    failed = f"download of {info.name} into {data_dir.resolve()} failed"
-    offline = f"without internet, pass --data-dir pointing at a folder holding {info.folder}/"
+    hint = inner_folder_hint(data_dir)
+    if hint:  # the archive would land in cifar-10-batches-py/cifar-10-batches-py/
+        raise CIFARDataError(f"no {name} data in {data_dir}: expected the folder {info.folder}/ in it{hint}")
+    failed = f"download of {info.name} into {data_dir} failed"
+    offline = (
+        f"without internet, pass --data-dir pointing at a folder holding {info.folder}/, "
+        "or --no-download to fail at once instead of downloading"
+    )
+    made = [p for p in (data_dir, *data_dir.parents) if not p.exists()]  # the folders this download makes
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=data_dir, prefix=f".{info.name}-", suffix=".tar.gz") as archive:
@@ -187,9 +206,11 @@ def download(name: str, data_dir: str | Path) -> None:
                 )
             with tarfile.open(archive.name, "r:gz") as tar:
                 _extract(tar, data_dir)
-    except CIFARDataError:
-        raise
     except Exception as e:  # no network, a refused address, a full disk, a broken archive
+        if made:  # leave no folder behind that the failed download made (nothing in it was there before)
+            shutil.rmtree(made[-1], ignore_errors=True)
+        if isinstance(e, CIFARDataError):
+            raise
         raise CIFARDataError(f"{failed} ({type(e).__name__}: {e}); {offline}") from None
 
 

@@ -9,6 +9,14 @@ import numpy as np
 from cifar_lightning.core.seeds import derive_seed
 from cifar_lightning.core.spec import FAST
 
+# the one line both frameworks' classifiers refuse to train with when the fast net's whitening
+# filters are not set and the trainer has no CIFAR datamodule to set them from
+WHITENING_NOT_SET = (
+    "the fast net's whitening filters are not set and the trainer has no CIFAR data to set them from: "
+    "fit with datamodule={dm}(...) (its first training images give them), or load weights or call "
+    "init_whitening(model, images) first"
+)
+
 
 def whitening_filters(images: np.ndarray, kernel: int = 2, eps: float = 5e-4) -> np.ndarray:
     """Filters (2 * 3 * k * k, 3, k, k) that decorrelate the k x k patches of `images`.

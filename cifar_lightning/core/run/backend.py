@@ -34,12 +34,14 @@ class RunFacts:
 class ProcessState:
     """Where a backend's process stands once ``start`` ran: its `rank` of `world_size`
     processes on `machines` machines, and the `device` it trains on as the first line names
-    it. Both backends are dataclasses built on it."""
+    it, and the optimizer steps its ``--resume`` checkpoint had taken (`resumed_step`, set by
+    ``read_resume``; 0 for a new run). Both backends are dataclasses built on it."""
 
     rank: int = field(default=0, init=False)
     world_size: int = field(default=1, init=False)
     machines: int = field(default=1, init=False)
     device: str = field(default="cpu", init=False)
+    resumed_step: int = field(default=0, init=False)
 
 
 class Backend(Protocol):
@@ -69,7 +71,7 @@ class Backend(Protocol):
 
     def read_resume(self, path: str) -> dict:
         """The settings saved in the run's checkpoint `path` (UsageError for a file that is
-        no checkpoint of this framework)."""
+        no checkpoint of this framework); sets ``resumed_step``, the steps it had taken."""
 
     def make_data(self, config, recipe):
         """The data of the run: a CIFARDataModule or a CIFARData (``training_set_size``, ``setup``)."""

@@ -133,8 +133,24 @@ def planned_steps(config: RunConfig, recipe: Recipe, data, world_size: int = 1) 
     """Optimizer steps the run will make as one process counts them (for the log interval):
     the recipe's epochs of the training plan (one rank's of `world_size`), cut by
     --limit-train-batches. `data` is a CIFARData or a CIFARDataModule (its ``.data``)."""
+    return total_steps(recipe.epochs, steps_per_epoch(config, data, world_size))
+
+
+def steps_per_epoch(config: RunConfig, data, world_size: int = 1) -> int:
+    """Optimizer steps of one epoch as one process counts them: its training plan's batches,
+    cut by --limit-train-batches."""
     per_epoch = len(getattr(data, "data", data).plan("train", 0, world_size))
-    return total_steps(recipe.epochs, min(per_epoch, config.limit_train_batches or per_epoch))
+    return min(per_epoch, config.limit_train_batches or per_epoch)
+
+
+def resumed_at(config: RunConfig, backend: Backend, data) -> tuple[int, int] | None:
+    """(epoch, step) where a --resume run picks up, as the first line says it: the 0-based
+    epoch (as the progress bar counts) of the next step, and the steps already taken; None
+    for a new run."""
+    if not config.resume:
+        return None
+    step = backend.resumed_step
+    return step // steps_per_epoch(config, data, backend.world_size), step
 
 
 def _weights_flag(load):
@@ -209,6 +225,9 @@ def _train_and_test(config, backend, recipe, data, folder, settings, callbacks) 
             where,
             config.test_only,
             recipe_name(config.model, config.optimizer),
+            recipe.epochs,
+            steps,
+            resumed_at(config, backend, data),
         )
     checkpoint = config.weights
     try:

@@ -47,12 +47,28 @@ def record_failure(config, out: Path, framework: str, message: str, checkpoint, 
     )
 
 
-def announce_run(out: Path, model: str, parameters: int, device: str, test_only: bool, recipe: str = "") -> None:
-    """The line both scripts print before they train or evaluate; a recipe other than the
-    model's own (e.g. fast_muon) is named."""
+def announce_run(
+    out: Path,
+    model: str,
+    parameters: int,
+    device: str,
+    test_only: bool,
+    recipe: str = "",
+    epochs: float | None = None,
+    steps: int | None = None,
+    resumed_at: tuple[int, int] | None = None,
+) -> None:
+    """The line both scripts print before they train or evaluate: how long a training is
+    (`epochs`, `steps`: optimizer steps of one process), and for a resumed run where it
+    picks up (`resumed_at`: 0-based epoch, as the progress bar counts, and steps taken); a
+    recipe other than the model's own (e.g. fast_muon) is named."""
     what = "evaluating" if test_only else "training"
     named = f" with the {recipe} recipe" if recipe and recipe != model else ""
-    print(f"{what} {model}{named} ({parameters:,} parameters) on {device}, into {out}", flush=True)
+    length = ""
+    if not test_only and epochs is not None and steps is not None:
+        length = f" for {epochs:g} epoch{'' if epochs == 1 else 's'} ({steps:,} step{'' if steps == 1 else 's'})"
+    resumed = f", resuming at epoch {resumed_at[0]}, step {resumed_at[1]:,}" if resumed_at else ""
+    print(f"{what} {model}{named} ({parameters:,} parameters){length} on {device}, into {out}{resumed}", flush=True)
 
 
 def where_text(device: str, world_size: int = 1, machines: int = 1) -> str:
