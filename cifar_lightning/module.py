@@ -126,17 +126,16 @@ class CIFARClassifier(L.LightningModule):
         self.model.to(memory_format=self.memory_format)
         # kept out of the module tree (object.__setattr__), so state_dict names stay the model's
         object.__setattr__(self, "_run_model", torch.compile(self.model) if compile else self.model)
-        # separate metric objects per split; plain accuracy is average="micro". The training
-        # metrics skip torchmetrics' checks, which read values on the host at every step (the
-        # labels' range with torch.unique, NaNs in the loss): the labels are the loader's, and
-        # RunBook stops a run at its first non-finite loss
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
+        # separate metric objects per split; plain accuracy is average="micro"
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc_plain = MulticlassAccuracy(num_classes, average="micro")  # without TTA
         self.test_per_class = MulticlassAccuracy(num_classes, average=None)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         # losses weighted by batch size: the whole set's mean, also when shares differ by an image
+        # the training loss's NaN check would read the loss on the host at every step (RunBook
+        # stops a run at its first non-finite loss instead)
         self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
@@ -178,7 +177,7 @@ class CIFARClassifier(L.LightningModule):
         images, labels = batch
         logits = self(images)
         loss = self.loss(logits, labels)
-        self.train_acc.update(logits, labels)  # logged per epoch: no per-batch value to compute
+        self.train_acc(logits, labels)
         per_example = loss.detach() / len(labels) if self.recipe.loss.summed else loss.detach()
         # the step value averaged over the processes (equal shares: the global batch's mean).
         # Not prog_bar=True: Lightning turns progress-bar values into floats at every batch's

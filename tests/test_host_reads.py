@@ -9,8 +9,8 @@ epoch's end; the non-finite loss check keeps the first bad step on the device an
 at it then.
 
 Counted as reads: torch ``Tensor.item``, ``tolist``, ``numpy``, ``cpu``, ``__bool__``,
-``__float__``, ``__int__``, ``__index__`` and ``torch.unique`` (the host needs its length:
-torchmetrics' input checks call it); MLX ``array.item``, ``tolist``, ``__bool__``,
+``__float__``, ``__int__``, ``__index__`` and ``torch.unique`` (the host needs its length;
+torchmetrics' input checks call it for integer predictions); MLX ``array.item``, ``tolist``, ``__bool__``,
 ``__float__``, ``__int__``, ``__index__`` and numpy's ``np.array``/``np.asarray`` of an
 MLX array. Not counted: waits that read nothing (``mx.eval``, ``torch.cuda.synchronize``:
 the step clock's, every 10 steps in both frameworks) and ``mx.async_eval``, which does
@@ -19,8 +19,8 @@ not wait.
 Faults this test was checked against (each makes it fail): the training loss on
 Lightning's progress bar at every step (``prog_bar=True``: Lightning turns it into a
 float at every batch's end); RunBook's per-step ``torch.isfinite(loss).all()`` check;
-torchmetrics' NaN check of ``MeanMetric.update`` and input checks of the training
-accuracy; MLX's NaN check reading the flag at every step.
+torchmetrics' NaN check in ``MeanMetric.update`` (the training loss's epoch mean); MLX's
+NaN check reading its flag at every step.
 """
 
 from __future__ import annotations
