@@ -283,7 +283,7 @@ class TorchBackend(ProcessState):
         from lightning.pytorch.callbacks import ModelCheckpoint
         from lightning.pytorch.loggers import CSVLogger
 
-        from cifar_lightning.callbacks import InferenceRecord, LookaheadAveraging, RunBook
+        from cifar_lightning.callbacks import InferenceRecord, LookaheadAveraging, RunBook, StepLossBar
         from cifar_lightning.core.model_card import inference_record
 
         paths = RunPaths(folder)
@@ -292,7 +292,7 @@ class TorchBackend(ProcessState):
         last = ModelCheckpoint(dirpath=paths.checkpoints, filename="last", save_top_k=1, enable_version_counter=False)
         architecture = {**recipe.model_kwargs, **config.model_kwargs()}  # e.g. fast_muon's head scale
         record = inference_record(config.model, data.num_classes, data.classes, config.dataset, architecture)
-        ours = [last, self._book, InferenceRecord(record)]
+        ours = [last, self._book, InferenceRecord(record), StepLossBar()]
         if recipe.average_every:
             ours.append(LookaheadAveraging(recipe.average_every))
         # the CSV logger starts the file anew: a resumed run's earlier rows are put back (``settle``)

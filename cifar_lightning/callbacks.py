@@ -3,7 +3,9 @@ of what ``MLXTrainer`` does itself:
 
 - ``RunBook`` keeps a run safe and whole: it stops a diverging run at the first non-finite
   training loss (or non-finite weights about to be checkpointed), naming the step and the
-  last good checkpoint, which is left untouched; measures the training time
+  last good checkpoint, which is left untouched (the first bad step is kept on the device
+  and read where Lightning logs, at the epoch's end and before a checkpoint, so a step
+  never waits for the device, as in MLXTrainer); measures the training time
   (``on_train_start`` to ``on_train_end``, the validation passes during fit kept apart);
   writes into every checkpoint (key ``"run"``) the settings that shaped the run, the
   training and validation time so far and every random generator's state (torch's CPU
@@ -11,6 +13,7 @@ of what ``MLXTrainer`` does itself:
   its time to the earlier segments', and draws the dropout masks the uninterrupted run
   would have drawn; and notes a Ctrl-C (Lightning then exits with status 1 after its own
   shutdown), so the lifecycle can print the command that resumes the run.
+- ``StepLossBar`` is Lightning's progress bar with the training loss of the steps that log it.
 - ``InferenceRecord`` writes what predicting with a checkpoint needs into it.
 - ``LookaheadAveraging`` is the fast recipe's weight averaging.
 """
@@ -22,6 +25,7 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import TQDMProgressBar
 
 from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message
 from cifar_lightning.core.recipes import averaging_decay
@@ -45,6 +49,12 @@ def set_rng_states(state: dict) -> None:
         torch.mps.set_rng_state(state["mps"])
 
 
+def logs_this_step(trainer) -> bool:
+    """Whether Lightning logs the training step that is ending (every ``log_every_n_steps``),
+    as its own LearningRateMonitor asks."""
+    return trainer._logger_connector.should_update_logs
+
+
 class RunBook(L.Callback):
     def __init__(self, settings: dict):
         self.settings = settings
@@ -55,16 +65,21 @@ class RunBook(L.Callback):
         self._end: float | None = None
         self._validation = 0.0  # validation seconds within this segment
         self._validation_start: float | None = None
+        self._first_bad: torch.Tensor | None = None  # on the device: the first non-finite loss's step, or -1
+        self._loss: torch.Tensor | None = None  # the last step's loss
+        self._unchecked = False  # a step was taken since the host last looked at _first_bad
 
     # ------------------------------------------------------------- time
     def on_train_start(self, trainer, pl_module):
         self._start, self._end, self._validation = time.perf_counter(), None, 0.0
+        self._first_bad, self._loss, self._unchecked = None, None, False
 
     def on_train_end(self, trainer, pl_module):
         self._end = time.perf_counter()
 
     def on_validation_start(self, trainer, pl_module):
         if self._start is not None and self._end is None:  # within fit's span, not a later test
+            self.check_finite(trainer)  # the epoch's steps, before validating their weights
             self._validation_start = time.perf_counter()
 
     def on_validation_end(self, trainer, pl_module):
@@ -93,15 +108,34 @@ class RunBook(L.Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not torch.isfinite(loss).all():
-            raise NonFiniteLossError(
-                non_finite_message(
-                    float(loss.detach().float().mean()), trainer.global_step - 1, self.last_checkpoint(trainer)
-                )
-            )
+        if loss is not None:
+            # device-side bookkeeping only: reading the loss here would make every step wait
+            self._loss = loss.detach()
+            if self._first_bad is None:
+                self._first_bad = torch.full((), -1, dtype=torch.long, device=loss.device)
+            newly_bad = (self._first_bad < 0) & ~torch.isfinite(self._loss).all()
+            self._first_bad = torch.where(newly_bad, trainer.global_step - 1, self._first_bad)
+            self._unchecked = True
+        if logs_this_step(trainer):
+            self.check_finite(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.check_finite(trainer)
+
+    def check_finite(self, trainer) -> None:
+        """Raise NonFiniteLossError naming the first 0-based step whose training loss was not
+        finite, if one was since the last look (one host read; none without a new step)."""
+        if not self._unchecked:
+            return
+        self._unchecked = False
+        first_bad = int(self._first_bad)
+        if first_bad >= 0:
+            value = float(self._loss.float().mean())
+            raise NonFiniteLossError(non_finite_message(value, first_bad, self.last_checkpoint(trainer)))
 
     # ------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.check_finite(trainer)  # a loss of the steps since the last look, before the file is written
         # the last step before a checkpoint can break the weights after its (finite) loss was
         # computed: raising here, before the file is written, keeps the last good checkpoint
         for name, p in pl_module.named_parameters():
@@ -126,6 +160,28 @@ class RunBook(L.Callback):
     def on_exception(self, trainer, pl_module, exception):
         if isinstance(exception, KeyboardInterrupt):
             self.interrupted = True
+
+
+class StepLossBar(TQDMProgressBar):
+    """Lightning's progress bar, showing ``train/loss_step`` as of the last step that logged it
+    (every ``log_every_n_steps``), as MLXTrainer's bar shows its loss. Logged with
+    ``prog_bar=True`` instead, Lightning would turn the loss into a float at every batch's
+    end, making every step wait for the device."""
+
+    def __init__(self):
+        super().__init__()
+        self._loss: float | None = None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if logs_this_step(trainer) and "train/loss_step" in trainer.callback_metrics:
+            self._loss = float(trainer.callback_metrics["train/loss_step"])
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        if self._loss is not None:
+            items["train/loss_step"] = self._loss
+        return items
 
 
 class InferenceRecord(L.Callback):

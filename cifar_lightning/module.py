@@ -78,7 +78,9 @@ class CIFARClassifier(L.LightningModule):
     recipe's loss reduction), ``train/acc``, ``lr`` (the base group's, torch's units),
     ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc`` (with test-time augmentation
     when the recipe uses it) and, with TTA only, ``test/acc_no_tta``; accuracies are
-    fractions in [0, 1].
+    fractions in [0, 1]. A training step reads no value onto the host: Lightning reads the
+    logged ones where it logs them (every ``log_every_n_steps``, and per epoch); the step
+    loss is on the progress bar with ``callbacks.StepLossBar``.
     Every epoch value is the whole set's under DDP (torchmetrics synchronises the
     metrics; step losses are averaged over the processes). After ``trainer.test``,
     ``per_class_accuracy`` (num_classes,) and ``confusion_matrix`` (num_classes,
@@ -132,7 +134,9 @@ class CIFARClassifier(L.LightningModule):
         self.test_per_class = MulticlassAccuracy(num_classes, average=None)
         self.test_confusion = MulticlassConfusionMatrix(num_classes)
         # losses weighted by batch size: the whole set's mean, also when shares differ by an image
-        self.train_loss = MeanMetric()
+        # the training loss's NaN check would read the loss on the host at every step (RunBook
+        # stops a run at its first non-finite loss instead)
+        self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
         self._total_steps: int | None = None
@@ -192,9 +196,13 @@ class CIFARClassifier(L.LightningModule):
         loss = self.loss(logits, labels)
         self.train_acc(logits, labels)
         per_example = loss.detach() / len(labels) if self.recipe.loss.summed else loss.detach()
-        # the step value averaged over the processes (equal shares: the global batch's mean)
-        self.log("train/loss_step", per_example, prog_bar=True, sync_dist=True)
-        self.train_loss.update(per_example, weight=len(labels))
+        # the step value averaged over the processes (equal shares: the global batch's mean).
+        # Not prog_bar=True: Lightning turns progress-bar values into floats at every batch's
+        # end; callbacks.StepLossBar shows it at the steps that log it
+        self.log("train/loss_step", per_example, sync_dist=True)
+        # one value per image, so the mean is weighted by batch size: nan_strategy="disable"
+        # drops `weight` (torchmetrics issue 3434)
+        self.train_loss.update(per_example.expand(len(labels)))
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         # the base group's rate (group 0), as in MLX's metrics.csv; BatchNorm biases may have their own

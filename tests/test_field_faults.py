@@ -6,15 +6,15 @@
 - run.json's times measure the same spans in both frameworks; an evaluation trained
   nothing (0 steps) in both.
 - The MLX trainer keeps the modes a user set and restores them after evaluation.
-- MLX's NaN stop names the first non-finite step.
+- The NaN stop names the first non-finite step, in both frameworks.
 - fit_mlx.py uses the GPU MLX reports, Metal or CUDA.
 
 Faults these tests were checked against (each makes a test fail): LookaheadAveraging
 acting on every micro-batch; the summed loss not multiplied by processes x accumulation
 (ratio 0.49); torch's train_time_s read after the test pass; --test-only recording the
 recipe's planned steps; ``model.train()`` at every MLX epoch start and after evaluation;
-the NaN check reading the loss at logged steps only; ``mx.metal.is_available()`` as the
-only GPU test.
+the NaN check reading the loss at logged steps only (MLX), or naming the step where the
+host looked (torch); ``mx.metal.is_available()`` as the only GPU test.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pytest
 import torch
 
 from cifar_lightning import CIFARClassifier, CIFARDataModule
-from cifar_lightning.callbacks import LookaheadAveraging
+from cifar_lightning.callbacks import LookaheadAveraging, RunBook
 from cifar_lightning.cli.fit import main as fit_main
 from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
 from cifar_lightning.core.errors import NonFiniteLossError
@@ -200,10 +200,32 @@ def test_mlx_keeps_a_frozen_batchnorm_frozen_and_restores_modes_after_evaluation
     assert not any(m.training for _, m in module.model.named_modules())
 
 
-def test_mlx_nan_stop_names_the_first_non_finite_step(cifar10_dir, tmp_path):
+@pytest.mark.parametrize("framework", ["torch", "mlx"])
+def test_nan_stop_names_the_first_non_finite_step(framework, cifar10_dir, tmp_path):
     """Weights poisoned after step 2 with log_every_n_steps=50: the error names step 2, the
-    first step whose loss was NaN, not the step where the host next looked."""
+    first step whose loss was NaN, not the step where the host next looked (both frameworks
+    look only at logged steps and at the epoch's end)."""
     dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=20, download=False)
+    if framework == "torch":
+
+        class PoisonTorch(L.Callback):
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                if trainer.global_step == 2:
+                    with torch.no_grad():
+                        pl_module.model.fc2.weight.mul_(float("nan"))
+
+        trainer = L.Trainer(
+            max_epochs=1,
+            callbacks=[RunBook({}), PoisonTorch()],
+            default_root_dir=tmp_path,
+            log_every_n_steps=50,
+            enable_progress_bar=False,
+            logger=False,
+            accelerator="cpu",
+        )
+        with pytest.raises(NonFiniteLossError, match=r"training loss became nan at step 2;"):
+            trainer.fit(CIFARClassifier("small_cnn", 10, epochs=1), dm)
+        return
     module = MLXClassifier("small_cnn", 10)
 
     class PoisonAtStep(Callback):
