@@ -138,7 +138,8 @@ class MLXTrainer:
     ``fit(module, datamodule, ckpt_path=None)`` takes a ``CIFARDataModule`` or the neutral
     ``CIFARData`` (then no torch is imported); batches are made on MLX's device
     (``cifar_mlx_adapter.data``); a checkpoint
-    restores weights, optimiser state, step, epoch, random key and train time. The step
+    restores weights, optimiser state, step, epoch, random key, train time and what callbacks
+    keep in its meta (``Callback.meta_state``: the step clock's figures so far). The step
     is compiled with the model, optimiser and random state as inputs and outputs, so
     dropout draws a fresh mask each step. A non-finite loss or weight raises
     ``NonFiniteLossError`` naming the first 0-based step whose loss was not finite and the

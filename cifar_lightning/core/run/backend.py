@@ -128,7 +128,8 @@ class Backend(Protocol):
         """{"test/acc", "test/loss", "per_class_accuracy", "confusion_matrix", "test/acc_no_tta" (with TTA)}."""
 
     def settle(self, trainer) -> None:
-        """Before a record is written: the run's log made whole (torch: earlier segments' rows)."""
+        """Before a record is written: the run's log flushed to disk (earlier segments' rows are
+        there from the resume's start: torch puts them back as its trainer is made, MLX keeps them)."""
 
     def last_checkpoint(self, trainer) -> str | None: ...
 
