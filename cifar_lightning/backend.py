@@ -99,6 +99,18 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=message)
 
 
+def keep_logged_rows(logger, metrics_csv: Path, history: list[dict], resumed_step: int) -> None:
+    """A resumed run's metrics.csv holds the earlier segments' rows from the start: Lightning's
+    CSV logger removes the file as it opens it (its ``_ExperimentWriter``), so it is opened
+    now, the rows of the steps the checkpoint covers (`history`, read before) are written back
+    at once, and the logger is told their columns, so it appends to them (and rewrites them
+    whole when its columns grow). A run cut again keeps every segment's rows on disk."""
+    writer = logger.experiment  # opening it removes the old file
+    header = keep_history(metrics_csv, history, resumed_step)
+    if header:
+        writer.metrics_keys = header
+
+
 def read_torch_checkpoint(path: str | Path, flag: str) -> dict:
     """A Lightning checkpoint of fit.py, loaded safely (``weights_only=True``: no code in it
     runs). Anything else is a UsageError of one line, ``<flag> <file>: <what it is>;
@@ -295,10 +307,7 @@ class TorchBackend(ProcessState):
         ours = [last, self._book, InferenceRecord(record), StepLossBar()]
         if recipe.average_every:
             ours.append(LookaheadAveraging(recipe.average_every))
-        # the CSV logger starts the file anew: a resumed run's earlier rows are put back (``settle``)
-        self._history = read_rows(paths.metrics_csv) if config.resume else []
-        self._metrics_csv = paths.metrics_csv
-        self._settled = False
+        history = read_rows(paths.metrics_csv) if config.resume else []  # before the CSV logger removes the file
         trainer = L.Trainer(
             accelerator=self.device,
             devices=self.devices,
@@ -319,6 +328,8 @@ class TorchBackend(ProcessState):
         )
         self.rank = trainer.global_rank
         self._steps = 0
+        if config.resume and self.rank == 0:
+            keep_logged_rows(trainer.logger, paths.metrics_csv, history, self.resumed_step)
         return trainer
 
     # ------------------------------------------------------ speed and memory
@@ -333,19 +344,21 @@ class TorchBackend(ProcessState):
     def memory_counters(self) -> dict:
         import torch
 
-        from cifar_lightning.core.run.memory import process_peak_rss
+        from cifar_lightning.core.run.memory import macos_counters, process_peak_rss
 
         if self.device == "cuda":
-            return {
+            counters = {
                 "torch.cuda.max_memory_allocated": torch.cuda.max_memory_allocated,
                 "torch.cuda.max_memory_reserved": torch.cuda.max_memory_reserved,
             }
-        if self.device == "mps":  # MPS keeps no peak: sampled
-            return {
+        elif self.device == "mps":  # MPS keeps no peak: sampled
+            counters = {
                 "torch.mps.current_allocated_memory": torch.mps.current_allocated_memory,
                 "torch.mps.driver_allocated_memory": torch.mps.driver_allocated_memory,
             }
-        return {"process_peak_rss": process_peak_rss}
+        else:
+            counters = {"process_peak_rss": process_peak_rss}
+        return {**counters, **macos_counters()}  # on macOS the process's physical footprint beside them
 
     def reset_memory_peak(self) -> None:
         import torch
@@ -353,10 +366,10 @@ class TorchBackend(ProcessState):
         if self.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
 
-    def step_callback(self, clock):
+    def step_callback(self, clock, memory):
         from cifar_lightning.callbacks import StepTiming
 
-        return StepTiming(clock)
+        return StepTiming(clock, memory)
 
     # ------------------------------------------------------- fit and test
     def fit(self, trainer, module, data, resume: str | None) -> None:
@@ -376,10 +389,9 @@ class TorchBackend(ProcessState):
         return results
 
     def settle(self, trainer) -> None:
-        # after the test: the CSV logger rewrites the file when its columns grow
-        if self._history and not self._settled:
-            keep_history(self._metrics_csv, self._history, self.resumed_step)
-            self._settled = True
+        # the earlier segments' rows are on disk since the resume began (``keep_logged_rows``): flush this one's
+        if self.rank == 0 and trainer.logger is not None:
+            trainer.logger.save()
 
     def last_checkpoint(self, trainer) -> str | None:
         return self._book.last_checkpoint(trainer)

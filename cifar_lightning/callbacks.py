@@ -253,15 +253,31 @@ class LookaheadAveraging(L.Callback):
 class StepTiming(L.Callback):
     """Feeds the run's step clock (``core.run.throughput.StepClock``): each training epoch's
     start, and each optimizer step's end with its images over all processes (under gradient
-    accumulation only a batch after which ``global_step`` moved ends a step)."""
+    accumulation only a batch after which ``global_step`` moved ends a step). Under
+    torch.compile a step whose trainable parameters differ from the previous step's (the
+    fast recipe freezes the whitening bias) recompiles: the clock is told before it runs.
+    Its state in every checkpoint (Lightning's callback state) is the run's figures so far
+    (``throughput.segment_state``: the clock's and the memory peaks'), which a resumed run
+    continues."""
 
-    def __init__(self, clock):
-        self.clock = clock
+    def __init__(self, clock, memory):
+        self.clock, self.memory = clock, memory
         self._last_step: int | None = None
+        self._trainable: tuple[bool, ...] | None = None  # requires_grad of each parameter at the last step
 
     def on_train_epoch_start(self, trainer, pl_module):
         self._last_step = trainer.global_step
         self.clock.epoch_start()
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if not getattr(pl_module, "compiled", False):  # eager mode compiles nothing
+            return
+        trainable = tuple(p.requires_grad for p in pl_module.parameters())
+        if self._trainable is not None and trainable != self._trainable:
+            self.clock.recompiles_next(
+                trainer.global_step, "the trainable parameters changed: torch.compile compiles the step anew"
+            )
+        self._trainable = trainable
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self._last_step:  # a micro-batch of an accumulated step
@@ -269,3 +285,13 @@ class StepTiming(L.Callback):
         self._last_step = trainer.global_step
         last = batch_idx + 1 >= trainer.num_training_batches or trainer.global_step >= pl_module.total_training_steps()
         self.clock.step_end(pl_module.examples_per_step(), last)
+
+    def state_dict(self):
+        from cifar_lightning.core.run.throughput import segment_state
+
+        return segment_state(self.clock, self.memory)
+
+    def load_state_dict(self, state_dict):
+        from cifar_lightning.core.run.throughput import continue_segments
+
+        continue_segments(self.clock, self.memory, state_dict)

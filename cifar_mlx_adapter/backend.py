@@ -260,22 +260,22 @@ class MLXBackend(ProcessState):
     def memory_counters(self) -> dict:
         import mlx.core as mx
 
-        from cifar_lightning.core.run.memory import process_peak_rss
+        from cifar_lightning.core.run.memory import macos_counters, process_peak_rss
 
         counters = {"mx.get_peak_memory": mx.get_peak_memory, "mx.get_cache_memory": mx.get_cache_memory}
         if self.device == "cpu":  # the counter torch's CPU runs record too, first: the one a comparison divides
             counters = {"process_peak_rss": process_peak_rss, **counters}
-        return counters
+        return {**counters, **macos_counters()}  # on macOS the process's physical footprint beside them
 
     def reset_memory_peak(self) -> None:
         import mlx.core as mx
 
         mx.reset_peak_memory()
 
-    def step_callback(self, clock):
+    def step_callback(self, clock, memory):
         from cifar_mlx_adapter.callbacks import StepTiming
 
-        return StepTiming(clock)
+        return StepTiming(clock, memory)
 
     # ------------------------------------------------------- fit and test
     def fit(self, trainer, module, data, resume: str | None) -> None:

@@ -49,14 +49,31 @@ class LookaheadAveraging(Callback):
 class StepTiming(Callback):
     """As ``cifar_lightning.callbacks.StepTiming``: feeds the run's step clock
     (``core.run.throughput.StepClock``) each epoch's start and each optimizer step's end,
-    with its images over all processes."""
+    with its images over all processes; tells it when the trainer compiles its step anew
+    (``MLXTrainer.step_compiles``: the trainable parameters changed), so that step is left
+    out; and carries the run's figures so far in every checkpoint (``meta_state``), which a
+    resumed run continues."""
 
-    def __init__(self, clock):
-        self.clock = clock
+    def __init__(self, clock, memory):
+        self.clock, self.memory = clock, memory
 
     def on_train_epoch_start(self, trainer, module):
         self.clock.epoch_start()
+        if trainer.step_compiles:
+            self.clock.recompiles_next(
+                trainer.global_step, "the trainable parameters changed: MLX compiles the step anew"
+            )
 
     def on_train_batch_end(self, trainer, module, batch_idx):
         last = batch_idx + 1 >= trainer.steps_per_epoch or trainer.global_step >= trainer.total_steps
         self.clock.step_end(module.examples_per_step(), last)
+
+    def meta_state(self):
+        from cifar_lightning.core.run.throughput import segment_state
+
+        return segment_state(self.clock, self.memory)
+
+    def load_meta_state(self, state) -> None:
+        from cifar_lightning.core.run.throughput import continue_segments
+
+        continue_segments(self.clock, self.memory, state)

@@ -83,6 +83,12 @@ class Callback:
 
     def load_state_dict(self, state: dict[str, mx.array]) -> None: ...
 
+    def meta_state(self) -> dict | None:
+        """Plain JSON values a checkpoint keeps in its meta for this callback (None: nothing)."""
+        return None
+
+    def load_meta_state(self, state: dict) -> None: ...
+
 
 class BasePredictionWriter(Callback):
     """As Lightning's ``BasePredictionWriter`` (epoch interval): ``MLXTrainer.predict`` hands
@@ -132,7 +138,8 @@ class MLXTrainer:
     ``fit(module, datamodule, ckpt_path=None)`` takes a ``CIFARDataModule`` or the neutral
     ``CIFARData`` (then no torch is imported); batches are made on MLX's device
     (``cifar_mlx_adapter.data``); a checkpoint
-    restores weights, optimiser state, step, epoch, random key and train time. The step
+    restores weights, optimiser state, step, epoch, random key, train time and what callbacks
+    keep in its meta (``Callback.meta_state``: the step clock's figures so far). The step
     is compiled with the model, optimiser and random state as inputs and outputs, so
     dropout draws a fresh mask each step. A non-finite loss or weight raises
     ``NonFiniteLossError`` naming the first 0-based step whose loss was not finite and the
@@ -185,6 +192,7 @@ class MLXTrainer:
         self.global_step = 0
         self.total_steps = 0
         self.steps_per_epoch = 0  # optimizer steps per training epoch, set by fit
+        self.step_compiles = False  # this epoch's first step compiles (made anew: the first, or the trainables changed)
         self.should_stop = False
         self.callback_metrics: dict[str, float] = {}
         self.metrics_rows: list[dict] = []
@@ -257,7 +265,8 @@ class MLXTrainer:
         # the user put in eval mode stays there (evaluation restores every submodule's mode).
         self._fit_started, self._segment_validation = time.perf_counter(), 0.0
         while self.global_step < self.total_steps and not self.should_stop:
-            if module.on_train_epoch_start() or step is None:
+            self.step_compiles = module.on_train_epoch_start() or step is None
+            if self.step_compiles:
                 step = self._compile_step(module, optimizer)
             for cb in self.callbacks:
                 cb.on_train_epoch_start(self, module)
@@ -267,6 +276,7 @@ class MLXTrainer:
             bar = self._epoch_bar(per_epoch)
             try:
                 self._train_epoch(module, loader, step, per_epoch, bar)
+                self.step_compiles = False
                 stop = self.should_stop or self.limit_val_batches == 0
                 val = {} if stop else self._timed_validation(module, datamodule)
                 if val:
@@ -550,6 +560,10 @@ class MLXTrainer:
             "validation_time_s": self.elapsed_validation_time(),
             **self.checkpoint_meta,
         }
+        held = {type(cb).__name__: cb.meta_state() for cb in self.callbacks}
+        held = {name: state for name, state in held.items() if state is not None}
+        if held:
+            meta["callbacks"] = held
         arrays["meta"] = np.array(json.dumps(meta))
         tmp = path.with_name(path.name + ".tmp.npz")
         np.savez(tmp, **arrays)
@@ -573,6 +587,8 @@ class MLXTrainer:
         for cb in self.callbacks:
             prefix = f"callback.{type(cb).__name__}."
             cb.load_state_dict({k[len(prefix) :]: mx.array(v) for k, v in arrays.items() if k.startswith(prefix)})
+            if type(cb).__name__ in meta.get("callbacks", {}):
+                cb.load_meta_state(meta["callbacks"][type(cb).__name__])
         if meta["total_steps"] != self.total_steps:
             raise ValueError(
                 f"checkpoint {path} belongs to a run of {meta['total_steps']} steps, "

@@ -114,10 +114,13 @@ class Backend(Protocol):
     def reset_memory_peak(self) -> None:
         """Reset the framework's own peak counter, as training starts."""
 
-    def step_callback(self, clock):
+    def step_callback(self, clock, memory):
         """A callback of this framework's trainer that calls ``clock.epoch_start()`` as each
-        training epoch starts and ``clock.step_end(images, last_of_epoch)`` after each
-        optimizer step (``throughput.StepClock``)."""
+        training epoch starts, ``clock.recompiles_next(step, reason)`` before a step that
+        compiles anew, and ``clock.step_end(images, last_of_epoch)`` after each optimizer step
+        (``throughput.StepClock``); and keeps in every checkpoint the figures so far
+        (``throughput.segment_state`` of `clock` and `memory`), which a resumed run continues
+        (``throughput.continue_segments``)."""
 
     def fit(self, trainer, module, data, resume: str | None) -> None: ...
 
@@ -127,7 +130,8 @@ class Backend(Protocol):
         """{"test/acc", "test/loss", "per_class_accuracy", "confusion_matrix", "test/acc_no_tta" (with TTA)}."""
 
     def settle(self, trainer) -> None:
-        """Before a record is written: the run's log made whole (torch: earlier segments' rows)."""
+        """Before a record is written: the run's log flushed to disk (earlier segments' rows are
+        there from the resume's start: torch puts them back as its trainer is made, MLX keeps them)."""
 
     def last_checkpoint(self, trainer) -> str | None: ...
 

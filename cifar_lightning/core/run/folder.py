@@ -4,7 +4,8 @@ Each run, evaluations included, writes into a folder of its own; a folder that h
 a run is never written into again unless the user says so (``--overwrite``) or
 continues that very run (``--resume``, which checks that every setting that shapes
 the run matches the checkpoint's). A resumed run keeps the rows of ``metrics.csv``
-and the training time of its earlier segments.
+(on disk from its start, so a run cut again loses none) and the training time of its
+earlier segments.
 """
 
 from __future__ import annotations
@@ -247,12 +248,13 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def keep_history(path: Path, earlier: list[dict], before_step: int) -> None:
+def keep_history(path: Path, earlier: list[dict], before_step: int) -> list[str]:
     """Put back in front of metrics.csv the rows an earlier segment logged for steps before
-    `before_step` (those the checkpoint covers; later ones are trained again)."""
+    `before_step` (those the checkpoint covers; later ones are trained again). Returns the
+    file's columns as written (none when there was nothing to put back)."""
     earlier = [r for r in earlier if r.get("step") not in (None, "") and int(r["step"]) < before_step]
     if not earlier:
-        return
+        return []
     rows = earlier + read_rows(path)
     keys = list(dict.fromkeys(k for r in rows for k in r))
     tmp = path.with_name(path.name + ".tmp")
@@ -261,3 +263,4 @@ def keep_history(path: Path, earlier: list[dict], before_step: int) -> None:
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
+    return keys

@@ -211,7 +211,7 @@ def _train_and_test(config, backend, recipe, data, folder, settings, callbacks) 
     if not config.test_only:  # the steps timed and memory sampled by one protocol (throughput, memory)
         memory = MemoryPeak(backend.memory_counters())
         clock = StepClock(backend.sync, backend.synchronized_by, on_reading=memory.sample)
-        timing = backend.step_callback(clock)
+        timing = backend.step_callback(clock, memory)  # restores the earlier segments' figures on resume
     trainer = backend.make_trainer(config, recipe, data, folder, settings, steps, callbacks, timing)
     main = backend.rank == 0  # torch knows its rank among several processes once its trainer exists
     flags = run_flags(config, backend)
@@ -265,7 +265,21 @@ def _train_and_test(config, backend, recipe, data, folder, settings, callbacks) 
         times,
         test,
         str(checkpoint) if checkpoint else None,
-        clock.record() if clock else None,
-        memory.record() if clock else None,
+        *_figures(clock, memory, bool(config.resume)),
     )
     return replace(result, record=finish(result, backend.framework, command))
+
+
+LEFT_OUT = "the earlier segments: the checkpoint this run resumed from carries none of their figures"
+
+
+def _figures(clock, memory, resumed: bool) -> tuple[dict | None, dict | None]:
+    """run.json's ``throughput`` and ``memory`` (None for an evaluation): all segments of a
+    resumed run together, or, where its checkpoint carried no figures of the earlier ones
+    (one written before checkpoints carried them), this segment's with ``left_out`` saying so."""
+    if clock is None:
+        return None, None
+    throughput, peaks = clock.record(), memory.record()
+    if resumed and clock.segments == 1:
+        throughput["left_out"] = peaks["left_out"] = LEFT_OUT
+    return throughput, peaks

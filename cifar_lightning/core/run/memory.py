@@ -14,10 +14,17 @@ is stated with the counters it divides. The record also names the frameworks the
 held at its samples (``frameworks_loaded``): a process-wide counter, such as the peak
 resident set, counts every framework imported into the process, so a measured process
 should hold its own framework only.
+
+On macOS both backends add ``phys_footprint`` (``macos_counters``): the process's lifetime
+maximum physical footprint, macOS's own figure for a process's memory, which counts the
+GPU memory (Metal's) that the resident set leaves out. A resumed run's peaks are the largest
+over its segments (``throughput.segment_state``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import resource
 import sys
 
@@ -50,6 +57,97 @@ def process_peak_rss() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
+# macOS's proc_pid_rusage (<libproc.h>) fills a struct rusage_info_v4 of <sys/resource.h>
+# (Apple's XNU, bsd/sys/resource.h: github.com/apple-oss-distributions/xnu); flavor RUSAGE_INFO_V4
+# is 4. The fields up to ri_lifetime_max_phys_footprint, in the header's order, all uint64_t after
+# the 16-byte uuid; the struct's last 7 fields, of no use here, keep its size (296 bytes).
+RUSAGE_INFO_V4 = 4
+
+
+class RusageInfoV4(ctypes.Structure):
+    _fields_ = [
+        ("ri_uuid", ctypes.c_uint8 * 16),
+        *[
+            (name, ctypes.c_uint64)
+            for name in (
+                "ri_user_time",
+                "ri_system_time",
+                "ri_pkg_idle_wkups",
+                "ri_interrupt_wkups",
+                "ri_pageins",
+                "ri_wired_size",
+                "ri_resident_size",
+                "ri_phys_footprint",
+                "ri_proc_start_abstime",
+                "ri_proc_exit_abstime",
+                "ri_child_user_time",
+                "ri_child_system_time",
+                "ri_child_pkg_idle_wkups",
+                "ri_child_interrupt_wkups",
+                "ri_child_pageins",
+                "ri_child_elapsed_abstime",
+                "ri_diskio_bytesread",
+                "ri_diskio_byteswritten",
+                "ri_cpu_time_qos_default",
+                "ri_cpu_time_qos_maintenance",
+                "ri_cpu_time_qos_background",
+                "ri_cpu_time_qos_utility",
+                "ri_cpu_time_qos_legacy",
+                "ri_cpu_time_qos_user_initiated",
+                "ri_cpu_time_qos_user_interactive",
+                "ri_billed_system_time",
+                "ri_serviced_system_time",
+                "ri_logical_writes",
+                "ri_lifetime_max_phys_footprint",
+                "ri_instructions",
+                "ri_cycles",
+                "ri_billed_energy",
+                "ri_serviced_energy",
+                "ri_interval_max_phys_footprint",
+                "ri_runnable_time",
+            )
+        ],
+    ]
+
+
+_proc_pid_rusage = None
+
+
+def _rusage_call():
+    """libSystem's ``proc_pid_rusage`` (macOS), loaded once; OSError where there is none."""
+    global _proc_pid_rusage
+    if _proc_pid_rusage is None:
+        call = ctypes.CDLL("/usr/lib/libSystem.B.dylib", use_errno=True).proc_pid_rusage
+        call.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(RusageInfoV4)]
+        call.restype = ctypes.c_int
+        _proc_pid_rusage = call
+    return _proc_pid_rusage
+
+
+def phys_footprint() -> int:
+    """This process's lifetime maximum physical footprint in bytes (macOS:
+    ``ri_lifetime_max_phys_footprint`` of ``proc_pid_rusage``), the peak of the figure
+    Activity Monitor shows as a process's memory, GPU memory included. OSError elsewhere,
+    or when the call fails."""
+    info = RusageInfoV4()
+    if _rusage_call()(os.getpid(), RUSAGE_INFO_V4, ctypes.byref(info)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"proc_pid_rusage: {os.strerror(err)}")
+    return int(info.ri_lifetime_max_phys_footprint)
+
+
+def macos_counters() -> dict:
+    """``{"phys_footprint": phys_footprint}`` on macOS where the call answers; else (Linux,
+    Windows, a macOS without it) nothing. Never raises."""
+    if sys.platform != "darwin":
+        return {}
+    try:
+        phys_footprint()
+    except (OSError, AttributeError):
+        return {}
+    return {"phys_footprint": phys_footprint}
+
+
 class MemoryPeak:
     """The largest value each counter of `counters` ({name: function returning bytes}) took
     over the samples; the first counter is the one a comparison divides (``primary``)."""
@@ -61,6 +159,7 @@ class MemoryPeak:
         self.peaks = {name: 0 for name in counters}
         self.samples = 0
         self.loaded: set[str] = set()
+        self.segments = 1  # processes whose samples the peaks cover (``continue_from`` adds earlier ones)
 
     def sample(self) -> None:
         for name, read in self.counters.items():
@@ -70,11 +169,26 @@ class MemoryPeak:
 
     def record(self) -> dict:
         """run.json's ``memory``: each counter's peak in bytes, the primary counter's name,
-        how many samples were taken and when, and the frameworks the process held at them."""
+        how many samples were taken and when, the frameworks the process held at them, and the
+        segments (processes) they cover."""
         return {
             "peak_bytes": dict(self.peaks),
             "primary": next(iter(self.counters)),
             "samples": self.samples,
             "sampled": SAMPLED,
             "frameworks_loaded": sorted(self.loaded),
+            "segments": self.segments,
         }
+
+    def state(self) -> dict:
+        """What a checkpoint carries: the peaks (bytes) and samples so far, the segments covered."""
+        return {"peak_bytes": dict(self.peaks), "samples": self.samples, "segments": self.segments}
+
+    def continue_from(self, state: dict) -> None:
+        """Take the earlier segments' peaks (``state`` of the checkpoint resumed): each
+        counter's peak is the largest over all segments; this process is one segment more."""
+        for name, peak in state.get("peak_bytes", {}).items():
+            if name in self.peaks:
+                self.peaks[name] = max(self.peaks[name], int(peak))
+        self.samples += int(state.get("samples", 0))
+        self.segments = int(state.get("segments", 1)) + 1
