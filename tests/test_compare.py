@@ -690,6 +690,15 @@ def test_a_process_that_held_the_other_framework_is_left_out_of_the_memory_ratio
     assert "- Left out of the memory ratio: seeds 1, 2" in text
     only_old = report(record("pytorch", 2), record("mlx", 2, command=old_pt))
     assert "Peak memory MLX / PyTorch: not stated: every pair is left out" in only_old
+    # the PyTorch side too: seed 1's PyTorch process held MLX (2 GiB); the ratio is seed 0's alone
+    torch_side = report(
+        record("pytorch", 0, loaded=["torch"]),
+        record("mlx", 0, peak=2**29, loaded=["mlx"]),
+        record("pytorch", 1, peak=2**31, loaded=["mlx", "torch"]),
+        record("mlx", 1, peak=2**29, loaded=["mlx"]),
+    )
+    assert "mlx loaded too" in row(torch_side, 1) and "- Left out of the memory ratio: seed 1," in torch_side
+    assert "(process_peak_rss / process_peak_rss): 0.50x (no interval from one pair, 1 pair)." in torch_side, torch_side
 
 
 def test_the_memory_record_names_the_frameworks_its_process_held(monkeypatch):
