@@ -4,7 +4,8 @@ under the user's own trainer.
 
 Faults these tests were checked against (each makes a test fail): argparse's own usage block
 for a bad flag value in fit.py, fit_mlx.py, compare.py or report.py; Results.md rewritten
-from a missing or empty runs folder; a failed download's error without --no-download, or
+from a missing or empty runs folder, or (the default report) from a checkout's runs/ that
+tracks no run; a failed download's error without --no-download, or
 leaving its empty folder; --data-dir errors with the resolved path, or no hint for the inner
 cifar-10-batches-py/; the editable checkout's command as the installed package's hint; a
 first line without the run's length, or a resumed run's without its epoch and step (the MLX
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -62,6 +64,13 @@ def test_a_report_of_no_runs_is_refused_and_overwrites_nothing(tmp_path, capsys,
         assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and said in err, err
         assert results.read_text() == "# the published report\n"
     assert not (tmp_path / "runs" / "empty" / "Results.md").exists()
+    # the default report in a git checkout (the tracked logs only), whose runs/ tracks none
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True, capture_output=True)
+    with pytest.raises(SystemExit) as e:
+        main(["--runs", str(tmp_path / "runs")], root=tmp_path)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "holds no finished run's run.json that git tracks" in err, err
+    assert results.read_text() == "# the published report\n"
 
 
 FIT_COMMANDS = {"pytorch": ("fit", ["--accelerator", "cpu"]), "mlx": ("fit_mlx", ["--cpu"])}
