@@ -10,7 +10,8 @@ leaving its empty folder; --data-dir errors with the resolved path, or no hint f
 cifar-10-batches-py/; the editable checkout's command as the installed package's hint; a
 first line without the run's length, or a resumed run's without its epoch and step (the MLX
 backend not recording the resumed step); MLX's epoch bar without the validation figures;
-the fast net's whitening left unset by the module under a user's own trainer (either framework).
+the fast net's whitening left unset by the module under a user's own trainer, or its starting bias
+not set (either framework).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import importlib
 import re
 import subprocess
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -240,23 +242,30 @@ def fit_fast_for_one_step(framework: str, module, dm, tmp_path):
 
 @pytest.mark.parametrize("framework", sorted(FIT_COMMANDS))
 def test_the_fast_net_under_a_users_own_trainer_whitens_from_its_data(framework, cifar10_dir, tmp_path):
-    """The scripts' whitening (the first training images' patch filters), set by the module at
-    the start of fit; filters already set (here: loaded weights) are kept."""
+    """The scripts' whitening (the first training images' patch filters, and the starting bias),
+    set by the module at the start of fit; filters already set (here: loaded weights) are kept."""
     from cifar_lightning import CIFARClassifier, CIFARDataModule, get_recipe
     from cifar_lightning.core.spec import FAST
-    from cifar_lightning.core.whitening import whitening_filters
+    from cifar_lightning.core.whitening import starting_bias, whitening_filters
 
     recipe = get_recipe("fast").to_dict() | {"batch_size": 50, "tta": False}
     dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=50, download=False, train_subset=100)
     dm.data.setup()
     expected = whitening_filters(dm.data.normalize(dm.data.splits["train"][0][: FAST["whiten_images"]]))
     if framework == "pytorch":
-        make = lambda: CIFARClassifier("fast", 10, recipe=recipe)  # noqa: E731
+        make = lambda r=recipe: CIFARClassifier("fast", 10, recipe=r)  # noqa: E731
     else:
         from cifar_mlx_adapter import MLXClassifier
 
-        make = lambda: MLXClassifier("fast", 10, recipe=recipe)  # noqa: E731
+        make = lambda r=recipe: MLXClassifier("fast", 10, recipe=r)  # noqa: E731
     np.testing.assert_allclose(fit_fast_for_one_step(framework, make(), dm, tmp_path), expected, rtol=1e-5, atol=1e-6)
+    # and the whitening bias the scripts start from (the Muon recipe's draw from its seed), before a step trains it
+    fresh = make(recipe | {"whiten_bias_init": "uniform"})
+    fresh.trainer = SimpleNamespace(datamodule=dm)  # what on_fit_start reads of the trainer
+    fresh.on_fit_start()
+    bias = fresh.model.whiten.bias
+    bias = bias.detach().numpy() if framework == "pytorch" else np.array(bias)
+    np.testing.assert_array_equal(bias, starting_bias(fresh.recipe))
 
     loaded = make()
     if framework == "pytorch":
