@@ -140,7 +140,8 @@ def test_fit_mlx_preloads_openblas_without_root_and_warns_only_when_training():
 def test_an_openblas_that_cannot_multiply_on_this_cpu_is_not_preloaded(monkeypatch, capsys):
     """A library that loads but has no working matrix product (here libm, standing for an
     OpenBLAS built for instructions this CPU lacks, which dies with SIGILL) is refused with one
-    warning line, and the process keeps MLX's own BLAS instead of a restart that would crash."""
+    warning line, and the process keeps MLX's own BLAS instead of a restart that would crash;
+    so is one whose product runs but comes out wrong. Checked against: the exit status alone."""
     libm = next(line.split()[-1] for line in open("/proc/self/maps") if "/libm.so" in line)
     monkeypatch.setattr(blas, "openblas_library", lambda: Path(libm))
     monkeypatch.delenv("LD_PRELOAD", raising=False)
@@ -148,6 +149,10 @@ def test_an_openblas_that_cannot_multiply_on_this_cpu_is_not_preloaded(monkeypat
     assert blas.restart_environment() is None
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not run a matrix product on this CPU" in err[0], err
+    # one whose product runs but is wrong (stood for by a check whose cblas_sgemm gives 0) is refused too
+    monkeypatch.setattr(blas, "GEMM_CHECK", "print(6.0); print(0.0)")
+    assert blas.restart_environment() is None
+    assert "does not run a matrix product" in capsys.readouterr().err
 
 
 def test_mlx_trainer_refuses_zero_epochs_in_one_line():
