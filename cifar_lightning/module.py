@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import lightning as L
 import torch
@@ -157,7 +158,13 @@ class CIFARClassifier(L.LightningModule):
     def on_fit_start(self) -> None:
         """The fast net's whitening filters (and its starting bias), from the first training
         images of the trainer's datamodule, as the scripts set them, unless they are set
-        already (``init_whitening``, loaded weights, a resumed checkpoint: ``whitening_set``)."""
+        already (``init_whitening``, loaded weights, a resumed checkpoint: ``whitening_set``).
+        Warns when the datamodule augments otherwise than the recipe (``augmentation_mismatch``)."""
+        from cifar_lightning.core.data import CIFARData, augmentation_mismatch
+
+        data = getattr(self.trainer.datamodule, "data", None)
+        if isinstance(data, CIFARData) and (mismatch := augmentation_mismatch(data, self.recipe)):
+            warnings.warn(mismatch, stacklevel=2)
         if getattr(self.model, "whitening_set", True):
             return
         from cifar_lightning.core.spec import FAST

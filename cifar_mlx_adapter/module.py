@@ -8,6 +8,8 @@ values given to ``self.log`` come back from the compiled step as arrays.
 
 from __future__ import annotations
 
+import warnings
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -134,15 +136,19 @@ class MLXClassifier:
     def on_fit_start(self) -> None:
         """As ``cifar_lightning``'s module: the fast net's whitening filters (and its starting
         bias) from the first training images of the trainer's datamodule, unless they are set
-        already (``init_whitening``, loaded weights, a resumed checkpoint: ``whitening_set``)."""
+        already (``init_whitening``, loaded weights, a resumed checkpoint: ``whitening_set``).
+        Warns when the datamodule augments otherwise than the recipe (``augmentation_mismatch``)."""
+        from cifar_lightning.core.data import CIFARData, augmentation_mismatch
+
+        data = getattr(getattr(self.trainer, "datamodule", None), "data", getattr(self.trainer, "datamodule", None))
+        if isinstance(data, CIFARData) and (mismatch := augmentation_mismatch(data, self.recipe)):
+            warnings.warn(mismatch, stacklevel=2)
         if getattr(self.model, "whitening_set", True):
             return
-        from cifar_lightning.core.data import CIFARData
         from cifar_lightning.core.spec import FAST
         from cifar_lightning.core.whitening import WHITENING_NOT_SET, starting_bias
         from cifar_mlx_adapter.models import init_whitening
 
-        data = getattr(getattr(self.trainer, "datamodule", None), "data", getattr(self.trainer, "datamodule", None))
         if not isinstance(data, CIFARData):
             raise ValueError(WHITENING_NOT_SET.format(dm="CIFARDataModule or CIFARData"))
         data.setup()

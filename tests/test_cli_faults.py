@@ -297,3 +297,35 @@ def test_the_fast_net_without_data_to_whiten_from_refuses_to_train(cifar10_dir, 
     )
     with pytest.raises(ValueError, match=r"whitening filters are not set .* datamodule=CIFARDataModule"):
         trainer.fit(CIFARClassifier("fast", 10, recipe=recipe), train_dataloaders=dm.train_dataloader())
+
+
+@pytest.mark.parametrize("framework", sorted(FIT_COMMANDS))
+def test_a_datamodule_that_augments_otherwise_than_the_recipe_is_named_at_fit_start(framework, cifar10_dir):
+    """README "Use the parts" with the fast net: a DataModule left at its defaults (crop 4,
+    zero padding, random flip) would train it under another augmentation than its recipe's
+    (reflect-pad 2, alternating flip). Fit start says so in one warning naming the arguments
+    that match; a DataModule built from the recipe's augmentation, as the scripts build it,
+    is not warned about."""
+    import warnings
+    from dataclasses import asdict
+
+    from cifar_lightning import CIFARClassifier, CIFARDataModule, get_recipe
+
+    recipe = get_recipe("fast")
+    if framework == "pytorch":
+        module = CIFARClassifier("fast", 10, recipe=recipe.to_dict())
+    else:
+        from cifar_mlx_adapter import MLXClassifier
+
+        module = MLXClassifier("fast", 10, recipe=recipe.to_dict())
+    for kwargs, warned in (({}, True), (asdict(recipe.augmentation), False)):
+        dm = CIFARDataModule("cifar10", cifar10_dir, batch_size=50, download=False, train_subset=100, **kwargs)
+        module.trainer = SimpleNamespace(datamodule=dm)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            module.on_fit_start()
+        said = [str(w.message) for w in caught if "augments with" in str(w.message)]
+        if warned:
+            assert len(said) == 1 and "crop_padding=2, pad_mode='reflect', flip='alternating'" in said[0], said
+        else:
+            assert said == [], said

@@ -27,6 +27,24 @@ from cifar_lightning.core.seeds import derive_seed
 EVAL_BATCH = 500  # images per evaluation batch: the test set in 20, the memory of a training batch or so
 
 
+def augmentation_mismatch(data, recipe) -> str | None:
+    """One line when `data` (a CIFARData) augments its training batches otherwise than
+    `recipe` (a ``Recipe``) asks, naming both and the keyword arguments that match the
+    recipe; None when they agree. The scripts build their data from the recipe; a user who
+    builds a DataModule with its defaults for the fast net (crop 4, zero padding, random
+    flip) would otherwise train it under another augmentation than its recipe's (airbench94's
+    reflect-pad 2 and alternating flip) without knowing."""
+    if data.augmentation == recipe.augmentation:
+        return None
+    from dataclasses import asdict
+
+    wanted = ", ".join(f"{k}={v!r}" for k, v in asdict(recipe.augmentation).items())
+    return (
+        f"the datamodule augments with {data.augmentation}, the model's recipe with "
+        f"{recipe.augmentation}: pass {wanted} to CIFARDataModule or CIFARData to train as the scripts do"
+    )
+
+
 def stratified_split(labels: np.ndarray, holdout: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train_idx, holdout_idx): sorted int64 indices; `holdout` of them keep the classes'
     proportions, drawn from (seed, "split"). Each class holds out floor(its exact share);
