@@ -766,7 +766,45 @@ def stub_training(monkeypatch) -> list:
         raise Trained
 
     monkeypatch.setattr(compare_cli, "train", train)
+    monkeypatch.setattr(compare_cli, "check_data", lambda args: None)  # no data behind a stand-in run
     return calls
+
+
+def test_a_wrong_data_dir_is_refused_before_the_comparison_folder_is_made(monkeypatch, tmp_path, capsys, cifar10_dir):
+    """A first compare.py with a mistyped --data-dir: one line naming the folder as typed,
+    no folder and no compare.json left behind, so the corrected call (other flags too) is
+    not refused for settings the failed one recorded. Checked against: no check (the
+    comparison's folder was made and its settings written before the PyTorch run failed)."""
+    from cifar_lightning.cli import compare as compare_cli
+
+    out = tmp_path / "cmp"
+    calls: list = []
+
+    def train(module, flags):
+        calls.append(flags)
+        raise Trained
+
+    monkeypatch.setattr(compare_cli, "train", train)
+    with pytest.raises(SystemExit) as e:
+        compare_cli.main(["--data-dir", "nope", "--no-download", "--output-dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "no cifar10 data in nope" in err[0], err
+    assert not out.exists() and not calls
+    with pytest.raises(Trained):
+        compare_cli.main(
+            [
+                "--data-dir",
+                str(cifar10_dir),
+                "--no-download",
+                "--device",
+                "cpu",
+                "--seeds",
+                "1",
+                "--output-dir",
+                str(out),
+            ]
+        )
+    assert len(calls) == 1
 
 
 def test_compare_refuses_torch_on_a_gpu_against_mlx_on_the_cpu_before_training(monkeypatch, tmp_path, capsys):

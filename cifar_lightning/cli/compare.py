@@ -245,6 +245,20 @@ def train(module: str, flags: list[str]) -> int:
         raise
 
 
+def check_data(args: argparse.Namespace) -> None:
+    """The data the runs will read, before the comparison's folder and compare.json are made:
+    downloaded here unless --no-download, else checked; UsageError with the reader's one line
+    (a wrong --data-dir must not leave a folder whose settings the next, corrected call is
+    refused for)."""
+    from cifar_lightning.core.data import CIFARData
+    from cifar_lightning.core.datasets import CIFARDataError
+
+    try:
+        CIFARData(args.dataset, args.data_dir, download=not args.no_download).prepare_data()
+    except CIFARDataError as e:
+        raise UsageError(str(e)) from None
+
+
 def compare(args: argparse.Namespace, argv: list[str]) -> Path:
     """Train what the comparison still lacks and write its report; returns its folder."""
     if args.seeds < 1:
@@ -255,6 +269,7 @@ def compare(args: argparse.Namespace, argv: list[str]) -> Path:
     check_same(out, saved, settings)
     if any(status(out / f"{f}-seed{seed}") != "finished" for seed in range(args.seeds) for f in FRAMEWORKS):
         check_versions(out, args.allow_version_change)  # only runs still to train can mix versions
+        check_data(args)
     out.mkdir(parents=True, exist_ok=True)
     if saved is None or args.seeds >= saved["settings"]["seeds"]:  # fewer seeds: the folder's report, as it is
         command = shlex.join(["python", "scripts/compare.py", *argv])
