@@ -152,3 +152,16 @@ def real_cifar10_subset(root: Path, n_train: int = 200, n_test: int = 50) -> Pat
     with open(src / info.meta_file, "rb") as f, open(folder / info.meta_file, "wb") as g:
         g.write(f.read())
     return root
+
+
+class FakeClock:
+    """A clock that moves only when told (seconds), and counts the waits for the device."""
+
+    def __init__(self):
+        self.now, self.syncs = 0.0, 0
+
+    def __call__(self):
+        return self.now
+
+    def sync(self):
+        self.syncs += 1

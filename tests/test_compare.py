@@ -38,7 +38,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import write_cifar
+from conftest import FakeClock, write_cifar
 
 from cifar_lightning.cli.fit import main as fit_main
 from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
@@ -52,17 +52,6 @@ FRAMEWORKS = ["pytorch", "mlx"]
 
 
 # ------------------------------------------------------------------ the clock
-class FakeClock:
-    """A clock that moves only when told (seconds), and counts the waits for the device."""
-
-    def __init__(self):
-        self.now, self.syncs = 0.0, 0
-
-    def __call__(self):
-        return self.now
-
-    def sync(self):
-        self.syncs += 1
 
 
 def test_the_step_clock_measures_the_steps_after_the_warm_up_and_between_epochs_nothing():

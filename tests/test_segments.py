@@ -13,6 +13,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
+from conftest import FakeClock
 
 from cifar_lightning.cli.fit import main as fit_main
 from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
@@ -128,15 +129,6 @@ def test_a_run_cut_twice_keeps_every_segments_log_and_figures(framework, cifar10
 
 
 # ------------------------------------------------------------ recompiled steps
-class FakeClock:
-    def __init__(self):
-        self.now, self.syncs = 0.0, 0
-
-    def __call__(self):
-        return self.now
-
-    def sync(self):
-        self.syncs += 1
 
 
 def test_the_step_clock_leaves_out_a_step_that_recompiles():
