@@ -176,7 +176,9 @@ def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_
     assert_resume_matches(cifar10_dir, tmp_path, common, CtrlC("epoch-end", epoch=1), cut_step=2, total=4)
 
 
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZER_RUNS))
+@pytest.mark.parametrize(
+    "optimizer", [pytest.param(o, marks=pytest.mark.slow) if o == "muon" else o for o in sorted(OPTIMIZER_RUNS)]
+)
 def test_interrupted_run_of_each_optimizer_resumes_to_the_same_end(cifar10_dir, tmp_path, optimizer):
     """AdamW and Muon (four parts, the whitening bias on its own schedule and frozen at epoch
     3) cut at an epoch's end resume to the uninterrupted run's weights: the checkpoint's
