@@ -3,7 +3,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_ddp_ranks_see_disjoint_shares_of_every_epoch(cifar10_dir, tmp_path):
     script = Path(__file__).with_name("ddp_shards.py")
     r = subprocess.run(

@@ -176,7 +176,9 @@ def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_
     assert_resume_matches(cifar10_dir, tmp_path, common, CtrlC("epoch-end", epoch=1), cut_step=2, total=4)
 
 
-@pytest.mark.parametrize("optimizer", sorted(OPTIMIZER_RUNS))
+@pytest.mark.parametrize(
+    "optimizer", [pytest.param(o, marks=pytest.mark.slow) if o == "muon" else o for o in sorted(OPTIMIZER_RUNS)]
+)
 def test_interrupted_run_of_each_optimizer_resumes_to_the_same_end(cifar10_dir, tmp_path, optimizer):
     """AdamW and Muon (four parts, the whitening bias on its own schedule and frozen at epoch
     3) cut at an epoch's end resume to the uninterrupted run's weights: the checkpoint's
@@ -194,11 +196,22 @@ def run_script(*args):
     )
 
 
+def run_main(*args, capsys) -> tuple[int, str]:
+    """main() in this process (no ~10 s Lightning import of a new one): (exit status, stderr).
+    test_bad_inputs_give_one_line_errors starts the script itself as a process."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        main(list(args))
+    return stop.value.code, capsys.readouterr().err
+
+
 @pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
-def test_mps_unavailable_is_one_clear_line(cifar10_dir, tmp_path):
-    r = run_script("--accelerator", "mps", "--data-dir", str(cifar10_dir), "--output-dir", str(tmp_path / "o"))
-    assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "MPS is not available" in r.stderr
+def test_mps_unavailable_is_one_clear_line(cifar10_dir, tmp_path, capsys):
+    code, err = run_main(
+        "--accelerator", "mps", "--data-dir", str(cifar10_dir), "--output-dir", str(tmp_path / "o"), capsys=capsys
+    )
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()] and "MPS is not available" in err
 
 
 def test_bad_inputs_give_one_line_errors(cifar10_dir, tmp_path):
@@ -212,7 +225,7 @@ def test_bad_inputs_give_one_line_errors(cifar10_dir, tmp_path):
     assert test_only.returncode == 2 and "--test-only needs --weights" in test_only.stderr
 
 
-def test_weights_of_another_model_are_rejected(cifar10_dir, tmp_path):
+def test_weights_of_another_model_are_rejected(cifar10_dir, tmp_path, capsys):
     out = tmp_path / "r"
     fit(cifar10_dir, out, "--model", "small_cnn", "--epochs", "1", "--batch-size", "50")
     with pytest.raises(SystemExit):
@@ -225,7 +238,7 @@ def test_weights_of_another_model_are_rejected(cifar10_dir, tmp_path):
             "--weights",
             str(out / "checkpoints/final.ckpt"),
         )
-    r = run_script(
+    code, _ = run_main(
         "--model",
         "small_cnn",
         "--dataset",
@@ -239,8 +252,9 @@ def test_weights_of_another_model_are_rejected(cifar10_dir, tmp_path):
         str(out / "checkpoints/final.ckpt"),
         "--output-dir",
         str(tmp_path / "y"),
+        capsys=capsys,
     )
-    assert r.returncode == 2
+    assert code == 2
 
 
 def test_cifar100_runs(cifar100_dir, tmp_path):

@@ -94,7 +94,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "fast" else c for c in sorted(CASES)])
 def test_two_processes_take_the_step_of_one_process_on_the_union_and_evaluate_every_image_once(case, tmp_path):
     """2 ranks x 5 steps of BATCH images end with the weights of one process stepping on the
     union of their batches (gradients averaged; a summed loss rescaled by the processes),
@@ -257,6 +257,7 @@ def test_a_rank_that_cannot_reach_the_others_times_out_with_one_line(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_a_failed_two_process_run_resumes_on_every_rank_to_the_uninterrupted_end(tmp_path):
     """2 ranks, SmallCNN with dropout, 2 epochs of 5 steps: rank 1 raises after step 7, so the
     run keeps epoch 1's last.npz (step 5); both ranks resume from it (each reads the

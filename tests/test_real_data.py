@@ -1,8 +1,11 @@
 """A short training run on the real CIFAR-10 in ../shared/data (skipped if absent)."""
 
+import pytest
+
 from cifar_lightning.cli.fit import main
 
 
+@pytest.mark.slow
 def test_small_cnn_learns_real_cifar10(shared_data, tmp_path):
     record = main(
         [
