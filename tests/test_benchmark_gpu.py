@@ -30,6 +30,7 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+@pytest.mark.slow
 def test_smoke_setting_writes_every_field_and_results_md_renders_it(bench, cifar10_dir, tmp_path):
     out = tmp_path / "runs" / "gpu" / "smoke.json"
     # a process of its own without the OpenBLAS conftest preloads for MLX: torch's CPU matmuls

@@ -334,6 +334,7 @@ def memory_of(framework: str, data: Path, out: Path, batch: int) -> dict:
     return json.loads((out / "run.json").read_text())["memory"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_the_memory_peak_grows_with_the_batch(framework, tmp_path):
     """SmallCNN at batch 32 and 256 (8x the activations: measured here 1.09 GB against 1.47
@@ -515,6 +516,7 @@ def compare(data: Path, out: Path, *extra: str, wait: bool = True, env: dict | N
     return subprocess.run(argv, capture_output=True, text=True, timeout=900, env=env)
 
 
+@pytest.mark.slow
 def test_compare_trains_both_frameworks_from_one_start_and_continues_where_it_stopped(tmp_path):
     """One seed: PyTorch, then MLX from its initial.pt (the same weights, the same seed and
     batches). Ctrl-C during the MLX run (after its first epoch's checkpoint) leaves the
@@ -710,6 +712,7 @@ def compare_args(*extra: str):
     return parser().parse_args(["--epochs", "2", "--device", "cpu", *extra])
 
 
+@pytest.mark.slow
 def test_compare_starts_the_mlx_run_from_weights_it_reads_without_torch(tmp_path):
     """Issue 34, 1: the MLX run's --weights is initial.pt's copy as an .npz in MLX's layout,
     holding the same values bit for bit; an MLX process loading it into the model imports no

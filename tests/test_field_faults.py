@@ -95,6 +95,7 @@ def one_step(data, weights, out, devices, batch, accumulate) -> dict:
     return torch.load(out, weights_only=True)
 
 
+@pytest.mark.slow
 def test_a_summed_loss_takes_the_same_step_under_ddp_and_accumulation(cifar10_dir, tmp_path):
     """The fast recipe's summed loss, one step on 50 images: 2 DDP processes of 25 and one
     process accumulating 2 x 25 move the weights as far as one process on the 50 (today

@@ -143,6 +143,7 @@ def full_fast_run(tmp_path_factory):
     return tmp_path_factory.mktemp("fast") / "full"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", sorted(FAST_CUTS))
 def test_interrupted_fast_run_resumes_to_the_same_end_across_weight_averaging(
     cifar10_dir, tmp_path, where, monkeypatch, full_fast_run
@@ -161,6 +162,7 @@ def test_interrupted_small_cnn_run_with_dropout_resumes_to_the_same_end(cifar10_
     assert_resume_matches(cifar10_dir, tmp_path, common, CtrlC("epoch-end", epoch=1), 2, 4, monkeypatch)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 def test_interrupted_run_of_each_optimizer_resumes_to_the_same_end(cifar10_dir, tmp_path, monkeypatch, optimizer):
     """As torch's twin (tests/test_fit.py): AdamW and Muon cut at an epoch's end resume to
