@@ -30,6 +30,7 @@ from cifar_lightning.core.run.backend import ProcessState, RunFacts
 from cifar_lightning.core.run.provenance import PACKAGES, package_versions
 from cifar_lightning.core.run.record import launcher
 from cifar_lightning.core.spec import FAST
+from cifar_mlx_adapter import blas
 
 EXPECTED_RESUME = "expected a fit_mlx.py checkpoint such as <run>/checkpoints/last.npz"
 
@@ -309,7 +310,7 @@ class MLXBackend(ProcessState):
             accelerator=self.device,
             gpu=mlx_cuda_device_name() if self.device == "cuda" else None,
             versions=package_versions(*PACKAGES["mlx"]),
-            numerics=mlx_numerics(),
+            numerics={**mlx_numerics(), **({"blas": blas.in_use()} if self.device == "cpu" else {})},
             processes=self._processes(module.recipe.batch_size),
             parameters=self.count_parameters(module),
             steps=trainer.total_steps,

@@ -167,6 +167,15 @@ def restart_with_openblas(argv: list[str]) -> None:
         os.execve(sys.executable, [sys.executable, *argv], env)
 
 
+def in_use() -> str:
+    """The BLAS MLX's CPU kernels call in this process, as run.json records it for an MLX run
+    on the CPU: its speed there differs about 12x between them (see the module docstring)."""
+    if sys.platform == "darwin":
+        return "Accelerate (macOS)"
+    preloaded = next((p for p in os.environ.get("LD_PRELOAD", "").split() if "openblas" in p), None)
+    return f"OpenBLAS, preloaded: {preloaded}" if preloaded else "MLX's own reference BLAS"
+
+
 def slow_blas_warning() -> str | None:
     """The one line an MLX run on a Linux CPU prints when it trains with the slow BLAS."""
     if not needed() or active():

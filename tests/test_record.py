@@ -12,6 +12,7 @@ other rules are tested, each against its planted fault, in test_reporting.py.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from cifar_lightning.cli.flags import common_parser
 from cifar_lightning.core.run.plots import most_confused_pairs, plot_confusion, plot_curves
 from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
 from cifar_lightning.report.results import render_results
+from cifar_mlx_adapter import blas
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = [
@@ -57,6 +59,11 @@ def test_run_json_records_what_was_in_effect_in_both_frameworks(cifar10_dir, tmp
     assert torch_run["numerics"]["float32_matmul_precision"] in ("highest", "high", "medium")
     assert isinstance(torch_run["numerics"]["cudnn_allow_tf32"], bool)
     assert mlx_run["numerics"]["precision"] == "32-true"
+    # the BLAS an MLX run on the CPU called (about 12x apart on Linux): the test run's own preload
+    preloaded = next(p for p in os.environ.get("LD_PRELOAD", "").split() if "openblas" in p) if blas.active() else None
+    assert mlx_run["numerics"]["blas"] == (
+        f"OpenBLAS, preloaded: {preloaded}" if preloaded else "MLX's own reference BLAS"
+    )
     for run in (torch_run, mlx_run):
         assert run["processes"]["world_size"] == 1 and run["processes"]["effective_batch_size"] == 50
         assert run["hyperparameters"]["limit_test_batches"] == 1
