@@ -1,0 +1,245 @@
+"""The training step: the module's loss, its gradient, accumulation, clipping, precision and
+the optimiser's update, compiled once with all the state it changes.
+
+``mx.compile`` traces the step once with the model's state (parameters and BatchNorm
+statistics), the optimiser's state, MLX's global random key, the loss scaler's state and
+the accumulated gradients as inputs and outputs: every later call reads and writes them,
+so dropout draws a fresh mask each step and nothing is baked into the graph. A trace that
+fails (a host read such as ``.item()`` in ``training_step``) puts every piece of state
+back as it was, so the next fit in the process works, and raises one error that names the
+cause and the eager way out (``compile=False``).
+
+What each Lightning flag means here, from lightning/pytorch/loops/optimization/automatic.py
+and torch's ``clip_grad_norm_``/``clip_grad_value_``:
+
+- ``accumulate_grad_batches=k``: each batch's loss is divided by k and the gradients summed;
+  the optimiser steps on every k-th batch and on the epoch's last one.
+- ``gradient_clip_val`` with ``"norm"``: every gradient times min(1, max_norm / (total 2-norm
+  + 1e-6)); with ``"value"``: each entry clamped to [-v, v]. After unscaling (16-mixed).
+- precision: see ``precision.py``; mixed precision computes with half copies of the float32
+  weights, whose gradients come back float32; 16-mixed scales the loss and skips a step
+  whose gradients are not finite (the step count and schedule still advance, as torch's
+  scheduler does after GradScaler skips ``optimizer.step``).
+- several processes: gradients averaged over them (``nn.average_gradients``); the logged
+  values are means over the processes.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from cifar_mlx_adapter.lightning.precision import Precision, cast_floating
+
+
+class StepTraceError(RuntimeError):
+    """``training_step`` could not be compiled; the state is as it was before the call."""
+
+
+def clip_by_norm(grads, max_norm: float):
+    """torch.nn.utils.clip_grad_norm_'s rule (2-norm over every gradient, coefficient clamped at 1)."""
+    leaves = [g for _, g in tree_flatten(grads)]
+    total = mx.sqrt(sum(mx.sum(mx.square(g.astype(mx.float32))) for g in leaves))
+    coef = mx.minimum(max_norm / (total + 1e-6), 1.0)
+    return tree_map(lambda g: (g * coef).astype(g.dtype), grads)
+
+
+def clip_by_value(grads, value: float):
+    """torch.nn.utils.clip_grad_value_'s rule."""
+    return tree_map(lambda g: mx.clip(g, -value, value), grads)
+
+
+def _keep_step(new, old, found_inf):
+    """The optimiser state after a skipped step: every entry as it was, except the step count."""
+    if isinstance(new, dict):
+        return {k: (new[k] if k == "step" else _keep_step(new[k], old.get(k), found_inf)) for k in new}
+    if isinstance(new, (list, tuple)):
+        return type(new)(_keep_step(n, o, found_inf) for n, o in zip(new, old))
+    if isinstance(new, mx.array) and isinstance(old, mx.array):
+        return mx.where(found_inf, old, new)
+    return new
+
+
+def assign_state(optimizer, state) -> None:
+    """Put `state` into the optimiser's own state containers (in place: a compiled step reads
+    its outputs from the containers it was traced with). A MultiOptimizer's state is
+    {"states": [each part's]}."""
+    if hasattr(optimizer, "optimizers"):
+        for part, part_state in zip(optimizer.optimizers, state["states"]):
+            assign_state(part, part_state)
+        return
+    own = optimizer.state
+    own.clear()
+    own.update(state)
+
+
+class TrainingStep:
+    """Builds and runs the step of one fit (remade when the trainable parameters change).
+
+    Call ``step(batch, batch_idx, apply=True)`` per batch: with ``apply=False`` the
+    gradients are only accumulated. Returns (loss float32 scalar, {name: value} logged),
+    both ``mx.array`` and unevaluated.
+    """
+
+    def __init__(
+        self,
+        module,
+        optimizer,
+        precision: Precision,
+        scaler=None,
+        accumulate: int = 1,
+        clip_val: float | None = None,
+        clip_algorithm: str = "norm",
+        group=None,
+        compile: bool = True,
+        log_sink=None,
+    ):
+        self.module, self.optimizer, self.precision, self.scaler = module, optimizer, precision, scaler
+        self.accumulate, self.clip_val, self.clip_algorithm = accumulate, clip_val, clip_algorithm
+        self.group = group
+        self.world = group.size() if group is not None else 1
+        self.compile = compile
+        self.log_sink = log_sink  # the trainer's: receives (fx, name, value, options) at trace time
+        self.log_options: dict[str, dict] = {}
+        self.acc = {"grads": tree_map(mx.zeros_like, module.trainable_parameters())} if accumulate > 1 else {}
+        self._fns: dict[bool, object] = {}
+
+    # ------------------------------------------------------------ the pieces
+    def _loss(self, params, batch, batch_idx):
+        module, precision = self.module, self.precision
+        if precision.name.endswith("-mixed"):
+            module.update(cast_floating(params, precision.compute_dtype))
+        else:
+            module.update(params)
+        batch = cast_floating(batch, precision.compute_dtype) if precision.compute_dtype != mx.float32 else batch
+        logs: dict[str, mx.array] = {}
+
+        def sink(fx, name, value, **options):
+            self.log_options[name] = {"fx": fx, **options}
+            logs[name] = value if isinstance(value, mx.array) else mx.array(value, dtype=mx.float32)
+
+        module._log_sink, module._current_fx = sink, "training_step"
+        try:
+            out = module.training_step(batch, batch_idx)
+        finally:
+            module._log_sink, module._current_fx = None, None
+        loss = out["loss"] if isinstance(out, dict) else out
+        if not isinstance(loss, mx.array) or loss.size != 1:
+            raise ValueError(
+                "training_step must return the loss, a scalar mx.array, or a dict with 'loss'; "
+                f"got {type(out).__name__}"
+            )
+        loss = loss.astype(mx.float32).reshape(())
+        scaled = loss / self.accumulate
+        if self.scaler is not None:
+            scaled = self.scaler.scale(scaled)
+        return scaled, (loss, logs)
+
+    def _gradients(self, batch, batch_idx):
+        params = self.module.trainable_parameters()
+        (_, (loss, logs)), grads = mx.value_and_grad(self._loss)(params, batch, batch_idx)
+        self.module.update(params)  # the float32 weights back where half copies computed the loss
+        if self.group is not None:
+            loss = mx.distributed.all_sum(loss, group=self.group) / self.world
+            logs = {k: mx.distributed.all_sum(v, group=self.group) / self.world for k, v in logs.items()}
+        return loss, logs, grads
+
+    def _accumulate_only(self, batch, batch_idx):
+        loss, logs, grads = self._gradients(batch, batch_idx)
+        self.acc["grads"] = tree_map(mx.add, self.acc["grads"], grads)
+        return loss, logs
+
+    def _apply(self, batch, batch_idx):
+        loss, logs, grads = self._gradients(batch, batch_idx)
+        if self.acc:
+            grads = tree_map(mx.add, self.acc["grads"], grads)
+            self.acc["grads"] = tree_map(mx.zeros_like, grads)
+        if self.group is not None:
+            grads = nn.average_gradients(grads, group=self.group)
+        found_inf = None
+        if self.scaler is not None:
+            grads, found_inf = self.scaler.unscale(grads)
+        if self.clip_val:
+            grads = (clip_by_norm if self.clip_algorithm == "norm" else clip_by_value)(grads, self.clip_val)
+        if found_inf is None:
+            self.optimizer.update(self.module, grads)
+        else:
+            params = self.module.trainable_parameters()
+            old_state = tree_map(lambda x: x, self.optimizer.state)
+            self.optimizer.update(self.module, grads)
+            self.module.update(self.scaler.select(found_inf, self.module.trainable_parameters(), params))
+            assign_state(self.optimizer, _keep_step(self.optimizer.state, old_state, found_inf))
+            self.scaler.update(found_inf)
+        return loss, logs
+
+    # ------------------------------------------------------------ compiling
+    def _state(self):
+        state = [self.module.state, self.optimizer.state, mx.random.state, self.acc]
+        if self.scaler is not None:
+            state.append(self.scaler.state)
+        return state
+
+    def _function(self, apply: bool):
+        if apply not in self._fns:
+            fn = self._apply if apply else self._accumulate_only
+            if self.compile:
+                state = self._state()
+                fn = mx.compile(fn, inputs=state, outputs=state)
+                self._fns[apply] = _FirstCallGuard(fn, self)
+            else:
+                self._fns[apply] = fn
+        return self._fns[apply]
+
+    def __call__(self, batch, batch_idx: int, apply: bool = True):
+        index = mx.array(batch_idx, dtype=mx.int32) if self.compile else batch_idx
+        return self._function(apply)(batch, index)
+
+    def snapshot(self):
+        """References to every piece of state a failed trace could leave as placeholders."""
+        return (
+            tree_flatten(self.module.state),
+            tree_map(lambda x: x, self.optimizer.state),
+            np.array(mx.random.state[0]),
+            dict(self.acc),
+            dict(self.scaler.state) if self.scaler is not None else None,
+        )
+
+    def restore(self, saved) -> None:
+        from cifar_mlx_adapter.trainer import set_random_key
+
+        module_state, optimizer_state, key, acc, scaler_state = saved
+        self.module.update(tree_unflatten(module_state))
+        assign_state(self.optimizer, optimizer_state)
+        set_random_key(key)
+        self.acc.clear()
+        self.acc.update(acc)
+        if scaler_state is not None:
+            self.scaler.state.clear()
+            self.scaler.state.update(scaler_state)
+
+
+class _FirstCallGuard:
+    """Calls a compiled step; its first call (the trace) restores the state if it fails."""
+
+    def __init__(self, fn, step: TrainingStep):
+        self.fn, self.step, self.traced = fn, step, False
+
+    def __call__(self, *args):
+        if self.traced:
+            return self.fn(*args)
+        saved = self.step.snapshot()
+        try:
+            out = self.fn(*args)
+        except Exception as err:
+            self.step.restore(saved)
+            self.step.module._log_sink = self.step.module._current_fx = None
+            cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise StepTraceError(
+                f"training_step could not be compiled ({type(err).__name__}: {cause}); a host read such as "
+                ".item(), float() or Python branching on an array's value cannot be traced: "
+                "MLXTrainer(compile=False) runs the step eagerly"
+            ) from err
+        self.traced = True
+        return out

@@ -1,0 +1,859 @@
+"""MLXTrainer: ``L.Trainer``'s arguments, loops and hook order over an ``MLXModule``.
+
+The loops follow Lightning 2.6's (lightning/pytorch/loops/fit_loop.py,
+training_epoch_loop.py, evaluation_loop.py): when validation runs (``val_check_interval``,
+``check_val_every_n_epoch``), when the optimiser steps under accumulation, when
+``global_step`` moves, when a row reaches the loggers and with which ``step``, when
+training stops (``max_epochs``, ``max_steps``, ``should_stop`` after ``min_epochs``), and
+the order of callback and module hooks. Tests run the same module under ``L.Trainer`` and
+compare (tests/test_mlx_lightning_port.py).
+
+The host waits for the device only where a number is needed: a logged row, the progress
+bar at a logged step, a callback that reads ``callback_metrics``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import mlx.core as mx
+from mlx.utils import tree_flatten, tree_unflatten
+
+from cifar_mlx_adapter.lightning.checkpoint import load_checkpoint, save_checkpoint
+from cifar_mlx_adapter.lightning.data import DataSource, length_of, limit_batches
+from cifar_mlx_adapter.lightning.loggers import log_dir_of, resolve_loggers
+from cifar_mlx_adapter.lightning.module import MisconfigurationException
+from cifar_mlx_adapter.lightning.precision import DynamicLossScaler, cast_floating, parse_precision
+from cifar_mlx_adapter.lightning.results import ResultCollection, as_floats, batch_size_of
+from cifar_mlx_adapter.lightning.step import TrainingStep, assign_state
+
+
+class TrainerState:
+    """``trainer.state.fn``: "fit", "validate", "test" or "predict" while a call runs."""
+
+    fn: str | None = None
+    stage: str | None = None
+
+
+def _is_monitoring(callback) -> bool:
+    from cifar_mlx_adapter.lightning.callbacks import EarlyStopping, ModelCheckpoint
+
+    return isinstance(callback, (EarlyStopping, ModelCheckpoint))
+
+
+def _module_modes(module):
+    from cifar_mlx_adapter.trainer import module_modes
+
+    return module_modes(module)
+
+
+def _restore_modes(modes) -> None:
+    from cifar_mlx_adapter.trainer import restore_modes
+
+    restore_modes(modes)
+
+
+def parse_optimizers(returned, steps_per_epoch: int):
+    """The one optimiser of ``configure_optimizers``' return, in Lightning's forms: an optimiser;
+    a list or tuple of one; ([optimiser], [schedule]); {"optimizer": o, "lr_scheduler": s or
+    {"scheduler": s, "interval": "step" | "epoch"}}. A schedule is MLX's: a callable of the
+    step (interval "step", MLX's own) or of the epoch (interval "epoch", Lightning's default
+    for a bare scheduler), set as the optimiser's learning rate."""
+    schedule, interval = None, "epoch"
+    if isinstance(returned, dict):
+        if "optimizer" not in returned:
+            raise MisconfigurationException('configure_optimizers returned a dict without "optimizer"')
+        optimizer, schedule = returned["optimizer"], returned.get("lr_scheduler")
+        if isinstance(schedule, dict):
+            interval, schedule = schedule.get("interval", "epoch"), schedule["scheduler"]
+    elif isinstance(returned, (list, tuple)):
+        if len(returned) == 2 and isinstance(returned[0], (list, tuple)):
+            optimizers, schedules = returned
+            if len(schedules) > 1:
+                raise MisconfigurationException("MLXTrainer takes one learning-rate schedule")
+            schedule = schedules[0] if schedules else None
+            if isinstance(schedule, dict):
+                interval, schedule = schedule.get("interval", "epoch"), schedule["scheduler"]
+        else:
+            optimizers = returned
+        optimizers = list(optimizers)
+        if len(optimizers) != 1:
+            raise MisconfigurationException(
+                f"MLXTrainer trains one optimizer (Lightning's automatic optimization), got {len(optimizers)}: "
+                "combine them with mlx.optimizers.MultiOptimizer"
+            )
+        optimizer = optimizers[0]
+    else:
+        optimizer = returned
+    if not hasattr(optimizer, "update") or not hasattr(optimizer, "state"):
+        raise MisconfigurationException(
+            f"configure_optimizers must return an mlx.optimizers.Optimizer, got {type(optimizer).__name__}"
+        )
+    if schedule is not None:
+        if not callable(schedule):
+            raise MisconfigurationException(
+                f"a learning-rate schedule is MLX's: a callable of the step, got {type(schedule).__name__}"
+            )
+        if interval not in ("step", "epoch"):
+            raise MisconfigurationException(f'lr_scheduler interval must be "step" or "epoch", got {interval!r}')
+        fn = schedule if interval == "step" else (lambda step, s=schedule: s(step // steps_per_epoch))
+        optimizer._maybe_schedule("learning_rate", fn)
+    return optimizer
+
+
+class MLXTrainer:
+    """``L.Trainer`` for an ``MLXModule``; the arguments keep Lightning's names, defaults and
+    meanings (lightning/pytorch/trainer/trainer.py). MLX's own: ``compile`` (the training
+    step compiled with its state; False runs it eagerly) and ``group`` (an
+    ``mx.distributed`` group of processes training data-parallel).
+
+    ``precision``: "32-true" (default), "bf16-mixed" and "16-mixed" (float32 weights and
+    optimiser state, the loss computed in half; 16-mixed scales the loss as torch's
+    GradScaler), "bf16-true" and "16-true" (weights in half). Lightning's aliases (32,
+    "bf16", 16, ...) are accepted.
+
+    Not supported, and why, in the README's table: ``accelerator``/``devices``/``strategy``/
+    ``num_nodes`` (MLX picks its device; processes come from ``mlx.launch``), ``profiler``,
+    ``detect_anomaly``, ``deterministic``/``benchmark``, ``reload_dataloaders_every_n_epochs``,
+    ``use_distributed_sampler``, ``barebones``, ``plugins``, ``sync_batchnorm``,
+    ``inference_mode``, ``max_time``, ``model_registry``.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_epochs: int | None = None,
+        min_epochs: int | None = None,
+        max_steps: int = -1,
+        min_steps: int | None = None,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        overfit_batches: int | float = 0.0,
+        val_check_interval: int | float | None = None,
+        check_val_every_n_epoch: int | None = 1,
+        num_sanity_val_steps: int | None = None,
+        log_every_n_steps: int | None = None,
+        enable_checkpointing: bool | None = None,
+        enable_progress_bar: bool | None = None,
+        enable_model_summary: bool | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        precision="32-true",
+        callbacks=None,
+        logger=None,
+        default_root_dir: str | Path | None = None,
+        fast_dev_run: int | bool = False,
+        enable_autolog_hparams: bool = True,
+        compile: bool = True,
+        group=None,
+    ):
+        self.fast_dev_run = int(fast_dev_run) if fast_dev_run is not True else 1
+        if isinstance(fast_dev_run, int) and not isinstance(fast_dev_run, bool) and fast_dev_run < 0:
+            raise MisconfigurationException(f"fast_dev_run={fast_dev_run!r} is not a valid configuration")
+        if not isinstance(accumulate_grad_batches, int) or accumulate_grad_batches < 1:
+            raise MisconfigurationException(
+                f"`Trainer(accumulate_grad_batches={accumulate_grad_batches!r})` was not an int greater than 0"
+            )
+        algorithm = (gradient_clip_algorithm or "norm").lower()
+        if algorithm not in ("norm", "value"):
+            raise MisconfigurationException(
+                f"`gradient_clip_algorithm` {gradient_clip_algorithm!r} is invalid. Allowed algorithms: norm, value"
+            )
+        if gradient_clip_val is not None and gradient_clip_val < 0:
+            raise ValueError(f"gradient_clip_val must be >= 0, got {gradient_clip_val!r}")
+        self.precision = parse_precision(precision)
+        self.default_root_dir = str(default_root_dir) if default_root_dir is not None else str(Path.cwd())
+        if max_epochs is None:
+            max_epochs = 1000 if max_steps == -1 else -1  # Lightning's defaults
+        self.max_epochs, self.min_epochs, self.max_steps = max_epochs, min_epochs, max_steps
+        self.min_steps = min_steps
+        self.enable_autolog_hparams = enable_autolog_hparams
+        self.limit_train_batches = 1.0 if limit_train_batches is None else limit_train_batches
+        self.limit_val_batches = 1.0 if limit_val_batches is None else limit_val_batches
+        self.limit_test_batches = 1.0 if limit_test_batches is None else limit_test_batches
+        self.limit_predict_batches = 1.0 if limit_predict_batches is None else limit_predict_batches
+        self.overfit_batches = overfit_batches
+        self.val_check_interval = 1.0 if val_check_interval is None else val_check_interval
+        self.check_val_every_n_epoch = check_val_every_n_epoch
+        self.num_sanity_val_steps = 2 if num_sanity_val_steps is None else num_sanity_val_steps
+        self.log_every_n_steps = 50 if log_every_n_steps is None else log_every_n_steps
+        self.accumulate_grad_batches = accumulate_grad_batches
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, algorithm
+        self.compile = compile
+        self.enable_progress_bar = True if enable_progress_bar is None else enable_progress_bar
+        self.enable_model_summary = True if enable_model_summary is None else enable_model_summary
+        if self.fast_dev_run:  # Lightning's: n batches of each, one epoch, no logger, no checkpoints, no sanity
+            n = self.fast_dev_run
+            self.max_steps, self.max_epochs = n, 1
+            self.limit_train_batches = self.limit_val_batches = n
+            self.limit_test_batches = self.limit_predict_batches = n
+            self.num_sanity_val_steps, self.val_check_interval, self.check_val_every_n_epoch = 0, 1.0, 1
+            logger = False
+        if overfit_batches:
+            self.limit_train_batches = self.limit_val_batches = overfit_batches
+        self.group = group if group is not None and group.size() > 1 else None
+        self.world_size = self.group.size() if self.group is not None else 1
+        self.global_rank = self.group.rank() if self.group is not None else 0
+        self.local_rank = self.global_rank
+        self.is_global_zero = self.global_rank == 0
+        self.loggers = resolve_loggers(logger, self.default_root_dir) if self.is_global_zero else []
+        callbacks = list(callbacks or [])
+        self.enable_checkpointing = True if enable_checkpointing is None else enable_checkpointing
+        from cifar_mlx_adapter.lightning.callbacks import ModelCheckpoint
+
+        has_checkpoint = any(isinstance(cb, ModelCheckpoint) for cb in callbacks)
+        if not self.enable_checkpointing and has_checkpoint:
+            raise MisconfigurationException(
+                "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in callbacks list."
+            )
+        if self.enable_checkpointing and not has_checkpoint:
+            callbacks.append(ModelCheckpoint())
+        # as Lightning's _reorder_callbacks: checkpoints last, so they see what the others logged
+        self.callbacks = [cb for cb in callbacks if not isinstance(cb, ModelCheckpoint)] + [
+            cb for cb in callbacks if isinstance(cb, ModelCheckpoint)
+        ]
+        self.state = TrainerState()
+        self.current_epoch = 0
+        self.global_step = 0
+        self.should_stop = False
+        self.sanity_checking = False
+        self.training = False
+        self.lightning_module = None
+        self.datamodule = None
+        self.optimizers: list = []
+        self.num_training_batches: float = math.inf
+        self.num_val_batches: list = []
+        self.num_sanity_val_batches: list = []
+        self.val_check_batch: float = math.inf
+        self._batches_that_stepped = 0
+        self._callback_metrics: dict[str, mx.array] = {}
+        self._logged_metrics: dict[str, mx.array] = {}
+        self._progress_bar_metrics: dict[str, mx.array] = {}
+        self._results: ResultCollection | None = None
+        self._scaler = None
+        self._step = None
+        self._trainable_names: tuple = ()
+        self._resume_batches = 0
+
+    # ------------------------------------------------------------ properties
+    @property
+    def logger(self):
+        return self.loggers[0] if self.loggers else None
+
+    @property
+    def log_dir(self) -> str:
+        return log_dir_of(self.loggers, self.default_root_dir)
+
+    @property
+    def callback_metrics(self) -> dict[str, mx.array]:
+        return self._callback_metrics
+
+    @property
+    def logged_metrics(self) -> dict[str, mx.array]:
+        return self._logged_metrics
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        return as_floats(self._progress_bar_metrics)
+
+    @property
+    def checkpoint_callbacks(self) -> list:
+        from cifar_mlx_adapter.lightning.callbacks import ModelCheckpoint
+
+        return [cb for cb in self.callbacks if isinstance(cb, ModelCheckpoint)]
+
+    @property
+    def checkpoint_callback(self):
+        found = self.checkpoint_callbacks
+        return found[0] if found else None
+
+    @property
+    def early_stopping_callback(self):
+        from cifar_mlx_adapter.lightning.callbacks import EarlyStopping
+
+        found = [cb for cb in self.callbacks if isinstance(cb, EarlyStopping)]
+        return found[0] if found else None
+
+    @property
+    def should_update_logs(self) -> bool:
+        """Lightning's rule: a training row every ``log_every_n_steps`` optimizer steps, or on stopping."""
+        if self.log_every_n_steps == 0:
+            return False
+        return (self._batches_that_stepped + 1) % self.log_every_n_steps == 0 or self.should_stop
+
+    @property
+    def estimated_stepping_batches(self) -> float:
+        """Optimizer steps the fit will take (``max_steps`` when set), as Lightning's."""
+        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
+        total = per_epoch * self.max_epochs if self.max_epochs != -1 else math.inf
+        return min(total, self.max_steps) if self.max_steps != -1 else total
+
+    @property
+    def _can_stop_early(self) -> bool:
+        epochs = self.current_epoch >= self.min_epochs if self.min_epochs else True
+        return epochs and (self.global_step >= self.min_steps if self.min_steps else True)
+
+    # ----------------------------------------------------------------- hooks
+    def _call(self, hook: str, *args, monitoring: bool | None = None):
+        """Callbacks' hook (all, or only those that monitor / do not monitor), then nothing else."""
+        module = self.lightning_module
+        for cb in self.callbacks:
+            if monitoring is not None and _is_monitoring(cb) != monitoring:
+                continue
+            getattr(cb, hook)(self, module, *args)
+
+    def _module_hook(self, hook: str, *args):
+        module = self.lightning_module
+        fn = getattr(module, hook, None)
+        if fn is None:
+            return None
+        previous = module._current_fx
+        object.__setattr__(module, "_current_fx", hook)
+        try:
+            return fn(*args)
+        finally:
+            object.__setattr__(module, "_current_fx", previous)
+
+    def _sink(self, fx, name, value, batch_size=None, **options):
+        self._results.log(fx, name, value, batch_size=batch_size or self._batch_size, **options)
+
+    def _attach(self, module) -> None:
+        self.lightning_module = module
+        module.trainer = self
+        object.__setattr__(module, "_log_sink", self._sink)
+
+    # ------------------------------------------------------------- logging
+    def _log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        """Lightning's LoggerConnector.log_metrics: floats to every logger, with "epoch" added
+        and the step the number of optimizer steps before this row's."""
+        if not self.loggers or not metrics:
+            return
+        self._logged_metrics.update(metrics)
+        values = as_floats(metrics)
+        if step is None:
+            values.setdefault("epoch", self.current_epoch)
+            step = self._batches_that_stepped
+        for logger in self.loggers:
+            logger.log_metrics(values, step)
+            logger.save()
+
+    def _on_batch_end_metrics(self) -> None:
+        metrics = self._results.metrics(on_step=True)
+        self._progress_bar_metrics.update(metrics["pbar"])
+        self._callback_metrics.update(metrics["callback"])
+        self._logged_metrics.update(metrics["log"])
+
+    def _on_epoch_end_metrics(self) -> dict:
+        metrics = self._results.metrics(on_step=False)
+        self._progress_bar_metrics.update(metrics["pbar"])
+        self._callback_metrics.update(metrics["callback"])
+        self._logged_metrics.update(metrics["log"])
+        return metrics
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None) -> None:
+        """Train `model` (an ``MLXModule``) on `train_dataloaders` or `datamodule`'s training split,
+        validating on `val_dataloaders` or the datamodule's; `ckpt_path` ("last" or a path)
+        resumes, and a larger ``max_epochs``/``max_steps`` than the checkpoint's trains on."""
+        if train_dataloaders is not None and hasattr(train_dataloaders, "train_dataloader") and datamodule is None:
+            train_dataloaders, datamodule = None, train_dataloaders  # fit(model, dm), as Lightning allows
+        if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
+            raise MisconfigurationException(
+                "You cannot pass `train_dataloader` or `val_dataloaders` to `trainer.fit(datamodule=...)`"
+            )
+        self._attach(model)
+        self.datamodule = datamodule
+        self.state.fn, self.training, self.should_stop = "fit", True, False
+        source = DataSource(
+            model, {"train": train_dataloaders, "val": val_dataloaders}, datamodule, self.global_rank, self.world_size
+        )
+        source.group = self.group
+        source.prepare("fit")
+        self._call("setup", "fit")
+        self._module_hook("setup", "fit")
+        try:
+            self._fit(model, source, ckpt_path)
+        except BaseException as err:
+            self._call("on_exception", err)
+            for logger in self.loggers:
+                logger.finalize("failed" if not isinstance(err, KeyboardInterrupt) else "interrupted")
+            raise
+        finally:
+            self.training = False
+            self._call("teardown", "fit")
+            self._module_hook("teardown", "fit")
+        for logger in self.loggers:
+            logger.finalize("success")
+        self.state.fn = None
+
+    def _fit(self, model, source: DataSource, ckpt_path) -> None:
+        train = source.batches("train")
+        if train is None:
+            raise MisconfigurationException(
+                "No `train_dataloader()` method defined: pass train_dataloaders= or a datamodule to fit"
+            )
+        if self.overfit_batches:
+            train = _FirstBatches(train, limit_batches(length_of(train), self.overfit_batches, "train"))
+        val = train if self.overfit_batches else source.batches("val")
+        self.num_training_batches = limit_batches(length_of(train), self.limit_train_batches, "train")
+        n_val = 0 if val is None else limit_batches(length_of(val), self.limit_val_batches, "val")
+        self.num_val_batches = [n_val] if val is not None else []
+        has_validation_step = hasattr(model, "validation_step")
+        self.enable_validation = bool(val is not None and n_val > 0 and has_validation_step)
+        self._set_val_check_batch()
+        if self.precision.name.endswith("-true") and self.precision.param_dtype != mx.float32:
+            model.set_dtype(self.precision.param_dtype)
+        per_epoch = max(1, math.ceil(self.num_training_batches / self.accumulate_grad_batches))
+        checkpoint = self._resolve_checkpoint(ckpt_path)
+        if checkpoint is not None:  # Lightning: the module and callbacks first, then optimizer and loops
+            self._restore_module_and_callbacks(model, checkpoint)
+        optimizer = parse_optimizers(self._module_hook("configure_optimizers"), per_epoch)
+        self.optimizers = [optimizer]
+        self._scaler = DynamicLossScaler() if self.precision.scales_loss else None
+        if checkpoint is not None:
+            self._restore_training_state(checkpoint)
+        if self.enable_model_summary and self.is_global_zero:
+            print(model_summary(model), file=sys.stderr)
+        for logger in self.loggers if self.enable_autolog_hparams else ():
+            logger.log_hyperparams(dict(model.hparams))
+        self._call("on_fit_start")
+        self._module_hook("on_fit_start")
+        if checkpoint is None and self.enable_validation and self.num_sanity_val_steps:
+            self._sanity_check(val)
+        self._call("on_train_start")
+        self._module_hook("on_train_start")
+        while not self._fit_done():
+            self._train_epoch(model, train, val)
+        self._call("on_train_end")
+        self._module_hook("on_train_end")
+        self._call("on_fit_end")
+        self._module_hook("on_fit_end")
+
+    def _set_val_check_batch(self) -> None:
+        interval = self.val_check_interval
+        if isinstance(interval, int) and not isinstance(interval, bool):
+            self.val_check_batch = interval
+            if interval > self.num_training_batches and self.check_val_every_n_epoch is not None and self.enable_validation:
+                raise ValueError(
+                    f" `val_check_interval` ({interval}) must be less than or equal to the number of the training"
+                    f" batches ({self.num_training_batches}). If you want to disable validation set"
+                    " `limit_val_batches` to 0.0 instead. If you want to validate based on the total training"
+                    " batches, set `check_val_every_n_epoch=None`."
+                )
+        elif self.num_training_batches == math.inf:
+            if interval != 1.0:
+                raise MisconfigurationException(
+                    "For a source without a length, `Trainer(val_check_interval)` must be `1.0` or an int."
+                )
+            self.val_check_batch = math.inf
+        else:
+            if not 0.0 < interval <= 1.0:
+                raise MisconfigurationException(f"`val_check_interval` should be within [0.0, 1.0], got {interval}")
+            self.val_check_batch = max(1, int(self.num_training_batches * interval))
+
+    def _fit_done(self) -> bool:
+        if self.num_training_batches == 0:
+            return True
+        if self.max_steps != -1 and self.global_step >= self.max_steps:
+            return True
+        if self.max_epochs != -1 and self.current_epoch >= self.max_epochs:
+            return True
+        return self.should_stop and self._can_stop_early
+
+    def _should_validate(self, batch_idx: int, total_batch_idx: int, is_last: bool) -> bool:
+        every = self.check_val_every_n_epoch
+        if not self.enable_validation or (every is not None and (self.current_epoch + 1) % every != 0):
+            return False
+        if is_last and self.val_check_batch == math.inf:
+            return True
+        if self.should_stop and self._can_stop_early:
+            return True
+        if self.val_check_batch == math.inf:
+            return is_last
+        current = total_batch_idx if every is None else batch_idx
+        return (current + 1) % self.val_check_batch == 0
+
+    def _make_step(self, model) -> bool:
+        """(Re)build the compiled step when the trainable parameters changed; True when it did."""
+        names = tuple(k for k, _ in tree_flatten(model.trainable_parameters()))
+        if self._step is not None and names == self._trainable_names:
+            return False
+        self._trainable_names = names
+        self._step = TrainingStep(
+            model,
+            self.optimizers[0],
+            self.precision,
+            scaler=self._scaler,
+            accumulate=self.accumulate_grad_batches,
+            clip_val=self.gradient_clip_val,
+            clip_algorithm=self.gradient_clip_algorithm,
+            group=self.group,
+            compile=self.compile,
+        )
+        return True
+
+    def _train_epoch(self, model, train, val) -> None:
+        self._results = ResultCollection(training=True, group=self.group)
+        if hasattr(train, "set_epoch"):
+            train.set_epoch(self.current_epoch)
+        self._call("on_train_epoch_start")
+        self._module_hook("on_train_epoch_start")
+        self.step_compiles = self._make_step(model)
+        total = self.num_training_batches
+        bar = self._bar(total, f"Epoch {self.current_epoch}")
+        skip, self._resume_batches = self._resume_batches, 0
+        k = self.accumulate_grad_batches
+        batches = iter(train)
+        batch_idx = -1
+        pending = _next(batches)
+        while pending is not _END:
+            batch, pending = pending, _next(batches)
+            batch_idx += 1
+            if batch_idx >= total:
+                break
+            if batch_idx < skip:  # a checkpoint made within this epoch: its batches are done
+                continue
+            is_last = batch_idx + 1 >= total or pending is _END
+            self._batch_size = batch_size_of(batch)
+            self._call("on_train_batch_start", batch, batch_idx)
+            if self._module_hook("on_train_batch_start", batch, batch_idx) == -1:
+                break
+            apply = (batch_idx + 1) % k == 0 or is_last
+            if apply:
+                self._call("on_before_optimizer_step", self.optimizers[0])
+                self._module_hook("on_before_optimizer_step", self.optimizers[0])
+            loss, logs = self._step(batch, batch_idx, apply=apply)
+            object.__setattr__(model, "_log_sink", self._sink)  # the step's own sink held it while it ran
+            for name, value in logs.items():
+                options = dict(self._step.log_options[name])
+                fx = options.pop("fx")
+                self._results.log(fx, name, value, batch_size=options.pop("batch_size") or self._batch_size, **options)
+            mx.async_eval(loss, logs)
+            if apply:
+                self.global_step += 1
+            self._batches_in_epoch = batch_idx + 1
+            outputs = {"loss": loss}
+            self._call("on_train_batch_end", outputs, batch, batch_idx)
+            self._module_hook("on_train_batch_end", outputs, batch, batch_idx)
+            self._on_batch_end_metrics()
+            if apply and (self.should_update_logs or self.fast_dev_run):
+                self._log_metrics(self._results.metrics(on_step=True)["log"])
+                bar.set_postfix(as_floats(self._progress_bar_metrics), refresh=False)
+            bar.update(1)
+            if self._should_validate(batch_idx, self._total_batch_idx, is_last):
+                self._validate_in_fit(val)
+            if apply:
+                self._batches_that_stepped += 1
+            self._total_batch_idx += 1
+            if self.should_stop and self.loggers:
+                for logger in self.loggers:
+                    logger.save()
+            if self.max_steps != -1 and self.global_step >= self.max_steps:
+                break
+            if self.should_stop and self._can_stop_early:
+                break
+        bar.close()
+        # epoch end, in Lightning's order: callbacks that monitor nothing, the module, then the monitoring ones
+        self._epoch_ended = True
+        self._call("on_train_epoch_end", monitoring=False)
+        self._module_hook("on_train_epoch_end")
+        self._call("on_train_epoch_end", monitoring=True)
+        metrics = self._on_epoch_end_metrics()
+        self._batches_that_stepped -= 1  # the epoch's row carries its last step, as Lightning's
+        self._log_metrics(metrics["log"])
+        self._batches_that_stepped += 1
+        self._results.reset()
+        self.current_epoch += 1
+        self._epoch_ended, self._batches_in_epoch = False, 0
+
+    _total_batch_idx = 0  # batches over all epochs (Lightning's total_batch_idx)
+    _batches_in_epoch = 0  # batches of the current epoch done
+    _epoch_ended = False  # in the epoch-end hooks: a checkpoint made now resumes at the next epoch
+
+    # ----------------------------------------------------------- evaluation
+    def _sanity_check(self, val) -> None:
+        self.sanity_checking = True
+        self._call("on_sanity_check_start")
+        try:
+            n = min(self.num_sanity_val_steps, self.num_val_batches[0]) if self.num_sanity_val_steps >= 0 else None
+            self._evaluate(val, "validation", n if n is not None else self.num_val_batches[0])
+        finally:
+            self._call("on_sanity_check_end")
+            self.sanity_checking = False
+
+    def _validate_in_fit(self, val) -> None:
+        results, self._results = self._results, None
+        try:
+            self._evaluate(val, "validation", self.num_val_batches[0])
+        finally:
+            self._results = results
+
+    def _evaluate(self, batches, stage: str, limit) -> dict:
+        """One evaluation run over the first `limit` batches with Lightning's hooks; returns the
+        epoch's logged metrics (0-d mx.array)."""
+        model = self.lightning_module
+        self._results = ResultCollection(training=False, group=self.group)
+        step_hook = "validation_step" if stage == "validation" else "test_step"
+        modes = _module_modes(model)
+        model.eval()
+        try:
+            self._call(f"on_{stage}_start")
+            self._module_hook(f"on_{stage}_start")
+            self._call(f"on_{stage}_epoch_start")
+            self._module_hook(f"on_{stage}_epoch_start")
+            bar = self._bar(limit, "Sanity Checking" if self.sanity_checking else stage.capitalize(), leave=False)
+            for batch_idx, batch in enumerate(batches):
+                if batch_idx >= limit:
+                    break
+                self._batch_size = batch_size_of(batch)
+                self._call(f"on_{stage}_batch_start", batch, batch_idx)
+                self._module_hook(f"on_{stage}_batch_start", batch, batch_idx)
+                output = self._module_hook(step_hook, batch, batch_idx)
+                self._call(f"on_{stage}_batch_end", output, batch, batch_idx)
+                self._module_hook(f"on_{stage}_batch_end", output, batch, batch_idx)
+                step_logs = self._results.metrics(on_step=True)["log"]
+                if step_logs and not self.sanity_checking:
+                    self._log_metrics(step_logs, step=batch_idx)
+                bar.update(1)
+            bar.close()
+            self._call(f"on_{stage}_epoch_end")
+            self._module_hook(f"on_{stage}_epoch_end")
+            metrics = {"log": {}} if self.sanity_checking else self._on_epoch_end_metrics()
+            if not self.sanity_checking:
+                self._log_metrics(metrics["log"])
+            self._call(f"on_{stage}_end")
+            self._module_hook(f"on_{stage}_end")
+        finally:
+            _restore_modes(modes)
+        return metrics["log"]
+
+    def _run_evaluation(self, stage: str, model, dataloaders, datamodule, ckpt_path, verbose: bool) -> list[dict]:
+        if dataloaders is not None and hasattr(dataloaders, "train_dataloader") and datamodule is None:
+            dataloaders, datamodule = None, dataloaders
+        self._attach(model)
+        self.datamodule = datamodule if datamodule is not None else self.datamodule
+        fn = "validate" if stage == "validation" else "test"
+        self.state.fn = fn
+        split = "val" if stage == "validation" else "test"
+        source = DataSource(model, {split: dataloaders}, datamodule, self.global_rank, self.world_size, self.group)
+        source.prepare(fn)
+        self._call("setup", fn)
+        self._module_hook("setup", fn)
+        try:
+            if ckpt_path is not None:
+                checkpoint = self._resolve_checkpoint(ckpt_path)
+                if checkpoint is not None:
+                    self._restore_module_and_callbacks(model, checkpoint)
+            batches = source.batches(split)
+            if batches is None:
+                raise MisconfigurationException(f"No `{split}_dataloader()` method defined to run `Trainer.{fn}`.")
+            limit = self.limit_val_batches if stage == "validation" else self.limit_test_batches
+            n = limit_batches(length_of(batches), limit, split)
+            logged = as_floats(self._evaluate(batches, stage, n))
+        finally:
+            self._call("teardown", fn)
+            self._module_hook("teardown", fn)
+            self.state.fn = None
+        if verbose and self.is_global_zero:
+            for name, value in sorted(logged.items()):
+                print(f"{name:>24}  {value:.6g}")
+        return [logged]
+
+    def validate(self, model, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None) -> list[dict]:
+        """Lightning's ``Trainer.validate``: [{name: float}] of what ``validation_step`` and the
+        validation epoch hooks logged."""
+        return self._run_evaluation("validation", model, dataloaders, datamodule, ckpt_path, verbose)
+
+    def test(self, model, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None) -> list[dict]:
+        """Lightning's ``Trainer.test``: [{name: float}] of what ``test_step`` and the test epoch
+        hooks logged."""
+        return self._run_evaluation("test", model, dataloaders, datamodule, ckpt_path, verbose)
+
+    def predict(self, model, dataloaders=None, datamodule=None, return_predictions: bool = True, ckpt_path=None):
+        """Lightning's ``Trainer.predict``: ``predict_step`` of each batch, a list."""
+        if dataloaders is not None and hasattr(dataloaders, "train_dataloader") and datamodule is None:
+            dataloaders, datamodule = None, dataloaders
+        self._attach(model)
+        self.state.fn = "predict"
+        source = DataSource(model, {"predict": dataloaders}, datamodule, self.global_rank, self.world_size, self.group)
+        source.prepare("predict")
+        batches = source.batches("predict")
+        if batches is None:
+            raise MisconfigurationException("No `predict_dataloader()` method defined to run `Trainer.predict`.")
+        n = limit_batches(length_of(batches), self.limit_predict_batches, "predict")
+        modes = _module_modes(model)
+        model.eval()
+        predictions = []
+        try:
+            self._call("on_predict_start")
+            self._module_hook("on_predict_start")
+            self._call("on_predict_epoch_start")
+            self._module_hook("on_predict_epoch_start")
+            for batch_idx, batch in enumerate(batches):
+                if batch_idx >= n:
+                    break
+                self._call("on_predict_batch_start", batch, batch_idx)
+                out = self._module_hook("predict_step", batch, batch_idx)
+                mx.eval(out)
+                predictions.append(out)
+                self._call("on_predict_batch_end", out, batch, batch_idx)
+            self._call("on_predict_epoch_end")
+            self._module_hook("on_predict_epoch_end")
+            self._call("on_predict_end")
+            self._module_hook("on_predict_end")
+        finally:
+            _restore_modes(modes)
+            self.state.fn = None
+        return predictions if return_predictions else None
+
+    # ------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, filepath, weights_only: bool = False) -> None:
+        """Lightning's checkpoint dict (``dump_checkpoint``) written to `filepath` (rank 0)."""
+        model = self.lightning_module
+        checkpoint = {
+            "epoch": self.current_epoch,
+            "global_step": self.global_step,
+            "mlx_version": mx.__version__,
+            "state_dict": dict(tree_flatten(model.state)),
+            "hyper_parameters": dict(model.hparams),
+            "hparams_name": "kwargs",
+            "loops": {
+                "fit_loop": {
+                    "epoch": self.current_epoch,
+                    "batches_that_stepped": self._batches_that_stepped,
+                    "total_batch_idx": self._total_batch_idx,
+                    # saved at an epoch's end (train or validation end hooks): the next fit starts the next epoch
+                    "epoch_done": self._epoch_ended or self._batches_in_epoch >= self.num_training_batches,
+                    "epoch_batches_done": self._batches_in_epoch,
+                    "random_key": mx.array(mx.random.state[0]),
+                }
+            },
+        }
+        if not weights_only:
+            checkpoint["optimizer_states"] = [self.optimizers[0].state] if self.optimizers else []
+            checkpoint["callbacks"] = {cb.state_key: cb.state_dict() for cb in self.callbacks}
+            if self._scaler is not None:
+                checkpoint["loss_scaler"] = self._scaler.state_dict()
+            self._call("on_save_checkpoint", checkpoint)
+        self._module_hook("on_save_checkpoint", checkpoint)
+        if self.is_global_zero:
+            save_checkpoint(checkpoint, filepath)
+
+    def _resolve_checkpoint(self, ckpt_path):
+        if ckpt_path is None:
+            return None
+        if ckpt_path == "last":
+            candidates = [Path(cb.last_model_path) for cb in self.checkpoint_callbacks if cb.last_model_path]
+            candidates += [Path(cb.dirpath) / "last.ckpt" for cb in self.checkpoint_callbacks if cb.dirpath]
+            found = [p for p in candidates if p.is_file()]
+            if not found:
+                import warnings
+
+                warnings.warn(
+                    "ckpt_path='last' is set, but there is no last checkpoint available. No checkpoint will be loaded.",
+                    stacklevel=3,
+                )
+                return None
+            ckpt_path = max(found, key=lambda p: p.stat().st_mtime)
+        return load_checkpoint(ckpt_path)
+
+    def _restore_module_and_callbacks(self, model, checkpoint: dict) -> None:
+        self._module_hook("on_load_checkpoint", checkpoint)
+        state = checkpoint["state_dict"]
+        ours = dict(tree_flatten(model.state))
+        missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
+        if missing or unexpected:
+            raise ValueError(
+                f"the checkpoint's weights do not fit {type(model).__name__}: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+        model.update(tree_unflatten(list(state.items())))
+        self._call("on_load_checkpoint", checkpoint)
+        for cb in self.callbacks:
+            if cb.state_key in checkpoint.get("callbacks", {}):
+                cb.load_state_dict(checkpoint["callbacks"][cb.state_key])
+
+    def _restore_training_state(self, checkpoint: dict) -> None:
+        from cifar_mlx_adapter.trainer import set_random_key
+
+        if checkpoint.get("optimizer_states"):
+            assign_state(self.optimizers[0], checkpoint["optimizer_states"][0])
+        if self._scaler is not None and "loss_scaler" in checkpoint:
+            self._scaler.load_state_dict(checkpoint["loss_scaler"])
+        loop = checkpoint.get("loops", {}).get("fit_loop", {})
+        self.global_step = checkpoint["global_step"]
+        self._batches_that_stepped = loop.get("batches_that_stepped", self.global_step)
+        self._total_batch_idx = loop.get("total_batch_idx", 0)
+        if loop.get("epoch_done", True):
+            self.current_epoch = checkpoint["epoch"] + 1
+        else:
+            self.current_epoch, self._resume_batches = checkpoint["epoch"], loop.get("epoch_batches_done", 0)
+        if "random_key" in loop:
+            set_random_key(loop["random_key"])
+
+    # ---------------------------------------------------------------- display
+    def _bar(self, total, desc: str, leave: bool = True):
+        from tqdm import tqdm
+
+        return tqdm(
+            total=None if total == math.inf else total,
+            desc=desc,
+            disable=not (self.enable_progress_bar and self.is_global_zero),
+            leave=leave,
+            file=sys.stderr,
+        )
+
+
+_END = object()
+
+
+def _next(iterator):
+    return next(iterator, _END)
+
+
+class _FirstBatches:
+    """The first `n` batches of a source, taken once and served every epoch
+    (``overfit_batches``: the same batches for training and validation)."""
+
+    def __init__(self, source, n):
+        self.batches = []
+        for i, batch in enumerate(source):
+            if i >= n:
+                break
+            self.batches.append(batch)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def model_summary(model) -> str:
+    """Lightning's ModelSummary table (depth 1): each child's name, type and parameter count."""
+    rows = [("", "Name", "Type", "Params")]
+    for i, (name, child) in enumerate(model.children().items()):
+        if isinstance(child, (list, tuple)):
+            params = sum(v.size for c in child for _, v in tree_flatten(c.parameters()))
+            kind = type(child).__name__
+        elif isinstance(child, dict) and not hasattr(child, "parameters"):
+            continue
+        else:
+            params = sum(v.size for _, v in tree_flatten(child.parameters()))
+            kind = type(child).__name__
+        rows.append((str(i), name, kind, f"{params:,}"))
+    trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+    total = sum(v.size for _, v in tree_flatten(model.parameters()))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
+    lines.append(f"{trainable:,} trainable params, {total - trainable:,} non-trainable, {total:,} total")
+    return "\n".join(lines)
+
+
+__all__ = ["MLXTrainer", "parse_optimizers", "model_summary", "cast_floating"]

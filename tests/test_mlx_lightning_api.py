@@ -1,0 +1,273 @@
+"""MLXTrainer as a Lightning user meets it: their own module, their own data, Lightning's
+flags, hooks, callbacks and loggers (each probe of issue 36's "Why" that failed before)."""
+
+from __future__ import annotations
+
+import csv
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+from lightning_port_models import MLXMLP, blobs, numpy_batches, torch_loader
+
+from cifar_mlx_adapter.lightning import (
+    Callback,
+    EarlyStopping,
+    MLXModule,
+    MLXTrainer,
+    ModelCheckpoint,
+    StepTraceError,
+)
+
+QUIET = dict(enable_progress_bar=False, enable_model_summary=False)
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = blobs(128, seed=1)
+    return numpy_batches(x, y, 16)
+
+
+def _rows(root) -> list[dict]:
+    [path] = sorted(root.glob("lightning_logs/version_*/metrics.csv"))[-1:]
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_fit_on_a_list_of_numpy_batches_learns(tmp_path, data):
+    model = MLXMLP()
+    trainer = MLXTrainer(max_epochs=3, default_root_dir=tmp_path, **QUIET)
+    before = trainer.validate(model, data, verbose=False)[0]["val/acc"]
+    trainer.fit(model, data)
+    after = trainer.validate(model, data, verbose=False)[0]["val/acc"]
+    assert after > max(before, 0.6), (before, after)  # three classes: chance is 1/3
+
+
+def test_torch_dataloaders_and_a_lightning_datamodule(tmp_path):
+    import lightning as L
+
+    x, y = blobs(64, seed=1)
+
+    class DM(L.LightningDataModule):
+        calls: list = []
+
+        def prepare_data(self):
+            self.calls.append("prepare_data")
+
+        def setup(self, stage):
+            self.calls.append(f"setup:{stage}")
+
+        def train_dataloader(self):
+            return torch_loader(x, y, 16)
+
+        def val_dataloader(self):
+            return torch_loader(x, y, 32)
+
+    dm = DM()
+    trainer = MLXTrainer(max_epochs=1, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(MLXMLP(), datamodule=dm)
+    assert dm.calls == ["prepare_data", "setup:fit"]
+    assert trainer.global_step == 4 and trainer.num_val_batches == [2]
+
+
+class Plain(MLXModule):
+    """A module of one's own: no recipe, logs nothing, validation_step returns None."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(8, 3)
+        self.seen: list = []
+
+    def __call__(self, x):
+        return self.layer(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.losses.cross_entropy(self(x), y, reduction="mean")
+
+    def validation_step(self, batch, batch_idx):
+        return None
+
+    def configure_optimizers(self):
+        return {"optimizer": optim.SGD(learning_rate=0.1), "lr_scheduler": {"scheduler": lambda s: 0.1, "interval": "step"}}
+
+
+def test_a_plain_module_without_logging_or_hooks(tmp_path, data):
+    trainer = MLXTrainer(max_steps=5, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(Plain(), data)
+    assert trainer.global_step == 5
+
+
+def test_batch_idx_is_the_batch_index_inside_the_compiled_step(tmp_path, data):
+    class Indexed(Plain):
+        def training_step(self, batch, batch_idx):
+            self.log("idx", batch_idx * 1.0, on_step=True, on_epoch=False)
+            return super().training_step(batch, batch_idx)
+
+    trainer = MLXTrainer(max_epochs=1, log_every_n_steps=1, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(Indexed(), data)
+    assert [float(r["idx"]) for r in _rows(tmp_path) if r.get("idx")] == [float(i) for i in range(len(data))]
+
+
+def test_a_host_read_in_the_step_names_the_way_out_and_leaves_mlx_usable(tmp_path, data):
+    class Reads(Plain):
+        def training_step(self, batch, batch_idx):
+            loss = super().training_step(batch, batch_idx)
+            if loss.item() > 100:  # a host read: cannot be traced
+                pass
+            return loss
+
+    with pytest.raises(StepTraceError, match="compile=False"):
+        MLXTrainer(max_steps=2, default_root_dir=tmp_path, **QUIET).fit(Reads(), data)
+    mx.random.normal((2,)).tolist()  # MLX's global random state still works
+    trainer = MLXTrainer(max_steps=2, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(Plain(), data)  # and the next fit in the process
+    eager = MLXTrainer(max_steps=2, compile=False, default_root_dir=tmp_path, **QUIET)
+    eager.fit(Reads(), data)
+    assert eager.global_step == 2
+
+
+def test_logging_options_suffixes_and_evaluation_logs(tmp_path, data):
+    trainer = MLXTrainer(max_epochs=2, log_every_n_steps=4, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(MLXMLP(), data, data)
+    rows = _rows(tmp_path)
+    keys = set().union(*(k for r in rows for k, v in r.items() if v))
+    assert {"train/loss_step", "train/loss_epoch", "train/acc", "val/loss", "val/acc", "epoch", "step"} <= set(
+        k for r in rows for k, v in r.items() if v
+    ), keys
+    assert {"train/loss", "train/loss_epoch", "val/loss"} <= set(trainer.callback_metrics)
+    tested = trainer.test(trainer.lightning_module, data, verbose=False)
+    assert isinstance(tested, list) and set(tested[0]) == {"test/acc"}
+
+
+def test_lightning_signature_callbacks_and_module_hooks_run_in_lightnings_order(tmp_path, data):
+    calls = []
+
+    class Spy(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            calls.append(("cb_batch_end", trainer.global_step, batch_idx, "loss" in outputs))
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            calls.append(("cb_epoch_end", trainer.current_epoch, float(trainer.callback_metrics["train/loss_epoch"])))
+
+    class Hooked(MLXMLP):
+        def on_fit_start(self):
+            calls.append(("fit_start",))
+
+        def on_train_epoch_start(self):
+            calls.append(("epoch_start", self.current_epoch))
+
+        def on_train_epoch_end(self):
+            calls.append(("epoch_end", self.current_epoch))
+
+    trainer = MLXTrainer(max_epochs=1, limit_train_batches=2, callbacks=[Spy()], default_root_dir=tmp_path, **QUIET)
+    trainer.fit(Hooked(), data)
+    assert calls[:4] == [("fit_start",), ("epoch_start", 0), ("cb_batch_end", 1, 0, True), ("cb_batch_end", 2, 1, True)]
+    assert calls[4][0] == "cb_epoch_end" and calls[5] == ("epoch_end", 0)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        dict(fast_dev_run=True),
+        dict(overfit_batches=2, max_epochs=2),
+        dict(max_steps=3, gradient_clip_val=1.0, gradient_clip_algorithm="value"),
+        dict(max_epochs=1, accumulate_grad_batches=3, limit_train_batches=0.5),
+        dict(max_epochs=1, precision="bf16-mixed"),
+        dict(max_epochs=1, logger=False),
+    ],
+)
+def test_lightnings_flags_are_accepted_and_mean_what_they_say(tmp_path, data, flags):
+    trainer = MLXTrainer(default_root_dir=tmp_path, **QUIET, **flags)
+    trainer.fit(MLXMLP(), data, data)
+    if flags.get("fast_dev_run"):
+        assert trainer.global_step == 1 and not list(tmp_path.rglob("*.ckpt")) and not list(tmp_path.rglob("*.csv"))
+    if "overfit_batches" in flags:
+        assert trainer.global_step == 4
+    if "max_steps" in flags:
+        assert trainer.global_step == 3
+    if "accumulate_grad_batches" in flags:
+        assert trainer.num_training_batches == 4 and trainer.global_step == 2  # steps on the 3rd and the last
+    if flags.get("logger") is False:
+        assert not list(tmp_path.rglob("*.csv"))
+
+
+def test_bf16_mixed_keeps_float32_weights_and_optimizer_state(tmp_path, data):
+    model = MLXMLP()
+    trainer = MLXTrainer(max_steps=3, precision="bf16-mixed", default_root_dir=tmp_path, **QUIET)
+    trainer.fit(model, data)
+    assert {v.dtype for _, v in _leaves(model.parameters())} == {mx.float32}
+    assert {v.dtype for _, v in _leaves(trainer.optimizers[0].state) if v.dtype != mx.uint64} <= {mx.float32}
+
+
+def _leaves(tree):
+    from mlx.utils import tree_flatten
+
+    return [(k, v) for k, v in tree_flatten(tree) if isinstance(v, mx.array) and v.ndim > 0]
+
+
+def test_two_fits_into_one_folder_keep_both_logs(tmp_path, data):
+    for _ in range(2):
+        MLXTrainer(max_epochs=1, default_root_dir=tmp_path, **QUIET).fit(MLXMLP(), data)
+    versions = sorted(p.name for p in (tmp_path / "lightning_logs").iterdir())
+    assert versions == ["version_0", "version_1"]
+    assert all((tmp_path / "lightning_logs" / v / "metrics.csv").stat().st_size > 0 for v in versions)
+
+
+def test_resume_with_more_epochs_trains_on_exactly(tmp_path, data):
+    """A run of 2 epochs resumed to 3 equals one run of 3 epochs (weights bit for bit)."""
+    mx.random.seed(0)
+    whole = MLXMLP()
+    start = dict(_leaves(whole.parameters()))
+    MLXTrainer(max_epochs=3, default_root_dir=tmp_path / "whole", **QUIET).fit(whole, data)
+
+    first = MLXMLP()
+    first.update(_unflat(start))
+    cut = MLXTrainer(max_epochs=2, default_root_dir=tmp_path / "cut", **QUIET)
+    cut.fit(first, data)
+    resumed = MLXMLP()
+    more = MLXTrainer(max_epochs=3, default_root_dir=tmp_path / "cut", **QUIET)
+    more.fit(resumed, data, ckpt_path=cut.checkpoint_callback.best_model_path)
+    assert more.global_step == 3 * len(data) and more.current_epoch == 3
+    for name, value in _leaves(whole.parameters()):
+        np.testing.assert_array_equal(np.array(dict(_leaves(resumed.parameters()))[name]), np.array(value), name)
+
+
+def _unflat(flat: dict):
+    from mlx.utils import tree_unflatten
+
+    return tree_unflatten(list(flat.items()))
+
+
+def test_model_checkpoint_and_early_stopping_on_a_validation_loss(tmp_path, data):
+    stop = EarlyStopping(monitor="val/loss", patience=1, min_delta=10.0)  # no epoch gains 10: stops after 2
+    keep = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", save_top_k=1)
+    trainer = MLXTrainer(max_epochs=10, callbacks=[stop, keep], default_root_dir=tmp_path, **QUIET)
+    trainer.fit(MLXMLP(), data, data)
+    assert trainer.current_epoch == 2 and stop.stopped_epoch == 1
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == [p.split("/")[-1] for p in [keep.best_model_path]]
+
+
+def test_bad_flags_are_one_line_errors():
+    with pytest.raises(Exception, match="accumulate_grad_batches"):
+        MLXTrainer(accumulate_grad_batches=0)
+    with pytest.raises(Exception, match="gradient_clip_algorithm"):
+        MLXTrainer(gradient_clip_algorithm="max")
+    with pytest.raises(ValueError, match="precision"):
+        MLXTrainer(precision="64-true")
+    with pytest.raises(TypeError, match="iterable of batches"):
+        MLXTrainer(max_steps=1, **QUIET).fit(Plain(), np.zeros((4, 8), np.float32))
+
+
+def test_mlx_only_import_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, cifar_mlx_adapter.lightning as l; l.MLXTrainer; "
+        "print('torch' in sys.modules, 'lightning' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
