@@ -252,7 +252,13 @@ class DynamicLossScaler:
         torch's ``GradScaler.step`` does not call ``optimizer.step()`` when non-finite
         gradients were found: parameters and optimizer state (its step count included) stay
         as they were. Under ``mx.compile`` the update is always computed; this discards it.
-        Non-array leaves are taken from ``new_tree``.
+        Non-array leaves are taken from ``new_tree``. ``old_tree`` must hold every key of
+        ``new_tree``: an MLX optimizer fills its state lazily, so call ``optimizer.init(params)``
+        before the first step (``mx.compile`` needs that state as an input anyway).
+
+        Unlike Lightning, where an LR scheduler still steps after a skipped optimizer step, an
+        MLX schedule reads ``optimizer.state["step"]``, which this keeps unchanged: after k
+        skipped steps the schedule lags Lightning's by k.
         """
         return tree_map(
             lambda new, old: mx.where(found_inf, old, new) if isinstance(new, mx.array) else new,
