@@ -20,7 +20,9 @@ class TorchMLP(L.LightningModule):
     def __init__(self, lr: float = 0.1, momentum: float = 0.9):
         super().__init__()
         self.save_hyperparameters()
-        self.net = torch.nn.Sequential(torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, CLASSES))
+        self.net = torch.nn.Sequential(
+            torch.nn.Linear(FEATURES, HIDDEN), torch.nn.ReLU(), torch.nn.Linear(HIDDEN, CLASSES)
+        )
 
     def forward(self, x):
         return self.net(x)

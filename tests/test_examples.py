@@ -27,7 +27,7 @@ def test_mlp_on_numpy_arrays_stops_early_and_keeps_the_best(tmp_path):
 @pytest.mark.parametrize("framework", ["mlx", "torch"])
 def test_own_cnn_on_cifar_in_both_frameworks(tmp_path, cifar10_dir, framework):
     args = ["--framework", framework, "--data-dir", str(cifar10_dir), "--root", str(tmp_path)]
-    args += ["--max-steps", "3", "--batch-size", "16", "--val-size", "20", "--limit-val-batches", "1"]
+    args += ["--max-epochs", "1", "--batch-size", "32", "--val-size", "20", "--limit-val-batches", "1"]
     metrics = _load("own_cnn_cifar").main(args)
     assert {"train/loss", "val/loss", "val/acc"} <= set(metrics)
     assert list(tmp_path.glob(f"{framework}/lightning_logs/version_0/*.yaml"))

@@ -11,7 +11,7 @@ from cifar_mlx_adapter.lightning.callbacks import (
     ModelCheckpoint,
 )
 from cifar_mlx_adapter.lightning.loggers import CSVLogger, Logger
-from cifar_mlx_adapter.lightning.module import MLXModule, MisconfigurationException
+from cifar_mlx_adapter.lightning.module import MisconfigurationException, MLXModule
 from cifar_mlx_adapter.lightning.step import StepTraceError
 from cifar_mlx_adapter.lightning.trainer import MLXTrainer
 

@@ -85,9 +85,7 @@ class Batches:
 
     def __init__(self, source, rank: int = 0, world_size: int = 1):
         if isinstance(source, (mx.array, np.ndarray)) or not hasattr(source, "__iter__"):
-            raise TypeError(
-                f"expected an iterable of batches (a list, a DataLoader, ...), got {type(source).__name__}"
-            )
+            raise TypeError(f"expected an iterable of batches (a list, a DataLoader, ...), got {type(source).__name__}")
         self.source, self.rank, self.world_size = source, rank, world_size
         self.sampler = getattr(source, "sampler", None)
 

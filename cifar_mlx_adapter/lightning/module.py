@@ -24,6 +24,8 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 
+from cifar_mlx_adapter.lightning.callbacks import MisconfigurationException
+
 # hook -> (allowed on_step, allowed on_epoch, default on_step, default on_epoch); None: no logging.
 # Lightning 2.6's _FxValidator.functions, the hooks MLXTrainer calls.
 _STEP = ((False, True), (False, True), True, False)
@@ -63,10 +65,6 @@ LOG_DEFAULTS: dict[str, tuple | None] = {
 }
 
 REDUCE_FX = ("mean", "sum", "max", "min")
-
-
-class MisconfigurationException(Exception):
-    """Raised where Lightning raises its ``MisconfigurationException``, with its message."""
 
 
 class AttributeDict(dict):

@@ -31,6 +31,7 @@ import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
+from cifar_mlx_adapter.lightning.callbacks import MisconfigurationException
 from cifar_mlx_adapter.lightning.precision import Precision, cast_floating
 
 
@@ -125,9 +126,9 @@ class TrainingStep:
             out = module.training_step(batch, batch_idx)
         finally:
             module._log_sink, module._current_fx = None, None
-        loss = out["loss"] if isinstance(out, dict) else out
+        loss = out.get("loss") if isinstance(out, dict) else out
         if not isinstance(loss, mx.array) or loss.size != 1:
-            raise ValueError(
+            raise MisconfigurationException(
                 "training_step must return the loss, a scalar mx.array, or a dict with 'loss'; "
                 f"got {type(out).__name__}"
             )
@@ -235,6 +236,8 @@ class _FirstCallGuard:
         except Exception as err:
             self.step.restore(saved)
             self.step.module._log_sink = self.step.module._current_fx = None
+            if isinstance(err, MisconfigurationException):  # the user's mistake, not the trace's
+                raise
             cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise StepTraceError(
                 f"training_step could not be compiled ({type(err).__name__}: {cause}); a host read such as "

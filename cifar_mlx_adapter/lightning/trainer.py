@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from pathlib import Path
 
 import mlx.core as mx
@@ -99,7 +98,10 @@ def parse_optimizers(returned, steps_per_epoch: int):
             )
         if interval not in ("step", "epoch"):
             raise MisconfigurationException(f'lr_scheduler interval must be "step" or "epoch", got {interval!r}')
-        fn = schedule if interval == "step" else (lambda step, s=schedule: s(step // steps_per_epoch))
+        if interval == "step":
+            fn = lambda step, s=schedule: mx.array(s(step), dtype=mx.float32)  # noqa: E731
+        else:  # Lightning steps an epoch scheduler at each epoch's end: the epoch's learning rate is s(epoch)
+            fn = lambda step, s=schedule: mx.array(s(step // steps_per_epoch), dtype=mx.float32)  # noqa: E731
         optimizer._maybe_schedule("learning_rate", fn)
     return optimizer
 
@@ -226,6 +228,9 @@ class MLXTrainer:
         self.training = False
         self.lightning_module = None
         self.datamodule = None
+        self.ckpt_path = None
+        self.is_last_batch = False
+        self.enable_validation = False
         self.optimizers: list = []
         self.num_training_batches: float = math.inf
         self.num_val_batches: list = []
@@ -236,6 +241,7 @@ class MLXTrainer:
         self._logged_metrics: dict[str, mx.array] = {}
         self._progress_bar_metrics: dict[str, mx.array] = {}
         self._results: ResultCollection | None = None
+        self._in_batches = False  # inside a loop's batches (step values) or at its end (epoch values)
         self._scaler = None
         self._step = None
         self._trainable_names: tuple = ()
@@ -250,16 +256,26 @@ class MLXTrainer:
     def log_dir(self) -> str:
         return log_dir_of(self.loggers, self.default_root_dir)
 
+    def _current_view(self, kind: str) -> dict:
+        """What the running loop has logged so far, as Lightning's LoggerConnector properties
+        give it: step values inside a batch loop, epoch values once its end is reached."""
+        if self._results is not None:
+            return self._results.metrics(on_step=self._in_batches)[kind]
+        return {}
+
     @property
     def callback_metrics(self) -> dict[str, mx.array]:
+        self._callback_metrics.update(self._current_view("callback"))
         return self._callback_metrics
 
     @property
     def logged_metrics(self) -> dict[str, mx.array]:
+        self._logged_metrics.update(self._current_view("log"))
         return self._logged_metrics
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
+        self._progress_bar_metrics.update(self._current_view("pbar"))
         return as_floats(self._progress_bar_metrics)
 
     @property
@@ -368,7 +384,7 @@ class MLXTrainer:
                 "You cannot pass `train_dataloader` or `val_dataloaders` to `trainer.fit(datamodule=...)`"
             )
         self._attach(model)
-        self.datamodule = datamodule
+        self.datamodule, self.ckpt_path = datamodule, ckpt_path
         self.state.fn, self.training, self.should_stop = "fit", True, False
         source = DataSource(
             model, {"train": train_dataloaders, "val": val_dataloaders}, datamodule, self.global_rank, self.world_size
@@ -439,7 +455,11 @@ class MLXTrainer:
         interval = self.val_check_interval
         if isinstance(interval, int) and not isinstance(interval, bool):
             self.val_check_batch = interval
-            if interval > self.num_training_batches and self.check_val_every_n_epoch is not None and self.enable_validation:
+            if (
+                interval > self.num_training_batches
+                and self.check_val_every_n_epoch is not None
+                and self.enable_validation
+            ):
                 raise ValueError(
                     f" `val_check_interval` ({interval}) must be less than or equal to the number of the training"
                     f" batches ({self.num_training_batches}). If you want to disable validation set"
@@ -520,7 +540,9 @@ class MLXTrainer:
             if batch_idx < skip:  # a checkpoint made within this epoch: its batches are done
                 continue
             is_last = batch_idx + 1 >= total or pending is _END
+            self.is_last_batch = is_last
             self._batch_size = batch_size_of(batch)
+            self._in_batches = True
             self._call("on_train_batch_start", batch, batch_idx)
             if self._module_hook("on_train_batch_start", batch, batch_idx) == -1:
                 break
@@ -559,6 +581,7 @@ class MLXTrainer:
             if self.should_stop and self._can_stop_early:
                 break
         bar.close()
+        self._in_batches = False
         # epoch end, in Lightning's order: callbacks that monitor nothing, the module, then the monitoring ones
         self._epoch_ended = True
         self._call("on_train_epoch_end", monitoring=False)
@@ -588,11 +611,11 @@ class MLXTrainer:
             self.sanity_checking = False
 
     def _validate_in_fit(self, val) -> None:
-        results, self._results = self._results, None
+        results, in_batches, self._results = self._results, self._in_batches, None
         try:
             self._evaluate(val, "validation", self.num_val_batches[0])
         finally:
-            self._results = results
+            self._results, self._in_batches = results, in_batches
 
     def _evaluate(self, batches, stage: str, limit) -> dict:
         """One evaluation run over the first `limit` batches with Lightning's hooks; returns the
@@ -612,6 +635,7 @@ class MLXTrainer:
                 if batch_idx >= limit:
                     break
                 self._batch_size = batch_size_of(batch)
+                self._in_batches = True
                 self._call(f"on_{stage}_batch_start", batch, batch_idx)
                 self._module_hook(f"on_{stage}_batch_start", batch, batch_idx)
                 output = self._module_hook(step_hook, batch, batch_idx)
@@ -622,6 +646,7 @@ class MLXTrainer:
                     self._log_metrics(step_logs, step=batch_idx)
                 bar.update(1)
             bar.close()
+            self._in_batches = False
             self._call(f"on_{stage}_epoch_end")
             self._module_hook(f"on_{stage}_epoch_end")
             metrics = {"log": {}} if self.sanity_checking else self._on_epoch_end_metrics()
