@@ -18,6 +18,10 @@ measured in the same run):
             fast net also in NCHW against the default layout.
   mlx/*     also MLX's own BLAS (mlx[cpu] on Linux ships a reference BLAS) against the
             OpenBLAS that cifar_mlx_adapter.blas preloads, on the same plain loop.
+  lightning/*  training images per second of the general MLXTrainer (Lightning's API,
+            ``cifar_mlx_adapter.lightning``) against a plain compiled MLX loop: the zoo's
+            models on the same on-device batches, and examples/mlp_numpy.py's MLP on its
+            numpy batches; the bf16-mixed rows against float32.
   import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """
@@ -330,6 +334,117 @@ def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
     return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
 
 
+def _zoo_module(classifier, steps: int):
+    """The zoo's model as a user's MLXModule would hold it: the recipe's loss, its optimiser."""
+    from cifar_mlx_adapter.lightning import MLXModule
+    from cifar_mlx_adapter.optim import recipe_optimizer
+
+    class ZooModule(MLXModule):
+        def __init__(self):
+            super().__init__()
+            self.net = classifier.model
+
+        def __call__(self, x):
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = classifier.loss(self.net(x), y)
+            self.log("train/loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            opt = recipe_optimizer(classifier.recipe, steps, steps, self.net)
+            if hasattr(opt, "filters"):  # the recipe routes parameters by the net's own names, not "net.<name>"
+                import mlx.optimizers as optim
+
+                filters = [lambda path, w, f=f: f(path.removeprefix("net."), w) for f in opt.filters]
+                opt = optim.MultiOptimizer(opt.optimizers, filters)
+            return opt
+
+    return ZooModule()
+
+
+def _general_trainer(module, steps: int, warmup: int, batch_size: int, precision: str, **fit):
+    """images/s of ``cifar_mlx_adapter.lightning.MLXTrainer.fit`` over `steps` steps, the first
+    `warmup` untimed, each step's parameters evaluated before the clock (as the plain loop's)."""
+    import mlx.core as mx
+
+    from cifar_mlx_adapter.lightning import Callback, MLXTrainer
+
+    timer = Timer(warmup)
+
+    class TimeSteps(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            mx.eval(pl_module.state, trainer.optimizers[0].state)  # finished steps, as the plain loop counts them
+            timer.step(batch_size)
+
+    trainer = MLXTrainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        precision=precision,
+        callbacks=[TimeSteps()],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, **fit)
+    return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
+
+
+def bench_general_trainer(data_dir, model, steps, warmup, batch_size, precision="32-true") -> dict:
+    """The zoo's model under the general MLXTrainer, on the batches the plain loop trains on."""
+    dm, classifier = _mlx_setup(data_dir, model, batch_size)
+    module = _zoo_module(classifier, steps)
+    return _general_trainer(module, steps, warmup, batch_size, precision, datamodule=dm)
+
+
+def _mlp_batches(batch_size: int, steps: int):
+    sys.path.insert(0, str(ROOT / "examples"))
+    from mlp_numpy import MLP, batches, blobs
+
+    x, y = blobs(batch_size * steps, seed=1)
+    return MLP, batches(x, y, batch_size)
+
+
+def bench_general_mlp(data_dir, steps, warmup, batch_size, precision="32-true") -> dict:
+    """examples/mlp_numpy.py's MLP under MLXTrainer, on its numpy batches."""
+    import mlx.core as mx
+
+    MLP, data = _mlp_batches(batch_size, steps)
+    mx.random.seed(0)
+    return _general_trainer(MLP(), steps, warmup, batch_size, precision, train_dataloaders=data)
+
+
+def bench_plain_mlp(data_dir, steps, warmup, batch_size) -> dict:
+    """The reference for the MLP: a compiled loop over the same model, batches and optimiser."""
+    from functools import partial
+
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    MLP, data = _mlp_batches(batch_size, steps)
+    mx.random.seed(0)
+    net = MLP()
+    opt = net.configure_optimizers()
+    loss_and_grad = nn.value_and_grad(net, lambda x, y: nn.losses.cross_entropy(net(x), y, reduction="mean"))
+    state = [net.state, opt.state, mx.random.state]
+
+    @partial(mx.compile, inputs=state, outputs=state)
+    def step(x, y):
+        loss, grads = loss_and_grad(x, y)
+        opt.update(net, grads)
+        return loss
+
+    timer = Timer(warmup)
+    for x, y in data:
+        step(mx.array(x), mx.array(y))
+        mx.eval(state)
+        timer.step(batch_size)
+    return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
+
+
 # ----------------------------------------------------------------------- driver
 def cases(args) -> list[tuple[str, str, dict, str | None]]:
     """(case, runner, its arguments, the case it is measured against or None)."""
@@ -396,6 +511,33 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
             (plain, "plain_mlx", kw, None),
             ("mlx/small_cnn: plain compiled loop, MLX's own BLAS", "plain_mlx_own_blas", kw, plain),
         ]
+    if "lightning" in args.cases:  # the general MLXTrainer (Lightning's API) against plain compiled loops
+        for model, steps, bs in (("small_cnn", args.mlx_steps, 32), ("fast", 4, 64), ("resnet18", 4, 16)):
+            kw = {"model": model, "steps": steps, "warmup": 2, "batch_size": bs}
+            plain = f"mlx/{model}: plain compiled loop"
+            if model != "small_cnn" or "mlx" not in args.cases:
+                out.append((plain, "plain_mlx", kw, None))
+            out.append((f"lightning/{model}: MLXTrainer.fit (Lightning's API)", "general_trainer", kw, plain))
+        kw = {"model": "small_cnn", "steps": args.mlx_steps, "warmup": 2, "batch_size": 32}
+        out.append(
+            (
+                "lightning/small_cnn: MLXTrainer.fit, bf16-mixed",
+                "general_trainer",
+                {**kw, "precision": "bf16-mixed"},
+                "lightning/small_cnn: MLXTrainer.fit (Lightning's API)",
+            )
+        )
+        mlp = {"steps": 300, "warmup": 20, "batch_size": 32}
+        out += [
+            ("lightning/mlp example: plain compiled loop", "plain_mlp", mlp, None),
+            ("lightning/mlp example: MLXTrainer.fit", "general_mlp", mlp, "lightning/mlp example: plain compiled loop"),
+            (
+                "lightning/mlp example: MLXTrainer.fit, bf16-mixed",
+                "general_mlp",
+                {**mlp, "precision": "bf16-mixed"},
+                "lightning/mlp example: MLXTrainer.fit",
+            ),
+        ]
     if "import" in args.cases:
         out += [
             ("import/cifar_mlx_adapter", "import", {"package": "cifar_mlx_adapter"}, None),
@@ -414,6 +556,9 @@ RUNNERS = {
     "plain_mlx_own_blas": bench_plain_mlx,
     "mlx_data": bench_mlx_data,
     "import": bench_import,
+    "general_trainer": bench_general_trainer,
+    "general_mlp": bench_general_mlp,
+    "plain_mlp": bench_plain_mlp,
 }
 
 
@@ -427,8 +572,8 @@ def main() -> int:
     p.add_argument(
         "--cases",
         nargs="+",
-        default=["data", "train", "mlx", "import"],
-        choices=["data", "train", "mlx", "import"],
+        default=["data", "train", "mlx", "lightning", "import"],
+        choices=["data", "train", "mlx", "lightning", "import"],
         help="which groups of rows (default: all)",
     )
     p.add_argument("--steps", type=int, default=24, help="training steps per torch case (fast and resnet18: a quarter)")
@@ -452,7 +597,8 @@ def main() -> int:
     for name, kind, kw, ref in cases(args):
         start = time.perf_counter()
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        if kind in ("mlx_trainer", "plain_mlx", "plain_mlx_own_blas") and blas.needed():
+        mlx_kinds = ("mlx_trainer", "plain_mlx", "plain_mlx_own_blas", "general_trainer", "general_mlp", "plain_mlp")
+        if kind in mlx_kinds and blas.needed():
             env.pop("LD_PRELOAD", None)  # mlx[cpu] on Linux: OpenBLAS preloaded, except for the own-BLAS row
             if kind == "plain_mlx_own_blas":
                 env[blas.SWITCH] = "0"
@@ -483,7 +629,7 @@ def main() -> int:
         done = {r["case"] for r in rows}
         old = json.loads(Path(args.output).read_text())["rows"]
         rows = [r for r in old if r["case"] not in done] + rows
-        order = [c[0] for c in cases(argparse.Namespace(**{**vars(args), "cases": ["data", "train", "mlx", "import"]}))]
+        order = [c[0] for c in cases(argparse.Namespace(**{**vars(args), "cases": ["data", "train", "mlx", "lightning", "import"]}))]
         rows = [r for r in rows if r["case"] in order]  # rows of cases that no longer exist are dropped
         rows.sort(key=lambda r: order.index(r["case"]))
     by_case = {r["case"]: r for r in rows}

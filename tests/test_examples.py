@@ -31,3 +31,22 @@ def test_own_cnn_on_cifar_in_both_frameworks(tmp_path, cifar10_dir, framework):
     metrics = _load("own_cnn_cifar").main(args)
     assert {"train/loss", "val/loss", "val/acc"} <= set(metrics)
     assert list(tmp_path.glob(f"{framework}/lightning_logs/version_0/*.yaml"))
+
+
+def _readme_blocks() -> list[str]:
+    """The python blocks of the README's section for Lightning users, in order."""
+    text = (EXAMPLES.parent / "README.md").read_text()
+    section = text.split("## From Lightning to MLX", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+
+
+@pytest.mark.parametrize("which", ["lightning", "mlx"])
+def test_readme_side_by_side_runs_as_written(tmp_path, monkeypatch, which):
+    blocks = _readme_blocks()
+    assert len(blocks) == 2, "the README shows the model twice: as a LightningModule and as an MLXModule"
+    monkeypatch.chdir(tmp_path)  # both trainers log under the working directory, as written
+    namespace: dict = {}
+    exec(compile(blocks[0 if which == "lightning" else 1], f"README.md ({which})", "exec"), namespace)
+    trainer = namespace["trainer"]
+    assert trainer.current_epoch == 3 and trainer.global_step == 3 * 8  # 16 batches, accumulated in pairs
+    assert float(trainer.callback_metrics["val/loss"]) < 1.0  # three classes: chance is ln 3 = 1.10

@@ -241,6 +241,7 @@ class MLXTrainer:
         self._logged_metrics: dict[str, mx.array] = {}
         self._progress_bar_metrics: dict[str, mx.array] = {}
         self._results: ResultCollection | None = None
+        self._evaluate_step = mx.eval if mx.default_device() == mx.cpu else mx.async_eval
         self._in_batches = False  # inside a loop's batches (step values) or at its end (epoch values)
         self._scaler = None
         self._step = None
@@ -556,7 +557,10 @@ class MLXTrainer:
                 options = dict(self._step.log_options[name])
                 fx = options.pop("fx")
                 self._results.log(fx, name, value, batch_size=options.pop("batch_size") or self._batch_size, **options)
-            mx.async_eval(loss, logs)
+            # the step runs now, the host reading nothing: on a GPU while the host goes on to the next
+            # batch; on the CPU, where a queued evaluation costs about 250 us a step (measured with a
+            # 3-layer MLP), by waiting for it
+            self._evaluate_step(loss, logs)
             if apply:
                 self.global_step += 1
             self._batches_in_epoch = batch_idx + 1
