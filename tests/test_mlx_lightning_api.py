@@ -274,3 +274,10 @@ def test_mlx_only_import_loads_no_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_predict_returns_each_batchs_prediction(tmp_path, data):
+    model = MLXMLP()
+    out = MLXTrainer(limit_predict_batches=3, default_root_dir=tmp_path, **QUIET).predict(model, data)
+    assert [tuple(p.shape) for p in out] == [(16, 3)] * 3
+    np.testing.assert_allclose(np.array(out[0]), np.array(model(mx.array(data[0][0]))), rtol=1e-6)

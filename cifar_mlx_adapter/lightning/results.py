@@ -43,7 +43,8 @@ class LoggedValue:
         return f"{self.name}_{'step' if on_step else 'epoch'}" if self.forked else self.name
 
     def update(self, value: mx.array, batch_size: int) -> None:
-        value = value.astype(mx.float32).reshape(())
+        if value.dtype != mx.float32 or value.ndim:
+            value = value.astype(mx.float32).reshape(())
         self.step_value = value
         self.fresh = True
         self.computed = None

@@ -103,7 +103,7 @@ class TrainingStep:
         self.world = group.size() if group is not None else 1
         self.compile = compile
         self.log_sink = log_sink  # the trainer's: receives (fx, name, value, options) at trace time
-        self.log_options: dict[str, dict] = {}
+        self.log_items: dict[str, tuple] = {}  # name -> (hook, batch_size, options) of each logged value
         self.acc = {"grads": tree_map(mx.zeros_like, module.trainable_parameters())} if accumulate > 1 else {}
         self._fns: dict[bool, object] = {}
 
@@ -117,8 +117,8 @@ class TrainingStep:
         batch = cast_floating(batch, precision.compute_dtype) if precision.compute_dtype != mx.float32 else batch
         logs: dict[str, mx.array] = {}
 
-        def sink(fx, name, value, **options):
-            self.log_options[name] = {"fx": fx, **options}
+        def sink(fx, name, value, batch_size=None, **options):
+            self.log_items[name] = (fx, batch_size, options)  # fixed by the trace: read at every step
             logs[name] = value if isinstance(value, mx.array) else mx.array(value, dtype=mx.float32)
 
         module._log_sink, module._current_fx = sink, "training_step"

@@ -318,18 +318,38 @@ class MLXTrainer:
 
     # ----------------------------------------------------------------- hooks
     def _call(self, hook: str, *args, monitoring: bool | None = None):
-        """Callbacks' hook (all, or only those that monitor / do not monitor), then nothing else."""
+        """Callbacks' hook (all, or only those that monitor / do not monitor), in list order;
+        callbacks that leave the hook as the base class's no-op are skipped (a step's host time)."""
         module = self.lightning_module
-        for cb in self.callbacks:
+        callbacks = self._hook_callbacks.get(hook)
+        if callbacks is None:
+            from cifar_mlx_adapter.lightning.callbacks import Callback
+
+            base = getattr(Callback, hook, None)
+            callbacks = [cb for cb in self.callbacks if base is None or getattr(type(cb), hook, None) is not base]
+            self._hook_callbacks[hook] = callbacks
+        for cb in callbacks:
             if monitoring is not None and _is_monitoring(cb) != monitoring:
                 continue
             getattr(cb, hook)(self, module, *args)
 
     def _module_hook(self, hook: str, *args):
+        """The module's hook, with ``self.log`` told which hook logs; a hook the module does not
+        override (MLXModule's no-op) is not called."""
         module = self.lightning_module
-        fn = getattr(module, hook, None)
-        if fn is None:
+        overridden = self._hook_overridden.get(hook)
+        if overridden is None:
+            from cifar_mlx_adapter.lightning.module import MLXModule
+
+            base = getattr(MLXModule, hook, None)
+            no_op = hook.startswith("on_") or hook in ("setup", "teardown")  # MLXModule's are no-ops
+            overridden = hasattr(module, hook) and (
+                not no_op or base is None or getattr(type(module), hook, None) is not base
+            )
+            self._hook_overridden[hook] = overridden
+        if not overridden:
             return None
+        fn = getattr(module, hook)
         previous = module._current_fx
         object.__setattr__(module, "_current_fx", hook)
         try:
@@ -342,6 +362,8 @@ class MLXTrainer:
 
     def _attach(self, module) -> None:
         self.lightning_module = module
+        self._hook_callbacks: dict[str, list] = {}  # hook -> callbacks that override it
+        self._hook_overridden: dict[str, bool] = {}  # hook -> whether the module overrides it
         module.trainer = self
         object.__setattr__(module, "_log_sink", self._sink)
 
@@ -554,9 +576,8 @@ class MLXTrainer:
             loss, logs = self._step(batch, batch_idx, apply=apply)
             object.__setattr__(model, "_log_sink", self._sink)  # the step's own sink held it while it ran
             for name, value in logs.items():
-                options = dict(self._step.log_options[name])
-                fx = options.pop("fx")
-                self._results.log(fx, name, value, batch_size=options.pop("batch_size") or self._batch_size, **options)
+                fx, batch_size, options = self._step.log_items[name]
+                self._results.log(fx, name, value, batch_size=batch_size or self._batch_size, **options)
             # the step runs now, the host reading nothing: on a GPU while the host goes on to the next
             # batch; on the CPU, where a queued evaluation costs about 250 us a step (measured with a
             # 3-layer MLP), by waiting for it
@@ -567,8 +588,10 @@ class MLXTrainer:
             outputs = {"loss": loss}
             self._call("on_train_batch_end", outputs, batch, batch_idx)
             self._module_hook("on_train_batch_end", outputs, batch, batch_idx)
-            self._on_batch_end_metrics()
+            # callback_metrics and the other views compute the running values when read (their
+            # properties); they are stored only where a row is logged and at the loop's end
             if apply and (self.should_update_logs or self.fast_dev_run):
+                self._on_batch_end_metrics()
                 self._log_metrics(self._results.metrics(on_step=True)["log"])
                 bar.set_postfix(as_floats(self._progress_bar_metrics), refresh=False)
             bar.update(1)
@@ -585,6 +608,7 @@ class MLXTrainer:
             if self.should_stop and self._can_stop_early:
                 break
         bar.close()
+        self._on_batch_end_metrics()
         self._in_batches = False
         # epoch end, in Lightning's order: callbacks that monitor nothing, the module, then the monitoring ones
         self._epoch_ended = True
