@@ -281,3 +281,145 @@ def test_predict_returns_each_batchs_prediction(tmp_path, data):
     out = MLXTrainer(limit_predict_batches=3, default_root_dir=tmp_path, **QUIET).predict(model, data)
     assert [tuple(p.shape) for p in out] == [(16, 3)] * 3
     np.testing.assert_allclose(np.array(out[0]), np.array(model(mx.array(data[0][0]))), rtol=1e-6)
+
+
+# ---- what a new user met in the first trial (each failed before its fix)
+
+
+def test_16_mixed_trains_and_keeps_float32_weights(tmp_path, data):
+    for optimizer in (optim.SGD(learning_rate=0.1, momentum=0.9), optim.Adam(learning_rate=1e-2)):
+
+        class M(MLXMLP):
+            def configure_optimizers(self):
+                return optimizer
+
+        model = M()
+        start = {k: np.array(v) for k, v in _leaves(model.parameters())}
+        trainer = MLXTrainer(max_steps=6, precision="16-mixed", default_root_dir=tmp_path, **QUIET)
+        trainer.fit(model, data)
+        assert trainer.global_step == 6
+        assert {v.dtype for _, v in _leaves(model.parameters())} == {mx.float32}
+        after = {k: np.array(v) for k, v in _leaves(model.parameters())}
+        assert all(np.isfinite(v).all() for v in after.values())
+        assert any(not np.array_equal(start[k], after[k]) for k in start), "no step was taken"
+        # a loss near 1 scaled by 2**16 overflows float16 (max 65504) in the backward pass: the scaler
+        # backs off and skips those steps, as torch's GradScaler does
+        assert trainer._scaler.state_dict()["scale"] < 2.0**16
+
+
+def test_a_shape_error_in_a_conv_net_is_shown_as_it_is(tmp_path):
+    class CNN(MLXModule):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+            self.head = nn.Linear(8 * 4 * 4, 3)
+
+        def __call__(self, x):
+            return self.head(self.features(x).flatten(1))
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.losses.cross_entropy(self(x), y, reduction="mean")
+
+        def configure_optimizers(self):
+            return optim.SGD(learning_rate=0.1)
+
+    nchw = [(np.zeros((4, 3, 8, 8), np.float32), np.zeros(4, np.int64))]  # a torch user's layout by mistake
+    with pytest.raises(ValueError, match=r"\[conv\]"):
+        MLXTrainer(max_epochs=1, default_root_dir=tmp_path, **QUIET).fit(CNN(), nchw)
+    nhwc = [(np.zeros((4, 8, 8, 3), np.float32), np.zeros(4, np.int64))]
+    trainer = MLXTrainer(max_epochs=1, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(CNN(), nhwc)  # the model's state was put back: the same model trains
+    assert trainer.global_step == 1
+
+
+def test_a_generator_or_an_iterable_without_length_trains(tmp_path, data):
+    class Stream:
+        def __iter__(self):
+            yield from data
+
+    trainer = MLXTrainer(max_epochs=2, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(MLXMLP(), Stream(), data)
+    assert trainer.global_step == 2 * len(data) and trainer.current_epoch == 2
+
+
+def test_a_fractional_overfit_batches_counts_as_lightnings(tmp_path, data):
+    import lightning as L
+    from lightning_port_models import TorchMLP
+
+    x, y = blobs(160, seed=1)
+    torch_trainer = L.Trainer(overfit_batches=0.4, max_epochs=1, logger=False, enable_checkpointing=False, **QUIET)
+    torch_trainer.fit(TorchMLP(), torch_loader(x, y, 16), torch_loader(x, y, 16))
+    trainer = MLXTrainer(overfit_batches=0.4, max_epochs=1, logger=False, enable_checkpointing=False, **QUIET)
+    trainer.fit(MLXMLP(), numpy_batches(x, y, 16), numpy_batches(x, y, 16))
+    assert trainer.global_step == torch_trainer.global_step == 4
+
+
+def test_a_schedule_the_optimizer_already_follows_stays_per_step(tmp_path, data):
+    schedule = optim.cosine_decay(0.1, 16)
+
+    class M(MLXMLP):
+        def configure_optimizers(self):
+            return {"optimizer": optim.SGD(learning_rate=schedule), "lr_scheduler": schedule}
+
+    trainer = MLXTrainer(max_steps=16, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(M(), data + data)
+    # the 16th update used the schedule's value at step 15 (per epoch it would still be step 0's, 0.1)
+    assert float(trainer.optimizers[0].learning_rate) == pytest.approx(float(schedule(mx.array(15))), abs=1e-7)
+
+
+def test_load_from_checkpoint_and_ckpt_path_best(tmp_path, data):
+    keep = ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", save_top_k=1)
+    trainer = MLXTrainer(max_epochs=2, callbacks=[keep], default_root_dir=tmp_path, **QUIET)
+    model = MLXMLP(lr=0.05)
+    trainer.fit(model, data, data)
+    loaded = MLXMLP.load_from_checkpoint(keep.best_model_path)
+    assert loaded.hparams.lr == 0.05
+    best = trainer.validate(model, data, ckpt_path="best", verbose=False)[0]["val/loss"]
+    fresh = MLXTrainer(**QUIET, logger=False).validate(loaded, data, verbose=False)[0]["val/loss"]
+    assert best == pytest.approx(float(keep.best_model_score), rel=1e-6) and fresh == pytest.approx(best, rel=1e-6)
+
+
+def test_lightning_module_members(tmp_path, data):
+    seen = {}
+
+    class M(MLXMLP):
+        def on_train_start(self):
+            seen.update(logger=self.logger, rank=self.global_rank, opt=self.optimizers(), device=self.device)
+
+    trainer = MLXTrainer(max_steps=1, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(M(), data)
+    assert seen["logger"] is trainer.logger and seen["rank"] == 0 and seen["opt"] is trainer.optimizers[0]
+    assert trainer.state.fn == "fit" and trainer.state.status == "finished" and not trainer.interrupted
+
+
+def test_the_sanity_check_leaves_no_metrics_behind(tmp_path, data):
+    seen = {}
+
+    class M(MLXMLP):
+        def on_train_start(self):
+            seen.update(self.trainer.callback_metrics)
+
+    MLXTrainer(max_steps=1, default_root_dir=tmp_path, **QUIET).fit(M(), data, data)
+    assert seen == {}
+
+
+def test_mistakes_give_one_clear_line(tmp_path, data):
+    class LogsText(Plain):
+        def training_step(self, batch, batch_idx):
+            self.log("name", "hello")
+            return super().training_step(batch, batch_idx)
+
+    with pytest.raises(ValueError, match=r"self.log\('name'\) takes an mx.array or a number"):
+        MLXTrainer(max_steps=1, default_root_dir=tmp_path, **QUIET).fit(LogsText(), data)
+
+    class NoSuper(MLXModule):
+        def __init__(self):
+            pass
+
+    with pytest.raises(Exception, match=r"super\(\).__init__\(\)"):
+        MLXTrainer(max_steps=1, default_root_dir=tmp_path, **QUIET).fit(NoSuper(), data)
+    with pytest.raises(Exception, match="No `test_step"):
+        MLXTrainer(**QUIET, logger=False).test(Plain(), data)
+    with pytest.warns(UserWarning, match="No training batches"):
+        MLXTrainer(max_epochs=1, default_root_dir=tmp_path, **QUIET).fit(Plain(), [])

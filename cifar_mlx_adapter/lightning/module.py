@@ -142,6 +142,69 @@ class MLXModule(nn.Module):
     def hparams(self) -> AttributeDict:
         return self._hparams
 
+    @property
+    def logger(self):
+        """The trainer's first logger (None without one), as ``LightningModule.logger``."""
+        return self._trainer.logger if self._trainer is not None else None
+
+    @property
+    def loggers(self) -> list:
+        return self._trainer.loggers if self._trainer is not None else []
+
+    @property
+    def global_rank(self) -> int:
+        return self._trainer.global_rank if self._trainer is not None else 0
+
+    @property
+    def local_rank(self) -> int:
+        return self.global_rank
+
+    @property
+    def device(self):
+        """MLX's default device, where the module computes (``mx.Device``)."""
+        return mx.default_device()
+
+    example_input_array = None
+
+    def print(self, *args, **kwargs) -> None:
+        """``print`` on the first process only, as ``LightningModule.print``."""
+        if self.global_rank == 0:
+            print(*args, **kwargs)
+
+    def optimizers(self):
+        """The optimiser the trainer made from ``configure_optimizers`` (one, as Lightning's
+        automatic optimisation)."""
+        if self._trainer is None or not self._trainer.optimizers:
+            raise MisconfigurationException(f"{type(self).__name__} is not attached to a fitting MLXTrainer")
+        return self._trainer.optimizers[0]
+
+    def lr_schedulers(self):
+        """None: an MLX schedule lives inside its optimiser (``optimizers().learning_rate``)."""
+        return None
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, strict: bool = True, **kwargs):
+        """A module built from a checkpoint's ``hyper_parameters`` (overridden by `kwargs`) with
+        its weights, as ``LightningModule.load_from_checkpoint``. ValueError when the weights
+        do not fit and `strict`."""
+        from mlx.utils import tree_unflatten
+
+        from cifar_mlx_adapter.lightning.checkpoint import load_checkpoint
+        from cifar_mlx_adapter.lightning.step import array_leaves
+
+        checkpoint = load_checkpoint(checkpoint_path)
+        module = cls(**{**checkpoint.get("hyper_parameters", {}), **kwargs})
+        module.on_load_checkpoint(checkpoint)
+        state = checkpoint["state_dict"]
+        ours = {k for k, _ in array_leaves(module.state)}
+        if strict and ours != set(state):
+            raise ValueError(
+                f"checkpoint {checkpoint_path} does not fit {cls.__name__}: missing {sorted(ours - set(state))[:5]}, "
+                f"unexpected {sorted(set(state) - ours)[:5]}"
+            )
+        module.update(tree_unflatten([(k, v) for k, v in state.items() if k in ours]), strict=False)
+        return module
+
     def save_hyperparameters(self, *args: str, ignore: list[str] | str | None = None) -> None:
         """Keep the calling ``__init__``'s arguments (or those named in `args`) in ``self.hparams``,
         as LightningModule's ``save_hyperparameters``; `ignore` leaves names out. Only values

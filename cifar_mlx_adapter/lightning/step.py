@@ -63,6 +63,12 @@ def _keep_step(new, old, found_inf):
     return new
 
 
+def array_leaves(tree) -> list[tuple[str, mx.array]]:
+    """(name, array) of every array in a module's state; layers keep plain ints there too
+    (a pooling layer's kernel size), which are not state."""
+    return [(k, v) for k, v in tree_flatten(tree) if isinstance(v, mx.array)]
+
+
 def assign_state(optimizer, state) -> None:
     """Put `state` into the optimiser's own state containers (in place: a compiled step reads
     its outputs from the containers it was traced with). A MultiOptimizer's state is
@@ -105,6 +111,10 @@ class TrainingStep:
         self.log_sink = log_sink  # the trainer's: receives (fx, name, value, options) at trace time
         self.log_items: dict[str, tuple] = {}  # name -> (hook, batch_size, options) of each logged value
         self.acc = {"grads": tree_map(mx.zeros_like, module.trainable_parameters())} if accumulate > 1 else {}
+        if scaler is not None:
+            # a skipped step keeps the optimiser's state as it was: there must be one before the first
+            # step (zeros: torch's momentum buffer, made at its first real step, starts from the gradient)
+            optimizer.init(module.trainable_parameters())
         self._fns: dict[bool, object] = {}
 
     # ------------------------------------------------------------ the pieces
@@ -188,10 +198,17 @@ class TrainingStep:
             if self.compile:
                 state = self._state()
                 fn = mx.compile(fn, inputs=state, outputs=state)
-                self._fns[apply] = _FirstCallGuard(fn, self)
+                self._fns[apply] = _FirstCallGuard(fn, self, apply)
             else:
                 self._fns[apply] = fn
         return self._fns[apply]
+
+    def eager(self, batch, batch_idx, apply: bool = True):
+        """The step without compiling (batch_idx an int), for telling errors apart."""
+        index = int(batch_idx.item()) if isinstance(batch_idx, mx.array) else batch_idx
+        out = (self._apply if apply else self._accumulate_only)(batch, index)
+        mx.eval(out)
+        return out
 
     def __call__(self, batch, batch_idx: int, apply: bool = True):
         index = mx.array(batch_idx, dtype=mx.int32) if self.compile else batch_idx
@@ -200,7 +217,7 @@ class TrainingStep:
     def snapshot(self):
         """References to every piece of state a failed trace could leave as placeholders."""
         return (
-            tree_flatten(self.module.state),
+            array_leaves(self.module.state),
             tree_map(lambda x: x, self.optimizer.state),
             np.array(mx.random.state[0]),
             dict(self.acc),
@@ -211,7 +228,7 @@ class TrainingStep:
         from cifar_mlx_adapter.trainer import set_random_key
 
         module_state, optimizer_state, key, acc, scaler_state = saved
-        self.module.update(tree_unflatten(module_state))
+        self.module.update(tree_unflatten(module_state), strict=False)
         assign_state(self.optimizer, optimizer_state)
         set_random_key(key)
         self.acc.clear()
@@ -224,8 +241,8 @@ class TrainingStep:
 class _FirstCallGuard:
     """Calls a compiled step; its first call (the trace) restores the state if it fails."""
 
-    def __init__(self, fn, step: TrainingStep):
-        self.fn, self.step, self.traced = fn, step, False
+    def __init__(self, fn, step: TrainingStep, apply: bool):
+        self.fn, self.step, self.apply, self.traced = fn, step, apply, False
 
     def __call__(self, *args):
         if self.traced:
@@ -238,6 +255,15 @@ class _FirstCallGuard:
             self.step.module._log_sink = self.step.module._current_fx = None
             if isinstance(err, MisconfigurationException):  # the user's mistake, not the trace's
                 raise
+            # the same step run eagerly once: an error it raises too is the step's own (a shape,
+            # a bad log), shown as it is; only an error of tracing alone earns the advice below
+            try:
+                self.step.eager(*args, apply=self.apply)
+            except Exception as eager_err:
+                raise eager_err from None
+            finally:
+                self.step.restore(saved)
+                self.step.module._log_sink = self.step.module._current_fx = None
             cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise StepTraceError(
                 f"training_step could not be compiled ({type(err).__name__}: {cause}); a host read such as "

@@ -27,7 +27,7 @@ from cifar_mlx_adapter.lightning.loggers import log_dir_of, resolve_loggers
 from cifar_mlx_adapter.lightning.module import MisconfigurationException
 from cifar_mlx_adapter.lightning.precision import DynamicLossScaler, cast_floating, parse_precision
 from cifar_mlx_adapter.lightning.results import ResultCollection, as_floats, batch_size_of
-from cifar_mlx_adapter.lightning.step import TrainingStep, assign_state
+from cifar_mlx_adapter.lightning.step import TrainingStep, array_leaves, assign_state
 
 
 class TrainerState:
@@ -35,6 +35,7 @@ class TrainerState:
 
     fn: str | None = None
     stage: str | None = None
+    status: str | None = None  # "running", "finished", "interrupted", "failed"
 
 
 def _is_monitoring(callback) -> bool:
@@ -91,6 +92,16 @@ def parse_optimizers(returned, steps_per_epoch: int):
         raise MisconfigurationException(
             f"configure_optimizers must return an mlx.optimizers.Optimizer, got {type(optimizer).__name__}"
         )
+    if isinstance(returned, dict) and isinstance(returned.get("lr_scheduler"), dict):
+        extra = set(returned["lr_scheduler"]) - {"scheduler", "interval", "frequency", "name"}
+        if extra:
+            import warnings
+
+            warnings.warn(
+                f"lr_scheduler keys {sorted(extra)} are not used by MLXTrainer (no ReduceLROnPlateau)", stacklevel=3
+            )
+    if schedule is not None and getattr(optimizer, "_schedulers", {}).get("learning_rate") is schedule:
+        schedule = None  # the optimiser already follows it, per step, as MLX's optimisers do
     if schedule is not None:
         if not callable(schedule):
             raise MisconfigurationException(
@@ -98,6 +109,10 @@ def parse_optimizers(returned, steps_per_epoch: int):
             )
         if interval not in ("step", "epoch"):
             raise MisconfigurationException(f'lr_scheduler interval must be "step" or "epoch", got {interval!r}')
+        if steps_per_epoch is None and interval == "epoch":
+            raise MisconfigurationException(
+                'an lr_scheduler with interval "epoch" needs training data with a length; use "interval": "step"'
+            )
         if interval == "step":
             fn = lambda step, s=schedule: mx.array(s(step), dtype=mx.float32)  # noqa: E731
         else:  # Lightning steps an epoch scheduler at each epoch's end: the epoch's learning rate is s(epoch)
@@ -197,8 +212,7 @@ class MLXTrainer:
             self.limit_test_batches = self.limit_predict_batches = n
             self.num_sanity_val_steps, self.val_check_interval, self.check_val_every_n_epoch = 0, 1.0, 1
             logger = False
-        if overfit_batches:
-            self.limit_train_batches = self.limit_val_batches = overfit_batches
+        # overfit_batches: the first batches are cut from the training data itself (``_FirstBatches``)
         self.group = group if group is not None and group.size() > 1 else None
         self.world_size = self.group.size() if self.group is not None else 1
         self.global_rank = self.group.rank() if self.group is not None else 0
@@ -229,6 +243,7 @@ class MLXTrainer:
         self.lightning_module = None
         self.datamodule = None
         self.ckpt_path = None
+        self.interrupted = False
         self.is_last_batch = False
         self.enable_validation = False
         self.optimizers: list = []
@@ -307,8 +322,11 @@ class MLXTrainer:
     @property
     def estimated_stepping_batches(self) -> float:
         """Optimizer steps the fit will take (``max_steps`` when set), as Lightning's."""
-        per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
-        total = per_epoch * self.max_epochs if self.max_epochs != -1 else math.inf
+        if self.num_training_batches == math.inf:
+            total = math.inf
+        else:
+            per_epoch = math.ceil(self.num_training_batches / self.accumulate_grad_batches)
+            total = per_epoch * self.max_epochs if self.max_epochs != -1 else math.inf
         return min(total, self.max_steps) if self.max_steps != -1 else total
 
     @property
@@ -361,6 +379,10 @@ class MLXTrainer:
         self._results.log(fx, name, value, batch_size=batch_size or self._batch_size, **options)
 
     def _attach(self, module) -> None:
+        if "_log_sink" not in vars(module):
+            raise MisconfigurationException(
+                f"{type(module).__name__} must be an MLXModule whose __init__ calls super().__init__() first"
+            )
         self.lightning_module = module
         self._hook_callbacks: dict[str, list] = {}  # hook -> callbacks that override it
         self._hook_overridden: dict[str, bool] = {}  # hook -> whether the module overrides it
@@ -408,7 +430,7 @@ class MLXTrainer:
             )
         self._attach(model)
         self.datamodule, self.ckpt_path = datamodule, ckpt_path
-        self.state.fn, self.training, self.should_stop = "fit", True, False
+        self.state.fn, self.state.status, self.training, self.should_stop = "fit", "running", True, False
         source = DataSource(
             model, {"train": train_dataloaders, "val": val_dataloaders}, datamodule, self.global_rank, self.world_size
         )
@@ -419,6 +441,8 @@ class MLXTrainer:
         try:
             self._fit(model, source, ckpt_path)
         except BaseException as err:
+            self.interrupted = isinstance(err, KeyboardInterrupt)
+            self.state.status = "interrupted" if self.interrupted else "failed"
             self._call("on_exception", err)
             for logger in self.loggers:
                 logger.finalize("failed" if not isinstance(err, KeyboardInterrupt) else "interrupted")
@@ -429,7 +453,7 @@ class MLXTrainer:
             self._module_hook("teardown", "fit")
         for logger in self.loggers:
             logger.finalize("success")
-        self.state.fn = None
+        self.state.status = "finished"
 
     def _fit(self, model, source: DataSource, ckpt_path) -> None:
         train = source.batches("train")
@@ -441,6 +465,10 @@ class MLXTrainer:
             train = _FirstBatches(train, limit_batches(length_of(train), self.overfit_batches, "train"))
         val = train if self.overfit_batches else source.batches("val")
         self.num_training_batches = limit_batches(length_of(train), self.limit_train_batches, "train")
+        if self.num_training_batches == 0:
+            import warnings
+
+            warnings.warn("`MLXTrainer.fit` stopped: No training batches.", stacklevel=3)
         n_val = 0 if val is None else limit_batches(length_of(val), self.limit_val_batches, "val")
         self.num_val_batches = [n_val] if val is not None else []
         has_validation_step = hasattr(model, "validation_step")
@@ -448,7 +476,8 @@ class MLXTrainer:
         self._set_val_check_batch()
         if self.precision.name.endswith("-true") and self.precision.param_dtype != mx.float32:
             model.set_dtype(self.precision.param_dtype)
-        per_epoch = max(1, math.ceil(self.num_training_batches / self.accumulate_grad_batches))
+        n = self.num_training_batches
+        per_epoch = None if n == math.inf else max(1, math.ceil(n / self.accumulate_grad_batches))
         checkpoint = self._resolve_checkpoint(ckpt_path)
         if checkpoint is not None:  # Lightning: the module and callbacks first, then optimizer and loops
             self._restore_module_and_callbacks(model, checkpoint)
@@ -637,6 +666,11 @@ class MLXTrainer:
         finally:
             self._call("on_sanity_check_end")
             self.sanity_checking = False
+            # as Lightning's: nothing the sanity check logged outlives it
+            self._results = None
+            self._callback_metrics.clear()
+            self._logged_metrics.clear()
+            self._progress_bar_metrics.clear()
 
     def _validate_in_fit(self, val) -> None:
         results, in_batches, self._results = self._results, self._in_batches, None
@@ -703,6 +737,9 @@ class MLXTrainer:
                 checkpoint = self._resolve_checkpoint(ckpt_path)
                 if checkpoint is not None:
                     self._restore_module_and_callbacks(model, checkpoint)
+            step_hook = "validation_step" if stage == "validation" else "test_step"
+            if not hasattr(model, step_hook):
+                raise MisconfigurationException(f"No `{step_hook}()` method defined to run `Trainer.{fn}`.")
             batches = source.batches(split)
             if batches is None:
                 raise MisconfigurationException(f"No `{split}_dataloader()` method defined to run `Trainer.{fn}`.")
@@ -712,7 +749,7 @@ class MLXTrainer:
         finally:
             self._call("teardown", fn)
             self._module_hook("teardown", fn)
-            self.state.fn = None
+            self.state.status = "finished"
         if verbose and self.is_global_zero:
             for name, value in sorted(logged.items()):
                 print(f"{name:>24}  {value:.6g}")
@@ -762,7 +799,7 @@ class MLXTrainer:
             self._module_hook("on_predict_end")
         finally:
             _restore_modes(modes)
-            self.state.fn = None
+            self.state.status = "finished"
         return predictions if return_predictions else None
 
     # ------------------------------------------------------------ checkpoints
@@ -773,7 +810,7 @@ class MLXTrainer:
             "epoch": self.current_epoch,
             "global_step": self.global_step,
             "mlx_version": mx.__version__,
-            "state_dict": dict(tree_flatten(model.state)),
+            "state_dict": dict(array_leaves(model.state)),
             "hyper_parameters": dict(model.hparams),
             "hparams_name": "kwargs",
             "loops": {
@@ -801,6 +838,11 @@ class MLXTrainer:
     def _resolve_checkpoint(self, ckpt_path):
         if ckpt_path is None:
             return None
+        if ckpt_path == "best":
+            best = self.checkpoint_callback.best_model_path if self.checkpoint_callback else ""
+            if not best:
+                raise ValueError('ckpt_path="best" needs a ModelCheckpoint that has saved a best checkpoint')
+            ckpt_path = best
         if ckpt_path == "last":
             candidates = [Path(cb.last_model_path) for cb in self.checkpoint_callbacks if cb.last_model_path]
             candidates += [Path(cb.dirpath) / "last.ckpt" for cb in self.checkpoint_callbacks if cb.dirpath]
@@ -819,14 +861,14 @@ class MLXTrainer:
     def _restore_module_and_callbacks(self, model, checkpoint: dict) -> None:
         self._module_hook("on_load_checkpoint", checkpoint)
         state = checkpoint["state_dict"]
-        ours = dict(tree_flatten(model.state))
+        ours = dict(array_leaves(model.state))
         missing, unexpected = sorted(set(ours) - set(state)), sorted(set(state) - set(ours))
         if missing or unexpected:
             raise ValueError(
                 f"the checkpoint's weights do not fit {type(model).__name__}: missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]}"
             )
-        model.update(tree_unflatten(list(state.items())))
+        model.update(tree_unflatten(list(state.items())), strict=False)
         self._call("on_load_checkpoint", checkpoint)
         for cb in self.callbacks:
             if cb.state_key in checkpoint.get("callbacks", {}):
