@@ -105,6 +105,10 @@ class TrainingStep:
         self.log_sink = log_sink  # the trainer's: receives (fx, name, value, options) at trace time
         self.log_options: dict[str, dict] = {}
         self.acc = {"grads": tree_map(mx.zeros_like, module.trainable_parameters())} if accumulate > 1 else {}
+        if scaler is not None:
+            # a skipped step puts back every entry of the optimiser's state (_keep_step): MLX fills that state
+            # lazily at the first update, so it must exist before the first step (new parameters' entries too)
+            optimizer.init(module.trainable_parameters())
         self._fns: dict[bool, object] = {}
 
     # ------------------------------------------------------------ the pieces
