@@ -629,7 +629,12 @@ def main() -> int:
         done = {r["case"] for r in rows}
         old = json.loads(Path(args.output).read_text())["rows"]
         rows = [r for r in old if r["case"] not in done] + rows
-        order = [c[0] for c in cases(argparse.Namespace(**{**vars(args), "cases": ["data", "train", "mlx", "lightning", "import"]}))]
+        order = [
+            c[0]
+            for c in cases(
+                argparse.Namespace(**{**vars(args), "cases": ["data", "train", "mlx", "lightning", "import"]})
+            )
+        ]
         rows = [r for r in rows if r["case"] in order]  # rows of cases that no longer exist are dropped
         rows.sort(key=lambda r: order.index(r["case"]))
     by_case = {r["case"]: r for r in rows}

@@ -112,8 +112,8 @@ class TrainingStep:
         self.log_items: dict[str, tuple] = {}  # name -> (hook, batch_size, options) of each logged value
         self.acc = {"grads": tree_map(mx.zeros_like, module.trainable_parameters())} if accumulate > 1 else {}
         if scaler is not None:
-            # a skipped step keeps the optimiser's state as it was: there must be one before the first
-            # step (zeros: torch's momentum buffer, made at its first real step, starts from the gradient)
+            # a skipped step puts back every entry of the optimiser's state (_keep_step): MLX fills that state
+            # lazily at the first update, so it must exist before the first step (new parameters' entries too)
             optimizer.init(module.trainable_parameters())
         self._fns: dict[bool, object] = {}
 
