@@ -358,7 +358,8 @@ def _zoo_module(classifier, steps: int):
             if hasattr(opt, "filters"):  # the recipe routes parameters by the net's own names, not "net.<name>"
                 import mlx.optimizers as optim
 
-                filters = [lambda path, w, f=f: f(path.removeprefix("net."), w) for f in opt.filters]
+                parts = opt.filters[:-1]  # MLX appends a catch-all filter for the last optimiser
+                filters = [lambda path, w, f=f: f(path.removeprefix("net."), w) for f in parts]
                 opt = optim.MultiOptimizer(opt.optimizers, filters)
             return opt
 
@@ -512,13 +513,13 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
             ("mlx/small_cnn: plain compiled loop, MLX's own BLAS", "plain_mlx_own_blas", kw, plain),
         ]
     if "lightning" in args.cases:  # the general MLXTrainer (Lightning's API) against plain compiled loops
-        for model, steps, bs in (("small_cnn", args.mlx_steps, 32), ("fast", 4, 64), ("resnet18", 4, 16)):
+        for model, steps, bs in (("small_cnn", 4 * args.mlx_steps, 32), ("fast", 8, 64), ("resnet18", 6, 16)):
             kw = {"model": model, "steps": steps, "warmup": 2, "batch_size": bs}
             plain = f"mlx/{model}: plain compiled loop"
             if model != "small_cnn" or "mlx" not in args.cases:
                 out.append((plain, "plain_mlx", kw, None))
             out.append((f"lightning/{model}: MLXTrainer.fit (Lightning's API)", "general_trainer", kw, plain))
-        kw = {"model": "small_cnn", "steps": args.mlx_steps, "warmup": 2, "batch_size": 32}
+        kw = {"model": "small_cnn", "steps": 4 * args.mlx_steps, "warmup": 2, "batch_size": 32}
         out.append(
             (
                 "lightning/small_cnn: MLXTrainer.fit, bf16-mixed",
@@ -527,7 +528,7 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
                 "lightning/small_cnn: MLXTrainer.fit (Lightning's API)",
             )
         )
-        mlp = {"steps": 300, "warmup": 20, "batch_size": 32}
+        mlp = {"steps": 3000, "warmup": 100, "batch_size": 32}
         out += [
             ("lightning/mlp example: plain compiled loop", "plain_mlp", mlp, None),
             ("lightning/mlp example: MLXTrainer.fit", "general_mlp", mlp, "lightning/mlp example: plain compiled loop"),
