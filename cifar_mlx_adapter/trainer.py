@@ -32,6 +32,7 @@ from cifar_lightning.core.recipes import total_steps
 from cifar_lightning.core.run.folder import RunPaths
 from cifar_mlx_adapter.data import MLXData, core_data
 from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gather_rows, words_float64
+from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key  # noqa: F401 (re-exported)
 from cifar_mlx_adapter.weights import load_weights, mlx_state
 
 
@@ -45,29 +46,6 @@ def compile_with_state(fn, model: nn.Module, optimizer=None):
     """
     state = [model.state, mx.random.state] if optimizer is None else [model.state, optimizer.state, mx.random.state]
     return mx.compile(fn, inputs=state, outputs=state)
-
-
-def set_random_key(key) -> None:
-    """Make MLX's global random key equal `key` (uint32 (2,), as saved from ``mx.random.state[0]``).
-
-    ``mx.random.state`` cannot be assigned to; ``mx.random.seed(s)`` sets the key to
-    (s >> 32, s & 0xFFFFFFFF), so seeding with the key's two words restores it exactly.
-    """
-    hi, lo = (int(v) for v in np.asarray(key, dtype=np.uint32).reshape(2))
-    mx.random.seed((hi << 32) | lo)
-
-
-def module_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
-    """Every submodule with its training flag, parents before children."""
-    named = sorted(model.named_modules(), key=lambda item: item[0].count(".") + (item[0] != ""))
-    return [(m, m.training) for _, m in named]
-
-
-def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
-    """Put each submodule back in the mode ``module_modes`` captured (as Lightning's
-    evaluation loop does), so a layer the user froze with ``.eval()`` stays frozen."""
-    for m, training in modes:  # parents first: a child's own flag overrides its parent's recursive call
-        m.train(training)
 
 
 class Callback:

@@ -33,6 +33,7 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from cifar_mlx_adapter.lightning.callbacks import MisconfigurationException
 from cifar_mlx_adapter.lightning.precision import Precision, cast_floating
+from cifar_mlx_adapter.lightning.state import set_random_key
 
 
 class StepTraceError(RuntimeError):
@@ -225,8 +226,6 @@ class TrainingStep:
         )
 
     def restore(self, saved) -> None:
-        from cifar_mlx_adapter.trainer import set_random_key
-
         module_state, optimizer_state, key, acc, scaler_state = saved
         self.module.update(tree_unflatten(module_state), strict=False)
         assign_state(self.optimizer, optimizer_state)

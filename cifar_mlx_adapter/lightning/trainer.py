@@ -25,8 +25,9 @@ from cifar_mlx_adapter.lightning.checkpoint import load_checkpoint, save_checkpo
 from cifar_mlx_adapter.lightning.data import DataSource, length_of, limit_batches
 from cifar_mlx_adapter.lightning.loggers import log_dir_of, resolve_loggers
 from cifar_mlx_adapter.lightning.module import MisconfigurationException
-from cifar_mlx_adapter.lightning.precision import DynamicLossScaler, cast_floating, parse_precision
+from cifar_mlx_adapter.lightning.precision import DynamicLossScaler, parse_precision
 from cifar_mlx_adapter.lightning.results import ResultCollection, as_floats, batch_size_of
+from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key
 from cifar_mlx_adapter.lightning.step import TrainingStep, array_leaves, assign_state
 
 
@@ -42,18 +43,6 @@ def _is_monitoring(callback) -> bool:
     from cifar_mlx_adapter.lightning.callbacks import EarlyStopping, ModelCheckpoint
 
     return isinstance(callback, (EarlyStopping, ModelCheckpoint))
-
-
-def _module_modes(module):
-    from cifar_mlx_adapter.trainer import module_modes
-
-    return module_modes(module)
-
-
-def _restore_modes(modes) -> None:
-    from cifar_mlx_adapter.trainer import restore_modes
-
-    restore_modes(modes)
 
 
 def parse_optimizers(returned, steps_per_epoch: int):
@@ -420,7 +409,7 @@ class MLXTrainer:
     # ---------------------------------------------------------------- fit
     def fit(self, model, train_dataloaders=None, val_dataloaders=None, datamodule=None, ckpt_path=None) -> None:
         """Train `model` (an ``MLXModule``) on `train_dataloaders` or `datamodule`'s training split,
-        validating on `val_dataloaders` or the datamodule's; `ckpt_path` ("last" or a path)
+        validating on `val_dataloaders` or the datamodule's; `ckpt_path` ("last", "best" or a path)
         resumes, and a larger ``max_epochs``/``max_steps`` than the checkpoint's trains on."""
         if train_dataloaders is not None and hasattr(train_dataloaders, "train_dataloader") and datamodule is None:
             train_dataloaders, datamodule = None, train_dataloaders  # fit(model, dm), as Lightning allows
@@ -484,6 +473,7 @@ class MLXTrainer:
         optimizer = parse_optimizers(self._module_hook("configure_optimizers"), per_epoch)
         self.optimizers = [optimizer]
         self._scaler = DynamicLossScaler() if self.precision.scales_loss else None
+        self._step = None  # a step is made for this module and optimiser (a trainer may fit twice)
         if checkpoint is not None:
             self._restore_training_state(checkpoint)
         if self.enable_model_summary and self.is_global_zero:
@@ -686,7 +676,7 @@ class MLXTrainer:
         model = self.lightning_module
         self._results = ResultCollection(training=False, group=self.group)
         step_hook = "validation_step" if stage == "validation" else "test_step"
-        modes = _module_modes(model)
+        modes = module_modes(model)
         model.eval()
         try:
             self._call(f"on_{stage}_start")
@@ -718,7 +708,7 @@ class MLXTrainer:
             self._call(f"on_{stage}_end")
             self._module_hook(f"on_{stage}_end")
         finally:
-            _restore_modes(modes)
+            restore_modes(modes)
         return metrics["log"]
 
     def _run_evaluation(self, stage: str, model, dataloaders, datamodule, ckpt_path, verbose: bool) -> list[dict]:
@@ -778,7 +768,7 @@ class MLXTrainer:
         if batches is None:
             raise MisconfigurationException("No `predict_dataloader()` method defined to run `Trainer.predict`.")
         n = limit_batches(length_of(batches), self.limit_predict_batches, "predict")
-        modes = _module_modes(model)
+        modes = module_modes(model)
         model.eval()
         predictions = []
         try:
@@ -799,7 +789,7 @@ class MLXTrainer:
             self._call("on_predict_end")
             self._module_hook("on_predict_end")
         finally:
-            _restore_modes(modes)
+            restore_modes(modes)
             self.state.status = "finished"
         return predictions if return_predictions else None
 
@@ -876,8 +866,6 @@ class MLXTrainer:
                 cb.load_state_dict(checkpoint["callbacks"][cb.state_key])
 
     def _restore_training_state(self, checkpoint: dict) -> None:
-        from cifar_mlx_adapter.trainer import set_random_key
-
         if checkpoint.get("optimizer_states"):
             assign_state(self.optimizers[0], checkpoint["optimizer_states"][0])
         if self._scaler is not None and "loss_scaler" in checkpoint:
@@ -952,4 +940,4 @@ def model_summary(model) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["MLXTrainer", "parse_optimizers", "model_summary", "cast_floating"]
+__all__ = ["MLXTrainer", "parse_optimizers", "model_summary"]
