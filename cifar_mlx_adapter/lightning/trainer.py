@@ -393,14 +393,9 @@ class MLXTrainer:
             logger.log_metrics(values, step)
             logger.save()
 
-    def _on_batch_end_metrics(self) -> None:
-        metrics = self._results.metrics(on_step=True)
-        self._progress_bar_metrics.update(metrics["pbar"])
-        self._callback_metrics.update(metrics["callback"])
-        self._logged_metrics.update(metrics["log"])
-
-    def _on_epoch_end_metrics(self) -> dict:
-        metrics = self._results.metrics(on_step=False)
+    def _store_metrics(self, on_step: bool) -> dict:
+        """The running loop's step (or epoch) views, kept in the trainer's three dicts."""
+        metrics = self._results.metrics(on_step=on_step)
         self._progress_bar_metrics.update(metrics["pbar"])
         self._callback_metrics.update(metrics["callback"])
         self._logged_metrics.update(metrics["log"])
@@ -611,7 +606,7 @@ class MLXTrainer:
             # callback_metrics and the other views compute the running values when read (their
             # properties); they are stored only where a row is logged and at the loop's end
             if apply and (self.should_update_logs or self.fast_dev_run):
-                self._on_batch_end_metrics()
+                self._store_metrics(on_step=True)
                 self._log_metrics(self._results.metrics(on_step=True)["log"])
                 bar.set_postfix(as_floats(self._progress_bar_metrics), refresh=False)
             bar.update(1)
@@ -628,14 +623,14 @@ class MLXTrainer:
             if self.should_stop and self._can_stop_early:
                 break
         bar.close()
-        self._on_batch_end_metrics()
+        self._store_metrics(on_step=True)
         self._in_batches = False
         # epoch end, in Lightning's order: callbacks that monitor nothing, the module, then the monitoring ones
         self._epoch_ended = True
         self._call("on_train_epoch_end", monitoring=False)
         self._module_hook("on_train_epoch_end")
         self._call("on_train_epoch_end", monitoring=True)
-        metrics = self._on_epoch_end_metrics()
+        metrics = self._store_metrics(on_step=False)
         self._batches_that_stepped -= 1  # the epoch's row carries its last step, as Lightning's
         self._log_metrics(metrics["log"])
         self._batches_that_stepped += 1
@@ -702,7 +697,7 @@ class MLXTrainer:
             self._in_batches = False
             self._call(f"on_{stage}_epoch_end")
             self._module_hook(f"on_{stage}_epoch_end")
-            metrics = {"log": {}} if self.sanity_checking else self._on_epoch_end_metrics()
+            metrics = {"log": {}} if self.sanity_checking else self._store_metrics(on_step=False)
             if not self.sanity_checking:
                 self._log_metrics(metrics["log"])
             self._call(f"on_{stage}_end")
