@@ -406,8 +406,7 @@ class MLXTrainer:
         """Train `model` (an ``MLXModule``) on `train_dataloaders` or `datamodule`'s training split,
         validating on `val_dataloaders` or the datamodule's; `ckpt_path` ("last", "best" or a path)
         resumes, and a larger ``max_epochs``/``max_steps`` than the checkpoint's trains on."""
-        if train_dataloaders is not None and hasattr(train_dataloaders, "train_dataloader") and datamodule is None:
-            train_dataloaders, datamodule = None, train_dataloaders  # fit(model, dm), as Lightning allows
+        train_dataloaders, datamodule = _datamodule_given_as_loaders(train_dataloaders, datamodule)
         if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
             raise MisconfigurationException(
                 "You cannot pass `train_dataloader` or `val_dataloaders` to `trainer.fit(datamodule=...)`"
@@ -707,8 +706,7 @@ class MLXTrainer:
         return metrics["log"]
 
     def _run_evaluation(self, stage: str, model, dataloaders, datamodule, ckpt_path, verbose: bool) -> list[dict]:
-        if dataloaders is not None and hasattr(dataloaders, "train_dataloader") and datamodule is None:
-            dataloaders, datamodule = None, dataloaders
+        dataloaders, datamodule = _datamodule_given_as_loaders(dataloaders, datamodule)
         self._attach(model)
         self.datamodule = datamodule if datamodule is not None else self.datamodule
         fn = "validate" if stage == "validation" else "test"
@@ -753,8 +751,7 @@ class MLXTrainer:
 
     def predict(self, model, dataloaders=None, datamodule=None, return_predictions: bool = True, ckpt_path=None):
         """Lightning's ``Trainer.predict``: ``predict_step`` of each batch, a list."""
-        if dataloaders is not None and hasattr(dataloaders, "train_dataloader") and datamodule is None:
-            dataloaders, datamodule = None, dataloaders
+        dataloaders, datamodule = _datamodule_given_as_loaders(dataloaders, datamodule)
         self._attach(model)
         self.state.fn = "predict"
         source = DataSource(model, {"predict": dataloaders}, datamodule, self.global_rank, self.world_size, self.group)
@@ -890,6 +887,14 @@ class MLXTrainer:
 
 
 _END = object()
+
+
+def _datamodule_given_as_loaders(loaders, datamodule):
+    """(loaders, datamodule) with a DataModule passed in the loaders' place moved to its own,
+    as Lightning allows ``fit(model, dm)`` and ``test(model, dm)``."""
+    if loaders is not None and hasattr(loaders, "train_dataloader") and datamodule is None:
+        return None, loaders
+    return loaders, datamodule
 
 
 def _next(iterator):
