@@ -102,9 +102,10 @@ def make_data(config, recipe):
     return CIFARData(**config.data_kwargs(recipe), augmentation=recipe.augmentation)
 
 
-def mlx_numerics() -> dict:
-    """MLX trains in float32 throughout (no mixed precision), NHWC, with its step compiled."""
-    return {"precision": "32-true", "memory_format": "channels_last", "compiled": True}  # mx.compile
+def mlx_numerics(precision: str = "32-true") -> dict:
+    """The run's precision (Lightning's name: "32-true", or "bf16-mixed": float32 weights, the
+    training step computed in bfloat16), NHWC, with its step compiled."""
+    return {"precision": precision, "memory_format": "channels_last", "compiled": True}  # mx.compile
 
 
 def mlx_processes(batch_size: int, world_size: int = 1, num_nodes: int = 1, devices: int = 1) -> dict:
@@ -126,10 +127,12 @@ def mlx_processes(batch_size: int, world_size: int = 1, num_nodes: int = 1, devi
 @dataclass
 class MLXBackend(ProcessState):
     """scripts/fit_mlx.py's options (see its ``--help``): `cpu` trains on the CPU instead of
-    the GPU MLX reports; `memory_limit` caps MLX's memory (GB)."""
+    the GPU MLX reports; `memory_limit` caps MLX's memory (GB); `precision` is "32-true" or
+    "bf16-mixed" (``cifar_mlx_adapter.trainer.LIFECYCLE_PRECISIONS``)."""
 
     cpu: bool = False
     memory_limit: float | None = None
+    precision: str = "32-true"
 
     framework = "mlx"
     synchronized_by = "mx.eval"  # of the model's and the optimiser's state: MLX computes lazily
@@ -140,6 +143,14 @@ class MLXBackend(ProcessState):
     def validate(self) -> None:
         import math
 
+        from cifar_mlx_adapter.trainer import LIFECYCLE_PRECISIONS
+
+        if self.precision not in LIFECYCLE_PRECISIONS:
+            raise UsageError(
+                f"--precision {self.precision}: expected one of {', '.join(LIFECYCLE_PRECISIONS)} "
+                "(fit_mlx.py's trainer; 16-mixed and the *-true settings are MLXTrainer's from "
+                "cifar_mlx_adapter.lightning)"
+            )
         if self.memory_limit is None:
             return
         if not math.isfinite(self.memory_limit):
@@ -248,6 +259,7 @@ class MLXBackend(ProcessState):
             limit_test_batches=config.limit_test_batches,
             checkpoint_meta={"settings": settings, "inference": inference},
             group=self.group,
+            precision=self.precision,
         )
         return self._trainer
 
@@ -310,7 +322,7 @@ class MLXBackend(ProcessState):
             accelerator=self.device,
             gpu=mlx_cuda_device_name() if self.device == "cuda" else None,
             versions=package_versions(*PACKAGES["mlx"]),
-            numerics={**mlx_numerics(), **({"blas": blas.in_use()} if self.device == "cpu" else {})},
+            numerics={**mlx_numerics(self.precision), **({"blas": blas.in_use()} if self.device == "cpu" else {})},
             processes=self._processes(module.recipe.batch_size),
             parameters=self.count_parameters(module),
             steps=trainer.total_steps,
@@ -326,4 +338,5 @@ class MLXBackend(ProcessState):
 
     def flags(self) -> list[str]:
         out = ["--cpu"] if self.cpu else []
+        out += ["--precision", self.precision] if self.precision != "32-true" else []
         return out + (["--memory-limit", str(self.memory_limit)] if self.memory_limit is not None else [])

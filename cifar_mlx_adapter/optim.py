@@ -113,7 +113,12 @@ def trainable_ndims(model: nn.Module) -> dict[str, int]:
 
 
 def recipe_optimizer(
-    recipe: Recipe, total_steps: int, steps_per_epoch: int, model: nn.Module, examples_per_step: int | None = None
+    recipe: Recipe,
+    total_steps: int,
+    steps_per_epoch: int,
+    model: nn.Module,
+    examples_per_step: int | None = None,
+    prefix: str = "",
 ) -> optim.Optimizer:
     """The recipe's optimisers (``recipes.optimizer_parts``) over `model`'s trainable
     parameters, routed by ``recipes.route_parameters`` as torch's param groups are, each
@@ -124,7 +129,9 @@ def recipe_optimizer(
     them last part first (so the first part, the base group, is its fallback and
     ``optimizers[-1]``; checkpoints of the two-group SGD keep their order).
     `examples_per_step`: images of one step over all processes (default: the recipe's
-    batch size), which the summed-loss recipe's weight decay is per (``recipes.sgd_args``)."""
+    batch size), which the summed-loss recipe's weight decay is per (``recipes.sgd_args``).
+    `prefix`: where `model` sits in the module the optimiser updates (``MLXClassifier`` holds
+    it as ``model.``): parameters are routed by `model`'s own names with or without it."""
     parts = optimizer_parts(recipe, examples_per_step)
     whiten = getattr(model, "whiten", None)
     owner = route_parameters(
@@ -143,5 +150,5 @@ def recipe_optimizer(
     if len(parts) == 1:
         return made[0]
     order = list(range(len(parts)))[::-1]
-    filters = [lambda path, _, i=i: owner.get(path) == i for i in order[:-1]]
+    filters = [lambda path, _, i=i: owner.get(path, owner.get(path.removeprefix(prefix))) == i for i in order[:-1]]
     return optim.MultiOptimizer([made[i] for i in order], filters)

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlx.core as mx
@@ -32,6 +33,7 @@ from cifar_lightning.core.recipes import total_steps
 from cifar_lightning.core.run.folder import RunPaths
 from cifar_mlx_adapter.data import MLXData, core_data
 from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gather_rows, words_float64
+from cifar_mlx_adapter.lightning.precision import cast_floating, parse_precision
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key  # noqa: F401 (re-exported)
 from cifar_mlx_adapter.weights import load_weights, mlx_state
 
@@ -46,6 +48,40 @@ def compile_with_state(fn, model: nn.Module, optimizer=None):
     """
     state = [model.state, mx.random.state] if optimizer is None else [model.state, optimizer.state, mx.random.state]
     return mx.compile(fn, inputs=state, outputs=state)
+
+
+LIFECYCLE_PRECISIONS = ("32-true", "bf16-mixed")
+
+
+def lifecycle_precision(value):
+    """The ``Precision`` of `value` (Lightning's names and aliases) when the run lifecycle's
+    trainer supports it: "32-true" or "bf16-mixed"; ValueError in one line otherwise."""
+    precision = parse_precision(value)
+    if precision.name not in LIFECYCLE_PRECISIONS:
+        raise ValueError(
+            f"precision {value!r}: the CIFAR run's MLX trainer takes {' or '.join(LIFECYCLE_PRECISIONS)}; "
+            "16-mixed, bf16-true and 16-true train under cifar_mlx_adapter.lightning.MLXTrainer"
+        )
+    return precision
+
+
+@contextmanager
+def hook_logs(module, fx: str):
+    """The values `module` logs (``self.log``) while hook `fx` runs: a dict filled by name, the
+    last value of a name kept. The run lifecycle's trainer reads the training step's and
+    averages them per epoch itself; it leaves the evaluation steps' unread."""
+    logs: dict[str, mx.array] = {}
+
+    def sink(hook, name, value, **options):
+        logs[name] = value
+
+    object.__setattr__(module, "_log_sink", sink)
+    object.__setattr__(module, "_current_fx", fx)
+    try:
+        yield logs
+    finally:
+        object.__setattr__(module, "_log_sink", None)
+        object.__setattr__(module, "_current_fx", None)
 
 
 class Callback:
@@ -126,6 +162,11 @@ class MLXTrainer:
     submodule's mode after validate, test and predict. ``train_time_s`` (optimizer steps and
     per-epoch checkpoints) and ``validation_time_s`` (validation during fit) are seconds over
     all segments of a resumed run, the spans torch's record measures.
+    ``precision``: "32-true" or "bf16-mixed" (Lightning's meaning: float32 weights and
+    optimiser state, the training step's forward and backward computed in bfloat16 from
+    half copies of the weights, gradients back in float32; evaluation in float32, as
+    ``cifar_mlx_adapter.lightning.MLXTrainer`` evaluates). ValueError for anything else:
+    16-mixed's loss scaling and the *-true settings are the general trainer's.
     ``validate`` returns {"val/acc", "val/loss"}; ``test`` returns {"test/acc",
     "test/loss", "per_class_accuracy" (num_classes,), "confusion_matrix" (num_classes,
     num_classes; rows true), "test/acc_no_tta" with TTA}; accuracies are fractions in
@@ -147,6 +188,7 @@ class MLXTrainer:
         limit_predict_batches: int | None = None,
         checkpoint_meta: dict | None = None,
         group=None,
+        precision: str = "32-true",
     ):
         if not (isinstance(max_epochs, (int, float)) and math.isfinite(max_epochs) and max_epochs > 0):
             raise ValueError(f"max_epochs must be a positive, finite number of epochs, got {max_epochs!r}")
@@ -159,6 +201,7 @@ class MLXTrainer:
         self.limit_train_batches = limit_train_batches
         self.limit_val_batches, self.limit_test_batches = limit_val_batches, limit_test_batches
         self.limit_predict_batches = limit_predict_batches
+        self.precision = lifecycle_precision(precision)
         self.checkpoint_meta = checkpoint_meta or {}  # plain values kept in every checkpoint (the run's settings)
         # seconds, earlier segments of a resumed run included: training (steps and per-epoch
         # checkpoints) and the validation passes during fit, kept apart as in torch's record
@@ -187,18 +230,25 @@ class MLXTrainer:
     # ---------------------------------------------------------------- training
     def _compile_step(self, module, optimizer):
         model = module.model
+        compute = self.precision.compute_dtype
 
-        def loss_and_logs(images, labels):
-            module._logged = {}
+        def loss_and_logs(params, images, labels):
+            # bf16-mixed: the forward and backward run on half copies of the float32 weights;
+            # the gradient of the cast is float32, so the optimiser updates float32 weights
+            model.update(cast_floating(params, compute) if compute != mx.float32 else params)
+            images = images.astype(compute)
             # traced once by mx.compile: batch_idx is fixed at 0 inside a compiled step
-            loss = module.training_step((images, labels), 0)
-            return loss, dict(module._logged)
+            with hook_logs(module, "training_step") as logs:
+                loss = module.training_step((images, labels), 0)
+            return loss.astype(mx.float32), {k: v.astype(mx.float32) for k, v in logs.items()}
 
-        loss_and_grad = nn.value_and_grad(model, loss_and_logs)
+        loss_and_grad = mx.value_and_grad(loss_and_logs)
         group, world = self.group, self.world_size
 
         def step(images, labels):
-            (loss, logs), grads = loss_and_grad(images, labels)
+            params = model.trainable_parameters()
+            (loss, logs), grads = loss_and_grad(params, images, labels)
+            model.update(params)  # the float32 weights back where half copies computed the loss
             if group is not None:  # every rank takes the same step: the mean of the ranks' gradients
                 grads = nn.average_gradients(grads, group=group)
                 loss = mx.distributed.all_sum(loss, group=group) / world
@@ -385,21 +435,23 @@ class MLXTrainer:
             writer.writerows(self.metrics_rows)
 
     # -------------------------------------------------------------- evaluation
-    def _evaluate(self, module, loader, hook, limit: int | None, desc: str) -> tuple[np.ndarray, np.ndarray]:
+    def _evaluate(self, module, loader, hook, limit: int | None, desc: str, fx: str) -> tuple[np.ndarray, np.ndarray]:
         """Run `hook` over the first `limit` batches of `loader` (all: None) in eval mode,
         with a progress bar; returns (logits float32 (N, C), labels int64 (N,)) as numpy.
         N may be 0: a rank whose share of a small split is empty (fewer images than processes)
         still takes part in the exchange of counts."""
         outputs = [np.zeros((0, module.hparams["num_classes"]), np.float32)]
         targets = [np.zeros(0, np.int64)]
-        for output, labels in self._eval_batches(module, loader, hook, limit, desc):
+        for output, labels in self._eval_batches(module, loader, hook, limit, desc, fx):
             outputs.append(np.array(output))
             targets.append(np.array(labels, dtype=np.int64))
         return np.concatenate(outputs), np.concatenate(targets)
 
-    def _eval_batches(self, module, loader, hook, limit: int | None, desc: str):
+    def _eval_batches(self, module, loader, hook, limit: int | None, desc: str, fx: str):
         """Yield (hook((images, labels), batch_idx), labels) for the first `limit` batches (all:
-        None) in eval mode, with a progress bar; every submodule's mode is restored after."""
+        None) in eval mode, with a progress bar; every submodule's mode is restored after. `fx`:
+        the module hook `hook` runs ("validation_step", "test_step", "predict_step"), whose
+        logging defaults ``self.log`` applies."""
         from tqdm import tqdm
 
         batches = len(loader) if limit is None else min(limit, len(loader))
@@ -412,7 +464,10 @@ class MLXTrainer:
                         break
                     # (images, labels), or images alone (a prediction loader of the user's images)
                     labels = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
-                    yield hook(batch, batch_idx), labels
+                    # what the step logs is not read: the figures are counted from its logits
+                    with hook_logs(module, fx):
+                        output = hook(batch, batch_idx)
+                    yield output, labels
                     bar.update(1)
         finally:
             restore_modes(modes)
@@ -441,12 +496,13 @@ class MLXTrainer:
         """{"val/acc", "val/loss"} over the validation split (the test set when val_size is 0),
         every image counted once over all processes."""
         module.trainer = self
-        module._logged = {}
         if self.limit_val_batches == 0:  # validation switched off: nothing to measure, as in Lightning
             return {}
         self._sync_model(module)
         loader = self._data(datamodule).loader("val", self.global_rank, self.world_size)
-        logits, labels = self._evaluate(module, loader, module.validation_step, self.limit_val_batches, "Validation")
+        logits, labels = self._evaluate(
+            module, loader, module.validation_step, self.limit_val_batches, "Validation", "validation_step"
+        )
         [(confusion, ce)] = self._counts([(logits, labels)], logits.shape[1])
         out = {"val/acc": metrics.accuracy_of(confusion), "val/loss": ce / max(confusion.sum(), 1)}
         if verbose and self.is_global_zero:
@@ -460,12 +516,14 @@ class MLXTrainer:
         module.trainer = self
         self._sync_model(module)
         loader = self._data(datamodule).loader("test", self.global_rank, self.world_size)
-        logits, labels = self._evaluate(module, loader, module.test_step, self.limit_test_batches, "Testing")
+        logits, labels = self._evaluate(
+            module, loader, module.test_step, self.limit_test_batches, "Testing", "test_step"
+        )
         k = logits.shape[1]
         runs = [(logits, labels)]
         if module.recipe.tta:
             plain, _ = self._evaluate(
-                module, loader, lambda b, i: module(b[0]), self.limit_test_batches, "Testing without TTA"
+                module, loader, lambda b, i: module(b[0]), self.limit_test_batches, "Testing without TTA", "test_step"
             )
             runs.append((plain, labels))
         counts = self._counts(runs, k)
@@ -499,7 +557,7 @@ class MLXTrainer:
         loader = self._data(datamodule).loader("test") if dataloaders is None else dataloaders
         predictions = []
         for prediction, _ in self._eval_batches(
-            module, loader, module.predict_step, self.limit_predict_batches, "Predicting"
+            module, loader, module.predict_step, self.limit_predict_batches, "Predicting", "predict_step"
         ):
             mx.eval(prediction)  # computed batch by batch, as the bar shows
             predictions.append(prediction)

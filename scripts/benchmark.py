@@ -302,21 +302,18 @@ def bench_mlx_trainer(data_dir, model, steps, warmup, batch_size) -> dict:
     return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
 
 
-def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
-    """The reference: mlx-examples' compiled loop over the same model, batches and optimiser."""
+def plain_compiled_loop(net, loss_fn, opt, batches, steps: int, warmup: int, batch_size: int) -> dict:
+    """mlx-examples' compiled training loop: the loss's gradient and the optimiser's update
+    compiled with the model's, the optimiser's and the random state (without the random
+    state, dropout's mask is frozen), every step's state evaluated before the clock. The
+    reference every MLX trainer is measured against."""
     from functools import partial
 
     import mlx.core as mx
     import mlx.nn as nn
 
-    from cifar_mlx_adapter.data import MLXData
-    from cifar_mlx_adapter.optim import recipe_optimizer
-
-    dm, module = _mlx_setup(data_dir, model, batch_size)
-    net = module.model
-    opt = recipe_optimizer(module.recipe, steps, steps, net)
-    loss_and_grad = nn.value_and_grad(net, lambda x, y: module.loss(net(x), y))
-    state = [net.state, opt.state, mx.random.state]  # without the random state, dropout's mask is frozen
+    loss_and_grad = nn.value_and_grad(net, lambda x, y: loss_fn(net(x), y))
+    state = [net.state, opt.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
     def step(x, y):
@@ -325,13 +322,24 @@ def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
         return loss
 
     timer = Timer(warmup)
-    for i, batch in enumerate(MLXData(dm.data).loader("train")):  # the batches MLXTrainer.fit trains on
+    for i, (x, y) in enumerate(batches):
         if i >= steps:
             break
-        step(*batch)
+        step(*(v if isinstance(v, mx.array) else mx.array(v) for v in (x, y)))  # numpy batches become arrays
         mx.eval(state)
         timer.step(batch_size)
     return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
+
+
+def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
+    """The reference for a zoo model: the plain loop over the same model, batches and optimiser."""
+    from cifar_mlx_adapter.data import MLXData
+    from cifar_mlx_adapter.optim import recipe_optimizer
+
+    dm, module = _mlx_setup(data_dir, model, batch_size)
+    opt = recipe_optimizer(module.recipe, steps, steps, module.model)
+    batches = MLXData(dm.data).loader("train")  # the batches MLXTrainer.fit trains on
+    return plain_compiled_loop(module.model, module.loss, opt, batches, steps, warmup, batch_size)
 
 
 def _zoo_module(classifier, steps: int):
@@ -354,14 +362,8 @@ def _zoo_module(classifier, steps: int):
             return loss
 
         def configure_optimizers(self):
-            opt = recipe_optimizer(classifier.recipe, steps, steps, self.net)
-            if hasattr(opt, "filters"):  # the recipe routes parameters by the net's own names, not "net.<name>"
-                import mlx.optimizers as optim
-
-                parts = opt.filters[:-1]  # MLX appends a catch-all filter for the last optimiser
-                filters = [lambda path, w, f=f: f(path.removeprefix("net."), w) for f in parts]
-                opt = optim.MultiOptimizer(opt.optimizers, filters)
-            return opt
+            # the recipe routes parameters by the net's own names: here they read "net.<name>"
+            return recipe_optimizer(classifier.recipe, steps, steps, self.net, prefix="net.")
 
     return ZooModule()
 
@@ -419,31 +421,18 @@ def bench_general_mlp(data_dir, steps, warmup, batch_size, precision="32-true") 
 
 
 def bench_plain_mlp(data_dir, steps, warmup, batch_size) -> dict:
-    """The reference for the MLP: a compiled loop over the same model, batches and optimiser."""
-    from functools import partial
-
+    """The reference for the MLP: the plain loop over the same model, batches and optimiser."""
     import mlx.core as mx
     import mlx.nn as nn
 
     MLP, data = _mlp_batches(batch_size, steps)
     mx.random.seed(0)
     net = MLP()
-    opt = net.configure_optimizers()
-    loss_and_grad = nn.value_and_grad(net, lambda x, y: nn.losses.cross_entropy(net(x), y, reduction="mean"))
-    state = [net.state, opt.state, mx.random.state]
 
-    @partial(mx.compile, inputs=state, outputs=state)
-    def step(x, y):
-        loss, grads = loss_and_grad(x, y)
-        opt.update(net, grads)
-        return loss
+    def loss(logits, y):
+        return nn.losses.cross_entropy(logits, y, reduction="mean")
 
-    timer = Timer(warmup)
-    for x, y in data:
-        step(mx.array(x), mx.array(y))
-        mx.eval(state)
-        timer.step(batch_size)
-    return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
+    return plain_compiled_loop(net, loss, net.configure_optimizers(), data, steps, warmup, batch_size)
 
 
 # ----------------------------------------------------------------------- driver

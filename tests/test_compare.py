@@ -849,6 +849,29 @@ def test_the_report_lists_what_differs_between_the_pairs():
     assert "Conditions that differ" not in report(record("pytorch", 0), record("mlx", 0))
 
 
+def test_compare_hands_its_precision_to_both_frameworks_and_the_report_names_each_ones(tmp_path):
+    """Issue 36, 6: --precision bf16-mixed reaches both frameworks' runs, and comparison.md
+    names the precision each framework trained in. Checked against: the flag passed to one
+    framework only; the hardware line without precisions."""
+    from cifar_lightning.cli.compare import run_flags
+
+    args = compare_args("--precision", "bf16-mixed")
+    out = tmp_path / "cmp"
+    for framework, suffix in (("pytorch", ".ckpt"), ("mlx", ".npz")):
+        last = out / f"{framework}-seed0" / "checkpoints" / f"last{suffix}"
+        last.parent.mkdir(parents=True)
+        last.touch()  # a run to resume: no initial weights needed for the MLX run's flags
+        flags = run_flags(args, framework, 0, out / f"{framework}-seed0", out)
+        assert flags[flags.index("--precision") + 1] == "bf16-mixed", (framework, flags)
+    assert "--precision" not in run_flags(compare_args(), "pytorch", 0, out / "pytorch-seed0", out)
+    text = report(
+        record("pytorch", 0, numerics={"precision": "bf16-mixed"}),
+        record("mlx", 0, numerics={"precision": "bf16-mixed"}),
+    )
+    assert "PyTorch on cpu in bf16-mixed, MLX on cpu in bf16-mixed." in text
+    assert "MLX on cpu in an unrecorded precision." in report(record("pytorch", 0), record("mlx", 0))
+
+
 def test_compare_refuses_to_add_runs_under_other_versions_unless_told(monkeypatch, tmp_path, capsys):
     """Issue 34, 4: a folder whose MLX run was made under MLX 0.1.0: adding a seed here is
     refused in one line naming the package and both versions; --allow-version-change trains.

@@ -16,6 +16,7 @@ from cifar_lightning import CIFARClassifier
 from cifar_lightning.core.recipes import get_recipe, lr_at, momentum_at
 from cifar_mlx_adapter import MLXClassifier, load_weights, mlx_state, torch_to_mlx
 from cifar_mlx_adapter.optim import recipe_optimizer
+from cifar_mlx_adapter.trainer import hook_logs
 
 
 def to_mlx(batch):
@@ -93,9 +94,13 @@ def mlx_steps(m, batches, total):
     class T:
         total_steps = steps_per_epoch = total
 
+    def loss(bx, by):
+        with hook_logs(m, "training_step"):  # the trainer's part: what the step logs goes somewhere
+            return m.training_step((bx, by), 0)
+
     m.trainer = T()
     optimizer = m.configure_optimizers()
-    loss_and_grad = mnn.value_and_grad(m.model, lambda bx, by: m.training_step((bx, by), 0))
+    loss_and_grad = mnn.value_and_grad(m.model, loss)
     losses = []
     for bx, by in batches:
         loss, grads = loss_and_grad(bx, by)

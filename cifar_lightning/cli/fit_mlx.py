@@ -28,6 +28,12 @@ def parser() -> argparse.ArgumentParser:
         "(default: the GPU when there is one)",
     )
     p.add_argument(
+        "--precision",
+        default="32-true",
+        help="Lightning precision: 32-true or bf16-mixed (float32 weights and optimiser state, the training "
+        "step computed in bfloat16, as fit.py's bf16-mixed); run.json records it (default: 32-true)",
+    )
+    p.add_argument(
         "--memory-limit",
         type=float,
         metavar="GB",
@@ -40,7 +46,7 @@ def backend(args: argparse.Namespace):
     """The MLX backend of fit_mlx.py's own flags."""
     from cifar_mlx_adapter.backend import MLXBackend
 
-    return MLXBackend(cpu=args.cpu, memory_limit=args.memory_limit)
+    return MLXBackend(cpu=args.cpu, memory_limit=args.memory_limit, precision=args.precision)
 
 
 def main(argv: list[str] | None = None, callbacks: tuple = ()) -> dict:

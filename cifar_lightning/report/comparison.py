@@ -161,6 +161,11 @@ def machine_text(hardware: dict) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def precision_of(run: dict) -> str:
+    """The Lightning precision a run trained in (``numerics.precision`` of its run.json)."""
+    return (run.get("numerics") or {}).get("precision", "an unrecorded precision")
+
+
 def conditions(run: dict) -> dict[str, str]:
     """What a run ran under, as runs are compared by: the machine's facts (``CONDITION_FACTS``),
     the package versions and the code's commit."""
@@ -324,8 +329,8 @@ def render(title: str, runs: list[dict], settings: dict | None = None) -> str:
             f"{t0['seed']}'s."
         )
     lines += [
-        f"- Hardware: {machine_text(t0['hardware'])}; PyTorch on {t0['hardware']['accelerator']}, MLX on "
-        f"{m0['hardware']['accelerator']}. Versions: torch {t0['versions'].get('torch')}, Lightning "
+        f"- Hardware: {machine_text(t0['hardware'])}; PyTorch on {t0['hardware']['accelerator']} in "
+        f"{precision_of(t0)}, MLX on {m0['hardware']['accelerator']} in {precision_of(m0)}. Versions: torch {t0['versions'].get('torch')}, Lightning "
         f"{t0['versions'].get('lightning')}, MLX {m0['versions'].get('mlx')}, Python {t0['versions'].get('python')}.",
         f"- The clock: {t0['throughput']['synchronized_by']} (PyTorch), {m0['throughput']['synchronized_by']} (MLX); "
         f"{t0['throughput']['warmup_steps']} warm-up steps left out, windows of "

@@ -19,6 +19,7 @@ arrays, so what is logged, and with which options, must not depend on the data.
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 import mlx.core as mx
@@ -244,6 +245,14 @@ class MLXModule(nn.Module):
         ``LightningModule.log``. Training values appear per step by default, evaluation values
         as the epoch's mean weighted by batch size (``batch_size``, else the batch's first
         array's length); ``reduce_fx`` is "mean", "sum", "max" or "min"."""
+        if self._trainer is None:
+            # as Lightning: a step called outside a trainer (a test of the step itself) logs nothing
+            warnings.warn(
+                "You are trying to `self.log()` but the `self.trainer` reference is not registered on the model "
+                "yet. This is most likely because the model hasn't been passed to the `MLXTrainer`",
+                stacklevel=2,
+            )
+            return
         if self._log_sink is None or self._current_fx is None:
             raise MisconfigurationException(
                 "You are trying to `self.log()` but it is not managed by the `Trainer` control flow"
