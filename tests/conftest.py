@@ -165,3 +165,18 @@ class FakeClock:
 
     def sync(self):
         self.syncs += 1
+
+
+def quiet_mlx_trainer(**flags):
+    """The general ``cifar_mlx_adapter.lightning.MLXTrainer`` with `flags`, by default without
+    progress bar, model summary, checkpoints, logger or validation (a test's quiet fit)."""
+    from cifar_mlx_adapter.lightning import MLXTrainer
+
+    quiet = dict(
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        logger=False,
+        limit_val_batches=0,
+    )
+    return MLXTrainer(**{**quiet, **flags})

@@ -8,6 +8,7 @@ lifecycle's trainer (scripts/fit_mlx.py's) does, as lightning.Trainer trains CIF
   and loss, validation accuracy.
 - Its logs carry CIFARClassifier's names: train/loss_step, train/loss_epoch, train/acc,
   val/loss, val/acc, test/loss, test/acc.
+- bf16-mixed under both trainers: tests/test_run_precision.py.
 
 Planted faults, each seen to fail a test here: the optimiser's routing without the
 ``model.`` prefix (every parameter falls to the base part: weights differ), ``loss_scale``
@@ -20,6 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from conftest import quiet_mlx_trainer
 from mlx.utils import tree_flatten
 
 from cifar_lightning.core.data import CIFARData
@@ -64,14 +66,7 @@ def test_the_general_trainer_trains_the_fast_net_as_the_lifecycle_trainer_does(c
     lifecycle_test = lifecycle.test(lifecycle_module, data, verbose=False)
 
     data, general_module = fast_run(cifar10_dir)
-    general = GeneralTrainer(
-        max_epochs=EPOCHS,
-        default_root_dir=tmp_path / "general",
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        limit_val_batches=0,
-    )
+    general = quiet_mlx_trainer(max_epochs=EPOCHS, default_root_dir=tmp_path / "general")
     general.fit(general_module, datamodule=data)
     assert general.global_step == lifecycle.global_step == 2 * EPOCHS
     assert general_module.model.whitening_set
@@ -140,15 +135,8 @@ def test_accumulated_batches_of_a_summed_loss_take_the_step_of_their_union(cifar
         data = CIFARData("cifar10", cifar10_dir, batch_size=batch_size, seed=0, train_subset=50, augmentation=plain)
         mx.random.seed(0)
         module = MLXClassifier(LinearNet(), 10, recipe=recipe.to_dict())
-        trainer = GeneralTrainer(
-            max_steps=1,
-            accumulate_grad_batches=accumulate,
-            default_root_dir=tmp_path / f"acc{accumulate}",
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-            logger=False,
-            limit_val_batches=0,
+        trainer = quiet_mlx_trainer(
+            max_steps=1, accumulate_grad_batches=accumulate, default_root_dir=tmp_path / f"acc{accumulate}"
         )
         trainer.fit(module, datamodule=data)
         assert trainer.global_step == 1
@@ -162,30 +150,3 @@ def test_accumulated_batches_of_a_summed_loss_take_the_step_of_their_union(cifar
     assert not np.allclose(whole["fc.weight"], start["fc.weight"])  # the step moved the weights
     for name in whole:
         np.testing.assert_allclose(accumulated[name], whole[name], rtol=1e-4, atol=1e-6, err_msg=name)
-
-
-def test_bf16_mixed_trains_the_classifier_with_float32_weights(cifar10_dir, tmp_path):
-    data = CIFARData("cifar10", cifar10_dir, batch_size=40, seed=0)
-    mx.random.seed(0)
-    module = MLXClassifier("small_cnn", 10)
-    start = weights(module)
-    trainer = GeneralTrainer(
-        max_steps=2,
-        precision="bf16-mixed",
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
-        limit_val_batches=0,
-    )
-    trainer.fit(module, datamodule=data)
-    after = weights(module)
-    assert all(v.dtype == np.float32 for v in after.values())
-    assert all(
-        v.dtype == mx.float32
-        for _, v in tree_flatten(trainer.optimizers[0].state)
-        if isinstance(v, mx.array) and v.ndim
-    )
-    assert np.isfinite(float(trainer.callback_metrics["train/loss_step"]))
-    assert any(not np.array_equal(after[k], start[k]) for k in after)

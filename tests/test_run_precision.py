@@ -15,13 +15,13 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
+from conftest import quiet_mlx_trainer
 from mlx.utils import tree_flatten
 
 from cifar_lightning.core.data import CIFARData
 from cifar_lightning.core.recipes import get_recipe
 from cifar_mlx_adapter import MLXClassifier
 from cifar_mlx_adapter import MLXTrainer as LifecycleTrainer
-from cifar_mlx_adapter.lightning import MLXTrainer as GeneralTrainer
 
 STEPS = 3
 
@@ -41,16 +41,7 @@ def small_cnn_steps(data_dir, trainer_kind: str, precision: str, root) -> dict[s
         trainer.fit(module, data)
         optimizer = trainer.optimizer
     else:
-        trainer = GeneralTrainer(
-            max_epochs=1,
-            precision=precision,
-            default_root_dir=root,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-            logger=False,
-            limit_val_batches=0,
-        )
+        trainer = quiet_mlx_trainer(max_epochs=1, precision=precision, default_root_dir=root)
         trainer.fit(module, datamodule=data)
         optimizer = trainer.optimizers[0]
     assert trainer.global_step == STEPS
@@ -63,7 +54,8 @@ def test_the_lifecycles_bf16_mixed_takes_the_general_trainers_steps(cifar10_dir,
     lifecycle = small_cnn_steps(cifar10_dir, "lifecycle", "bf16-mixed", tmp_path / "a")
     general = small_cnn_steps(cifar10_dir, "general", "bf16-mixed", tmp_path / "b")
     full = small_cnn_steps(cifar10_dir, "lifecycle", "32-true", tmp_path / "c")
-    assert all(v.dtype == np.float32 for v in lifecycle.values())  # the weights stay float32
+    for weights in (lifecycle, general):  # the weights stay float32 under both trainers
+        assert all(v.dtype == np.float32 for v in weights.values())
     # one computation under both trainers (measured: bit for bit on this CPU)
     for name in lifecycle:
         np.testing.assert_allclose(lifecycle[name], general[name], rtol=1e-6, atol=1e-7, err_msg=name)
