@@ -69,25 +69,9 @@ def test_the_lifecycles_bf16_mixed_takes_the_general_trainers_steps(cifar10_dir,
 
 
 def fit_mlx_flags(data_dir, out, *extra: str) -> list[str]:
-    return [
-        "--data-dir",
-        str(data_dir),
-        "--no-download",
-        "--cpu",
-        "--lock-file",
-        "none",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "50",
-        "--train-subset",
-        "100",
-        "--limit-val-batches",
-        "0",
-        "--output-dir",
-        str(out),
-        *extra,
-    ]
+    """A one-epoch fit_mlx.py run of 2 steps on the CPU, without validation."""
+    short = "--cpu --lock-file none --epochs 1 --batch-size 50 --train-subset 100 --limit-val-batches 0".split()
+    return ["--data-dir", str(data_dir), "--no-download", *short, "--output-dir", str(out), *extra]
 
 
 def test_fit_mlx_records_its_precision_and_its_checkpoint_keeps_float32_weights(cifar10_dir, tmp_path):
