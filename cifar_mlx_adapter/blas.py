@@ -182,6 +182,12 @@ def slow_blas_warning() -> str | None:
         return None
     if os.environ.get(SWITCH) == "0":
         return None  # asked for on purpose
+    if openblas_library() is not None:  # installed, only not preloaded: a script of the user's own
+        return (
+            "warning: MLX runs on this CPU with its reference BLAS, about 12x slower than with OpenBLAS, "
+            "which is installed but not preloaded: call cifar_mlx_adapter.blas.restart_with_openblas(sys.argv) "
+            "first thing in your script (the scripts do)"
+        )
     return (
         "warning: MLX runs on this CPU with its reference BLAS, about 12x slower than with OpenBLAS: "
         "pip install cmeel-openblas (x86-64 Linux) or apt-get install libopenblas0-pthread"

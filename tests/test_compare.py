@@ -870,6 +870,13 @@ def test_compare_hands_its_precision_to_both_frameworks_and_the_report_names_eac
     )
     assert "PyTorch on cpu in bf16-mixed, MLX on cpu in bf16-mixed." in text
     assert "MLX on cpu in an unrecorded precision." in report(record("pytorch", 0), record("mlx", 0))
+    # a folder made before the flag existed records no precision: said as such, not as "None"
+    from cifar_lightning.cli.compare import check_same, settings_of
+    from cifar_lightning.core.errors import UsageError
+
+    older = {k: v for k, v in settings_of(args).items() if k != "precision"}
+    with pytest.raises(UsageError, match="--precision not given there, bf16-mixed here; use its own flags"):
+        check_same(out, {"settings": older}, settings_of(args))
 
 
 def test_compare_refuses_to_add_runs_under_other_versions_unless_told(monkeypatch, tmp_path, capsys):

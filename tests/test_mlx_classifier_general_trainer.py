@@ -12,7 +12,8 @@ lifecycle's trainer (scripts/fit_mlx.py's) does, as lightning.Trainer trains CIF
 
 Planted faults, each seen to fail a test here: the optimiser's routing without the
 ``model.`` prefix (every parameter falls to the base part: weights differ), ``loss_scale``
-left at 1 under accumulation, ``val/acc`` logged as the batch's error.
+left at 1 under accumulation, ``val/acc`` logged as the batch's error, ``test/acc_no_tta``
+counted from the TTA logits, ``train/loss`` logged as the batch's sum.
 """
 
 import csv
@@ -150,3 +151,29 @@ def test_accumulated_batches_of_a_summed_loss_take_the_step_of_their_union(cifar
     assert not np.allclose(whole["fc.weight"], start["fc.weight"])  # the step moved the weights
     for name in whole:
         np.testing.assert_allclose(accumulated[name], whole[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_the_logged_training_loss_is_per_example_when_the_recipe_sums_it():
+    """The fast recipe's loss is summed over the batch (and label-smoothed); ``train/loss``
+    is the mean per example, torch's ``cross_entropy`` of the same logits, and the step's
+    loss is that mean times the batch. Checked against: the summed loss logged."""
+    import torch
+    import torch.nn.functional as F
+
+    from cifar_mlx_adapter.models import init_whitening
+    from cifar_mlx_adapter.trainer import hook_logs
+
+    mx.random.seed(0)
+    module = MLXClassifier("fast", 10)
+    images, labels = mx.random.normal((8, 32, 32, 3)), mx.arange(8, dtype=mx.int32)
+    init_whitening(module.model, images.transpose(0, 3, 1, 2))
+    module.model.eval()  # BatchNorm from its running statistics: the same logits on both calls
+    module.trainer = LifecycleTrainer(enable_progress_bar=False)  # one process: loss_scale 1
+    with hook_logs(module, "training_step") as logs:
+        loss = module.training_step((images, labels), 0)
+    logits = torch.from_numpy(np.array(module(images)))
+    smoothing = module.recipe.loss.label_smoothing
+    assert module.recipe.loss.summed and smoothing > 0  # the case under test
+    expected = F.cross_entropy(logits, torch.from_numpy(np.array(labels)).long(), label_smoothing=smoothing).item()
+    assert float(logs["train/loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(loss) == pytest.approx(expected * 8, rel=1e-5)

@@ -423,3 +423,23 @@ def test_mistakes_give_one_clear_line(tmp_path, data):
         MLXTrainer(**QUIET, logger=False).test(Plain(), data)
     with pytest.warns(UserWarning, match="No training batches"):
         MLXTrainer(max_epochs=1, default_root_dir=tmp_path, **QUIET).fit(Plain(), [])
+
+
+@pytest.mark.parametrize("installed", [True, False])
+def test_a_fit_on_the_slow_blas_says_how_to_get_the_fast_one(installed, monkeypatch, tmp_path, data):
+    """On a Linux CPU without OpenBLAS preloaded, fit warns once: with OpenBLAS installed the
+    way out is restart_with_openblas in the user's script, else installing it. Checked
+    against: no warning from the general trainer (only fit_mlx.py's backend printed one)."""
+    from pathlib import Path
+
+    from cifar_mlx_adapter import blas
+
+    monkeypatch.setattr(blas, "needed", lambda: True)
+    monkeypatch.setattr(blas, "active", lambda: False)
+    monkeypatch.delenv(blas.SWITCH, raising=False)
+    monkeypatch.setattr(blas, "openblas_library", lambda: Path("/lib/libopenblas.so.0") if installed else None)
+    with pytest.warns(UserWarning, match="reference BLAS") as record:
+        MLXTrainer(max_steps=1, default_root_dir=tmp_path, logger=False, **QUIET).fit(MLXMLP(), data)
+    [message] = [str(w.message) for w in record if "reference BLAS" in str(w.message)]
+    way_out = "restart_with_openblas(sys.argv)" if installed else "pip install cmeel-openblas"
+    assert way_out in message, message

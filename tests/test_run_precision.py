@@ -74,11 +74,13 @@ def fit_mlx_flags(data_dir, out, *extra: str) -> list[str]:
     return ["--data-dir", str(data_dir), "--no-download", *short, "--output-dir", str(out), *extra]
 
 
-def test_fit_mlx_records_its_precision_and_its_checkpoint_keeps_float32_weights(cifar10_dir, tmp_path):
+def test_fit_mlx_records_its_precision_and_its_checkpoint_keeps_float32_weights(cifar10_dir, tmp_path, capsys):
     from cifar_lightning.cli.fit_mlx import main
 
     out = tmp_path / "run"
     record = main(fit_mlx_flags(cifar10_dir, out, "--precision", "bf16-mixed"))
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(f"on cpu in bf16-mixed, into {out}"), first  # said on screen, not only in run.json
     assert record["numerics"]["precision"] == "bf16-mixed"
     assert json.loads((out / "run.json").read_text())["numerics"]["precision"] == "bf16-mixed"
     assert "--precision bf16-mixed" in record["command"]

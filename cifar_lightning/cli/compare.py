@@ -166,7 +166,13 @@ def check_same(folder: Path, saved: dict | None, settings: dict) -> None:
     saved = saved["settings"]
     differ = [k for k in settings if k != "seeds" and saved.get(k) != settings[k]]
     if differ:
-        listed = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)} there, {settings[k]} here" for k in differ)
+
+        def shown(value):  # a flag left at its default (or older than the folder's record) is None
+            return "not given" if value is None else value
+
+        listed = ", ".join(
+            f"--{k.replace('_', '-')} {shown(saved.get(k))} there, {shown(settings[k])} here" for k in differ
+        )
         raise UsageError(
             f"--output-dir {folder} holds a comparison with other settings: {listed}; use its own "
             "flags, or another --output-dir"

@@ -412,6 +412,7 @@ class MLXTrainer:
                 "You cannot pass `train_dataloader` or `val_dataloaders` to `trainer.fit(datamodule=...)`"
             )
         self._attach(model)
+        self._warn_of_slow_blas()
         self.datamodule, self.ckpt_path = datamodule, ckpt_path
         self.state.fn, self.state.status, self.training, self.should_stop = "fit", "running", True, False
         source = DataSource(
@@ -437,6 +438,19 @@ class MLXTrainer:
         for logger in self.loggers:
             logger.finalize("success")
         self.state.status = "finished"
+
+    def _warn_of_slow_blas(self) -> None:
+        """On a Linux CPU, MLX's own reference BLAS trains about 12x slower than OpenBLAS
+        (``cifar_mlx_adapter.blas``): say so, once per fit, as fit_mlx.py does."""
+        if mx.default_device() != mx.cpu or not self.is_global_zero:
+            return
+        from cifar_mlx_adapter.blas import slow_blas_warning
+
+        warning = slow_blas_warning()
+        if warning:
+            import warnings
+
+            warnings.warn(warning.removeprefix("warning: "), UserWarning, stacklevel=3)
 
     def _fit(self, model, source: DataSource, ckpt_path) -> None:
         train = source.batches("train")

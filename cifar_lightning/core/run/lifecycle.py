@@ -218,6 +218,8 @@ def _train_and_test(config, backend, recipe, data, folder, settings, callbacks) 
     command = run_command(backend.launcher(), backend.script, flags)
     if main:
         where = where_text(backend.device, backend.world_size, backend.machines)
+        precision = getattr(backend, "precision", "32-true")  # the one asked for; run.json: the one used
+        where += f" in {precision}" if precision != "32-true" else ""
         announce_run(
             folder,
             config.model,
