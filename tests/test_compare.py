@@ -879,6 +879,26 @@ def test_compare_hands_its_precision_to_both_frameworks_and_the_report_names_eac
         check_same(out, {"settings": older}, settings_of(args))
 
 
+def test_a_run_shorter_than_the_warm_up_still_states_the_epoch_time_ratio_its_table_shows():
+    """A tiny comparison's runs take no step past the clock's warm-up (no images/s) but record
+    their epochs' seconds, which the table shows: the epoch-time line states their ratio
+    (MLX 8 s against PyTorch 16 s: 0.50x) instead of "not measured". Checked against: the
+    epoch-time ratio taken only over pairs with a throughput."""
+    untimed = {**record("pytorch", 0)["throughput"], "images_per_s": None}
+    text = report(
+        record("pytorch", 0, throughput={**untimed, "epoch_s": [16.0]}),
+        record("mlx", 0, throughput={**untimed, "epoch_s": [8.0]}),
+    )
+    assert "| 16.0 | 8.0 |" in row(text, 0)
+    assert (
+        "- Epoch time MLX / PyTorch (seconds of an epoch's steps): 0.50x (no interval from one pair, 1 pair)." in text
+    )
+    assert "- Throughput MLX / PyTorch (training images per second after the warm-up, geometric mean): not" in text
+    no_epochs = {**untimed, "epoch_s": []}
+    text = report(record("pytorch", 0, throughput=no_epochs), record("mlx", 0, throughput=no_epochs))
+    assert "Epoch time MLX / PyTorch (seconds of an epoch's steps): not measured (no pair of runs on devices" in text
+
+
 def test_compare_refuses_to_add_runs_under_other_versions_unless_told(monkeypatch, tmp_path, capsys):
     """Issue 34, 4: a folder whose MLX run was made under MLX 0.1.0: adding a seed here is
     refused in one line naming the package and both versions; --allow-version-change trains.

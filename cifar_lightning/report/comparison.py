@@ -124,11 +124,13 @@ def _images_per_s(run: dict) -> float | None:
 def summary(pairs: list[tuple[dict, dict]]) -> dict:
     """The comparison's figures (see the module's docstring) over `pairs`: the accuracy over
     all; the speed ratios over the pairs on devices of one kind whose runs both measured steps
-    past their warm-up; the memory ratio over the pairs on devices of one kind whose measured
+    past their warm-up (the epoch-time ratio: whose runs both recorded an epoch's seconds); the memory ratio over the pairs on devices of one kind whose measured
     processes held their own framework only (None: no such pair)."""
     t, m = zip(*pairs)
     alike = [p for p in pairs if like_with_like(*_devices(p))]
     timed = [(a, b) for a, b in alike if _images_per_s(a) and _images_per_s(b)]
+    # an epoch's seconds are recorded whether or not its steps got past the clock's warm-up
+    epoched = [(a, b) for a, b in alike if np.isfinite(_epoch_s(a)) and np.isfinite(_epoch_s(b))]
     clean = [(a, b) for a, b in alike if not other_framework_held(a) and not other_framework_held(b)]
 
     def ratio(value, among):
@@ -138,7 +140,7 @@ def summary(pairs: list[tuple[dict, dict]]) -> dict:
         "pairs": len(pairs),
         "accuracy": paired_difference([r["test_accuracy"] for r in t], [r["test_accuracy"] for r in m]),
         "throughput": ratio(_images_per_s, timed),
-        "epoch_time": ratio(_epoch_s, timed),
+        "epoch_time": ratio(_epoch_s, epoched),
         "memory": ratio(lambda r: _peak(r)[1], clean),
         "memory_counters": [_peak(r)[0] for r in (clean or pairs)[0]],
     }
@@ -206,9 +208,9 @@ def _ci(figure: dict, fmt: str) -> str:
     return f"95% CI {fmt.format(ci[0])} to {fmt.format(ci[1])}" if ci else "no interval from one pair"
 
 
-def _ratio_line(what: str, figure: dict | None) -> str:
+def _ratio_line(what: str, figure: dict | None, missing: str = "no pair of runs took steps past their warm-up") -> str:
     if figure is None:
-        return f"- {what}: not measured (no pair of runs took steps past their warm-up)."
+        return f"- {what}: not measured ({missing})."
     return f"- {what}: {figure['ratio']:.2f}x ({_ci(figure, '{:.2f}x')}, {figure['n']} pair{'s' * (figure['n'] != 1)})."
 
 
@@ -288,7 +290,11 @@ def render(title: str, runs: list[dict], settings: dict | None = None) -> str:
         _ratio_line(
             "Throughput MLX / PyTorch (training images per second after the warm-up, geometric mean)", s["throughput"]
         ),
-        _ratio_line("Epoch time MLX / PyTorch (seconds of an epoch's steps)", s["epoch_time"]),
+        _ratio_line(
+            "Epoch time MLX / PyTorch (seconds of an epoch's steps)",
+            s["epoch_time"],
+            "no pair of runs on devices of one kind recorded an epoch's seconds",
+        ),
     ]
     if s["memory"] is None:
         lines.append("- Peak memory MLX / PyTorch: not stated: every pair is left out (below).")
