@@ -850,12 +850,13 @@ def test_the_report_lists_what_differs_between_the_pairs():
 
 
 def test_compare_hands_its_precision_to_both_frameworks_and_the_report_names_each_ones(tmp_path):
-    """Issue 36, 6: --precision bf16-mixed reaches both frameworks' runs, and comparison.md
-    names the precision each framework trained in. Checked against: the flag passed to one
+    """Issue 36, 6: --precision bf16-mixed reaches both frameworks' runs (as does a quick
+    check's --limit-test-batches), and comparison.md names the precision each framework
+    trained in. Checked against: the flag passed to one
     framework only; the hardware line without precisions."""
     from cifar_lightning.cli.compare import run_flags
 
-    args = compare_args("--precision", "bf16-mixed")
+    args = compare_args("--precision", "bf16-mixed", "--limit-test-batches", "2")
     out = tmp_path / "cmp"
     for framework, suffix in (("pytorch", ".ckpt"), ("mlx", ".npz")):
         last = out / f"{framework}-seed0" / "checkpoints" / f"last{suffix}"
@@ -863,6 +864,7 @@ def test_compare_hands_its_precision_to_both_frameworks_and_the_report_names_eac
         last.touch()  # a run to resume: no initial weights needed for the MLX run's flags
         flags = run_flags(args, framework, 0, out / f"{framework}-seed0", out)
         assert flags[flags.index("--precision") + 1] == "bf16-mixed", (framework, flags)
+        assert flags[flags.index("--limit-test-batches") + 1] == "2", (framework, flags)  # a quick check's test
     assert "--precision" not in run_flags(compare_args(), "pytorch", 0, out / "pytorch-seed0", out)
     text = report(
         record("pytorch", 0, numerics={"precision": "bf16-mixed"}),

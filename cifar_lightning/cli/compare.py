@@ -58,6 +58,7 @@ TRAINING_FLAGS = (
     "dropout",
     "muon_dtype",
     "limit_val_batches",
+    "limit_test_batches",
     "precision",
 )
 FRAMEWORKS = {"pytorch": ("cifar_lightning.cli.fit", ".ckpt"), "mlx": ("cifar_lightning.cli.fit_mlx", ".npz")}
@@ -88,6 +89,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, help="hold out N training images for validation (default: 0)")
     p.add_argument("--dropout", type=float, help="small_cnn's dropout (default: the recipe's)")
     p.add_argument("--muon-dtype", choices=("bfloat16", "float32"), help="as fit.py's (default: bfloat16)")
+    p.add_argument(
+        "--limit-test-batches",
+        type=int,
+        metavar="N",
+        help="test on N batches only, for a quick check (Results.md sets such runs against no target) (default: all)",
+    )
     p.add_argument(
         "--precision",
         choices=("32-true", "bf16-mixed"),
