@@ -13,11 +13,24 @@ import pytest
 from cifar_lightning.core.datasets import DATASETS, PARTIAL_DATA_ENV
 from cifar_mlx_adapter import blas
 
+# the thread pools a worker process of pytest-xdist would share the cores with
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
 
 def pytest_configure(config):
     """MLX's CPU build on Linux is ~12x slower with its own BLAS: start the test run again,
     once, with OpenBLAS preloaded (cifar_mlx_adapter.blas; CIFAR_FAST_BLAS=0 keeps MLX's
-    own). pytest's output capture is stopped first, so the new run prints to the terminal."""
+    own). pytest's output capture is stopped first, so the new run prints to the terminal.
+
+    With several worker processes (pytest-xdist's ``-n``), each computes on one thread (torch,
+    OpenBLAS): N workers of as many threads as the cores would fight over them, and a
+    spinning BLAS thread that waits for a core costs more than it gives."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # a worker: its controller set up the environment
+        return
+    workers = config.getoption("numprocesses", None)
+    if workers and str(workers) != "0":
+        for name in THREAD_VARIABLES:
+            os.environ.setdefault(name, "1")
     env = blas.restart_environment()
     if env is None:
         return
