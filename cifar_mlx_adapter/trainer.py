@@ -33,6 +33,7 @@ from cifar_lightning.core.recipes import total_steps
 from cifar_lightning.core.run.folder import RunPaths
 from cifar_mlx_adapter.data import MLXData, core_data
 from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gather_rows, words_float64
+from cifar_mlx_adapter.lightning.module import logging_to
 from cifar_mlx_adapter.lightning.precision import cast_floating, parse_precision
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key  # noqa: F401 (re-exported)
 from cifar_mlx_adapter.weights import load_weights, mlx_state
@@ -75,13 +76,8 @@ def hook_logs(module, fx: str):
     def sink(hook, name, value, **options):
         logs[name] = value
 
-    object.__setattr__(module, "_log_sink", sink)
-    object.__setattr__(module, "_current_fx", fx)
-    try:
+    with logging_to(module, fx, sink):
         yield logs
-    finally:
-        object.__setattr__(module, "_log_sink", None)
-        object.__setattr__(module, "_current_fx", None)
 
 
 class Callback:

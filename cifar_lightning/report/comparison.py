@@ -123,9 +123,10 @@ def _images_per_s(run: dict) -> float | None:
 
 def summary(pairs: list[tuple[dict, dict]]) -> dict:
     """The comparison's figures (see the module's docstring) over `pairs`: the accuracy over
-    all; the speed ratios over the pairs on devices of one kind whose runs both measured steps
-    past their warm-up (the epoch-time ratio: whose runs both recorded an epoch's seconds); the memory ratio over the pairs on devices of one kind whose measured
-    processes held their own framework only (None: no such pair)."""
+    all; over the pairs on devices of one kind, the throughput ratio where both runs measured
+    steps past their warm-up, the epoch-time ratio where both recorded an epoch's seconds,
+    and the memory ratio where both measured processes held their own framework only (None:
+    no such pair)."""
     t, m = zip(*pairs)
     alike = [p for p in pairs if like_with_like(*_devices(p))]
     timed = [(a, b) for a, b in alike if _images_per_s(a) and _images_per_s(b)]

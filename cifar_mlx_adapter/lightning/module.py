@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from contextlib import contextmanager
 from typing import Any
 
 import mlx.core as mx
@@ -97,6 +98,21 @@ def log_levels(fx: str, name: str, on_step: bool | None, on_epoch: bool | None) 
     if on_epoch not in allowed_epoch:
         raise MisconfigurationException(f"You can't `self.log({name!r}, ..., on_epoch={on_epoch})` inside `{fx}`")
     return on_step, on_epoch
+
+
+@contextmanager
+def logging_to(module, fx: str, sink):
+    """While the block runs, `module`'s ``self.log`` calls count as hook `fx`'s (its logging
+    defaults) and go to ``sink(fx, name, value, batch_size=None, **options)``; the hook and
+    sink it had before are put back after, error or not."""
+    previous = module._log_sink, module._current_fx
+    object.__setattr__(module, "_log_sink", sink)
+    object.__setattr__(module, "_current_fx", fx)
+    try:
+        yield
+    finally:
+        object.__setattr__(module, "_log_sink", previous[0])
+        object.__setattr__(module, "_current_fx", previous[1])
 
 
 class MLXModule(nn.Module):

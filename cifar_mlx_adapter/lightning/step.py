@@ -32,6 +32,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from cifar_mlx_adapter.lightning.callbacks import MisconfigurationException
+from cifar_mlx_adapter.lightning.module import logging_to
 from cifar_mlx_adapter.lightning.precision import Precision, cast_floating
 from cifar_mlx_adapter.lightning.state import set_random_key
 
@@ -132,11 +133,8 @@ class TrainingStep:
             self.log_items[name] = (fx, batch_size, options)  # fixed by the trace: read at every step
             logs[name] = value if isinstance(value, mx.array) else mx.array(value, dtype=mx.float32)
 
-        module._log_sink, module._current_fx = sink, "training_step"
-        try:
+        with logging_to(module, "training_step", sink):
             out = module.training_step(batch, batch_idx)
-        finally:
-            module._log_sink, module._current_fx = None, None
         loss = out.get("loss") if isinstance(out, dict) else out
         if not isinstance(loss, mx.array) or loss.size != 1:
             raise MisconfigurationException(
@@ -251,7 +249,6 @@ class _FirstCallGuard:
             out = self.fn(*args)
         except Exception as err:
             self.step.restore(saved)
-            self.step.module._log_sink = self.step.module._current_fx = None
             if isinstance(err, MisconfigurationException):  # the user's mistake, not the trace's
                 raise
             # the same step run eagerly once: an error it raises too is the step's own (a shape,
@@ -262,7 +259,6 @@ class _FirstCallGuard:
                 raise eager_err from None
             finally:
                 self.step.restore(saved)
-                self.step.module._log_sink = self.step.module._current_fx = None
             cause = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             raise StepTraceError(
                 f"training_step could not be compiled ({type(err).__name__}: {cause}); a host read such as "

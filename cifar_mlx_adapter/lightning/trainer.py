@@ -24,7 +24,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from cifar_mlx_adapter.lightning.checkpoint import load_checkpoint, save_checkpoint
 from cifar_mlx_adapter.lightning.data import DataSource, length_of, limit_batches
 from cifar_mlx_adapter.lightning.loggers import log_dir_of, resolve_loggers
-from cifar_mlx_adapter.lightning.module import MisconfigurationException
+from cifar_mlx_adapter.lightning.module import MisconfigurationException, logging_to
 from cifar_mlx_adapter.lightning.precision import DynamicLossScaler, parse_precision
 from cifar_mlx_adapter.lightning.results import ResultCollection, as_floats, batch_size_of
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key
@@ -356,13 +356,8 @@ class MLXTrainer:
             self._hook_overridden[hook] = overridden
         if not overridden:
             return None
-        fn = getattr(module, hook)
-        previous = module._current_fx
-        object.__setattr__(module, "_current_fx", hook)
-        try:
-            return fn(*args)
-        finally:
-            object.__setattr__(module, "_current_fx", previous)
+        with logging_to(module, hook, module._log_sink):  # logged values take this hook's defaults
+            return getattr(module, hook)(*args)
 
     def _sink(self, fx, name, value, batch_size=None, **options):
         self._results.log(fx, name, value, batch_size=batch_size or self._batch_size, **options)
@@ -601,7 +596,6 @@ class MLXTrainer:
                 self._call("on_before_optimizer_step", self.optimizers[0])
                 self._module_hook("on_before_optimizer_step", self.optimizers[0])
             loss, logs = self._step(batch, batch_idx, apply=apply)
-            object.__setattr__(model, "_log_sink", self._sink)  # the step's own sink held it while it ran
             for name, value in logs.items():
                 fx, batch_size, options = self._step.log_items[name]
                 self._results.log(fx, name, value, batch_size=batch_size or self._batch_size, **options)
