@@ -20,7 +20,7 @@ import mlx.nn as nn
 from cifar_lightning.core.recipes import module_recipe
 from cifar_mlx_adapter.lightning.module import MLXModule
 from cifar_mlx_adapter.models import build_model
-from cifar_mlx_adapter.optim import recipe_optimizer
+from cifar_mlx_adapter.optim import base_learning_rate, recipe_optimizer
 
 
 def tta_logits(model: nn.Module, images: mx.array) -> mx.array:
@@ -66,6 +66,7 @@ class MLXClassifier(MLXModule):
       ``train/loss_step`` and ``train/loss_epoch`` under the general trainer) and
       ``train/acc`` (epoch); it returns the recipe's loss (a sum for the fast recipe, times
       ``loss_scale()``).
+    - ``on_train_batch_end``: ``lr`` per step (the base parameter group's rate).
     - ``validation_step``: ``val/loss`` (mean cross-entropy) and ``val/acc``, each the split's
       figure once averaged weighted by batch size; it returns the logits.
     - ``test_step``: ``test/loss`` and ``test/acc`` of the logits (with test-time augmentation
@@ -175,6 +176,11 @@ class MLXClassifier(MLXModule):
         return recipe_optimizer(
             self.recipe, total, per_epoch, self.model, examples_per_step=self.examples_per_step(), prefix="model."
         )
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
+        """``lr`` per step, the base parameter group's rate of the step just taken, as
+        ``CIFARClassifier`` logs it (the run lifecycle's trainer writes it itself)."""
+        self.log("lr", base_learning_rate(self.optimizers()), on_step=True, on_epoch=False)
 
     def on_fit_start(self) -> None:
         """As ``cifar_lightning``'s module: the fast net's whitening filters (and its starting

@@ -152,3 +152,12 @@ def recipe_optimizer(
     order = list(range(len(parts)))[::-1]
     filters = [lambda path, _, i=i: owner.get(path, owner.get(path.removeprefix(prefix))) == i for i in order[:-1]]
     return optim.MultiOptimizer([made[i] for i in order], filters)
+
+
+def base_learning_rate(optimizer: optim.Optimizer) -> mx.array:
+    """The base parameter group's learning rate (a ``recipe_optimizer``'s last part, its
+    fallback), float32 scalar: after a step, the rate that step used (MLX sets a scheduled
+    rate from the step count before it updates), as torch's ``param_groups[0]["lr"]`` reads
+    inside the step."""
+    base = optimizer.optimizers[-1] if hasattr(optimizer, "optimizers") else optimizer
+    return base.learning_rate

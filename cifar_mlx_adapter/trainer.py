@@ -36,6 +36,7 @@ from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gathe
 from cifar_mlx_adapter.lightning.module import logging_to
 from cifar_mlx_adapter.lightning.precision import cast_floating, parse_precision
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key  # noqa: F401 (re-exported)
+from cifar_mlx_adapter.optim import base_learning_rate
 from cifar_mlx_adapter.weights import load_weights, mlx_state
 
 
@@ -410,9 +411,7 @@ class MLXTrainer:
             raise NonFiniteLossError(non_finite_message(value, bad, self.last_checkpoint))
 
     def _current_lr(self) -> float:
-        opt = self.optimizer
-        first = opt.optimizers[-1] if hasattr(opt, "optimizers") else opt
-        return float(first.learning_rate.item())
+        return float(base_learning_rate(self.optimizer).item())
 
     def _log_row(self, row: dict) -> None:
         """Append a row to metrics.csv. As in Lightning's CSVLogger, ``step`` is the 0-based index

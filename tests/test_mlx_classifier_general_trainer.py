@@ -177,3 +177,45 @@ def test_the_logged_training_loss_is_per_example_when_the_recipe_sums_it():
     expected = F.cross_entropy(logits, torch.from_numpy(np.array(labels)).long(), label_smoothing=smoothing).item()
     assert float(logs["train/loss"]) == pytest.approx(expected, rel=1e-5)
     assert float(loss) == pytest.approx(expected * 8, rel=1e-5)
+
+
+def test_the_general_trainer_logs_what_lightning_logs_for_cifar_classifier(cifar10_dir, tmp_path):
+    """The reference is Lightning itself: CIFARClassifier under L.Trainer and MLXClassifier
+    under the general MLXTrainer, the same flags and data, write metrics.csv files with the
+    same columns and the same rows (epoch, step and which values each holds), and `test`
+    returns the same keys; the per-step ``lr`` values agree. Checked against: MLXClassifier
+    logging no ``lr`` (as it first did), or logging it before its step's rate was set."""
+    import lightning as L
+    from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
+
+    from cifar_lightning import CIFARClassifier, CIFARDataModule
+
+    recipe = get_recipe("small_cnn").with_overrides(batch_size=40).to_dict()
+    flags = dict(max_epochs=2, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False)
+    flags.update(enable_checkpointing=False, num_sanity_val_steps=0)
+
+    torch_data = CIFARDataModule("cifar10", cifar10_dir, batch_size=40, val_size=40, download=False)
+    theirs = L.Trainer(accelerator="cpu", logger=LightningCSVLogger(tmp_path, name="torch"), **flags)
+    torch_module = CIFARClassifier("small_cnn", 10, recipe=recipe)
+    theirs.fit(torch_module, datamodule=torch_data)
+    [their_test] = theirs.test(torch_module, datamodule=torch_data, verbose=False)
+
+    mlx_data = CIFARData("cifar10", cifar10_dir, batch_size=40, val_size=40, seed=0)
+    ours = GeneralTrainer(logger=CSVLogger(tmp_path, name="mlx"), **flags)
+    mlx_module = MLXClassifier("small_cnn", 10, recipe=recipe)
+    ours.fit(mlx_module, datamodule=mlx_data)
+    [our_test] = ours.test(mlx_module, datamodule=mlx_data, verbose=False)
+
+    def rows(trainer):
+        with open(trainer.logger.log_dir + "/metrics.csv") as f:
+            return [(r["epoch"], r["step"], sorted(k for k, v in r.items() if v)) for r in csv.DictReader(f)]
+
+    assert rows(ours) == rows(theirs)
+    assert sorted(our_test) == sorted(their_test)
+
+    def rates(trainer):  # the schedule, read at each step as Lightning's row holds it
+        with open(trainer.logger.log_dir + "/metrics.csv") as f:
+            return [float(r["lr"]) for r in csv.DictReader(f) if r["lr"]]
+
+    # one recipe schedule in float64 (torch) and float32 (MLX): float32 rounding apart
+    np.testing.assert_allclose(rates(ours), rates(theirs), rtol=1e-6)
