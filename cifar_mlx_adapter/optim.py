@@ -22,6 +22,16 @@ from cifar_lightning.core.recipes import (
 _DTYPES = {"bfloat16": mx.bfloat16, "float32": mx.float32}
 
 
+def _matmul(a: mx.array, b: mx.array) -> mx.array:
+    """a @ b. On the CPU a bfloat16 product is computed in float32 and rounded to bfloat16
+    once, as MLX's own CPU bfloat16 matmul does up to summation order, ~17x faster (2-core
+    AVX2 x86-64, X X^T at (256, 2304) and the two products after it: 0.135 s against
+    0.008 s). The GPU keeps its native bfloat16 matmul."""
+    if a.dtype == mx.bfloat16 and mx.default_device().type == mx.DeviceType.cpu:
+        return (a.astype(mx.float32) @ b.astype(mx.float32)).astype(mx.bfloat16)
+    return a @ b
+
+
 class SGD(optim.Optimizer):
     """torch.optim.SGD (dampening 0): d = g + wd * p; v = m * v + d; p -= lr * (d + m * v if
     nesterov else v). Unlike mlx.optimizers.SGD, momentum may be a schedule too."""
@@ -56,8 +66,8 @@ def newton_schulz(g: mx.array, steps: int = 3, dtype: str = "bfloat16", eps: flo
     if tall:
         x = x.T
     for _ in range(steps):
-        A = x @ x.T
-        x = a * x + (b * A + c * (A @ A)) @ x
+        A = _matmul(x, x.T)
+        x = a * x + _matmul(b * A + c * _matmul(A, A), x)
     return x.T if tall else x
 
 
