@@ -103,8 +103,9 @@ def make_data(config, recipe):
 
 
 def mlx_numerics(precision: str = "32-true") -> dict:
-    """The run's precision (Lightning's name: "32-true", or "bf16-mixed": float32 weights, the
-    training step computed in bfloat16), NHWC, with its step compiled."""
+    """The run's precision (Lightning's name: "32-true"; "bf16-mixed" or "16-mixed": float32
+    weights, the training step computed in half; "bf16-true" or "16-true": half weights),
+    NHWC, with its step compiled."""
     return {"precision": precision, "memory_format": "channels_last", "compiled": True}  # mx.compile
 
 
@@ -127,8 +128,9 @@ def mlx_processes(batch_size: int, world_size: int = 1, num_nodes: int = 1, devi
 @dataclass
 class MLXBackend(ProcessState):
     """scripts/fit_mlx.py's options (see its ``--help``): `cpu` trains on the CPU instead of
-    the GPU MLX reports; `memory_limit` caps MLX's memory (GB); `precision` is "32-true" or
-    "bf16-mixed" (``cifar_mlx_adapter.trainer.LIFECYCLE_PRECISIONS``)."""
+    the GPU MLX reports; `memory_limit` caps MLX's memory (GB); `precision` is one of
+    Lightning's names MLX has (``cifar_mlx_adapter.trainer.LIFECYCLE_PRECISIONS``: fit.py's
+    but 64-true)."""
 
     cpu: bool = False
     memory_limit: float | None = None
@@ -146,11 +148,8 @@ class MLXBackend(ProcessState):
         from cifar_mlx_adapter.trainer import LIFECYCLE_PRECISIONS
 
         if self.precision not in LIFECYCLE_PRECISIONS:
-            raise UsageError(
-                f"--precision {self.precision}: expected one of {', '.join(LIFECYCLE_PRECISIONS)} "
-                "(fit_mlx.py's trainer; 16-mixed and the *-true settings are MLXTrainer's from "
-                "cifar_mlx_adapter.lightning)"
-            )
+            why = " (MLX has float64 on the CPU only, not on the GPU)" if self.precision == "64-true" else ""
+            raise UsageError(f"--precision {self.precision}{why}: expected one of {', '.join(LIFECYCLE_PRECISIONS)}")
         if self.memory_limit is None:
             return
         if not math.isfinite(self.memory_limit):

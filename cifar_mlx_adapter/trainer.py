@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import mlx.core as mx
-import mlx.nn as nn
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
@@ -34,37 +33,24 @@ from cifar_lightning.core.run.folder import RunPaths
 from cifar_mlx_adapter.data import MLXData, core_data
 from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gather_rows, words_float64
 from cifar_mlx_adapter.lightning.module import logging_to
-from cifar_mlx_adapter.lightning.precision import cast_floating, parse_precision
+from cifar_mlx_adapter.lightning.precision import PRECISION_NAMES, DynamicLossScaler, parse_precision
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key  # noqa: F401 (re-exported)
+from cifar_mlx_adapter.lightning.step import TrainingStep
 from cifar_mlx_adapter.optim import base_learning_rate
 from cifar_mlx_adapter.weights import load_weights, mlx_state
 
-
-def compile_with_state(fn, model: nn.Module, optimizer=None):
-    """``mx.compile(fn)`` with the model's state (parameters and BatchNorm statistics), the
-    optimiser's state and MLX's global random state as inputs and outputs.
-
-    The random state matters: a compiled function that does not carry it bakes the
-    first random key into its graph, so dropout would draw one mask and reuse it at
-    every step. Carried as state, every call draws fresh numbers and advances the key.
-    """
-    state = [model.state, mx.random.state] if optimizer is None else [model.state, optimizer.state, mx.random.state]
-    return mx.compile(fn, inputs=state, outputs=state)
-
-
-LIFECYCLE_PRECISIONS = ("32-true", "bf16-mixed")
+LIFECYCLE_PRECISIONS = PRECISION_NAMES  # every setting of the general trainer's (64-true is refused there)
 
 
 def lifecycle_precision(value):
-    """The ``Precision`` of `value` (Lightning's names and aliases) when the run lifecycle's
-    trainer supports it: "32-true" or "bf16-mixed"; ValueError in one line otherwise."""
-    precision = parse_precision(value)
-    if precision.name not in LIFECYCLE_PRECISIONS:
-        raise ValueError(
-            f"precision {value!r}: the CIFAR run's MLX trainer takes {' or '.join(LIFECYCLE_PRECISIONS)}; "
-            "16-mixed, bf16-true and 16-true train under cifar_mlx_adapter.lightning.MLXTrainer"
-        )
-    return precision
+    """The ``Precision`` of `value` (Lightning's names and aliases; ValueError in one line for
+    another, or for "64-true", which MLX's GPU lacks)."""
+    return parse_precision(value)
+
+
+def _numpy(array: mx.array) -> np.ndarray:
+    """`array` as numpy; bfloat16, which numpy lacks, as float32 (exactly)."""
+    return np.array(array.astype(mx.float32) if array.dtype == mx.bfloat16 else array)
 
 
 @contextmanager
@@ -159,11 +145,13 @@ class MLXTrainer:
     submodule's mode after validate, test and predict. ``train_time_s`` (optimizer steps and
     per-epoch checkpoints) and ``validation_time_s`` (validation during fit) are seconds over
     all segments of a resumed run, the spans torch's record measures.
-    ``precision``: "32-true" or "bf16-mixed" (Lightning's meaning: float32 weights and
-    optimiser state, the training step's forward and backward computed in bfloat16 from
-    half copies of the weights, gradients back in float32; evaluation in float32, as
-    ``cifar_mlx_adapter.lightning.MLXTrainer`` evaluates). ValueError for anything else:
-    16-mixed's loss scaling and the *-true settings are the general trainer's.
+    ``precision``: Lightning's names, with Lightning's meaning: "32-true"; "bf16-mixed" and
+    "16-mixed" keep float32 weights and optimiser state and compute the training step's
+    forward and backward in half from half copies of the weights (gradients back in
+    float32), "16-mixed" with torch.amp.GradScaler's dynamic loss scale (its state in every
+    checkpoint); "bf16-true" and "16-true" keep the weights and the optimiser's state in
+    half. The step is the general trainer's (``lightning.step.TrainingStep``). Evaluation
+    feeds float32 images (half weights are promoted to float32 in each operation). ValueError in one line for another name or "64-true".
     ``validate`` returns {"val/acc", "val/loss"}; ``test`` returns {"test/acc",
     "test/loss", "per_class_accuracy" (num_classes,), "confusion_matrix" (num_classes,
     num_classes; rows true), "test/acc_no_tta" with TTA}; accuracies are fractions in
@@ -216,6 +204,7 @@ class MLXTrainer:
         self.metrics_rows: list[dict] = []
         self.last_checkpoint: Path | None = None
         self.optimizer = None  # made by module.configure_optimizers() in fit
+        self._scaler: DynamicLossScaler | None = None  # 16-mixed's loss scale, made by fit
         self._mlx_data: MLXData | None = None
         self.datamodule = None  # the data of the last fit, as Lightning's trainer.datamodule
         self.group = group if group is not None and group.size() > 1 else None
@@ -226,34 +215,17 @@ class MLXTrainer:
 
     # ---------------------------------------------------------------- training
     def _compile_step(self, module, optimizer):
-        model = module.model
-        compute = self.precision.compute_dtype
+        """The general trainer's compiled step (``lightning.step.TrainingStep``: the module's loss
+        and gradient in the run's precision, the gradient averaged over the processes, the
+        loss scaled and a non-finite step skipped under 16-mixed, the optimiser's update), as
+        ``step(images, labels, batch_idx=0) -> (loss, {name: value})``, float32 scalars."""
+        step = TrainingStep(module, optimizer, self.precision, scaler=self._scaler, group=self.group)
 
-        def loss_and_logs(params, images, labels):
-            # bf16-mixed: the forward and backward run on half copies of the float32 weights;
-            # the gradient of the cast is float32, so the optimiser updates float32 weights
-            model.update(cast_floating(params, compute) if compute != mx.float32 else params)
-            images = images.astype(compute)
-            # traced once by mx.compile: batch_idx is fixed at 0 inside a compiled step
-            with hook_logs(module, "training_step") as logs:
-                loss = module.training_step((images, labels), 0)
-            return loss.astype(mx.float32), {k: v.astype(mx.float32) for k, v in logs.items()}
+        def run(images, labels, batch_idx: int = 0):
+            loss, logs = step((images, labels), batch_idx)
+            return loss, {k: v.astype(mx.float32) for k, v in logs.items()}
 
-        loss_and_grad = mx.value_and_grad(loss_and_logs)
-        group, world = self.group, self.world_size
-
-        def step(images, labels):
-            params = model.trainable_parameters()
-            (loss, logs), grads = loss_and_grad(params, images, labels)
-            model.update(params)  # the float32 weights back where half copies computed the loss
-            if group is not None:  # every rank takes the same step: the mean of the ranks' gradients
-                grads = nn.average_gradients(grads, group=group)
-                loss = mx.distributed.all_sum(loss, group=group) / world
-                logs = {k: mx.distributed.all_sum(v, group=group) / world for k, v in logs.items()}
-            optimizer.update(model, grads)
-            return loss, logs
-
-        return compile_with_state(step, model, optimizer)
+        return run
 
     def _steps_per_epoch(self, loader) -> int:
         n = len(loader)
@@ -274,8 +246,14 @@ class MLXTrainer:
         self.total_steps = total_steps(self.max_epochs, per_epoch)
         if self.total_steps < 1:
             raise ValueError(f"the trainer plans {self.total_steps} optimizer steps: nothing to train")
+        if (
+            self.precision.param_dtype != mx.float32
+        ):  # *-true: the weights are kept in half, as Lightning's HalfPrecision
+            module.model.set_dtype(self.precision.param_dtype)
         optimizer = module.configure_optimizers()
         self.optimizer = optimizer
+        # 16-mixed: torch.amp.GradScaler's dynamic loss scale (its state kept in every checkpoint)
+        self._scaler = DynamicLossScaler() if self.precision.scales_loss else None
         if ckpt_path:
             self._restore(module, optimizer, ckpt_path)
         if hasattr(module, "on_fit_start"):  # as Lightning's: after a checkpoint is restored
@@ -371,7 +349,7 @@ class MLXTrainer:
         for batch_idx, (images, labels) in enumerate(loader):
             if batch_idx >= per_epoch or self.global_step >= self.total_steps or self.should_stop:
                 break
-            loss, logs = step(images, labels)
+            loss, logs = step(images, labels, batch_idx)
             n = labels.shape[0]
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v * n
@@ -575,9 +553,9 @@ class MLXTrainer:
             self.last_checkpoint = path
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"model.{k}": np.array(v) for k, v in state.items()}
+        arrays = {f"model.{k}": _numpy(v) for k, v in state.items()}
         if self.optimizer is not None:
-            arrays.update({f"optimizer.{k}": np.array(v) for k, v in tree_flatten(self.optimizer.state)})
+            arrays.update({f"optimizer.{k}": _numpy(v) for k, v in tree_flatten(self.optimizer.state)})
         for cb in self.callbacks:
             arrays.update({f"callback.{type(cb).__name__}.{k}": np.array(v) for k, v in cb.state_dict().items()})
         arrays["random.key"] = np.array(mx.random.state[0])  # dropout continues the same sequence on resume
@@ -591,6 +569,8 @@ class MLXTrainer:
             "validation_time_s": self.elapsed_validation_time(),
             **self.checkpoint_meta,
         }
+        if self._scaler is not None:
+            meta["loss_scaler"] = self._scaler.state_dict()  # torch.amp.GradScaler.state_dict()'s keys
         held = {type(cb).__name__: cb.meta_state() for cb in self.callbacks}
         held = {name: state for name, state in held.items() if state is not None}
         if held:
@@ -611,8 +591,16 @@ class MLXTrainer:
         meta = json.loads(str(arrays.pop("meta")))
         model = {k[6:]: mx.array(v) for k, v in arrays.items() if k.startswith("model.")}
         load_weights(module.model, model, what=str(path))
-        opt = [(k[10:], mx.array(v)) for k, v in arrays.items() if k.startswith("optimizer.")]
+        # the optimiser's state in the weights' dtype (*-true: bfloat16 was saved as float32, exactly)
+        dtype = self.precision.param_dtype
+        opt = [
+            (k[10:], mx.array(v).astype(dtype) if np.issubdtype(v.dtype, np.floating) else mx.array(v))
+            for k, v in arrays.items()
+            if k.startswith("optimizer.")
+        ]
         optimizer.state = tree_unflatten(opt)
+        if self._scaler is not None and "loss_scaler" in meta:
+            self._scaler.load_state_dict(meta["loss_scaler"])
         if "random.key" in arrays:
             set_random_key(arrays["random.key"])
         for cb in self.callbacks:

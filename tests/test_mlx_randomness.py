@@ -4,7 +4,7 @@
 is a compile input and output; dropout then reuses its first mask at every step.
 These tests drive ``MLXTrainer``'s own compiled step (the one ``fit`` runs).
 Checked against the planted fault "random state left out of the compiled step's
-state" (``compile_with_state`` without ``mx.random.state``): the first two tests fail.
+state" (``lightning.step.TrainingStep._state`` without ``mx.random.state``): the first two tests fail.
 """
 
 import math

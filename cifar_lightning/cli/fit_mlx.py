@@ -30,8 +30,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         default="32-true",
-        help="Lightning precision: 32-true or bf16-mixed (float32 weights and optimiser state, the training "
-        "step computed in bfloat16, as fit.py's bf16-mixed); run.json records it (default: 32-true)",
+        help="Lightning precision: 32-true, 16-mixed, bf16-mixed, 16-true or bf16-true, as fit.py's (*-mixed: "
+        "float32 weights and optimiser state, the training step computed in half; 16-mixed scales the loss as "
+        "torch.amp.GradScaler, also on the CPU, which has float16 in MLX; *-true: half weights); run.json "
+        "records it (default: 32-true)",
     )
     p.add_argument(
         "--memory-limit",

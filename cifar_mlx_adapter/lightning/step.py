@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import mlx.core as mx
 import mlx.nn as nn
-import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from cifar_mlx_adapter.lightning.callbacks import MisconfigurationException
@@ -218,7 +217,7 @@ class TrainingStep:
         return (
             array_leaves(self.module.state),
             tree_map(lambda x: x, self.optimizer.state),
-            np.array(mx.random.state[0]),
+            mx.random.state[0],  # the array itself (a trace replaces the list's entry): read only to restore
             dict(self.acc),
             dict(self.scaler.state) if self.scaler is not None else None,
         )
