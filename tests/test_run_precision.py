@@ -15,10 +15,11 @@ import json
 import mlx.core as mx
 import numpy as np
 import pytest
-from conftest import quiet_mlx_trainer
+from conftest import quiet_mlx_trainer, write_cifar
 from mlx.utils import tree_flatten
 
 from cifar_lightning.core.data import CIFARData
+from cifar_lightning.core.datasets import PARTIAL_DATA_ENV
 from cifar_lightning.core.recipes import get_recipe
 from cifar_mlx_adapter import MLXClassifier
 from cifar_mlx_adapter import MLXTrainer as LifecycleTrainer
@@ -54,10 +55,22 @@ def small_cnn_steps(data_dir, trainer_kind: str, precision: str, root, dtype=mx.
     return {k: np.array(v.astype(mx.float32)) for k, v in weights.items()}
 
 
-def test_the_lifecycles_bf16_mixed_takes_the_general_trainers_steps(cifar10_dir, tmp_path):
+@pytest.fixture(scope="module")
+def float32_steps(tmp_path_factory) -> dict[str, np.ndarray]:
+    """The 32-true weights every half-precision run here is set against, made once (on the
+    cifar10_dir fixture's images: write_cifar draws the same folder from its seed)."""
+    root = tmp_path_factory.mktemp("float32")
+    data = write_cifar(root / "data", "cifar10", n_train=200, n_test=50)
+    with pytest.MonkeyPatch.context() as mp:  # as conftest's own_training_lock, which runs per test
+        mp.setenv("CIFAR_LOCK_FILE", str(root / "training.lock"))
+        mp.setenv(PARTIAL_DATA_ENV, "1")
+        return small_cnn_steps(data, "lifecycle", "32-true", root / "run")
+
+
+def test_the_lifecycles_bf16_mixed_takes_the_general_trainers_steps(cifar10_dir, tmp_path, float32_steps):
     lifecycle = small_cnn_steps(cifar10_dir, "lifecycle", "bf16-mixed", tmp_path / "a")
     general = small_cnn_steps(cifar10_dir, "general", "bf16-mixed", tmp_path / "b")
-    full = small_cnn_steps(cifar10_dir, "lifecycle", "32-true", tmp_path / "c")
+    full = float32_steps
     for weights in (lifecycle, general):  # the weights stay float32 under both trainers
         assert all(v.dtype == np.float32 for v in weights.values())
     # one computation under both trainers (measured: bit for bit on this CPU)
@@ -109,7 +122,7 @@ def test_fit_mlx_refuses_a_precision_its_trainer_lacks_in_one_line(value, cifar1
     "precision, dtype", [("16-mixed", mx.float32), ("bf16-true", mx.bfloat16), ("16-true", mx.float16)]
 )
 def test_each_precision_keeps_its_weights_in_lightnings_dtype_and_takes_the_general_trainers_steps(
-    precision, dtype, cifar10_dir, tmp_path
+    precision, dtype, cifar10_dir, tmp_path, float32_steps
 ):
     """16-mixed keeps float32 weights and optimiser state (Lightning's MixedPrecision), the
     *-true settings half ones (HalfPrecision converts the module); the lifecycle's step is the
@@ -117,7 +130,7 @@ def test_each_precision_keeps_its_weights_in_lightnings_dtype_and_takes_the_gene
     those are not float32's (a step computed in float32 would give them)."""
     lifecycle = small_cnn_steps(cifar10_dir, "lifecycle", precision, tmp_path / "a", dtype)
     general = small_cnn_steps(cifar10_dir, "general", precision, tmp_path / "b", dtype)
-    full = small_cnn_steps(cifar10_dir, "lifecycle", "32-true", tmp_path / "c")
+    full = float32_steps
     for name in lifecycle:
         np.testing.assert_allclose(lifecycle[name], general[name], rtol=1e-6, atol=1e-7, err_msg=name)
         assert np.isfinite(lifecycle[name]).all(), name
@@ -127,11 +140,12 @@ def test_each_precision_keeps_its_weights_in_lightnings_dtype_and_takes_the_gene
 
 def test_a_16_mixed_run_keeps_its_loss_scale_and_resumes_to_the_uninterrupted_end(cifar10_dir, tmp_path):
     """Each checkpoint of a 16-mixed run holds torch.amp.GradScaler.state_dict()'s keys; a run
-    resumed from its first epoch's checkpoint takes the scale and the growth tracker back
-    and ends on the uninterrupted run's scale, tracker and weights, bit for bit."""
+    resumed from its first epoch's checkpoint (2 steps of 20 images an epoch) takes the scale
+    and the growth tracker back and ends on the uninterrupted run's scale, tracker and
+    weights, bit for bit."""
     import json as _json
 
-    recipe = get_recipe("small_cnn").with_overrides(batch_size=40, epochs=2)
+    recipe = get_recipe("small_cnn").with_overrides(batch_size=20, epochs=2)
 
     class CutAfterFirstEpoch(Callback):
         def on_train_epoch_start(self, trainer, module):
@@ -140,7 +154,7 @@ def test_a_16_mixed_run_keeps_its_loss_scale_and_resumes_to_the_uninterrupted_en
 
     def run(root, callbacks=(), ckpt=None):
         data = CIFARData(
-            "cifar10", cifar10_dir, batch_size=40, seed=0, train_subset=40 * STEPS, augmentation=recipe.augmentation
+            "cifar10", cifar10_dir, batch_size=20, seed=0, train_subset=40, augmentation=recipe.augmentation
         )
         mx.random.seed(0)
         module = MLXClassifier("small_cnn", 10, recipe=recipe.to_dict(), model_kwargs={"dropout": 0.0})
@@ -163,8 +177,8 @@ def test_a_16_mixed_run_keeps_its_loss_scale_and_resumes_to_the_uninterrupted_en
         saved = _json.loads(str(z["meta"]))["loss_scaler"]
     assert set(saved) == {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}
     # not a new scaler's (65536, 0): on this fixture the first step's float16 gradients overflow at
-    # 65536, so it is skipped and the scale halved, and the next two count towards growth (measured)
-    assert (saved["scale"], saved["_growth_tracker"]) == (2.0**15, STEPS - 1), saved
+    # 65536, so it is skipped and the scale halved, and the second counts towards growth (measured)
+    assert (saved["scale"], saved["_growth_tracker"]) == (2.0**15, 1), saved
     resumed, got = run(tmp_path / "cut", ckpt=checkpoint)
     assert resumed._scaler.state_dict() == whole._scaler.state_dict()
     for name in want:
