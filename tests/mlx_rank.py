@@ -2,6 +2,7 @@
 that test uses to start ranks and to build the same training in one process).
 
     python tests/mlx_rank.py steps SPEC_JSON    # MLXTrainer fit + test; saves weights and results
+    python tests/mlx_rank.py general SPEC_JSON  # the general MLXTrainer fits examples/mlp_numpy.py's MLP
     python tests/mlx_rank.py cli OUT -- ARGV...  # scripts/fit_mlx.py's main(ARGV), writes recorded
 
 The ranks are started as ``mlx.launch`` starts them (``MLX_RANK`` and a ring hostfile in
@@ -138,6 +139,39 @@ def steps(spec: dict) -> None:
     )
 
 
+def general(spec: dict) -> None:
+    """examples/mlp_numpy.py's MLP under the general ``cifar_mlx_adapter.lightning.MLXTrainer``
+    in this rank's group, from the weights in spec["weights"], on the example's training rows
+    (spec["rows"] of them) cut into batches of spec["batch_size"]: rank r of N takes batches
+    r, r+N, ... Saves this rank's weights (rank{r}.npz) and steps (rank{r}.json) into spec["out"]."""
+    import mlx.core as mx
+    import numpy as np
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    from mlp_numpy import MLP, batches, blobs
+
+    from cifar_mlx_adapter.distributed import join_processes
+    from cifar_mlx_adapter.lightning import MLXTrainer
+
+    group = join_processes()
+    model = MLP()
+    with np.load(spec["weights"]) as z:
+        model.update(tree_unflatten([(k, mx.array(z[k])) for k in z.files]))
+    trainer = MLXTrainer(
+        max_epochs=spec["epochs"],
+        group=group,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(model, batches(*blobs(spec["rows"], seed=1), spec["batch_size"]))
+    out, rank = Path(spec["out"]), group.rank()
+    np.savez(out / f"rank{rank}.npz", **{k: np.array(v) for k, v in tree_flatten(model.parameters())})
+    (out / f"rank{rank}.json").write_text(json.dumps({"world": trainer.world_size, "steps": trainer.global_step}))
+
+
 def cli(out: Path, argv: list[str]) -> None:
     """scripts/fit_mlx.py's main(argv), noting every file this rank opens for writing, makes,
     moves or removes (Python's audit events) into out/writes-rank{r}.json at exit.
@@ -183,5 +217,7 @@ if __name__ == "__main__":
     restart_with_openblas(sys.argv)  # as scripts/fit_mlx.py: MLX's CPU build is ~12x faster with OpenBLAS
     if sys.argv[1] == "steps":
         steps(json.loads(sys.argv[2]))
+    elif sys.argv[1] == "general":
+        general(json.loads(sys.argv[2]))
     else:
         cli(Path(sys.argv[2]), sys.argv[4:])

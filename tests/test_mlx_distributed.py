@@ -5,6 +5,7 @@ tests/mlx_rank.py, so each rank's exit status is its own (mlx.launch exits 0 whe
 """
 
 import json
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -129,7 +130,7 @@ def test_two_processes_take_the_step_of_one_process_on_the_union_and_evaluate_ev
     # (relative to the weights' norm): fast 3e-5, small_cnn 1e-3, of weights that training
     # moved by 0.36 and 0.25; the 2-process run equalled the union bit for bit (gap 0).
     assert noise < moved / 10, (noise, moved)
-    assert gap <= noise, (gap, noise)
+    assert gap <= 4 * max(noise, float(np.finfo(np.float32).eps)), (gap, noise)
 
     # the same weights (rank 0's, BatchNorm statistics included), evaluated by one process
     _, module = mlx_rank.build({**spec, "weights": str(tmp_path / "rank0.npz")}, BATCH)
@@ -294,3 +295,68 @@ def test_a_failed_two_process_run_resumes_on_every_rank_to_the_uninterrupted_end
         np.testing.assert_allclose(resumed[key], full[key], rtol=1e-5, atol=1e-6, err_msg=key)
     records = [json.loads((runs[n] / "run/run.json").read_text()) for n in ("full", "cut")]
     assert records[1]["status"] == "finished" and records[1]["test_accuracy"] == records[0]["test_accuracy"]
+
+
+def plain_union_loop(weights: Path, rows: int, batch: int, epochs: int, reverse_halves: bool = False):
+    """examples/mlp_numpy.py's MLP trained by a plain MLX loop (value_and_grad and the module's
+    own optimiser) from `weights` on batches of `batch` rows: the union of two ranks' batches
+    of batch / 2 rows (rank 0 the first half, rank 1 the second). `reverse_halves`: each
+    rank's mean gradient computed apart and the two averaged, rank 1's first (the same
+    numbers added in another order: one process's own float noise)."""
+    sys.path.insert(0, str(mlx_rank.ROOT / "examples"))
+    from mlp_numpy import MLP, batches, blobs
+
+    model = MLP()
+    with np.load(weights) as z:
+        model.update(tree_unflatten([(k, mx.array(z[k])) for k in z.files]))
+    optimizer = model.configure_optimizers()
+
+    def loss_fn(x, y):
+        return nn.losses.cross_entropy(model(x), y, reduction="mean")
+
+    grad_fn = nn.value_and_grad(model, loss_fn)
+    for _ in range(epochs):
+        for x, y in batches(*blobs(rows, seed=1), batch):
+            x, y = mx.array(x), mx.array(y)
+            if reverse_halves:
+                half = batch // 2
+                g1, g0 = grad_fn(x[half:], y[half:])[1], grad_fn(x[:half], y[:half])[1]
+                grads = tree_map(lambda a, b: (a + b) / 2, g1, g0)
+            else:
+                grads = grad_fn(x, y)[1]
+            optimizer.update(model, grads)
+            mx.eval(model.parameters(), optimizer.state)
+    return {k: np.array(v) for k, v in tree_flatten(model.parameters())}
+
+
+def test_the_general_trainer_on_two_processes_takes_the_step_of_one_process_on_the_union(tmp_path):
+    """The general MLXTrainer (Lightning's API) with ``group=`` under an mlx.launch-style start:
+    2 ranks fit examples/mlp_numpy.py's MLP on numpy batches of 16 rows (rank r takes batches
+    r, r+2, ...) for 2 epochs of 30 steps, and end with the weights of a plain one-process loop
+    on batches of 32 rows (each the union of a step's two rank batches), the same on both ranks.
+    The tolerance is one process's own float noise, measured here: the union's gradient as
+    the mean of the two halves' means. Measured on this CPU: 2 processes against the union
+    1.4e-7 of the weights' norm, that noise 1.4e-7 (float32's resolution, 1.2e-7), of weights
+    training moved by 0.45; the bound, 4x the larger of the noise and float32's resolution,
+    leaves room for another machine's summation order and is 1e5 below a wrong step."""
+    sys.path.insert(0, str(mlx_rank.ROOT / "examples"))
+    from mlp_numpy import MLP
+
+    mx.random.seed(0)
+    initial = tmp_path / "initial.npz"
+    np.savez(initial, **{k: np.array(v) for k, v in tree_flatten(MLP().parameters())})
+    spec = {"weights": str(initial), "rows": 960, "batch_size": 16, "epochs": 2, "out": str(tmp_path)}
+    codes, errors = mlx_rank.wait_ranks(mlx_rank.start_ranks(["general", json.dumps(spec)], tmp_path), tmp_path)
+    assert codes == [0, 0], errors
+    ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(2)]
+    figures = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert figures == [{"world": 2, "steps": 60}] * 2  # 960 rows / (2 x 16) a step, 2 epochs
+    for k in ranks[0]:
+        np.testing.assert_array_equal(ranks[0][k], ranks[1][k], err_msg=k)
+    union = plain_union_loop(initial, 960, 32, 2)
+    noise = relative_gap(union, plain_union_loop(initial, 960, 32, 2, reverse_halves=True))
+    moved = relative_gap(union, dict(np.load(initial)))
+    gap = relative_gap(union, ranks[0])
+    print(f"general trainer: 2 processes vs the union {gap:.1e}; one process's noise {noise:.1e}; moved {moved:.1e}")
+    assert noise < moved / 10, (noise, moved)
+    assert gap <= 4 * max(noise, float(np.finfo(np.float32).eps)), (gap, noise)
