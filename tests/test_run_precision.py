@@ -138,6 +138,39 @@ def test_each_precision_keeps_its_weights_in_lightnings_dtype_and_takes_the_gene
     assert 1e-5 < np.abs(w - w32).max() / np.abs(w32).max() < 0.1
 
 
+class CutAfterFirstEpoch(Callback):
+    """Ctrl-C as the second epoch starts: the first epoch's last.npz is the run's checkpoint."""
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+def two_epochs(data_dir, precision: str, root, callbacks=(), ckpt=None):
+    """(trainer, module) after the lifecycle trainer fits SmallCNN (dropout off) for 2 epochs of
+    2 steps of 20 images in `precision` from seed 0, a train/loss row at every step;
+    `ckpt` resumes. Ctrl-C from `callbacks` propagates (KeyboardInterrupt)."""
+    recipe = get_recipe("small_cnn").with_overrides(batch_size=20, epochs=2)
+    data = CIFARData("cifar10", data_dir, batch_size=20, seed=0, train_subset=40, augmentation=recipe.augmentation)
+    mx.random.seed(0)
+    module = MLXClassifier("small_cnn", 10, recipe=recipe.to_dict(), model_kwargs={"dropout": 0.0})
+    trainer = LifecycleTrainer(
+        max_epochs=2,
+        precision=precision,
+        default_root_dir=root,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        log_every_n_steps=1,
+        callbacks=callbacks,
+    )
+    trainer.fit(module, data, ckpt_path=ckpt)
+    return trainer, module
+
+
+def weights_of(module) -> dict[str, mx.array]:
+    return dict(tree_flatten(module.model.parameters()))
+
+
 def test_a_16_mixed_run_keeps_its_loss_scale_and_resumes_to_the_uninterrupted_end(cifar10_dir, tmp_path):
     """Each checkpoint of a 16-mixed run holds torch.amp.GradScaler.state_dict()'s keys; a run
     resumed from its first epoch's checkpoint (2 steps of 20 images an epoch) takes the scale
@@ -145,33 +178,10 @@ def test_a_16_mixed_run_keeps_its_loss_scale_and_resumes_to_the_uninterrupted_en
     weights, bit for bit."""
     import json as _json
 
-    recipe = get_recipe("small_cnn").with_overrides(batch_size=20, epochs=2)
-
-    class CutAfterFirstEpoch(Callback):
-        def on_train_epoch_start(self, trainer, module):
-            if trainer.current_epoch == 1:
-                raise KeyboardInterrupt
-
-    def run(root, callbacks=(), ckpt=None):
-        data = CIFARData(
-            "cifar10", cifar10_dir, batch_size=20, seed=0, train_subset=40, augmentation=recipe.augmentation
-        )
-        mx.random.seed(0)
-        module = MLXClassifier("small_cnn", 10, recipe=recipe.to_dict(), model_kwargs={"dropout": 0.0})
-        trainer = LifecycleTrainer(
-            max_epochs=2,
-            precision="16-mixed",
-            default_root_dir=root,
-            enable_progress_bar=False,
-            limit_val_batches=0,
-            callbacks=callbacks,
-        )
-        trainer.fit(module, data, ckpt_path=ckpt)
-        return trainer, {k: np.array(v) for k, v in tree_flatten(module.model.parameters())}
-
-    whole, want = run(tmp_path / "whole")
+    whole, module = two_epochs(cifar10_dir, "16-mixed", tmp_path / "whole")
+    want = {k: np.array(v) for k, v in weights_of(module).items()}
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "cut", callbacks=(CutAfterFirstEpoch(),))
+        two_epochs(cifar10_dir, "16-mixed", tmp_path / "cut", callbacks=(CutAfterFirstEpoch(),))
     checkpoint = tmp_path / "cut" / "checkpoints" / "last.npz"
     with np.load(checkpoint) as z:
         saved = _json.loads(str(z["meta"]))["loss_scaler"]
@@ -179,7 +189,35 @@ def test_a_16_mixed_run_keeps_its_loss_scale_and_resumes_to_the_uninterrupted_en
     # not a new scaler's (65536, 0): on this fixture the first step's float16 gradients overflow at
     # 65536, so it is skipped and the scale halved, and the second counts towards growth (measured)
     assert (saved["scale"], saved["_growth_tracker"]) == (2.0**15, 1), saved
-    resumed, got = run(tmp_path / "cut", ckpt=checkpoint)
+    resumed, module = two_epochs(cifar10_dir, "16-mixed", tmp_path / "cut", ckpt=checkpoint)
     assert resumed._scaler.state_dict() == whole._scaler.state_dict()
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    for name, value in weights_of(module).items():
+        np.testing.assert_array_equal(np.array(value), want[name], err_msg=name)
+
+
+def test_a_bf16_true_run_resumes_in_bfloat16_to_the_uninterrupted_end_and_averages_its_losses_in_float32(
+    cifar10_dir, tmp_path
+):
+    """bf16-true: a checkpoint keeps the bfloat16 weights and optimiser state as float32
+    (numpy has no bfloat16; exact), and a resumed run puts both back in bfloat16 and ends on
+    the uninterrupted run's weights and state, bit for bit. Its epoch loss is the float32
+    mean of the steps' losses (each logged, all of 20 images): summed in bfloat16 it would be
+    off by ~1e-2 (measured: 1.64 against 1.6449)."""
+    whole, module = two_epochs(cifar10_dir, "bf16-true", tmp_path / "whole")
+    want = weights_of(module)
+    want_state = [v for _, v in tree_flatten(whole.optimizer.state) if isinstance(v, mx.array) and v.ndim]
+    with pytest.raises(KeyboardInterrupt):
+        two_epochs(cifar10_dir, "bf16-true", tmp_path / "cut", callbacks=(CutAfterFirstEpoch(),))
+    resumed, module = two_epochs(
+        cifar10_dir, "bf16-true", tmp_path / "cut", ckpt=tmp_path / "cut" / "checkpoints" / "last.npz"
+    )
+    got_state = [v for _, v in tree_flatten(resumed.optimizer.state) if isinstance(v, mx.array) and v.ndim]
+    assert got_state and all(v.dtype == mx.bfloat16 for v in got_state)
+    for name, value in weights_of(module).items():
+        assert value.dtype == want[name].dtype, name
+        np.testing.assert_array_equal(np.array(value.astype(mx.float32)), np.array(want[name].astype(mx.float32)))
+    for got, ref in zip(got_state, want_state):
+        np.testing.assert_array_equal(np.array(got.astype(mx.float32)), np.array(ref.astype(mx.float32)))
+    steps = [float(r["train/loss_step"]) for r in whole.metrics_rows if "train/loss_step" in r and r["epoch"] == 1]
+    assert len(steps) == 2
+    assert whole.callback_metrics["train/loss_epoch"] == pytest.approx(np.mean(steps, dtype=np.float64), rel=1e-6)
