@@ -20,14 +20,15 @@ of what ``MLXTrainer`` does itself:
 
 from __future__ import annotations
 
-import math
+import itertools
 import time
+from pathlib import Path
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message
+from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message, non_finite_weight_message
 from cifar_lightning.core.recipes import averaging_decay
 
 
@@ -102,9 +103,12 @@ class RunBook(L.Callback):
 
     # -------------------------------------------------------- divergence
     def last_checkpoint(self, trainer) -> str | None:
-        """checkpoints/last.ckpt once the run (or the one it resumes) has written it, else None."""
+        """checkpoints/last.ckpt once the run (or the one it resumes) has written it, else None.
+        Lightning's ModelCheckpoint names the file it is about to write before writing it, so a
+        name is taken only for a file that is there."""
         cb = trainer.checkpoint_callback
-        return getattr(cb, "best_model_path", None) or getattr(cb, "last_model_path", None) or None
+        path = getattr(cb, "best_model_path", None) or getattr(cb, "last_model_path", None)
+        return path if path and Path(path).is_file() else None
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
@@ -138,10 +142,11 @@ class RunBook(L.Callback):
         self.check_finite(trainer)  # a loss of the steps since the last look, before the file is written
         # the last step before a checkpoint can break the weights after its (finite) loss was
         # computed: raising here, before the file is written, keeps the last good checkpoint
-        for name, p in pl_module.named_parameters():
-            if not torch.isfinite(p).all():
-                message = non_finite_message(math.nan, trainer.global_step - 1, self.last_checkpoint(trainer))
-                raise NonFiniteLossError(f"{message} ({name} is not finite)")
+        model = getattr(pl_module, "model", pl_module)  # CIFARClassifier's net: its keys, as weight files name them
+        for name, p in itertools.chain(model.named_parameters(), model.named_buffers()):
+            if p.is_floating_point() and not torch.isfinite(p).all():
+                step = trainer.global_step - 1
+                raise NonFiniteLossError(non_finite_weight_message(name, step, self.last_checkpoint(trainer)))
         checkpoint["run"] = {
             "settings": self.settings,
             "train_time_s": self.train_time(),

@@ -102,6 +102,27 @@ def make_data(config, recipe):
     return CIFARData(**config.data_kwargs(recipe), augmentation=recipe.augmentation)
 
 
+def cpu_precision(precision: str) -> str:
+    """The precision a run on MLX's CPU trains in: "16-mixed" runs as "bf16-mixed", as Lightning
+    runs it on a CPU (with a warning line on stderr), and "16-true" is refused (UsageError):
+    MLX's CPU float16 sums overflow (MLX 0.32: BatchNorm's batch variance of 50 CIFAR images is
+    inf in float16, so training stops at its first steps); bfloat16 has float32's range."""
+    if precision == "16-mixed":
+        print(
+            "warning: --precision 16-mixed on the CPU runs as bf16-mixed, as Lightning runs it there "
+            "(MLX's CPU float16 sums overflow)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return "bf16-mixed"
+    if precision == "16-true":
+        raise UsageError(
+            "--precision 16-true on the CPU: MLX's CPU float16 sums overflow (BatchNorm's statistics "
+            "become inf); expected bf16-true there, or a GPU"
+        )
+    return precision
+
+
 def mlx_numerics(precision: str = "32-true") -> dict:
     """The run's precision (Lightning's name: "32-true"; "bf16-mixed" or "16-mixed": float32
     weights, the training step computed in half; "bf16-true" or "16-true": half weights),
@@ -148,7 +169,11 @@ class MLXBackend(ProcessState):
         from cifar_mlx_adapter.trainer import LIFECYCLE_PRECISIONS
 
         if self.precision not in LIFECYCLE_PRECISIONS:
-            why = " (MLX has float64 on the CPU only, not on the GPU)" if self.precision == "64-true" else ""
+            why = (
+                " (MLX's GPU has no float64, and its trainers take no float64 setting)"
+                if self.precision == "64-true"
+                else ""
+            )
             raise UsageError(f"--precision {self.precision}{why}: expected one of {', '.join(LIFECYCLE_PRECISIONS)}")
         if self.memory_limit is None:
             return
@@ -167,6 +192,7 @@ class MLXBackend(ProcessState):
         self.machines, self._here = layout(group) if self.group is not None else (1, 1)
         self.device = setup_device(self.cpu, self.memory_limit)
         if self.device == "cpu":
+            self.precision = cpu_precision(self.precision)
             from cifar_mlx_adapter.blas import slow_blas_warning
 
             warning = slow_blas_warning()

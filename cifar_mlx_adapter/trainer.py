@@ -27,7 +27,7 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 from cifar_lightning.core import metrics
-from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message
+from cifar_lightning.core.errors import NonFiniteLossError, non_finite_message, non_finite_weight_message
 from cifar_lightning.core.recipes import total_steps
 from cifar_lightning.core.run.folder import RunPaths
 from cifar_mlx_adapter.data import MLXData, core_data
@@ -547,8 +547,7 @@ class MLXTrainer:
         state = mlx_state(module.model)
         for name, value in state.items():  # the last step can break the weights after its loss was checked
             if mx.issubdtype(value.dtype, mx.floating) and not mx.all(mx.isfinite(value)).item():
-                message = non_finite_message(math.nan, self.global_step - 1, self.last_checkpoint)
-                raise NonFiniteLossError(f"{message} ({name} is not finite)")
+                raise NonFiniteLossError(non_finite_weight_message(name, self.global_step - 1, self.last_checkpoint))
         if not self.is_global_zero:
             self.last_checkpoint = path
             return path

@@ -816,6 +816,20 @@ def test_compare_refuses_torch_on_a_gpu_against_mlx_on_the_cpu_before_training(m
     assert err[0].startswith("error: --device best: PyTorch would train on cuda but MLX on cpu")
 
 
+def test_compare_refuses_16_true_on_the_cpu_before_training(monkeypatch, tmp_path, capsys):
+    """fit_mlx.py refuses 16-true on MLX's CPU (its float16 sums overflow): compare.py says so
+    in the same line before the PyTorch run trains, and makes no folder."""
+    from cifar_lightning.cli.compare import main
+
+    calls = stub_training(monkeypatch)
+    with pytest.raises(SystemExit) as e:
+        main(["--device", "cpu", "--seeds", "1", "--precision", "16-true", "--output-dir", str(tmp_path / "cmp")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and not calls and len(err) == 1, err
+    assert err[0].startswith("error: --precision 16-true on the CPU: MLX's CPU float16 sums overflow"), err
+    assert not (tmp_path / "cmp").exists()
+
+
 def test_the_report_compares_speed_and_memory_only_on_devices_of_one_kind():
     """Issue 34, 3: a record pair made with torch on CUDA and MLX on the CPU: its row names
     both devices and counters and says they are not of one kind; no speed or memory ratio is

@@ -245,6 +245,66 @@ def test_nan_stop_names_the_first_non_finite_step(framework, cifar10_dir, tmp_pa
         trainer.fit(module, dm)
 
 
+@pytest.mark.parametrize("framework", ["torch", "mlx"])
+def test_a_weight_broken_by_a_step_with_a_finite_loss_is_named_before_the_checkpoint(
+    framework, cifar10_dir, tmp_path, capsys
+):
+    """fit.py and fit_mlx.py: the first epoch's last step (step 9 of 10) leaves a BatchNorm
+    statistic infinite after its loss was computed (finite); the epoch-end checkpoint is
+    not written, and both say which array broke, at which step, that its loss was finite,
+    and that no checkpoint was written yet, in one line of the same words (a new user read
+    "training loss became nan" for a finite loss). In the second epoch the line names the
+    first epoch's last.ckpt/last.npz, which is kept (Lightning names the file it is about
+    to write before writing it: a name taken from there would point at a checkpoint that
+    never was)."""
+    from cifar_lightning.cli.fit import main as fit_main
+    from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
+
+    def breaker(at_step: int):
+        if framework == "torch":
+
+            class BreakTorch(L.Callback):
+                def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                    if trainer.global_step == at_step:
+                        pl_module.model.bn1.running_var.fill_(float("inf"))
+
+            return BreakTorch()
+
+        class BreakMLX(Callback):
+            def on_train_batch_end(self, trainer, module, batch_idx):
+                if trainer.global_step == at_step:
+                    module.model.bn1.running_var = mx.full(module.model.bn1.running_var.shape, float("inf"))
+
+        return BreakMLX()
+
+    main, device, suffix = (
+        (fit_main, ["--accelerator", "cpu"], "ckpt")
+        if framework == "torch"
+        else (
+            fit_mlx_main,
+            ["--cpu"],
+            "npz",
+        )
+    )
+    for epochs, at_step, kept in ((1, 10, None), (2, 20, "last")):
+        out = tmp_path / f"run{epochs}"
+        flags = ["--data-dir", str(cifar10_dir), "--no-download", "--model", "small_cnn", "--batch-size", "20"]
+        flags += ["--epochs", str(epochs), "--limit-val-batches", "0", "--lock-file", "none", "--output-dir", str(out)]
+        with pytest.raises(SystemExit) as e:
+            main([*flags, *device], callbacks=(breaker(at_step),))
+        err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+        step = at_step - 1
+        where = "no checkpoint was written yet"
+        if kept:
+            last = out / "checkpoints" / f"last.{suffix}"
+            assert last.is_file()
+            where = f"the last good checkpoint is {last}"
+        assert e.value.code == 3
+        assert err == [
+            f"error: bn1.running_var is not finite after step {step}, whose training loss was finite; {where}"
+        ]
+
+
 @pytest.mark.parametrize("metal,cuda,expected", [(True, False, "metal"), (False, True, "cuda"), (False, False, "cpu")])
 def test_fit_mlx_uses_the_gpu_mlx_reports(monkeypatch, metal, cuda, expected):
     """A CUDA build of MLX trains on its GPU and records "cuda" (it trained on the CPU)."""

@@ -221,3 +221,61 @@ def test_a_bf16_true_run_resumes_in_bfloat16_to_the_uninterrupted_end_and_averag
     steps = [float(r["train/loss_step"]) for r in whole.metrics_rows if "train/loss_step" in r and r["epoch"] == 1]
     assert len(steps) == 2
     assert whole.callback_metrics["train/loss_epoch"] == pytest.approx(np.mean(steps, dtype=np.float64), rel=1e-6)
+
+
+def test_fit_mlx_runs_16_mixed_on_the_cpu_as_bf16_mixed_as_lightning_does(cifar10_dir, tmp_path, capsys):
+    """Lightning's Trainer on a CPU trains "16-mixed" as "bf16-mixed" (torch's CPU autocast has
+    no float16); fit_mlx.py on MLX's CPU does the same, says so in one warning line, and
+    records what it trained in (MLX's CPU float16 sums overflow: BatchNorm's statistics of a
+    50-image batch become inf)."""
+    import lightning as L
+
+    from cifar_lightning.cli.fit_mlx import main
+
+    assert L.Trainer(accelerator="cpu", precision="16-mixed", logger=False).precision == "bf16-mixed"
+    out = tmp_path / "run"
+    record = main(fit_mlx_flags(cifar10_dir, out, "--precision", "16-mixed"))
+    captured = capsys.readouterr()
+    warnings = [line for line in captured.err.splitlines() if "16-mixed" in line]
+    assert warnings == [
+        "warning: --precision 16-mixed on the CPU runs as bf16-mixed, as Lightning runs it there "
+        "(MLX's CPU float16 sums overflow)"
+    ], captured.err
+    assert record["numerics"]["precision"] == "bf16-mixed"
+    assert captured.out.splitlines()[0].endswith(f"on cpu in bf16-mixed, into {out}")
+
+
+def test_fit_mlx_refuses_16_true_on_the_cpu_in_one_line(cifar10_dir, tmp_path, capsys):
+    from cifar_lightning.cli.fit_mlx import main
+
+    with pytest.raises(SystemExit) as e:
+        main(fit_mlx_flags(cifar10_dir, tmp_path / "run", "--precision", "16-true"))
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: --precision 16-true on the CPU") and "bf16-true" in err, err
+    assert not (tmp_path / "run").exists()  # refused before any folder was made
+
+
+@pytest.mark.parametrize("framework", ["torch", "mlx"])
+def test_a_run_resumed_in_another_precision_is_refused_naming_it(framework, cifar10_dir, tmp_path, capsys):
+    """The precision shapes training as the other settings do: a checkpoint's run resumes only
+    in its own (the loss scale of a 16-mixed run, half weights of a *-true run), in both
+    frameworks."""
+    from cifar_lightning.cli.fit import main as fit_main
+    from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
+
+    flags = fit_mlx_flags(cifar10_dir, tmp_path / "run", "--precision", "bf16-mixed")
+    if framework == "torch":
+        main = fit_main
+        flags = [f for f in flags if f != "--cpu"] + ["--accelerator", "cpu"]
+    else:
+        main = fit_mlx_main
+    main(flags)
+    (tmp_path / "run" / "run.json").unlink()  # as a run cut by Ctrl-C after its last epoch leaves it
+    last = tmp_path / "run" / "checkpoints" / ("last.npz" if framework == "mlx" else "last.ckpt")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([f if f != "bf16-mixed" else "32-true" for f in flags] + ["--resume", str(last)])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and len(err.splitlines()) == 1, err
+    assert "--precision bf16-mixed there, 32-true here" in err, err

@@ -99,8 +99,8 @@ def parser() -> argparse.ArgumentParser:
         "--precision",
         choices=("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true"),
         help="both frameworks' Lightning precision: *-mixed keeps float32 weights and computes the training "
-        "step in half, *-true keeps half weights; on the CPU torch runs 16-mixed as bf16-mixed, and each "
-        "record says which ran (default: 32-true)",
+        "step in half, *-true keeps half weights; on the CPU both run 16-mixed as bf16-mixed and MLX refuses "
+        "16-true; each record says which ran (default: 32-true)",
     )
     p.add_argument(
         "--limit-val-batches",
@@ -285,6 +285,10 @@ def compare(args: argparse.Namespace, argv: list[str]) -> Path:
     if args.seeds < 1:
         raise UsageError(f"--seeds {args.seeds}: expected 1 or more pairs of runs")
     devices = run_devices(args.device)
+    if devices[1] == "cpu" and args.precision == "16-true":  # refused by fit_mlx.py there: before torch trains
+        from cifar_mlx_adapter.backend import cpu_precision
+
+        cpu_precision(args.precision)
     out = Path(args.output_dir) if args.output_dir else default_folder(args, devices)
     settings, saved = settings_of(args), saved_comparison(out)
     check_same(out, saved, settings)

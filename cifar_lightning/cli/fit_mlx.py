@@ -30,10 +30,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         default="32-true",
-        help="Lightning precision: 32-true, 16-mixed, bf16-mixed, 16-true or bf16-true, as fit.py's (*-mixed: "
-        "float32 weights and optimiser state, the training step computed in half; 16-mixed scales the loss as "
-        "torch.amp.GradScaler, also on the CPU, which has float16 in MLX; *-true: half weights); run.json "
-        "records it (default: 32-true)",
+        help="Lightning precision: 32-true, 16-mixed, bf16-mixed, 16-true or bf16-true, fit.py's names but "
+        "64-true (*-mixed: float32 weights and optimiser state, the training step computed in half; 16-mixed "
+        "scales the loss as torch.amp.GradScaler; *-true: half weights); on the CPU 16-mixed runs as bf16-mixed, "
+        "as Lightning runs it, and 16-true is refused (MLX's CPU float16 sums overflow); run.json records the "
+        "one used (default: 32-true)",
     )
     p.add_argument(
         "--memory-limit",

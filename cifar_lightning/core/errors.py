@@ -35,7 +35,17 @@ class NonFiniteLossError(CIFARError, FloatingPointError):
     exit_code = ExitCode.DIVERGED
 
 
+def _kept(last_checkpoint) -> str:
+    return f"; the last good checkpoint is {last_checkpoint}" if last_checkpoint else "; no checkpoint was written yet"
+
+
 def non_finite_message(value: float, step: int, last_checkpoint) -> str:
     """The one line both frameworks print when a run diverges."""
-    kept = f"; the last good checkpoint is {last_checkpoint}" if last_checkpoint else "; no checkpoint was written yet"
-    return f"training loss became {value} at step {step}{kept}"
+    return f"training loss became {value} at step {step}{_kept(last_checkpoint)}"
+
+
+def non_finite_weight_message(name: str, step: int, last_checkpoint) -> str:
+    """The one line both frameworks print when a step whose loss was finite left a weight or
+    a BatchNorm statistic (`name`, the model's own key, as weight files name it) not finite:
+    found before a checkpoint is written, so the last good one is kept."""
+    return f"{name} is not finite after step {step}, whose training loss was finite{_kept(last_checkpoint)}"

@@ -49,10 +49,12 @@ class Backend(Protocol):
     run.json names it), ``synchronized_by`` (what ``sync`` calls, once ``start`` ran),
     ``script`` (the command that starts it, for printed commands),
     ``checkpoint_suffix`` (".ckpt", ".npz"), ``initial_name`` ("initial.pt",
-    "initial.npz"). Set by ``start``: ``rank``, ``world_size``, ``machines`` and ``device``
-    (as the first line names it)."""
+    "initial.npz"), ``precision`` (Lightning's name of the precision it trains in; ``start``
+    may change it for the device, as MLX's CPU runs "16-mixed" as "bf16-mixed"). Set by
+    ``start``: ``rank``, ``world_size``, ``machines`` and ``device`` (as the first line names it)."""
 
     framework: str
+    precision: str
     synchronized_by: str
     script: str
     checkpoint_suffix: str

@@ -139,12 +139,14 @@ FLAG_NAMES = {
     "val_size": "--val-size",
     "dropout": "--dropout",
     "optimizer": "--optimizer",
+    "precision": "--precision",
 }
 
 
-def run_settings(config, recipe: dict, world_size: int = 1) -> dict:
+def run_settings(config, recipe: dict, world_size: int = 1, precision: str = "32-true") -> dict:
     """Every setting that shapes training (not evaluation): what a resumed run must share,
-    the number of processes included (each takes its share of every step). As plain JSON
+    the number of processes (each takes its share of every step) and the precision (the
+    backend's, as it trains: a run on MLX's CPU records 16-mixed as bf16-mixed) included. As plain JSON
     values (tuples as lists), the form they take in either framework's checkpoint, so the
     settings of a run compare equal to themselves read back from its file."""
     shaping = {k: v for k, v in recipe.items() if k != "tta"}
@@ -157,6 +159,7 @@ def run_settings(config, recipe: dict, world_size: int = 1) -> dict:
         "dropout": config.dropout,
         "optimizer": config.optimizer or "sgd",
         "limit_train_batches": config.limit_train_batches,
+        "precision": precision,
         **shaping,
     }
     return json.loads(json.dumps(settings))

@@ -178,7 +178,7 @@ def run(config: RunConfig, backend: Backend, callbacks: tuple = ()) -> RunResult
         data = backend.make_data(config, recipe)
         check_data(config, recipe, data, backend.world_size)
         folder = run_folder.choose_run_folder(backend.framework, config) if main else None
-        settings = run_folder.run_settings(config, recipe.to_dict(), backend.world_size)
+        settings = run_folder.run_settings(config, recipe.to_dict(), backend.world_size, backend.precision)
         if saved is not None:
             run_folder.check_resume_settings(saved, settings, config.resume)
         with training_lock(lock_path(config.lock_file) if main else None, folder, wait=config.wait):
