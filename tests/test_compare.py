@@ -830,6 +830,34 @@ def test_compare_refuses_16_true_on_the_cpu_before_training(monkeypatch, tmp_pat
     assert not (tmp_path / "cmp").exists()
 
 
+@pytest.mark.parametrize("checkpoint", [False, True])
+def test_a_failed_run_says_whether_the_same_command_continues(checkpoint, monkeypatch, tmp_path, capsys):
+    """A run that failed (exit status 3) with a last checkpoint resumes from it under the same
+    command; one that failed before its first checkpoint is refused by that command (its
+    folder must go first), and the first failure's line says which (a new user was told "the
+    same command continues" and then refused). Checked against: the old line in both cases."""
+    from cifar_lightning.cli import compare as compare_cli
+
+    out = tmp_path / "cmp"
+
+    def train(module, flags):
+        folder = Path(flags[flags.index("--output-dir") + 1])
+        (folder / "checkpoints").mkdir(parents=True)
+        if checkpoint:
+            (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+        return 3
+
+    monkeypatch.setattr(compare_cli, "train", train)
+    monkeypatch.setattr(compare_cli, "check_data", lambda args: None)
+    with pytest.raises(SystemExit) as e:
+        compare_cli.main(["--device", "cpu", "--seeds", "1", "--output-dir", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: the pytorch run of seed 0 ended with exit status 3"), err
+    then = "the same command continues" if checkpoint else "remove it to train the run again"
+    assert err[0].endswith(f"keeps what it wrote; {then}"), err
+
+
 def test_the_report_compares_speed_and_memory_only_on_devices_of_one_kind():
     """Issue 34, 3: a record pair made with torch on CUDA and MLX on the CPU: its row names
     both devices and counters and says they are not of one kind; no speed or memory ratio is

@@ -315,9 +315,12 @@ def compare(args: argparse.Namespace, argv: list[str]) -> Path:
             print(f"compare: {framework} seed {seed} into {folder}", flush=True)
             code = train(module, run_flags(args, framework, seed, folder, out))
             if code != 0:
+                # a run with a checkpoint resumes from it; one that failed before its first is refused then
+                kept = RunPaths(folder).checkpoint("last", FRAMEWORKS[framework][1]).is_file()
+                then = "the same command continues" if kept else "remove it to train the run again"
                 raise UsageError(
                     f"the {framework} run of seed {seed} ended with exit status {code} (its lines above "
-                    f"say why); its folder {folder} keeps what it wrote; the same command continues"
+                    f"say why); its folder {folder} keeps what it wrote; {then}"
                 )
     write_report(out)
     return out
