@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from cifar_lightning.core.errors import UsageError
-from cifar_lightning.core.run.backend import ProcessState, RunFacts
+from cifar_lightning.core.run.backend import ProcessState, RunFacts, cpu_precision
 from cifar_lightning.core.run.folder import RunPaths, keep_history, read_rows
 from cifar_lightning.core.run.provenance import PACKAGES, package_versions
 from cifar_lightning.core.spec import FAST
@@ -217,6 +217,8 @@ class TorchBackend(ProcessState):
         import torch
 
         self.device = check_accelerator(self.accelerator)
+        if self.device == "cpu":  # Lightning would change 16-mixed too; said before the first line, as MLX says it
+            self.precision = cpu_precision(self.precision)
         self.synchronized_by = SYNCHRONIZERS[self.device]
         if self.channels_last is None:
             self.channels_last = channels_last_default(self.device)

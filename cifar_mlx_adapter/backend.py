@@ -27,6 +27,7 @@ import numpy as np
 
 from cifar_lightning.core.errors import UsageError
 from cifar_lightning.core.run.backend import ProcessState, RunFacts
+from cifar_lightning.core.run.backend import cpu_precision as core_cpu_precision
 from cifar_lightning.core.run.provenance import PACKAGES, package_versions
 from cifar_lightning.core.run.record import launcher
 from cifar_lightning.core.spec import FAST
@@ -103,24 +104,16 @@ def make_data(config, recipe):
 
 
 def cpu_precision(precision: str) -> str:
-    """The precision a run on MLX's CPU trains in: "16-mixed" runs as "bf16-mixed", as Lightning
-    runs it on a CPU (with a warning line on stderr), and "16-true" is refused (UsageError):
-    MLX's CPU float16 sums overflow (MLX 0.32: BatchNorm's batch variance of 50 CIFAR images is
-    inf in float16, so training stops at its first steps); bfloat16 has float32's range."""
-    if precision == "16-mixed":
-        print(
-            "warning: --precision 16-mixed on the CPU runs as bf16-mixed, as Lightning runs it there "
-            "(MLX's CPU float16 sums overflow)",
-            file=sys.stderr,
-            flush=True,
-        )
-        return "bf16-mixed"
+    """The precision a run on MLX's CPU trains in: ``core.run.backend.cpu_precision``'s (16-mixed
+    as bf16-mixed, as Lightning runs it), and "16-true" refused (UsageError): MLX's CPU float16
+    sums overflow (MLX 0.32: BatchNorm's batch variance of 50 CIFAR images is inf in float16,
+    so training stops at its first steps); bfloat16 has float32's range."""
     if precision == "16-true":
         raise UsageError(
             "--precision 16-true on the CPU: MLX's CPU float16 sums overflow (BatchNorm's statistics "
             "become inf); expected bf16-true there, or a GPU"
         )
-    return precision
+    return core_cpu_precision(precision)
 
 
 def mlx_numerics(precision: str = "32-true") -> dict:

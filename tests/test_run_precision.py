@@ -223,26 +223,34 @@ def test_a_bf16_true_run_resumes_in_bfloat16_to_the_uninterrupted_end_and_averag
     assert whole.callback_metrics["train/loss_epoch"] == pytest.approx(np.mean(steps, dtype=np.float64), rel=1e-6)
 
 
-def test_fit_mlx_runs_16_mixed_on_the_cpu_as_bf16_mixed_as_lightning_does(cifar10_dir, tmp_path, capsys):
+@pytest.mark.parametrize("framework", ["torch", "mlx"])
+def test_fit_mlx_runs_16_mixed_on_the_cpu_as_bf16_mixed_as_lightning_does(framework, cifar10_dir, tmp_path, capsys):
     """Lightning's Trainer on a CPU trains "16-mixed" as "bf16-mixed" (torch's CPU autocast has
-    no float16); fit_mlx.py on MLX's CPU does the same, says so in one warning line, and
-    records what it trained in (MLX's CPU float16 sums overflow: BatchNorm's statistics of a
-    50-image batch become inf)."""
+    no float16); fit_mlx.py on MLX's CPU does the same (MLX's CPU float16 sums overflow:
+    BatchNorm's statistics of a 50-image batch become inf), and both scripts say so in the
+    same warning line and name what they train in on their first line and in run.json
+    (fit.py's first line said "16-mixed" beside Lightning's own warning)."""
     import lightning as L
 
-    from cifar_lightning.cli.fit_mlx import main
+    from cifar_lightning.cli.fit import main as fit_main
+    from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
 
     assert L.Trainer(accelerator="cpu", precision="16-mixed", logger=False).precision == "bf16-mixed"
+    capsys.readouterr()
     out = tmp_path / "run"
-    record = main(fit_mlx_flags(cifar10_dir, out, "--precision", "16-mixed"))
+    flags = fit_mlx_flags(cifar10_dir, out, "--precision", "16-mixed")
+    if framework == "torch":
+        record = fit_main([f for f in flags if f != "--cpu"] + ["--accelerator", "cpu"])
+    else:
+        record = fit_mlx_main(flags)
     captured = capsys.readouterr()
     warnings = [line for line in captured.err.splitlines() if "16-mixed" in line]
-    assert warnings == [
-        "warning: --precision 16-mixed on the CPU runs as bf16-mixed, as Lightning runs it there "
-        "(MLX's CPU float16 sums overflow)"
-    ], captured.err
+    assert warnings == ["warning: --precision 16-mixed on the CPU runs as bf16-mixed, as Lightning runs it there"], (
+        captured.err
+    )
     assert record["numerics"]["precision"] == "bf16-mixed"
-    assert captured.out.splitlines()[0].endswith(f"on cpu in bf16-mixed, into {out}")
+    first = [line for line in captured.out.splitlines() if line.startswith("training ")][0]
+    assert first.endswith(f"on cpu in bf16-mixed, into {out}"), first
 
 
 def test_fit_mlx_refuses_16_true_on_the_cpu_in_one_line(cifar10_dir, tmp_path, capsys):

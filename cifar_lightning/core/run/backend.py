@@ -6,10 +6,21 @@ folder, the lock, resume checks, Ctrl-C, divergence and the record are the lifec
 
 from __future__ import annotations
 
+import sys
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+
+def cpu_precision(precision: str) -> str:
+    """The precision a run on a CPU trains in, either framework: "16-mixed" runs as
+    "bf16-mixed", as Lightning's Trainer runs it there (torch's CPU autocast has no float16;
+    MLX's CPU float16 sums overflow), said in one warning line on stderr; others as given."""
+    if precision != "16-mixed":
+        return precision
+    print("warning: --precision 16-mixed on the CPU runs as bf16-mixed, as Lightning runs it there", file=sys.stderr)
+    return "bf16-mixed"
 
 
 @dataclass(frozen=True)
