@@ -183,13 +183,15 @@ class FastNet(nn.Module):
 
 def init_whitening(model: FastNet, images_nchw, bias=None) -> None:
     """Set the whitening filters from normalised float images (N, 3, 32, 32), and the bias to
-    `bias` (float32 (24,), e.g. ``core.whitening.initial_bias``) when given, as torch does."""
+    `bias` (float32 (24,), e.g. ``core.whitening.initial_bias``) when given, as torch does:
+    in the parameters' own dtype (torch copies into them), so a model in half (bf16-true)
+    stays in half."""
     from cifar_lightning.core.whitening import whitening_filters
 
     filters = whitening_filters(np.asarray(images_nchw), kernel=FAST["whiten_kernel"])
-    model.whiten.weight = mx.array(filters.transpose(0, 2, 3, 1))
+    model.whiten.weight = mx.array(filters.transpose(0, 2, 3, 1)).astype(model.whiten.weight.dtype)
     if bias is not None:
-        model.whiten.bias = mx.array(np.asarray(bias, np.float32))
+        model.whiten.bias = mx.array(np.asarray(bias, np.float32)).astype(model.whiten.bias.dtype)
     model.whitening_set = True
 
 

@@ -151,7 +151,8 @@ class MLXTrainer:
     float32), "16-mixed" with torch.amp.GradScaler's dynamic loss scale (its state in every
     checkpoint); "bf16-true" and "16-true" keep the weights and the optimiser's state in
     half. The step is the general trainer's (``lightning.step.TrainingStep``). Evaluation
-    feeds float32 images (half weights are promoted to float32 in each operation). ValueError in one line for another name or "64-true".
+    feeds float32 images (half weights are promoted to float32 in each operation).
+    ValueError in one line for another name or "64-true".
     ``validate`` returns {"val/acc", "val/loss"}; ``test`` returns {"test/acc",
     "test/loss", "per_class_accuracy" (num_classes,), "confusion_matrix" (num_classes,
     num_classes; rows true), "test/acc_no_tta" with TTA}; accuracies are fractions in
@@ -246,9 +247,8 @@ class MLXTrainer:
         self.total_steps = total_steps(self.max_epochs, per_epoch)
         if self.total_steps < 1:
             raise ValueError(f"the trainer plans {self.total_steps} optimizer steps: nothing to train")
-        if (
-            self.precision.param_dtype != mx.float32
-        ):  # *-true: the weights are kept in half, as Lightning's HalfPrecision
+        # *-true: the weights are kept in half, as Lightning's HalfPrecision converts the module
+        if self.precision.param_dtype != mx.float32:
             module.model.set_dtype(self.precision.param_dtype)
         optimizer = module.configure_optimizers()
         self.optimizer = optimizer
@@ -552,9 +552,10 @@ class MLXTrainer:
             self.last_checkpoint = path
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {f"model.{k}": _numpy(v) for k, v in state.items()}
+        live = {f"model.{k}": v for k, v in state.items()}
         if self.optimizer is not None:
-            arrays.update({f"optimizer.{k}": _numpy(v) for k, v in tree_flatten(self.optimizer.state)})
+            live.update({f"optimizer.{k}": v for k, v in tree_flatten(self.optimizer.state)})
+        arrays = {k: _numpy(v) for k, v in live.items()}
         for cb in self.callbacks:
             arrays.update({f"callback.{type(cb).__name__}.{k}": np.array(v) for k, v in cb.state_dict().items()})
         arrays["random.key"] = np.array(mx.random.state[0])  # dropout continues the same sequence on resume
@@ -570,6 +571,9 @@ class MLXTrainer:
         }
         if self._scaler is not None:
             meta["loss_scaler"] = self._scaler.state_dict()  # torch.amp.GradScaler.state_dict()'s keys
+        bfloat16 = sorted(k for k, v in live.items() if v.dtype == mx.bfloat16)
+        if bfloat16:  # saved as float32 (numpy has no bfloat16): named, so a resume casts back exactly these
+            meta["bfloat16"] = bfloat16
         held = {type(cb).__name__: cb.meta_state() for cb in self.callbacks}
         held = {name: state for name, state in held.items() if state is not None}
         if held:
@@ -590,10 +594,11 @@ class MLXTrainer:
         meta = json.loads(str(arrays.pop("meta")))
         model = {k[6:]: mx.array(v) for k, v in arrays.items() if k.startswith("model.")}
         load_weights(module.model, model, what=str(path))
-        # the optimiser's state in the weights' dtype (*-true: bfloat16 was saved as float32, exactly)
-        dtype = self.precision.param_dtype
+        # bfloat16 state (bf16-true) was saved as float32, exactly: back to bfloat16, and only that
+        # (an optimiser's float32 scalars, such as a constant momentum, stay float32)
+        bfloat16 = set(meta.get("bfloat16", ()))
         opt = [
-            (k[10:], mx.array(v).astype(dtype) if np.issubdtype(v.dtype, np.floating) else mx.array(v))
+            (k[10:], mx.array(v).astype(mx.bfloat16) if k in bfloat16 else mx.array(v))
             for k, v in arrays.items()
             if k.startswith("optimizer.")
         ]
