@@ -143,7 +143,7 @@ def mlx_processes(batch_size: int, world_size: int = 1, num_nodes: int = 1, devi
 class MLXBackend(ProcessState):
     """scripts/fit_mlx.py's options (see its ``--help``): `cpu` trains on the CPU instead of
     the GPU MLX reports; `memory_limit` caps MLX's memory (GB); `precision` is one of
-    Lightning's names MLX has (``cifar_mlx_adapter.trainer.LIFECYCLE_PRECISIONS``: fit.py's
+    Lightning's names MLX has (``cifar_mlx_adapter.lightning.precision.PRECISION_NAMES``: fit.py's
     but 64-true)."""
 
     cpu: bool = False
@@ -159,15 +159,15 @@ class MLXBackend(ProcessState):
     def validate(self) -> None:
         import math
 
-        from cifar_mlx_adapter.trainer import LIFECYCLE_PRECISIONS
+        from cifar_mlx_adapter.lightning.precision import PRECISION_NAMES
 
-        if self.precision not in LIFECYCLE_PRECISIONS:
+        if self.precision not in PRECISION_NAMES:
             why = (
                 " (MLX's GPU has no float64, and its trainers take no float64 setting)"
                 if self.precision == "64-true"
                 else ""
             )
-            raise UsageError(f"--precision {self.precision}{why}: expected one of {', '.join(LIFECYCLE_PRECISIONS)}")
+            raise UsageError(f"--precision {self.precision}{why}: expected one of {', '.join(PRECISION_NAMES)}")
         if self.memory_limit is None:
             return
         if not math.isfinite(self.memory_limit):

@@ -33,19 +33,11 @@ from cifar_lightning.core.run.folder import RunPaths
 from cifar_mlx_adapter.data import MLXData, core_data
 from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gather_rows, words_float64
 from cifar_mlx_adapter.lightning.module import logging_to
-from cifar_mlx_adapter.lightning.precision import PRECISION_NAMES, DynamicLossScaler, parse_precision
+from cifar_mlx_adapter.lightning.precision import DynamicLossScaler, parse_precision
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key  # noqa: F401 (re-exported)
 from cifar_mlx_adapter.lightning.step import TrainingStep
 from cifar_mlx_adapter.optim import base_learning_rate
 from cifar_mlx_adapter.weights import load_weights, mlx_state
-
-LIFECYCLE_PRECISIONS = PRECISION_NAMES  # every setting of the general trainer's (64-true is refused there)
-
-
-def lifecycle_precision(value):
-    """The ``Precision`` of `value` (Lightning's names and aliases; ValueError in one line for
-    another, or for "64-true", which MLX's GPU lacks)."""
-    return parse_precision(value)
 
 
 def _numpy(array: mx.array) -> np.ndarray:
@@ -56,8 +48,9 @@ def _numpy(array: mx.array) -> np.ndarray:
 @contextmanager
 def hook_logs(module, fx: str):
     """The values `module` logs (``self.log``) while hook `fx` runs: a dict filled by name, the
-    last value of a name kept. The run lifecycle's trainer reads the training step's and
-    averages them per epoch itself; it leaves the evaluation steps' unread."""
+    last value of a name kept. The run lifecycle's trainer gives its evaluation steps' logs
+    here and leaves them unread (it counts the figures itself); the training step's come out
+    of ``TrainingStep``, which it averages per epoch."""
     logs: dict[str, mx.array] = {}
 
     def sink(hook, name, value, **options):
@@ -187,7 +180,7 @@ class MLXTrainer:
         self.limit_train_batches = limit_train_batches
         self.limit_val_batches, self.limit_test_batches = limit_val_batches, limit_test_batches
         self.limit_predict_batches = limit_predict_batches
-        self.precision = lifecycle_precision(precision)
+        self.precision = parse_precision(precision)
         self.checkpoint_meta = checkpoint_meta or {}  # plain values kept in every checkpoint (the run's settings)
         # seconds, earlier segments of a resumed run included: training (steps and per-epoch
         # checkpoints) and the validation passes during fit, kept apart as in torch's record
