@@ -1,15 +1,26 @@
-"""MLXTrainer: fit / validate / test / predict an MLXClassifier on a CIFARDataModule.
+"""MLXTrainer: the run lifecycle's trainer. It is the general trainer
+(``cifar_mlx_adapter.lightning.MLXTrainer``, Lightning's ``Trainer`` in MLX) with a run's parts.
 
-The training step is compiled once with the model's and the optimiser's state as
-inputs and outputs (BatchNorm statistics are model state). The host waits on the
-device only where logging needs a number (every `log_every_n_steps` and at epoch
-end). Checkpoints are single .npz files written atomically at each epoch end.
+Training is the general trainer's: its epoch and batch loop, its compiled step (the model's,
+the optimiser's and the random state as inputs and outputs), its hooks and their order, its
+precision settings and its processes. What a run adds, here and in ``_RunLoop``:
 
-With a group of several processes (``mx.distributed``, started by ``mlx.launch``) it
-trains data-parallel, as Lightning's DDP: each process takes its rank's share of every
-epoch (the core's per-rank plan, the one torch's DDP follows), gradients are averaged
-over the processes inside the compiled step, evaluation counts every image once over
-all processes, and rank 0 alone writes metrics.csv and checkpoints.
+- the length in epochs, which may be fractional: ``max_steps`` is
+  ``core.recipes.total_steps(max_epochs, batches per epoch)``, the count torch's side makes;
+- validation at each epoch's end counted as the torch path counts it: a confusion matrix and a
+  float64 cross-entropy sum, added over the processes, so every image counts once;
+- ``metrics.csv`` in the run folder (``RunMetrics``, the rows of Lightning's CSVLogger);
+- ``checkpoints/last.npz`` at each epoch's end, one file written atomically with the run's
+  metadata, which ``fit(ckpt_path=...)`` resumes from;
+- the first step whose loss was not finite, named; the train and validation seconds over
+  every segment of a resumed run; rank 0's weights given to every rank at fit start and
+  before each evaluation.
+
+With a group of several processes (``mx.distributed``, started by ``mlx.launch``) it trains
+data-parallel, as Lightning's DDP: each process takes its rank's share of every epoch (the
+core's per-rank plan, the one torch's DDP follows), gradients are averaged over the processes
+inside the compiled step, evaluation counts every image once over all processes, and rank 0
+alone writes metrics.csv and checkpoints.
 """
 
 from __future__ import annotations
@@ -32,11 +43,12 @@ from cifar_lightning.core.recipes import total_steps
 from cifar_lightning.core.run.folder import RunPaths
 from cifar_mlx_adapter.data import MLXData, core_data
 from cifar_mlx_adapter.distributed import broadcast_arrays, float64_words, gather_rows, words_float64
+from cifar_mlx_adapter.lightning import callbacks as lightning_callbacks
+from cifar_mlx_adapter.lightning.data import CIFARBatches, length_of, limit_batches
+from cifar_mlx_adapter.lightning.loggers import Logger
 from cifar_mlx_adapter.lightning.module import logging_to
-from cifar_mlx_adapter.lightning.precision import DynamicLossScaler, parse_precision
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key  # noqa: F401 (re-exported)
-from cifar_mlx_adapter.lightning.step import TrainingStep
-from cifar_mlx_adapter.optim import base_learning_rate
+from cifar_mlx_adapter.lightning.trainer import MLXTrainer as GeneralTrainer
 from cifar_mlx_adapter.weights import load_weights, mlx_state
 
 
@@ -48,9 +60,8 @@ def _numpy(array: mx.array) -> np.ndarray:
 @contextmanager
 def hook_logs(module, fx: str):
     """The values `module` logs (``self.log``) while hook `fx` runs: a dict filled by name, the
-    last value of a name kept. The run lifecycle's trainer gives its evaluation steps' logs
-    here and leaves them unread (it counts the figures itself); the training step's come out
-    of ``TrainingStep``, which it averages per epoch."""
+    last value of a name kept. The run trainer's evaluation gives its steps' logs here and
+    leaves them unread: it counts the figures itself, from the logits."""
     logs: dict[str, mx.array] = {}
 
     def sink(hook, name, value, **options):
@@ -61,7 +72,13 @@ def hook_logs(module, fx: str):
 
 
 class Callback:
-    """Hooks an MLXTrainer calls; override the ones you need."""
+    """The run trainer's short callbacks: five hooks, called with (trainer, module) or
+    (trainer, module, batch_idx); override the ones you need. ``on_fit_start`` comes once the
+    module's own ``on_fit_start`` has run (the fast net's whitening is set) and every process
+    holds rank 0's weights: the general trainer's ``on_train_start``. Lightning's callbacks
+    (``cifar_mlx_adapter.lightning.Callback``, Lightning's hooks and signatures) work as well.
+    What ``state_dict`` returns (arrays) and ``meta_state`` returns (plain JSON values) is kept
+    in every checkpoint under the class's name and given back on resume."""
 
     def on_fit_start(self, trainer, module): ...
     def on_train_epoch_start(self, trainer, module): ...
@@ -88,64 +105,169 @@ class BasePredictionWriter(Callback):
         raise NotImplementedError
 
 
-class MLXTrainer:
-    """A Lightning-like trainer for ``MLXClassifier``: fit, validate, test, predict.
+class _ShortHooks(lightning_callbacks.Callback):
+    """A run ``Callback`` called from the general trainer's hooks."""
+
+    def __init__(self, callback: Callback):
+        self.callback = callback
+
+    @property
+    def state_key(self) -> str:
+        return type(self.callback).__qualname__
+
+    def on_train_start(self, trainer, pl_module):
+        self.callback.on_fit_start(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.callback.on_train_epoch_start(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.callback.on_train_batch_end(trainer, pl_module, batch_idx)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.callback.on_train_epoch_end(trainer, pl_module)
+
+    def on_fit_end(self, trainer, pl_module):
+        self.callback.on_fit_end(trainer, pl_module)
+
+
+class RunMetrics(Logger):
+    """A run folder's ``metrics.csv``, with the rows of Lightning's CSVLogger: ``epoch``,
+    ``step`` (the 0-based index of the optimizer step the row belongs to: a training row the
+    step just taken, an epoch row the epoch's last step, the test row the steps taken), the
+    logged names, the columns in sorted order. Rank 0 writes it (`write`); every rank keeps
+    the rows. The file is rewritten whole at each row, so a new column gets its header."""
+
+    def __init__(self, path: Path, write: bool = True):
+        self.path, self.write, self.rows = Path(path), write, []
+
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        self.log_row({**metrics, "step": step})
+
+    def log_row(self, row: dict) -> None:
+        self.rows.append(row)
+        if not self.write:
+            return
+        keys = sorted({k for r in self.rows for k in r})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, keys)
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+    def keep_before(self, step: int) -> None:
+        """Take up the rows already in the file of the steps before `step` (those a checkpoint
+        of `step` steps covers): a resumed run goes on with its earlier segments' rows."""
+        if self.path.is_file():
+            with open(self.path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) < step]
+
+
+class _RunLoop(lightning_callbacks.Callback):
+    """The run's parts at the general trainer's hooks (the first of its callbacks): the run's
+    data for the module's ``on_fit_start``, rank 0's weights on every rank, the train clock,
+    the first non-finite loss, and validation at each epoch's end."""
+
+    def on_fit_start(self, trainer, pl_module):
+        # the general trainer was handed the training batches: the module (the fast net's
+        # whitening) reads the run's data where Lightning's modules find it
+        trainer.datamodule = trainer._run_data
+
+    def on_train_start(self, trainer, pl_module):
+        trainer._sync_model(pl_module)  # every rank starts from rank 0's weights
+        if trainer.is_global_zero:
+            Path(trainer.default_root_dir).mkdir(parents=True, exist_ok=True)
+        trainer._fit_started, trainer._segment_validation = time.perf_counter(), 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        # the first step whose loss is not finite, -1 while none is: kept on the device, so the
+        # host still waits only at logged steps, yet the error names the step where it began
+        self.first_bad, self.loss = mx.array(-1, dtype=mx.int32), None
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.loss = outputs["loss"]
+        step = trainer.global_step - 1  # the step just taken, 0-based
+        self.first_bad = mx.where((self.first_bad < 0) & ~mx.isfinite(self.loss), step, self.first_bad)
+        if trainer.global_step % trainer.log_every_n_steps == 0 or trainer.global_step == trainer.total_steps:
+            trainer._check_finite(self.first_bad, self.loss)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        trainer._check_finite(self.first_bad, self.loss)
+        if trainer.group is not None:  # every rank runs its pending exchanges (the last steps') now
+            mx.eval(pl_module.state, trainer.optimizer.state)
+        if trainer.should_stop or trainer.limit_val_batches == 0:
+            return
+        val = trainer._timed_validation(pl_module, trainer._run_data)
+        figures = {k: mx.array(v, dtype=mx.float32) for k, v in val.items()}
+        trainer._callback_metrics.update(figures)
+        trainer._progress_bar_metrics.update(figures)  # the epoch's bar shows them, as Lightning's
+        # as Lightning's CSVLogger: the validation row, then (the general trainer's) the epoch's row
+        trainer.run_metrics.log_row({"epoch": trainer.current_epoch, "step": trainer.global_step - 1, **val})
+
+
+class _RunCheckpoint(lightning_callbacks.Callback):
+    """``checkpoints/last.npz`` at each epoch's end (the last of the callbacks: after the others'
+    epoch-end hooks, as their state is saved with it)."""
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if trainer.enable_checkpointing:
+            trainer.save_checkpoint(RunPaths(trainer.default_root_dir).checkpoint("last", ".npz"), pl_module)
+
+
+class MLXTrainer(GeneralTrainer):
+    """The run lifecycle's trainer for an ``MLXClassifier``: fit, validate, test, predict.
 
     Args:
         max_epochs: training length in epochs, positive and finite (ValueError otherwise), may be
-            fractional: the run makes
-            ``recipes.total_steps(max_epochs, batches per epoch)`` optimizer steps, the count
-            torch's side makes, and the schedule spans exactly those.
-        callbacks: ``Callback`` objects (on_train_start, on_train_batch_end, ...).
-        default_root_dir: where ``metrics.csv`` and ``checkpoints/`` go.
+            fractional: the run makes ``recipes.total_steps(max_epochs, batches per epoch)``
+            optimizer steps (the general trainer's ``max_steps``), the count torch's side
+            makes, and the schedule spans exactly those.
+        callbacks: run ``Callback`` objects, or Lightning's (``cifar_mlx_adapter.lightning.Callback``).
+        default_root_dir: the run folder: ``metrics.csv`` and ``checkpoints/`` go there.
         log_every_n_steps: a training-loss row in ``metrics.csv`` every N optimizer steps.
-        enable_progress_bar: tqdm bars for training, validation and test.
+        enable_progress_bar: the general trainer's progress bars (rank 0).
         enable_checkpointing: write ``checkpoints/last.npz`` at each epoch's end (atomically).
-        limit_train_batches, limit_val_batches, limit_test_batches, limit_predict_batches: use
-            only the first N batches (None: all; ``limit_val_batches=0`` skips validation).
+        limit_train_batches, limit_val_batches, limit_test_batches, limit_predict_batches:
+            Lightning's meaning (None: all; an int a count; a float a fraction;
+            ``limit_val_batches=0`` skips validation).
         checkpoint_meta: plain values stored in every checkpoint (the scripts store the
             run's settings, which ``--resume`` checks).
         group: the ``mx.distributed.Group`` of the processes training together (from
             ``cifar_mlx_adapter.distributed.join_processes``); None: this process alone.
+        precision: Lightning's names with Lightning's meaning (the general trainer's):
+            "32-true"; "bf16-mixed" and "16-mixed" keep float32 weights and optimiser state
+            and compute the training step in half, "16-mixed" with torch.amp.GradScaler's
+            dynamic loss scale (its state in every checkpoint); "bf16-true" and "16-true" keep
+            the weights and the optimiser's state in half. ValueError in one line for another
+            name or "64-true". Evaluation feeds float32 images (half weights are promoted to
+            float32 in each operation).
 
     Several processes (data parallel, as Lightning's DDP without SyncBatchNorm): rank r of
     N takes the r-th share of every epoch's batch plan (``CIFARData.plan(split, r, N)``,
     torch's DDP plan), so a step sees N x batch_size images; the compiled step averages
-    the gradients over the processes (``nn.average_gradients``), and a summed loss is
-    multiplied by N first (``MLXClassifier.loss_scale``), so a step equals one process's
-    step on the union of the N batches, with the optimiser's units for N x batch_size
-    images. BatchNorm normalises with each process's own batch statistics (no
-    SyncBatchNorm); its running statistics are rank 0's, copied to every rank before each
-    evaluation and at fit start (as DDP broadcasts rank 0's buffers). ``train/loss``
-    values are means over the processes. ``validate`` and ``test`` evaluate each rank's
-    share (every N-th image) and combine the counts (confusion matrices, summed float64
-    cross-entropies) over the processes, so every image counts exactly once and the
-    figures equal one process's. Rank 0 alone writes ``metrics.csv`` and checkpoints and
-    shows progress bars; every rank reads a checkpoint it resumes from. All ranks must
-    make the same calls in the same order (each exchanges with the others); a rank that
-    dies makes the others' next exchange raise RuntimeError.
+    the gradients over the processes, and a summed loss is multiplied by N first
+    (``MLXClassifier.loss_scale``), so a step equals one process's step on the union of the
+    N batches. BatchNorm normalises with each process's own batch statistics; its running
+    statistics are rank 0's, copied to every rank before each evaluation and at fit start
+    (as DDP broadcasts rank 0's buffers). ``train/loss`` values are means over the
+    processes. ``validate`` and ``test`` evaluate each rank's share (every N-th image) and
+    combine the counts (confusion matrices, summed float64 cross-entropies) over the
+    processes, so every image counts exactly once and the figures equal one process's. Rank
+    0 alone writes ``metrics.csv`` and checkpoints and shows progress bars; every rank reads
+    a checkpoint it resumes from. All ranks must make the same calls in the same order; a
+    rank that dies makes the others' next exchange raise RuntimeError.
 
     ``fit(module, datamodule, ckpt_path=None)`` takes a ``CIFARDataModule`` or the neutral
     ``CIFARData`` (then no torch is imported); batches are made on MLX's device
-    (``cifar_mlx_adapter.data``); a checkpoint
-    restores weights, optimiser state, step, epoch, random key, train time and what callbacks
-    keep in its meta (``Callback.meta_state``: the step clock's figures so far). The step
-    is compiled with the model, optimiser and random state as inputs and outputs, so
-    dropout draws a fresh mask each step. A non-finite loss or weight raises
+    (``cifar_mlx_adapter.data``). A checkpoint restores weights, optimiser state, step,
+    epoch, random key, train time and what callbacks keep (``Callback.state_dict`` and
+    ``meta_state``: the step clock's figures so far). A non-finite loss or weight raises
     ``NonFiniteLossError`` naming the first 0-based step whose loss was not finite and the
     last good checkpoint. As Lightning's Trainer, it never switches a submodule's mode for
-    training (a layer the user put in eval mode stays frozen) and restores every
-    submodule's mode after validate, test and predict. ``train_time_s`` (optimizer steps and
-    per-epoch checkpoints) and ``validation_time_s`` (validation during fit) are seconds over
-    all segments of a resumed run, the spans torch's record measures.
-    ``precision``: Lightning's names, with Lightning's meaning: "32-true"; "bf16-mixed" and
-    "16-mixed" keep float32 weights and optimiser state and compute the training step's
-    forward and backward in half from half copies of the weights (gradients back in
-    float32), "16-mixed" with torch.amp.GradScaler's dynamic loss scale (its state in every
-    checkpoint); "bf16-true" and "16-true" keep the weights and the optimiser's state in
-    half. The step is the general trainer's (``lightning.step.TrainingStep``). Evaluation
-    feeds float32 images (half weights are promoted to float32 in each operation).
-    ValueError in one line for another name or "64-true".
+    training and restores every submodule's mode after validate, test and predict.
+    ``train_time_s`` (optimizer steps and per-epoch checkpoints) and ``validation_time_s``
+    (validation during fit) are seconds over all segments of a resumed run, the spans
+    torch's record measures.
     ``validate`` returns {"val/acc", "val/loss"}; ``test`` returns {"test/acc",
     "test/loss", "per_class_accuracy" (num_classes,), "confusion_matrix" (num_classes,
     num_classes; rows true), "test/acc_no_tta" with TTA}; accuracies are fractions in
@@ -156,74 +278,92 @@ class MLXTrainer:
     def __init__(
         self,
         max_epochs: float = 1,
-        callbacks: list[Callback] | tuple = (),
+        callbacks: list | tuple = (),
         default_root_dir: str | Path = "mlx_runs",
         log_every_n_steps: int = 50,
         enable_progress_bar: bool = True,
         enable_checkpointing: bool = True,
-        limit_train_batches: int | None = None,
-        limit_val_batches: int | None = None,
-        limit_test_batches: int | None = None,
-        limit_predict_batches: int | None = None,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
         checkpoint_meta: dict | None = None,
         group=None,
         precision: str = "32-true",
     ):
         if not (isinstance(max_epochs, (int, float)) and math.isfinite(max_epochs) and max_epochs > 0):
             raise ValueError(f"max_epochs must be a positive, finite number of epochs, got {max_epochs!r}")
-        self.max_epochs = max_epochs  # may be fractional: stops after ceil(max_epochs * batches) steps
-        self.callbacks = list(callbacks)
-        self.default_root_dir = Path(default_root_dir)
-        self.log_every_n_steps = log_every_n_steps
-        self.enable_progress_bar = enable_progress_bar
+        self.run_callbacks = list(callbacks)  # as given: their state goes into the checkpoints
+        hooks = [cb if isinstance(cb, lightning_callbacks.Callback) else _ShortHooks(cb) for cb in callbacks]
+        writes = group is None or group.size() == 1 or group.rank() == 0
+        self.run_metrics = RunMetrics(RunPaths(default_root_dir).metrics_csv, write=writes)
+        super().__init__(
+            max_epochs=math.ceil(max_epochs),  # set from the run's steps by fit
+            log_every_n_steps=log_every_n_steps,
+            enable_progress_bar=enable_progress_bar,
+            enable_checkpointing=False,  # the run's own checkpoints (_RunCheckpoint), not ModelCheckpoint's
+            enable_model_summary=False,
+            enable_autolog_hparams=False,  # the run folder's run.json holds them
+            num_sanity_val_steps=0,
+            limit_train_batches=limit_train_batches,
+            limit_val_batches=limit_val_batches,
+            limit_test_batches=limit_test_batches,
+            limit_predict_batches=limit_predict_batches,
+            precision=precision,
+            callbacks=[_RunLoop(), *hooks, _RunCheckpoint()],
+            logger=self.run_metrics,
+            default_root_dir=default_root_dir,
+            group=group,
+        )
+        self.run_epochs = max_epochs  # may be fractional: stops after ceil(max_epochs * batches) steps
         self.enable_checkpointing = enable_checkpointing
-        self.limit_train_batches = limit_train_batches
-        self.limit_val_batches, self.limit_test_batches = limit_val_batches, limit_test_batches
-        self.limit_predict_batches = limit_predict_batches
-        self.precision = parse_precision(precision)
         self.checkpoint_meta = checkpoint_meta or {}  # plain values kept in every checkpoint (the run's settings)
         # seconds, earlier segments of a resumed run included: training (steps and per-epoch
         # checkpoints) and the validation passes during fit, kept apart as in torch's record
         self.train_time_s = 0.0
         self.validation_time_s = 0.0
-        self._fit_started: float | None = None  # perf_counter() when this segment's fit began
+        self._fit_started: float | None = None  # perf_counter() when this segment's training began
         self._segment_validation = 0.0  # validation seconds within this segment
-        self.current_epoch = 0
-        self.global_step = 0
         self.total_steps = 0
         self.steps_per_epoch = 0  # optimizer steps per training epoch, set by fit
-        self.step_compiles = False  # this epoch's first step compiles (made anew: the first, or the trainables changed)
-        self.should_stop = False
-        self.callback_metrics: dict[str, float] = {}
-        self.metrics_rows: list[dict] = []
+        self.step_compiles = False  # this epoch's first step compiles (the first, or the trainables changed)
         self.last_checkpoint: Path | None = None
-        self.optimizer = None  # made by module.configure_optimizers() in fit
-        self._scaler: DynamicLossScaler | None = None  # 16-mixed's loss scale, made by fit
         self._mlx_data: MLXData | None = None
-        self.datamodule = None  # the data of the last fit, as Lightning's trainer.datamodule
-        self.group = group if group is not None and group.size() > 1 else None
-        self.world_size = group.size() if self.group is not None else 1
-        self.global_rank = group.rank() if self.group is not None else 0
-        self.is_global_zero = self.global_rank == 0
-        self.enable_progress_bar = enable_progress_bar and self.is_global_zero
+        self._run_data = None  # the data of the running fit
+
+    @property
+    def optimizer(self):
+        """The optimiser ``module.configure_optimizers()`` made for the last fit (None before)."""
+        return self.optimizers[0] if self.optimizers else None
+
+    @property
+    def metrics_rows(self) -> list[dict]:
+        """The rows of metrics.csv so far."""
+        return self.run_metrics.rows
+
+    def _warn_of_slow_blas(self) -> None:
+        pass  # the run's backend says so itself, once, before the run starts
 
     # ---------------------------------------------------------------- training
     def _compile_step(self, module, optimizer):
-        """The general trainer's compiled step (``lightning.step.TrainingStep``: the module's loss
-        and gradient in the run's precision, the gradient averaged over the processes, the
-        loss scaled and a non-finite step skipped under 16-mixed, the optimiser's update), as
-        ``step(images, labels, batch_idx=0) -> (loss, {name: value})``, float32 scalars."""
-        step = TrainingStep(module, optimizer, self.precision, scaler=self._scaler, group=self.group)
+        """The compiled step fit trains `module` with (the general trainer's ``_make_step``: the
+        module's loss and gradient in the run's precision, the gradient averaged over the
+        processes, the loss scaled and a non-finite step skipped under 16-mixed, the
+        optimiser's update), as ``step(images, labels, batch_idx=0) -> (loss, {name:
+        value})``, float32 scalars."""
+        from cifar_mlx_adapter.lightning.precision import DynamicLossScaler
+
+        self.optimizers, self._step = [optimizer], None
+        if self._scaler is None and self.precision.scales_loss:
+            self._scaler = DynamicLossScaler()
+        self._make_step(module)
+        step = self._step
 
         def run(images, labels, batch_idx: int = 0):
             loss, logs = step((images, labels), batch_idx)
             return loss, {k: v.astype(mx.float32) for k, v in logs.items()}
 
         return run
-
-    def _steps_per_epoch(self, loader) -> int:
-        n = len(loader)
-        return min(n, self.limit_train_batches) if self.limit_train_batches else n
 
     def _data(self, datamodule) -> MLXData:
         """The MLX-side data of a CIFARDataModule or CIFARData, uploaded once per trainer."""
@@ -234,63 +374,16 @@ class MLXTrainer:
         return self._mlx_data
 
     def fit(self, module, datamodule, ckpt_path: str | Path | None = None) -> None:
-        module.trainer, self.datamodule = self, datamodule
-        loader = self._data(datamodule).loader("train", self.global_rank, self.world_size)
-        per_epoch = self.steps_per_epoch = self._steps_per_epoch(loader)
-        self.total_steps = total_steps(self.max_epochs, per_epoch)
+        """Train `module` on `datamodule`'s training split for the run's steps, from
+        `ckpt_path` (a checkpoint of this run) when given."""
+        self._run_data = datamodule
+        loader = CIFARBatches(self._data(datamodule).loader("train", self.global_rank, self.world_size))
+        per_epoch = self.steps_per_epoch = int(limit_batches(len(loader), self.limit_train_batches, "train"))
+        self.total_steps = total_steps(self.run_epochs, per_epoch)
         if self.total_steps < 1:
             raise ValueError(f"the trainer plans {self.total_steps} optimizer steps: nothing to train")
-        # *-true: the weights are kept in half, as Lightning's HalfPrecision converts the module
-        if self.precision.param_dtype != mx.float32:
-            module.model.set_dtype(self.precision.param_dtype)
-        optimizer = module.configure_optimizers()
-        self.optimizer = optimizer
-        # 16-mixed: torch.amp.GradScaler's dynamic loss scale (its state kept in every checkpoint)
-        self._scaler = DynamicLossScaler() if self.precision.scales_loss else None
-        if ckpt_path:
-            self._restore(module, optimizer, ckpt_path)
-        if hasattr(module, "on_fit_start"):  # as Lightning's: after a checkpoint is restored
-            module.on_fit_start()
-        self._sync_model(module)  # every rank starts from rank 0's weights
-        if self.is_global_zero:
-            self.default_root_dir.mkdir(parents=True, exist_ok=True)
-        for cb in self.callbacks:
-            cb.on_fit_start(self, module)
-        step = None
-        # The model trains in the modes it has: a fresh model is in training mode, and a layer
-        # the user put in eval mode stays there (evaluation restores every submodule's mode).
-        self._fit_started, self._segment_validation = time.perf_counter(), 0.0
-        while self.global_step < self.total_steps and not self.should_stop:
-            self.step_compiles = module.on_train_epoch_start() or step is None
-            if self.step_compiles:
-                step = self._compile_step(module, optimizer)
-            for cb in self.callbacks:
-                cb.on_train_epoch_start(self, module)
-            loader.sampler.set_epoch(self.current_epoch)
-            # as Lightning's bar: the epoch's bar stays open through validation (its bar below) and
-            # then shows the validation figures beside the training loss
-            bar = self._epoch_bar(per_epoch)
-            try:
-                self._train_epoch(module, loader, step, per_epoch, bar)
-                self.step_compiles = False
-                stop = self.should_stop or self.limit_val_batches == 0
-                val = {} if stop else self._timed_validation(module, datamodule)
-                if val:
-                    bar.set_postfix({**self._bar_postfix, **{k: f"{val[k]:.3f}" for k in ("val/loss", "val/acc")}})
-            finally:  # a stopped run's error message starts on a line of its own
-                bar.close()
-            self.callback_metrics.update(val)
-            # as Lightning's CSVLogger: the validation row, then the training epoch's row
-            if val:
-                self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **val})
-            self._log_row({"epoch": self.current_epoch, "step": self.global_step - 1, **self._epoch_means})
-            for cb in self.callbacks:
-                cb.on_train_epoch_end(self, module)
-            self.current_epoch += 1
-            if self.enable_checkpointing:
-                self.save_checkpoint(RunPaths(self.default_root_dir).checkpoint("last", ".npz"), module)
-        for cb in self.callbacks:
-            cb.on_fit_end(self, module)
+        self.max_steps, self.max_epochs = self.total_steps, math.ceil(self.total_steps / per_epoch)
+        super().fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
         self.train_time_s = self.elapsed_train_time()
         self.validation_time_s += self._segment_validation
         self._fit_started, self._segment_validation = None, 0.0
@@ -320,60 +413,6 @@ class MLXTrainer:
         """Seconds of validation during fit, all segments."""
         return self.validation_time_s + self._segment_validation
 
-    def _epoch_bar(self, per_epoch: int):
-        """The progress bar of the epoch about to train (its steps left of the run)."""
-        from tqdm import tqdm
-
-        self._bar_postfix = {}  # what the bar shows beside its count, kept for the validation figures
-        return tqdm(
-            total=min(per_epoch, self.total_steps - self.global_step),
-            desc=f"Epoch {self.current_epoch}",
-            disable=not self.enable_progress_bar,
-            leave=True,
-        )
-
-    def _train_epoch(self, module, loader, step, per_epoch: int, bar) -> None:
-        sums: dict[str, mx.array] = {}
-        # the first step whose loss is not finite, -1 while none is: kept on the device, so the
-        # host still waits only at logged steps, yet the error names the step where it began
-        first_bad = mx.array(-1, dtype=mx.int32)
-        seen = 0
-        start = time.perf_counter()
-        for batch_idx, (images, labels) in enumerate(loader):
-            if batch_idx >= per_epoch or self.global_step >= self.total_steps or self.should_stop:
-                break
-            loss, logs = step(images, labels, batch_idx)
-            n = labels.shape[0]
-            for k, v in logs.items():
-                sums[k] = sums.get(k, 0.0) + v * n
-            first_bad = mx.where((first_bad < 0) & ~mx.isfinite(loss), self.global_step, first_bad)
-            mx.async_eval(loss, sums, first_bad)
-            seen += n
-            self.global_step += 1
-            if self.global_step % self.log_every_n_steps == 0 or self.global_step == self.total_steps:
-                self._check_finite(first_bad, loss)
-                value = float(logs["train/loss"].item())
-                self._log_row(
-                    {
-                        "epoch": self.current_epoch,
-                        "step": self.global_step - 1,
-                        "train/loss_step": value,
-                        "lr": self._current_lr(),
-                    }
-                )
-                self._bar_postfix = {"loss": f"{value:.3f}", "img_s": f"{seen / (time.perf_counter() - start):.0f}"}
-                bar.set_postfix(self._bar_postfix)
-            bar.update(1)
-            for cb in self.callbacks:
-                cb.on_train_batch_end(self, module, batch_idx)
-        self._check_finite(first_bad, loss if seen else None)
-        if self.group is not None:  # every rank runs its pending exchanges (the last steps') now
-            mx.eval(module.model.state, self.optimizer.state)
-        means = {k: float(v.item()) / max(seen, 1) for k, v in sums.items()}
-        self._epoch_means = {("train/loss_epoch" if k == "train/loss" else k): v for k, v in means.items()}
-        self.callback_metrics.update(self._epoch_means)
-        self.epoch_images_per_s = seen / max(time.perf_counter() - start, 1e-9)
-
     def _check_finite(self, first_bad: mx.array, loss: mx.array | None) -> None:
         """Raise NonFiniteLossError naming the first 0-based step whose loss was not finite."""
         bad = int(first_bad.item())
@@ -381,31 +420,12 @@ class MLXTrainer:
             value = float(loss.item()) if loss is not None else math.nan
             raise NonFiniteLossError(non_finite_message(value, bad, self.last_checkpoint))
 
-    def _current_lr(self) -> float:
-        return float(base_learning_rate(self.optimizer).item())
-
-    def _log_row(self, row: dict) -> None:
-        """Append a row to metrics.csv. As in Lightning's CSVLogger, ``step`` is the 0-based index
-        of the optimizer step the row belongs to (a train row: the step just taken; an epoch
-        row: the epoch's last step; the test row: the steps taken), ``lr`` is the base parameter
-        group's learning rate, and the columns are in sorted order."""
-        self.metrics_rows.append(row)
-        if not self.is_global_zero:
-            return
-        keys = sorted({k for r in self.metrics_rows for k in r})
-        path = RunPaths(self.default_root_dir).metrics_csv
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, keys)
-            writer.writeheader()
-            writer.writerows(self.metrics_rows)
-
     # -------------------------------------------------------------- evaluation
-    def _evaluate(self, module, loader, hook, limit: int | None, desc: str, fx: str) -> tuple[np.ndarray, np.ndarray]:
-        """Run `hook` over the first `limit` batches of `loader` (all: None) in eval mode,
-        with a progress bar; returns (logits float32 (N, C), labels int64 (N,)) as numpy.
-        N may be 0: a rank whose share of a small split is empty (fewer images than processes)
-        still takes part in the exchange of counts."""
+    def _logits_of(self, module, loader, hook, limit, desc: str, fx: str) -> tuple[np.ndarray, np.ndarray]:
+        """Run `hook` over the batches of `loader` that `limit` allows (Lightning's
+        ``limit_*_batches``) in eval mode, with a progress bar; returns (logits float32 (N, C),
+        labels int64 (N,)) as numpy. N may be 0: a rank whose share of a small split is empty
+        (fewer images than processes) still takes part in the exchange of counts."""
         outputs = [np.zeros((0, module.hparams["num_classes"]), np.float32)]
         targets = [np.zeros(0, np.int64)]
         for output, labels in self._eval_batches(module, loader, hook, limit, desc, fx):
@@ -413,18 +433,20 @@ class MLXTrainer:
             targets.append(np.array(labels, dtype=np.int64))
         return np.concatenate(outputs), np.concatenate(targets)
 
-    def _eval_batches(self, module, loader, hook, limit: int | None, desc: str, fx: str):
-        """Yield (hook((images, labels), batch_idx), labels) for the first `limit` batches (all:
-        None) in eval mode, with a progress bar; every submodule's mode is restored after. `fx`:
-        the module hook `hook` runs ("validation_step", "test_step", "predict_step"), whose
+    def _eval_batches(self, module, loader, hook, limit, desc: str, fx: str):
+        """Yield (hook((images, labels), batch_idx), labels) for the batches `limit` allows, in
+        eval mode, with a progress bar; every submodule's mode is restored after. `fx`: the
+        module hook `hook` runs ("validation_step", "test_step", "predict_step"), whose
         logging defaults ``self.log`` applies."""
         from tqdm import tqdm
 
-        batches = len(loader) if limit is None else min(limit, len(loader))
+        split = fx.removesuffix("_step").replace("validation", "val")
+        batches = limit_batches(length_of(loader), limit, split)
         modes = module_modes(module.model)
         module.model.eval()
         try:
-            with tqdm(total=batches, desc=desc, disable=not self.enable_progress_bar, leave=False) as bar:
+            total = None if batches == math.inf else batches
+            with tqdm(total=total, desc=desc, disable=not self._shows_bars, leave=False) as bar:
                 for batch_idx, batch in enumerate(loader):
                     if batch_idx >= batches:
                         break
@@ -437,6 +459,10 @@ class MLXTrainer:
                     bar.update(1)
         finally:
             restore_modes(modes)
+
+    @property
+    def _shows_bars(self) -> bool:
+        return self.enable_progress_bar and self.is_global_zero
 
     def _counts(self, runs: list[tuple[np.ndarray, np.ndarray]], k: int) -> list[tuple[np.ndarray, float]]:
         """(confusion matrix int64 (k, k), summed cross-entropy float64) of each (logits,
@@ -466,7 +492,7 @@ class MLXTrainer:
             return {}
         self._sync_model(module)
         loader = self._data(datamodule).loader("val", self.global_rank, self.world_size)
-        logits, labels = self._evaluate(
+        logits, labels = self._logits_of(
             module, loader, module.validation_step, self.limit_val_batches, "Validation", "validation_step"
         )
         [(confusion, ce)] = self._counts([(logits, labels)], logits.shape[1])
@@ -482,13 +508,13 @@ class MLXTrainer:
         module.trainer = self
         self._sync_model(module)
         loader = self._data(datamodule).loader("test", self.global_rank, self.world_size)
-        logits, labels = self._evaluate(
+        logits, labels = self._logits_of(
             module, loader, module.test_step, self.limit_test_batches, "Testing", "test_step"
         )
         k = logits.shape[1]
         runs = [(logits, labels)]
         if module.recipe.tta:
-            plain, _ = self._evaluate(
+            plain, _ = self._logits_of(
                 module, loader, lambda b, i: module(b[0]), self.limit_test_batches, "Testing without TTA", "test_step"
             )
             runs.append((plain, labels))
@@ -504,7 +530,7 @@ class MLXTrainer:
             out["test/acc_no_tta"] = metrics.accuracy_of(counts[1][0])
         figures = {k: v for k, v in out.items() if k.startswith("test/")}
         # metrics.csv's test row, as Lightning logs test_step's figures (epoch and step as they stand)
-        self._log_row({"epoch": self.current_epoch, "step": self.global_step, **figures})
+        self.run_metrics.log_row({"epoch": self.current_epoch, "step": self.global_step, **figures})
         if verbose and self.is_global_zero:
             print(figures)
         return out
@@ -527,7 +553,7 @@ class MLXTrainer:
         ):
             mx.eval(prediction)  # computed batch by batch, as the bar shows
             predictions.append(prediction)
-        for cb in self.callbacks:
+        for cb in self.run_callbacks:
             if isinstance(cb, BasePredictionWriter):
                 cb.write_on_epoch_end(self, module, predictions, [])
         return predictions
@@ -535,7 +561,8 @@ class MLXTrainer:
     # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | Path, module) -> Path:
         """model, optimiser state, step, epoch and recipe in one .npz, written atomically
-        (by rank 0 alone; every rank checks the weights and returns the path)."""
+        (by rank 0 alone; every rank checks the weights and returns the path). Its meta's
+        ``epoch`` is the epoch a resume starts with."""
         path = Path(path)
         state = mlx_state(module.model)
         for name, value in state.items():  # the last step can break the weights after its loss was checked
@@ -549,12 +576,13 @@ class MLXTrainer:
         if self.optimizer is not None:
             live.update({f"optimizer.{k}": v for k, v in tree_flatten(self.optimizer.state)})
         arrays = {k: _numpy(v) for k, v in live.items()}
-        for cb in self.callbacks:
+        for cb in self.run_callbacks:
             arrays.update({f"callback.{type(cb).__name__}.{k}": np.array(v) for k, v in cb.state_dict().items()})
         arrays["random.key"] = np.array(mx.random.state[0])  # dropout continues the same sequence on resume
         meta = {
             "global_step": self.global_step,
-            "epoch": self.current_epoch,
+            # saved in an epoch's end hooks the epoch is done: a resume starts the next one
+            "epoch": self.current_epoch + (1 if self._epoch_ended else 0),
             "total_steps": self.total_steps,
             "hparams": module.hparams,
             "recipe": module.recipe.to_dict(),
@@ -567,7 +595,7 @@ class MLXTrainer:
         bfloat16 = sorted(k for k, v in live.items() if v.dtype == mx.bfloat16)
         if bfloat16:  # saved as float32 (numpy has no bfloat16): named, so a resume casts back exactly these
             meta["bfloat16"] = bfloat16
-        held = {type(cb).__name__: cb.meta_state() for cb in self.callbacks}
+        held = {type(cb).__name__: getattr(cb, "meta_state", lambda: None)() for cb in self.run_callbacks}
         held = {name: state for name, state in held.items() if state is not None}
         if held:
             meta["callbacks"] = held
@@ -578,15 +606,39 @@ class MLXTrainer:
         self.last_checkpoint = path
         return path
 
-    def _restore(self, module, optimizer, path) -> None:
-        path = Path(path)
+    def _resolve_checkpoint(self, ckpt_path):
+        """The .npz checkpoint at `ckpt_path` as {"path", "arrays", "meta"} (None: none given).
+        FileNotFoundError when there is no such file; ValueError when it belongs to a run of
+        another length."""
+        if not ckpt_path:
+            return None
+        path = Path(ckpt_path)
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("meta")))
-        model = {k[6:]: mx.array(v) for k, v in arrays.items() if k.startswith("model.")}
-        load_weights(module.model, model, what=str(path))
+        if meta["total_steps"] != self.total_steps:
+            raise ValueError(
+                f"checkpoint {path} belongs to a run of {meta['total_steps']} steps, "
+                f"this one has {self.total_steps}: resume with the same epochs and batch size"
+            )
+        return {"path": path, "arrays": arrays, "meta": meta}
+
+    def _restore_module_and_callbacks(self, model, checkpoint: dict) -> None:
+        arrays, meta = checkpoint["arrays"], checkpoint["meta"]
+        weights = {k[6:]: mx.array(v) for k, v in arrays.items() if k.startswith("model.")}
+        load_weights(model.model, weights, what=str(checkpoint["path"]))
+        for cb in self.run_callbacks:
+            prefix = f"callback.{type(cb).__name__}."
+            state = {k[len(prefix) :]: mx.array(v) for k, v in arrays.items() if k.startswith(prefix)}
+            if state or isinstance(cb, Callback):
+                cb.load_state_dict(state)
+            if type(cb).__name__ in meta.get("callbacks", {}):
+                cb.load_meta_state(meta["callbacks"][type(cb).__name__])
+
+    def _restore_training_state(self, checkpoint: dict) -> None:
+        arrays, meta, path = checkpoint["arrays"], checkpoint["meta"], checkpoint["path"]
         # bfloat16 state (bf16-true) was saved as float32, exactly: back to bfloat16, and only that
         # (an optimiser's float32 scalars, such as a constant momentum, stay float32)
         bfloat16 = set(meta.get("bfloat16", ()))
@@ -595,29 +647,15 @@ class MLXTrainer:
             for k, v in arrays.items()
             if k.startswith("optimizer.")
         ]
-        optimizer.state = tree_unflatten(opt)
+        self.optimizer.state = tree_unflatten(opt)
         if self._scaler is not None and "loss_scaler" in meta:
             self._scaler.load_state_dict(meta["loss_scaler"])
         if "random.key" in arrays:
             set_random_key(arrays["random.key"])
-        for cb in self.callbacks:
-            prefix = f"callback.{type(cb).__name__}."
-            cb.load_state_dict({k[len(prefix) :]: mx.array(v) for k, v in arrays.items() if k.startswith(prefix)})
-            if type(cb).__name__ in meta.get("callbacks", {}):
-                cb.load_meta_state(meta["callbacks"][type(cb).__name__])
-        if meta["total_steps"] != self.total_steps:
-            raise ValueError(
-                f"checkpoint {path} belongs to a run of {meta['total_steps']} steps, "
-                f"this one has {self.total_steps}: resume with the same epochs and batch size"
-            )
         self.global_step, self.current_epoch = meta["global_step"], meta["epoch"]
+        self._batches_that_stepped = self._total_batch_idx = self.global_step
+        self._resume_batches = 0  # checkpoints are made at epochs' ends
         self.train_time_s = meta.get("train_time_s", 0.0)
         self.validation_time_s = meta.get("validation_time_s", 0.0)
         self.last_checkpoint = path
-        # keep the rows of the earlier segments: those of the steps the checkpoint covers
-        metrics = RunPaths(self.default_root_dir).metrics_csv
-        if metrics.is_file():
-            with open(metrics, newline="") as f:
-                self.metrics_rows = [
-                    r for r in csv.DictReader(f) if r.get("step") and int(r["step"]) < self.global_step
-                ]
+        self.run_metrics.keep_before(self.global_step)  # the rows of the steps the checkpoint covers

@@ -34,7 +34,7 @@ import torch
 
 from cifar_lightning.cli.fit import main as fit_main
 from cifar_lightning.cli.fit_mlx import main as fit_mlx_main
-from cifar_mlx_adapter import Callback
+from cifar_mlx_adapter.lightning import Callback
 
 TORCH_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__float__", "__int__", "__index__")
 MLX_READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__")
@@ -85,15 +85,13 @@ class TorchMarks(L.Callback):
 
 
 class MLXMarks(Callback):
-    """The read count as the epoch starts and after each step (logging included)."""
+    """The read count as each training batch starts, as ``TorchMarks``: the MLX trainer logs
+    after the callbacks' ``on_train_batch_end`` too, in Lightning's order."""
 
     def __init__(self, reads):
         self.reads, self.marks = reads, []
 
-    def on_train_epoch_start(self, trainer, module):
-        self.marks.append(self.reads.count)
-
-    def on_train_batch_end(self, trainer, module, batch_idx):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.marks.append(self.reads.count)
 
 

@@ -155,6 +155,8 @@ class DataSource:
         """The split's batches (``Batches`` or ``CIFARBatches``), or None where there are none."""
         if split in self.loaders and self.loaders[split] is not None:
             source = self.loaders[split]
+            if isinstance(source, CIFARBatches):  # already the rank's share, on the device
+                return source
             core = cifar_core(source)
             return self._cifar(core, split) if core is not None else Batches(source, self.rank, self.world_size)
         dm = self.datamodule

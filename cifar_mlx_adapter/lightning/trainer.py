@@ -249,6 +249,7 @@ class MLXTrainer:
         self._in_batches = False  # inside a loop's batches (step values) or at its end (epoch values)
         self._scaler = None
         self._step = None
+        self._epoch_bar = None  # the running epoch's progress bar
         self._trainable_names: tuple = ()
         self._resume_batches = 0
 
@@ -420,6 +421,8 @@ class MLXTrainer:
         try:
             self._fit(model, source, ckpt_path)
         except BaseException as err:
+            if self._epoch_bar is not None:  # the error's message starts on a line of its own
+                self._epoch_bar.close()
             self.interrupted = isinstance(err, KeyboardInterrupt)
             self.state.status = "interrupted" if self.interrupted else "failed"
             self._call("on_exception", err)
@@ -571,7 +574,7 @@ class MLXTrainer:
         self._module_hook("on_train_epoch_start")
         self.step_compiles = self._make_step(model)
         total = self.num_training_batches
-        bar = self._bar(total, f"Epoch {self.current_epoch}")
+        bar = self._epoch_bar = self._bar(total, f"Epoch {self.current_epoch}")
         skip, self._resume_batches = self._resume_batches, 0
         k = self.accumulate_grad_batches
         batches = iter(train)
@@ -629,7 +632,6 @@ class MLXTrainer:
                 break
             if self.should_stop and self._can_stop_early:
                 break
-        bar.close()
         self._store_metrics(on_step=True)
         self._in_batches = False
         # epoch end, in Lightning's order: callbacks that monitor nothing, the module, then the monitoring ones
@@ -641,6 +643,11 @@ class MLXTrainer:
         self._batches_that_stepped -= 1  # the epoch's row carries its last step, as Lightning's
         self._log_metrics(metrics["log"])
         self._batches_that_stepped += 1
+        # as Lightning's TQDMProgressBar at the epoch's end: the bar shows the progress-bar values,
+        # the validation figures among them, beside the training loss
+        if not bar.disable:
+            bar.set_postfix(self.progress_bar_metrics, refresh=False)
+        bar.close()
         self._results.reset()
         self.current_epoch += 1
         self._epoch_ended, self._batches_in_epoch = False, 0
