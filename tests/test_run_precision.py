@@ -226,7 +226,9 @@ def test_a_bf16_true_run_resumes_in_bfloat16_to_the_uninterrupted_end_and_averag
         np.testing.assert_array_equal(np.array(value.astype(mx.float32)), np.array(ref.astype(mx.float32)), name)
     steps = [float(r["train/loss_step"]) for r in whole.metrics_rows if "train/loss_step" in r and r["epoch"] == 1]
     assert len(steps) == 2
-    assert float(whole.callback_metrics["train/loss_epoch"]) == pytest.approx(np.mean(steps, dtype=np.float64), rel=1e-6)
+    assert float(whole.callback_metrics["train/loss_epoch"]) == pytest.approx(
+        np.mean(steps, dtype=np.float64), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("framework", ["torch", "mlx"])
