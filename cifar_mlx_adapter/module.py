@@ -206,8 +206,8 @@ class MLXClassifier(MLXModule):
 
     def on_train_epoch_start(self) -> bool:
         """The fast recipe trains the whitening bias for its first epochs only: frozen after.
-        Returns True when the set of trainable parameters changed (the run lifecycle's trainer
-        recompiles its step then; the general one sees the names change)."""
+        Returns True when the set of trainable parameters changed (the trainer sees the names
+        change and compiles its step anew)."""
         whiten = getattr(self.model, "whiten", None)
         if whiten is None or not self.recipe.whiten_bias_epochs:
             return False
