@@ -293,6 +293,12 @@ class MLXTrainer(GeneralTrainer):
     ):
         if not (isinstance(max_epochs, (int, float)) and math.isfinite(max_epochs) and max_epochs > 0):
             raise ValueError(f"max_epochs must be a positive, finite number of epochs, got {max_epochs!r}")
+        for cb in callbacks:
+            if isinstance(cb, lightning_callbacks.ModelCheckpoint):
+                raise ValueError(
+                    "cifar_mlx_adapter.MLXTrainer writes the run's own checkpoints/last.npz and takes no "
+                    "ModelCheckpoint; expected cifar_mlx_adapter.lightning.MLXTrainer for ModelCheckpoint"
+                )
         self.run_callbacks = list(callbacks)  # as given: their state goes into the checkpoints
         hooks = [cb if isinstance(cb, lightning_callbacks.Callback) else _ShortHooks(cb) for cb in callbacks]
         writes = group is None or group.size() == 1 or group.rank() == 0

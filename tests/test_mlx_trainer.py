@@ -281,3 +281,14 @@ def test_evaluation_limits_cut_validation_and_test(cifar10_dir, tmp_path):
     module.validation_step = lambda batch, i: logits_seen.append(batch[1].shape[0]) or module(batch[0])
     trainer.validate(module, data, verbose=False)
     assert logits_seen == [10] and 0 <= val["val/acc"] <= 1
+
+
+def test_the_run_trainer_refuses_lightnings_model_checkpoint_in_one_line(tmp_path):
+    """The run's trainer writes its own checkpoints/last.npz; a ModelCheckpoint handed to it
+    is refused, naming the trainer that takes one."""
+    from cifar_mlx_adapter.lightning import ModelCheckpoint
+
+    with pytest.raises(
+        ValueError, match=r"takes no ModelCheckpoint; expected cifar_mlx_adapter\.lightning\.MLXTrainer"
+    ):
+        MLXTrainer(callbacks=[ModelCheckpoint(dirpath=tmp_path)], default_root_dir=tmp_path)
