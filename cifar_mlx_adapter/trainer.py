@@ -47,6 +47,7 @@ from cifar_mlx_adapter.lightning import callbacks as lightning_callbacks
 from cifar_mlx_adapter.lightning.data import CIFARBatches, length_of, limit_batches
 from cifar_mlx_adapter.lightning.loggers import Logger
 from cifar_mlx_adapter.lightning.module import logging_to
+from cifar_mlx_adapter.lightning.precision import evaluation_precision
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key  # noqa: F401 (re-exported)
 from cifar_mlx_adapter.lightning.trainer import MLXTrainer as GeneralTrainer
 from cifar_mlx_adapter.weights import load_weights, mlx_state
@@ -239,8 +240,10 @@ class MLXTrainer(GeneralTrainer):
             and compute the training step in half, "16-mixed" with torch.amp.GradScaler's
             dynamic loss scale (its state in every checkpoint); "bf16-true" and "16-true" keep
             the weights and the optimiser's state in half. ValueError in one line for another
-            name or "64-true". Evaluation feeds float32 images (half weights are promoted to
-            float32 in each operation).
+            name or "64-true". Validation, test and predict compute in the same half
+            precision, as Lightning's plugins run those steps
+            (``lightning.precision.evaluation_precision``); the figures are counted from
+            their logits in float64.
 
     Several processes (data parallel, as Lightning's DDP without SyncBatchNorm): rank r of
     N takes the r-th share of every epoch's batch plan (``CIFARData.plan(split, r, N)``,
@@ -435,7 +438,7 @@ class MLXTrainer(GeneralTrainer):
         outputs = [np.zeros((0, module.hparams["num_classes"]), np.float32)]
         targets = [np.zeros(0, np.int64)]
         for output, labels in self._eval_batches(module, loader, hook, limit, desc, fx):
-            outputs.append(np.array(output))
+            outputs.append(np.array(output.astype(mx.float32)))  # half precision's logits (numpy has no bfloat16)
             targets.append(np.array(labels, dtype=np.int64))
         return np.concatenate(outputs), np.concatenate(targets)
 
@@ -459,8 +462,8 @@ class MLXTrainer(GeneralTrainer):
                     # (images, labels), or images alone (a prediction loader of the user's images)
                     labels = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
                     # what the step logs is not read: the figures are counted from its logits
-                    with hook_logs(module, fx):
-                        output = hook(batch, batch_idx)
+                    with hook_logs(module, fx), evaluation_precision(module, self.precision) as cast:
+                        output = hook(cast(batch), batch_idx)
                     yield output, labels
                     bar.update(1)
         finally:

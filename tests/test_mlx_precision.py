@@ -17,6 +17,7 @@ from lightning.fabric.plugins.precision.precision import (
 )
 from lightning.pytorch.plugins.precision import HalfPrecision, MixedPrecision
 from lightning.pytorch.plugins.precision import Precision as LightningPrecision
+from mlx.utils import tree_flatten
 
 from cifar_mlx_adapter.lightning.precision import (
     PRECISION_NAMES,
@@ -273,3 +274,73 @@ def test_cast_floating_casts_floats_and_leaves_ints_bools_and_python_values_alon
     assert out["nested"][1][0].dtype == mx.int32 and out["nested"][1][0].tolist() == [7]
     assert out["nested"][1][1].dtype == mx.uint8 and out["mask"].dtype == mx.bool_
     assert out["steps"] == 3
+
+
+@pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])
+def test_evaluation_steps_compute_in_the_dtype_lightnings_plugins_give_them(precision, tmp_path):
+    """validation_step's and predict_step's logits have the dtype L.Trainer's give them at
+    each precision (MixedPrecision autocasts those steps, HalfPrecision converts the module
+    and the batch), under both MLX trainers; a mixed run's weights are float32 after."""
+    import lightning as L
+    import mlx.nn as mnn
+
+    from cifar_mlx_adapter.lightning import MLXModule, MLXTrainer
+
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = np.arange(8) % 3
+
+    class TorchNet(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.seen = torch.nn.Linear(4, 3), []
+
+        def training_step(self, batch, batch_idx):
+            return torch.nn.functional.cross_entropy(self.fc(batch[0]), batch[1])
+
+        def validation_step(self, batch, batch_idx):
+            self.seen.append(str(self.fc(batch[0]).dtype).removeprefix("torch."))
+
+        def predict_step(self, batch, batch_idx):
+            self.seen.append(str(self.fc(batch[0]).dtype).removeprefix("torch."))
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    class MLXNet(MLXModule):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.seen = mnn.Linear(4, 3), []
+
+        def training_step(self, batch, batch_idx):
+            return mnn.losses.cross_entropy(self.fc(batch[0]), batch[1], reduction="mean")
+
+        def validation_step(self, batch, batch_idx):
+            self.seen.append(str(self.fc(batch[0]).dtype).removeprefix("mlx.core."))
+
+        def predict_step(self, batch, batch_idx):
+            self.seen.append(str(self.fc(batch[0]).dtype).removeprefix("mlx.core."))
+
+        def configure_optimizers(self):
+            import mlx.optimizers as optim
+
+            return optim.SGD(learning_rate=0.1)
+
+    flags = dict(max_steps=1, num_sanity_val_steps=0, logger=False, enable_checkpointing=False)
+    flags |= dict(enable_progress_bar=False, enable_model_summary=False, precision=precision)
+    torch_batches = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(torch.from_numpy(x), torch.from_numpy(y)), batch_size=8
+    )
+    torch_net = TorchNet()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer = L.Trainer(accelerator="cpu", default_root_dir=tmp_path, **flags)
+        trainer.fit(torch_net, torch_batches, torch_batches)
+        trainer.predict(torch_net, torch_batches)
+    mlx_net = MLXNet()
+    trainer = MLXTrainer(default_root_dir=tmp_path, **flags)
+    trainer.fit(mlx_net, [(x, y)], [(x, y)])
+    trainer.predict(mlx_net, [(x, y)])
+    assert mlx_net.seen == torch_net.seen == [torch_net.seen[0]] * 2
+    assert torch_net.seen[0] == ("float32" if precision == "32-true" else "bfloat16")
+    weights = "bfloat16" if precision == "bf16-true" else "float32"
+    assert {str(v.dtype).removeprefix("mlx.core.") for _, v in tree_flatten(mlx_net.parameters())} == {weights}

@@ -20,13 +20,21 @@ This module imports MLX only (never torch or lightning), so an MLX-only install 
 from __future__ import annotations
 
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
 from mlx.utils import tree_map
 
-__all__ = ["DynamicLossScaler", "Precision", "cast_floating", "parse_precision", "PRECISION_NAMES"]
+__all__ = [
+    "DynamicLossScaler",
+    "Precision",
+    "cast_floating",
+    "evaluation_precision",
+    "parse_precision",
+    "PRECISION_NAMES",
+]
 
 # The five canonical names MLX supports, in the order Lightning's docs list them.
 PRECISION_NAMES = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
@@ -135,6 +143,32 @@ def cast_floating(tree: Any, dtype: mx.Dtype) -> Any:
     ``HalfPrecision.convert_input``; labels and indices must stay integers.
     """
     return tree_map(lambda x: x.astype(dtype) if _is_floating(x) else x, tree)
+
+
+@contextmanager
+def evaluation_precision(module, precision: Precision):
+    """The precision an evaluation step (validation, test, predict) computes in, as
+    Lightning's plugins run those steps (``MixedPrecision.forward_context`` autocasts them;
+    ``HalfPrecision`` converts the module and the inputs): yields the function that casts a
+    batch. *-mixed computes from half copies of the module's floating arrays (BatchNorm's
+    running statistics too, which would otherwise promote every activation after them back
+    to float32), given back after, so the module holds float32 weights outside the step;
+    *-true's are half already.
+    Either way the batch's floating leaves are cast to the compute dtype, as the training
+    step casts them. 32-true: nothing is cast."""
+    compute = precision.compute_dtype
+    if compute == mx.float32:
+        yield lambda batch: batch
+        return
+    saved = None
+    if precision.name.endswith("-mixed"):
+        saved = module.parameters()
+        module.update(cast_floating(saved, compute))
+    try:
+        yield lambda batch: cast_floating(batch, compute)
+    finally:
+        if saved is not None:
+            module.update(saved)
 
 
 class DynamicLossScaler:

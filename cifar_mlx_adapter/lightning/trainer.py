@@ -25,7 +25,7 @@ from cifar_mlx_adapter.lightning.checkpoint import load_checkpoint, save_checkpo
 from cifar_mlx_adapter.lightning.data import DataSource, length_of, limit_batches
 from cifar_mlx_adapter.lightning.loggers import log_dir_of, resolve_loggers
 from cifar_mlx_adapter.lightning.module import MisconfigurationException, logging_to
-from cifar_mlx_adapter.lightning.precision import DynamicLossScaler, parse_precision
+from cifar_mlx_adapter.lightning.precision import DynamicLossScaler, evaluation_precision, parse_precision
 from cifar_mlx_adapter.lightning.results import ResultCollection, as_floats, batch_size_of
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key
 from cifar_mlx_adapter.lightning.step import TrainingStep, array_leaves, assign_state
@@ -700,7 +700,8 @@ class MLXTrainer:
                 self._in_batches = True
                 self._call(f"on_{stage}_batch_start", batch, batch_idx)
                 self._module_hook(f"on_{stage}_batch_start", batch, batch_idx)
-                output = self._module_hook(step_hook, batch, batch_idx)
+                with evaluation_precision(model, self.precision) as cast:
+                    output = self._module_hook(step_hook, cast(batch), batch_idx)
                 self._call(f"on_{stage}_batch_end", output, batch, batch_idx)
                 self._module_hook(f"on_{stage}_batch_end", output, batch, batch_idx)
                 step_logs = self._results.metrics(on_step=True)["log"]
@@ -787,7 +788,8 @@ class MLXTrainer:
                 if batch_idx >= n:
                     break
                 self._call("on_predict_batch_start", batch, batch_idx)
-                out = self._module_hook("predict_step", batch, batch_idx)
+                with evaluation_precision(model, self.precision) as cast:
+                    out = self._module_hook("predict_step", cast(batch), batch_idx)
                 mx.eval(out)
                 predictions.append(out)
                 self._call("on_predict_batch_end", out, batch, batch_idx)
