@@ -196,7 +196,7 @@ class _RunLoop(lightning_callbacks.Callback):
         trainer._check_finite(self.first_bad, self.loss)
         if trainer.group is not None:  # every rank runs its pending exchanges (the last steps') now
             mx.eval(pl_module.state, trainer.optimizer.state)
-        if trainer.should_stop or trainer.limit_val_batches == 0:
+        if trainer.limit_val_batches == 0:  # a stopped run is validated too, as Lightning validates when it stops
             return
         val = trainer._timed_validation(pl_module, trainer._run_data)
         figures = {k: mx.array(v, dtype=mx.float32) for k, v in val.items()}

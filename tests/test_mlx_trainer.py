@@ -292,3 +292,76 @@ def test_the_run_trainer_refuses_lightnings_model_checkpoint_in_one_line(tmp_pat
         ValueError, match=r"takes no ModelCheckpoint; expected cifar_mlx_adapter\.lightning\.MLXTrainer"
     ):
         MLXTrainer(callbacks=[ModelCheckpoint(dirpath=tmp_path)], default_root_dir=tmp_path)
+
+
+def test_run_metrics_keeps_the_rows_a_checkpoint_covers(tmp_path):
+    """A resume from a checkpoint of 2 steps keeps the rows of steps 0 and 1 (the validation
+    row of step 1 too) and drops step 2's, which the resumed run logs again."""
+    from cifar_mlx_adapter.trainer import RunMetrics
+
+    path = tmp_path / "metrics.csv"
+    metrics = RunMetrics(path)
+    for row in ({"step": 0, "a": 1.0}, {"step": 1, "a": 2.0}, {"step": 1, "val/acc": 0.5}, {"step": 2, "a": 3.0}):
+        metrics.log_row({"epoch": 0, **row})
+    resumed = RunMetrics(path)
+    resumed.keep_before(2)
+    assert [int(r["step"]) for r in resumed.rows] == [0, 1, 1]
+    assert resumed.rows[2]["val/acc"] == "0.5"
+
+
+def small_data(data_dir, batch_size: int, n: int):
+    from cifar_lightning.core.data import CIFARData
+
+    return CIFARData("cifar10", data_dir, batch_size=batch_size, train_subset=n, eval_batch_size=50)
+
+
+def test_fractional_epochs_round_the_steps_up_as_torch_does(cifar10_dir, tmp_path):
+    """1.5 epochs of 5 batches are ceil(7.5) = 8 steps (recipes.total_steps, torch's count)."""
+    trainer = MLXTrainer(max_epochs=1.5, limit_val_batches=0, enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(MLXClassifier("small_cnn", 10), small_data(cifar10_dir, 40, 200))
+    assert (trainer.total_steps, trainer.global_step, trainer.current_epoch) == (8, 8, 2)
+
+
+def test_a_callback_that_stops_the_run_ends_it_at_that_step_validated_as_lightning_does(cifar10_dir, tmp_path):
+    """should_stop set after step 1 of 2 epochs: training ends there, and the stop is validated
+    and checkpointed, as Lightning validates when it stops (training_epoch_loop's
+    _should_check_val_fx)."""
+
+    class Stop(Callback):
+        def on_train_batch_end(self, trainer, module, batch_idx):
+            if trainer.global_step == 1:
+                trainer.should_stop = True
+
+    trainer = MLXTrainer(
+        max_epochs=2, callbacks=[Stop()], limit_val_batches=1, enable_progress_bar=False, default_root_dir=tmp_path
+    )
+    trainer.fit(MLXClassifier("small_cnn", 10), small_data(cifar10_dir, 20, 100))
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert trainer.global_step == 1 and [r["step"] for r in rows if r.get("val/acc")] == ["0"]
+    meta = json.loads(str(np.load(tmp_path / "checkpoints/last.npz")["meta"]))
+    assert (meta["global_step"], meta["epoch"]) == (1, 1) and trainer.elapsed_validation_time() > 0
+
+
+def test_weight_averaging_starts_from_the_whitening_the_module_sets(cifar10_dir, tmp_path):
+    """The fast net's whitening filters are set by the module's on_fit_start and never
+    trained: averaging every step must start from them, not from the random init before."""
+    from cifar_mlx_adapter.callbacks import LookaheadAveraging
+
+    seen = {}
+
+    class Whitening(Callback):
+        def on_fit_start(self, trainer, module):
+            seen["set"] = np.array(module.model.whiten.weight)
+
+    recipe = {**get_recipe("fast").to_dict(), "batch_size": 20, "average_every": 1, "tta": False}
+    module = MLXClassifier("fast", 10, recipe=recipe)
+    trainer = MLXTrainer(
+        callbacks=[LookaheadAveraging(every=1), Whitening()],
+        limit_train_batches=2,
+        limit_val_batches=0,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, small_data(cifar10_dir, 20, 40))
+    np.testing.assert_allclose(np.array(module.model.whiten.weight), seen["set"], rtol=1e-6)

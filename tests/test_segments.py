@@ -42,6 +42,13 @@ def resume(framework, data, out, *extra, callbacks=()):
     return fit_mlx_main([*argv, "--cpu"], callbacks=callbacks)
 
 
+def trained_seconds(framework, out) -> float:
+    """The training seconds the run's last checkpoint carries."""
+    if framework == "torch":
+        return torch.load(Path(out) / "checkpoints/last.ckpt", weights_only=True)["run"]["train_time_s"]
+    return json.loads(str(np.load(Path(out) / "checkpoints/last.npz")["meta"]))["train_time_s"]
+
+
 def carried(framework, out) -> dict:
     """The figures the run's last checkpoint carries (its step callback's state)."""
     if framework == "torch":
@@ -95,9 +102,10 @@ def test_a_run_cut_after_its_last_epoch_records_the_figures_of_its_training(fram
     process's 5 warm-up steps, 3 epochs' seconds, each peak at least the training's."""
     out = tmp_path / "run"
     cut(framework, cifar10_dir, out, *SMALL)
-    trained = carried(framework, out)
+    trained, trained_s = carried(framework, out), trained_seconds(framework, out)
     record = resume(framework, cifar10_dir, out, *SMALL)
     t, m = record["throughput"], record["memory"]
+    assert trained_s > 0 and record["train_time_s"] >= round(trained_s, 2)  # the first segment's seconds kept
     assert t["images_per_s"] is not None and t["images_per_s"] > 0, t
     assert (t["measured_steps"], t["measured_images"]) == (SMALL_STEPS - 5, (SMALL_STEPS - 5) * 20)
     assert len(t["epoch_s"]) == 3 and all(s > 0 for s in t["epoch_s"]) and t["segments"] == 2
