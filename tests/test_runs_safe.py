@@ -477,3 +477,17 @@ def test_resume_refuses_another_number_of_processes_and_prints_the_launcher():
 def test_a_single_number_for_a_recipe_of_several_optimizers_says_what_to_do():
     with pytest.raises(ValueError, match=r"--lr: this recipe has 4 optimizers .*: drop the flag, or change"):
         get_recipe("fast", "muon").with_overrides(lr=0.1)
+
+
+def test_a_resume_that_gives_a_default_explicitly_is_the_same_run():
+    """A SmallCNN run started without --dropout resumes with --dropout 0.25 (the default the
+    help states); another dropout is refused naming both values, and a setting left unset
+    reads "not given", not Python's None."""
+    recipe = get_recipe("small_cnn").to_dict()
+    unset = run_settings(RunConfig(model="small_cnn"), recipe)
+    check_resume_settings(unset, run_settings(RunConfig(model="small_cnn", dropout=0.25), recipe), "last.npz")
+    with pytest.raises(UsageError, match=r"--dropout 0\.25 there, 0\.1 here; resume"):
+        check_resume_settings(unset, run_settings(RunConfig(model="small_cnn", dropout=0.1), recipe), "last.npz")
+    limited = run_settings(RunConfig(model="small_cnn", limit_train_batches=3), recipe)
+    with pytest.raises(UsageError, match=r"--limit-train-batches not given there, 3 here; resume"):
+        check_resume_settings(unset, limited, "last.npz")

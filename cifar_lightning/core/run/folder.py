@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from cifar_lightning.core.errors import ExitCode, UsageError
+from cifar_lightning.core.spec import SMALL_CNN
 
 # the files a run writes into its folder, named once for both frameworks
 RUN_JSON, METRICS_CSV, CHECKPOINTS = "run.json", "metrics.csv", "checkpoints"
@@ -169,12 +170,25 @@ def check_resume_settings(saved: dict, now: dict, checkpoint: str | Path) -> Non
     """Raise UsageError naming every setting whose value differs from the checkpoint's run
     (another --optimizer alone when that differs: the recipe's numbers follow from it; an
     optimiser part by its index, kind and the fields that differ)."""
+    saved, now = _effective(saved), _effective(now)
     differ = [k for k in now if k in saved and saved[k] != now[k]]
     if "optimizer" in differ:
         differ = ["optimizer"]
     if differ:
         listed = ", ".join(_setting_change(k, saved[k], now[k]) for k in differ)
         raise UsageError(f"--resume {checkpoint} was trained with other settings: {listed}; resume with the run's own")
+
+
+def _effective(settings: dict) -> dict:
+    """`settings` with a default left unset given its value: SmallCNN's dropout (None: the
+    spec's), so a run started without --dropout resumes with --dropout at the default."""
+    if settings.get("model") == "small_cnn" and settings.get("dropout", 0) is None:
+        return {**settings, "dropout": SMALL_CNN["dropout"]}
+    return settings
+
+
+def _shown(value) -> str:
+    return "not given" if value is None else str(value)
 
 
 def _setting_change(key: str, there, here) -> str:
@@ -190,7 +204,7 @@ def _setting_change(key: str, there, here) -> str:
             f"{there} process{'es' if there != 1 else ''} there, {here} here (fit.py: --devices x --num-nodes; "
             "fit_mlx.py: mlx.launch -n)"
         )
-    return f"{FLAG_NAMES.get(key, key)} {there} there, {here} here"
+    return f"{FLAG_NAMES.get(key, key)} {_shown(there)} there, {_shown(here)} here"
 
 
 def script_path(name: str) -> str:
