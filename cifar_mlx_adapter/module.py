@@ -94,7 +94,11 @@ class MLXClassifier(MLXModule):
         return self.model(images)
 
     def loss(self, logits: mx.array, labels: mx.array) -> mx.array:
+        """The recipe's cross-entropy, computed in float32 from logits of any dtype, as
+        torch.autocast computes cross_entropy (an op it runs in float32): under half precision
+        the loss and its gradient keep float32's precision."""
         part = self.recipe.loss
+        logits = logits.astype(mx.float32)
         return nn.losses.cross_entropy(logits, labels, label_smoothing=part.label_smoothing, reduction=part.reduction)
 
     def world_size(self) -> int:
@@ -130,7 +134,9 @@ class MLXClassifier(MLXModule):
     def validation_step(self, batch, batch_idx):
         images, labels = batch
         logits = self(images)
-        self.log("val/loss", nn.losses.cross_entropy(logits, labels, reduction="mean"), prog_bar=True)
+        self.log(
+            "val/loss", nn.losses.cross_entropy(logits.astype(mx.float32), labels, reduction="mean"), prog_bar=True
+        )
         self.log("val/acc", batch_accuracy(logits, labels), prog_bar=True)
         return logits
 
@@ -139,7 +145,7 @@ class MLXClassifier(MLXModule):
         images, labels = batch
         plain = self(images)
         logits = tta_logits(self.model, images) if self.recipe.tta else plain
-        self.log("test/loss", nn.losses.cross_entropy(logits, labels, reduction="mean"))
+        self.log("test/loss", nn.losses.cross_entropy(logits.astype(mx.float32), labels, reduction="mean"))
         self.log("test/acc", batch_accuracy(logits, labels))
         if self.recipe.tta:
             self.log("test/acc_no_tta", batch_accuracy(plain, labels))

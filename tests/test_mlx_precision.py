@@ -344,3 +344,27 @@ def test_evaluation_steps_compute_in_the_dtype_lightnings_plugins_give_them(prec
     assert torch_net.seen[0] == ("float32" if precision == "32-true" else "bfloat16")
     weights = "bfloat16" if precision == "bf16-true" else "float32"
     assert {str(v.dtype).removeprefix("mlx.core.") for _, v in tree_flatten(mlx_net.parameters())} == {weights}
+
+
+@pytest.mark.parametrize("model", ["small_cnn", "fast"])
+def test_the_classifiers_loss_of_half_logits_is_autocasts_float32_cross_entropy(model):
+    """MLXClassifier's loss of bfloat16 logits equals torch.autocast's cross_entropy of the same
+    logits (an op autocast runs in float32) with the recipe's smoothing and reduction: float32,
+    not a loss rounded to bfloat16."""
+    from cifar_mlx_adapter import MLXClassifier
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(16, 10)).astype(np.float32) * 3
+    labels = rng.integers(0, 10, size=16)
+    module = MLXClassifier(model, 10)
+    part = module.recipe.loss
+    ours = module.loss(mx.array(logits).astype(mx.bfloat16), mx.array(labels))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        theirs = torch.nn.functional.cross_entropy(
+            torch.from_numpy(logits).bfloat16(),
+            torch.from_numpy(labels),
+            label_smoothing=part.label_smoothing,
+            reduction=part.reduction,
+        )
+    assert ours.dtype == mx.float32 and theirs.dtype == torch.float32
+    np.testing.assert_allclose(float(ours.item()), theirs.item(), rtol=1e-6)
