@@ -50,6 +50,7 @@ from cifar_mlx_adapter.lightning.module import logging_to
 from cifar_mlx_adapter.lightning.precision import evaluation_precision
 from cifar_mlx_adapter.lightning.state import module_modes, restore_modes, set_random_key  # noqa: F401 (re-exported)
 from cifar_mlx_adapter.lightning.trainer import MLXTrainer as GeneralTrainer
+from cifar_mlx_adapter.lightning.trainer import print_figures
 from cifar_mlx_adapter.weights import load_weights, mlx_state
 
 
@@ -260,6 +261,12 @@ class MLXTrainer(GeneralTrainer):
     a checkpoint it resumes from. All ranks must make the same calls in the same order; a
     rank that dies makes the others' next exchange raise RuntimeError.
 
+    Its ``fit``, ``validate``, ``test`` and ``predict`` are the run's, not Lightning's: they take
+    the run's data (not loaders) and ``validate``/``test`` return one dict of figures with the
+    confusion matrix (not Lightning's list of logged dicts). For Lightning's forms use the
+    general trainer, ``cifar_mlx_adapter.lightning.MLXTrainer``, which trains an
+    ``MLXClassifier`` too.
+
     ``fit(module, datamodule, ckpt_path=None)`` takes a ``CIFARDataModule`` or the neutral
     ``CIFARData`` (then no torch is imported); batches are made on MLX's device
     (``cifar_mlx_adapter.data``). A checkpoint restores weights, optimiser state, step,
@@ -384,7 +391,14 @@ class MLXTrainer(GeneralTrainer):
 
     def fit(self, module, datamodule, ckpt_path: str | Path | None = None) -> None:
         """Train `module` on `datamodule`'s training split for the run's steps, from
-        `ckpt_path` (a checkpoint of this run) when given."""
+        `ckpt_path` (a checkpoint of this run) when given. TypeError when `ckpt_path` is no
+        path (Lightning's positional ``fit(model, train, val)`` is the general trainer's)."""
+        if ckpt_path is not None and not isinstance(ckpt_path, (str, os.PathLike)):
+            raise TypeError(
+                f"ckpt_path must be a checkpoint's path, got {type(ckpt_path).__name__}: this trainer's fit takes "
+                "(module, data, ckpt_path=None); cifar_mlx_adapter.lightning.MLXTrainer takes Lightning's "
+                "fit(model, train_dataloaders, val_dataloaders)"
+            )
         self._run_data = datamodule
         loader = CIFARBatches(self._data(datamodule).loader("train", self.global_rank, self.world_size))
         per_epoch = self.steps_per_epoch = int(limit_batches(len(loader), self.limit_train_batches, "train"))
@@ -507,7 +521,7 @@ class MLXTrainer(GeneralTrainer):
         [(confusion, ce)] = self._counts([(logits, labels)], logits.shape[1])
         out = {"val/acc": metrics.accuracy_of(confusion), "val/loss": ce / max(confusion.sum(), 1)}
         if verbose and self.is_global_zero:
-            print(out)
+            print_figures(out)
         return out
 
     def test(self, module, datamodule, verbose: bool = True) -> dict:
@@ -541,7 +555,7 @@ class MLXTrainer(GeneralTrainer):
         # metrics.csv's test row, as Lightning logs test_step's figures (epoch and step as they stand)
         self.run_metrics.log_row({"epoch": self.current_epoch, "step": self.global_step, **figures})
         if verbose and self.is_global_zero:
-            print(figures)
+            print_figures(figures)
         return out
 
     def predict(self, module, datamodule=None, dataloaders=None) -> list[mx.array]:

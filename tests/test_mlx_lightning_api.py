@@ -443,3 +443,25 @@ def test_a_fit_on_the_slow_blas_says_how_to_get_the_fast_one(installed, monkeypa
     [message] = [str(w.message) for w in record if "reference BLAS" in str(w.message)]
     way_out = "restart_with_openblas(sys.argv)" if installed else "pip install cmeel-openblas"
     assert way_out in message, message
+
+
+def test_a_second_fit_of_a_finished_trainer_says_it_is_done_as_lightning_does(tmp_path, data, capsys, caplog):
+    """Fitting again with a trainer that reached max_epochs trains nothing, and says so in
+    Lightning's own line (FitLoop.done's rank_zero_info), each time, in both trainers."""
+    import logging
+
+    import lightning as L
+    from lightning_port_models import TorchMLP
+
+    x, y = blobs(64, seed=1)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path, **QUIET)
+    with caplog.at_level(logging.INFO):
+        for _ in range(2):
+            trainer.fit(TorchMLP(), torch_loader(x, y, 16))
+    theirs = [r.getMessage() for r in caplog.records if "`Trainer.fit` stopped" in r.getMessage()]
+    capsys.readouterr()
+    ours = MLXTrainer(max_epochs=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path, **QUIET)
+    for _ in range(2):
+        ours.fit(MLXMLP(), data)
+    lines = [line for line in capsys.readouterr().err.splitlines() if "`Trainer.fit` stopped" in line]
+    assert lines == theirs == ["`Trainer.fit` stopped: `max_epochs=1` reached."] * 2

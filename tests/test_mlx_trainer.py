@@ -365,3 +365,13 @@ def test_weight_averaging_starts_from_the_whitening_the_module_sets(cifar10_dir,
     )
     trainer.fit(module, small_data(cifar10_dir, 20, 40))
     np.testing.assert_allclose(np.array(module.model.whiten.weight), seen["set"], rtol=1e-6)
+
+
+def test_the_run_trainers_fit_names_a_loader_given_as_its_checkpoint(cifar10_dir, tmp_path):
+    """fit(module, data, data), Lightning's positional train and val loaders, is one line
+    naming ckpt_path and the trainer that takes Lightning's form."""
+    data = small_data(cifar10_dir, 20, 40)
+    with pytest.raises(
+        TypeError, match=r"ckpt_path must be a checkpoint's path, got CIFARData: .*lightning\.MLXTrainer"
+    ):
+        MLXTrainer(default_root_dir=tmp_path).fit(MLXClassifier("small_cnn", 10), data, data)

@@ -526,13 +526,21 @@ class MLXTrainer:
             self.val_check_batch = max(1, int(self.num_training_batches * interval))
 
     def _fit_done(self) -> bool:
+        """Lightning's FitLoop.done, with its lines (rank_zero_info) on rank 0's stderr: a fit
+        whose trainer is done already (a second fit of a finished trainer) says so."""
         if self.num_training_batches == 0:
             return True
         if self.max_steps != -1 and self.global_step >= self.max_steps:
+            self._info(f"`Trainer.fit` stopped: `max_steps={self.max_steps!r}` reached.")
             return True
         if self.max_epochs != -1 and self.current_epoch >= self.max_epochs:
+            self._info(f"`Trainer.fit` stopped: `max_epochs={self.max_epochs!r}` reached.")
             return True
         return self.should_stop and self._can_stop_early
+
+    def _info(self, line: str) -> None:
+        if self.is_global_zero:
+            print(line, file=sys.stderr)
 
     def _should_validate(self, batch_idx: int, total_batch_idx: int, is_last: bool) -> bool:
         every = self.check_val_every_n_epoch
@@ -751,8 +759,7 @@ class MLXTrainer:
             self._module_hook("teardown", fn)
             self.state.status = "finished"
         if verbose and self.is_global_zero:
-            for name, value in sorted(logged.items()):
-                print(f"{name:>24}  {value:.6g}")
+            print_figures(logged)
         return [logged]
 
     def validate(self, model, dataloaders=None, ckpt_path=None, verbose: bool = True, datamodule=None) -> list[dict]:
@@ -936,6 +943,12 @@ class _FirstBatches:
         return iter(self.batches)
 
 
+def print_figures(figures: dict) -> None:
+    """What validate and test print: each figure's name and value, one a line, sorted."""
+    for name, value in sorted(figures.items()):
+        print(f"{name:>24}  {float(value):.6g}")
+
+
 def model_summary(model) -> str:
     """Lightning's ModelSummary table (depth 1): each child's name, type and parameter count."""
     rows = [("", "Name", "Type", "Params")]
@@ -957,4 +970,4 @@ def model_summary(model) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["MLXTrainer", "parse_optimizers", "model_summary"]
+__all__ = ["MLXTrainer", "parse_optimizers", "model_summary", "print_figures"]
