@@ -465,3 +465,18 @@ def test_a_second_fit_of_a_finished_trainer_says_it_is_done_as_lightning_does(tm
         ours.fit(MLXMLP(), data)
     lines = [line for line in capsys.readouterr().err.splitlines() if "`Trainer.fit` stopped" in line]
     assert lines == theirs == ["`Trainer.fit` stopped: `max_epochs=1` reached."] * 2
+
+
+@pytest.mark.parametrize("name", ["small_cnn", "fast"])
+def test_the_model_summary_counts_the_parameters_torch_counts(name):
+    """The summary's trainable and non-trainable totals are the torch model's (its
+    parameters, by requires_grad; BatchNorm's running statistics are buffers there)."""
+    from cifar_lightning import CIFARClassifier
+    from cifar_mlx_adapter import MLXClassifier
+    from cifar_mlx_adapter.lightning.trainer import model_summary
+
+    torch_model = CIFARClassifier(name, 10).model
+    trainable = sum(p.numel() for p in torch_model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in torch_model.parameters() if not p.requires_grad)
+    last = model_summary(MLXClassifier(name, 10)).splitlines()[-1]
+    assert last == f"{trainable:,} trainable params, {frozen:,} non-trainable, {trainable + frozen:,} total"

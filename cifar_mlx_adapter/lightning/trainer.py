@@ -949,21 +949,28 @@ def print_figures(figures: dict) -> None:
         print(f"{name:>24}  {float(value):.6g}")
 
 
+_STATISTICS = ("running_mean", "running_var")  # BatchNorm's: torch's buffers, not parameters
+
+
+def _count(tree) -> int:
+    """Elements of a module's parameters, BatchNorm's running statistics left out (torch keeps
+    them as buffers, which Lightning's summary does not count)."""
+    return sum(v.size for k, v in tree_flatten(tree) if k.rsplit(".", 1)[-1] not in _STATISTICS)
+
+
 def model_summary(model) -> str:
     """Lightning's ModelSummary table (depth 1): each child's name, type and parameter count."""
     rows = [("", "Name", "Type", "Params")]
     for i, (name, child) in enumerate(model.children().items()):
         if isinstance(child, (list, tuple)):
-            params = sum(v.size for c in child for _, v in tree_flatten(c.parameters()))
-            kind = type(child).__name__
+            params = sum(_count(c.parameters()) for c in child)
         elif isinstance(child, dict) and not hasattr(child, "parameters"):
             continue
         else:
-            params = sum(v.size for _, v in tree_flatten(child.parameters()))
-            kind = type(child).__name__
-        rows.append((str(i), name, kind, f"{params:,}"))
-    trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
-    total = sum(v.size for _, v in tree_flatten(model.parameters()))
+            params = _count(child.parameters())
+        rows.append((str(i), name, type(child).__name__, f"{params:,}"))
+    trainable = _count(model.trainable_parameters())
+    total = _count(model.parameters())
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in rows]
     lines.append(f"{trainable:,} trainable params, {total - trainable:,} non-trainable, {total:,} total")
