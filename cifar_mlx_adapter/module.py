@@ -20,7 +20,7 @@ import mlx.nn as nn
 from cifar_lightning.core.recipes import module_recipe
 from cifar_mlx_adapter.lightning.module import MLXModule
 from cifar_mlx_adapter.models import build_model
-from cifar_mlx_adapter.optim import base_learning_rate, recipe_optimizer
+from cifar_mlx_adapter.optim import recipe_optimizer, scheduled_learning_rate
 
 
 def tta_logits(model: nn.Module, images: mx.array) -> mx.array:
@@ -62,11 +62,10 @@ class MLXClassifier(MLXModule):
     (B,). Parameter names equal the torch model's (``self.model``'s); ``load_file`` converts
     weights both ways. What it logs, with ``CIFARClassifier``'s names:
 
-    - ``training_step``: ``train/loss`` per example (per step and as the epoch's mean, so
-      ``train/loss_step`` and ``train/loss_epoch`` under the general trainer) and
-      ``train/acc`` (epoch); it returns the recipe's loss (a sum for the fast recipe, times
-      ``loss_scale()``).
-    - ``on_train_batch_end``: ``lr`` per step (the base parameter group's rate).
+    - ``training_step``: the loss per example as ``train/loss_step`` (each step) and
+      ``train/loss_epoch`` (the epoch's mean), ``train/acc`` (epoch) and ``lr`` (each step:
+      the base parameter group's rate of the step); it returns the recipe's loss (a sum for
+      the fast recipe, times ``loss_scale()``).
     - ``validation_step``: ``val/loss`` (mean cross-entropy) and ``val/acc``, each the split's
       figure once averaged weighted by batch size; it returns the logits.
     - ``test_step``: ``test/loss`` and ``test/acc`` of the logits (with test-time augmentation
@@ -127,8 +126,14 @@ class MLXClassifier(MLXModule):
         logits = self(images)
         loss = self.loss(logits, labels)
         per_example = loss / labels.shape[0] if self.recipe.loss.summed else loss
-        self.log("train/loss", per_example, on_step=True, on_epoch=True)
+        # CIFARClassifier's names: the step value, and the epoch's mean weighted by batch size
+        self.log("train/loss_step", per_example, on_step=True, on_epoch=False)
+        self.log("train/loss_epoch", per_example, on_step=False, on_epoch=True)
         self.log("train/acc", batch_accuracy(logits, labels), on_step=False, on_epoch=True)
+        # the base group's rate of this step, logged where CIFARClassifier logs it, so a
+        # callback's on_train_batch_end reads the step's own rate in trainer.callback_metrics
+        if self.trainer is not None and self.trainer.optimizers:  # a fit's step, not a bare call
+            self.log("lr", scheduled_learning_rate(self.optimizers()), on_step=True, on_epoch=False)
         return loss * self.loss_scale()
 
     def validation_step(self, batch, batch_idx):
@@ -182,11 +187,6 @@ class MLXClassifier(MLXModule):
         return recipe_optimizer(
             self.recipe, total, per_epoch, self.model, examples_per_step=self.examples_per_step(), prefix="model."
         )
-
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        """``lr`` per step, the base parameter group's rate of the step just taken, as
-        ``CIFARClassifier`` logs it (the run lifecycle's trainer writes it itself)."""
-        self.log("lr", base_learning_rate(self.optimizers()), on_step=True, on_epoch=False)
 
     def on_fit_start(self) -> None:
         """As ``cifar_lightning``'s module: the fast net's whitening filters (and its starting

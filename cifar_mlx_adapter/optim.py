@@ -164,6 +164,17 @@ def recipe_optimizer(
     return optim.MultiOptimizer([made[i] for i in order], filters)
 
 
+def scheduled_learning_rate(optimizer: optim.Optimizer) -> mx.array:
+    """The base parameter group's learning rate for the step about to be taken (its schedule
+    at the optimiser's step count; the fixed rate without one), float32 scalar: read inside
+    ``training_step``, before the update, it is the rate ``base_learning_rate`` reads after
+    it, as torch's ``param_groups[0]["lr"]`` reads inside the step."""
+    base = optimizer.optimizers[-1] if hasattr(optimizer, "optimizers") else optimizer
+    schedule = base._schedulers.get("learning_rate")
+    rate = schedule(base.step) if schedule is not None else base.learning_rate
+    return mx.array(rate, dtype=mx.float32) if not isinstance(rate, mx.array) else rate.astype(mx.float32)
+
+
 def base_learning_rate(optimizer: optim.Optimizer) -> mx.array:
     """The base parameter group's learning rate (a ``recipe_optimizer``'s last part, its
     fallback), float32 scalar: after a step, the rate that step used (MLX sets a scheduled

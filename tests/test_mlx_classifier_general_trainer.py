@@ -175,7 +175,7 @@ def test_the_logged_training_loss_is_per_example_when_the_recipe_sums_it():
     smoothing = module.recipe.loss.label_smoothing
     assert module.recipe.loss.summed and smoothing > 0  # the case under test
     expected = F.cross_entropy(logits, torch.from_numpy(np.array(labels)).long(), label_smoothing=smoothing).item()
-    assert float(logs["train/loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(logs["train/loss_step"]) == pytest.approx(expected, rel=1e-5)
     assert float(loss) == pytest.approx(expected * 8, rel=1e-5)
 
 
@@ -183,28 +183,47 @@ def test_the_general_trainer_logs_what_lightning_logs_for_cifar_classifier(cifar
     """The reference is Lightning itself: CIFARClassifier under L.Trainer and MLXClassifier
     under the general MLXTrainer, the same flags and data, write metrics.csv files with the
     same columns and the same rows (epoch, step and which values each holds), and `test`
-    returns the same keys; the per-step ``lr`` values agree. Checked against: MLXClassifier
-    logging no ``lr`` (as it first did), or logging it before its step's rate was set."""
+    returns the same keys; the per-step ``lr`` values agree, and so do the keys and the step's
+    ``lr`` a callback reads in ``callback_metrics`` as each batch ends. Checked against:
+    MLXClassifier logging no ``lr`` (as it first did), logging it before its step's rate was
+    set, or logging it in on_train_batch_end (after the callbacks: a step behind)."""
     import lightning as L
     from lightning.pytorch.loggers import CSVLogger as LightningCSVLogger
 
     from cifar_lightning import CIFARClassifier, CIFARDataModule
+    from cifar_mlx_adapter.lightning import Callback as MLXCallback
 
     recipe = get_recipe("small_cnn").with_overrides(batch_size=40).to_dict()
     flags = dict(max_epochs=2, log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False)
     flags.update(enable_checkpointing=False, num_sanity_val_steps=0)
 
+    def seen_by_callbacks(base):
+        class Seen(base):  # what a callback reads as each batch ends: the keys, and the step's lr
+            keys, lr = [], []
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self.keys.append(sorted(trainer.callback_metrics))
+                self.lr.append(float(trainer.callback_metrics["lr"]))
+
+        return Seen()
+
     torch_data = CIFARDataModule("cifar10", cifar10_dir, batch_size=40, val_size=40, download=False)
-    theirs = L.Trainer(accelerator="cpu", logger=LightningCSVLogger(tmp_path, name="torch"), **flags)
+    their_seen = seen_by_callbacks(L.Callback)
+    theirs = L.Trainer(
+        accelerator="cpu", logger=LightningCSVLogger(tmp_path, name="torch"), callbacks=[their_seen], **flags
+    )
     torch_module = CIFARClassifier("small_cnn", 10, recipe=recipe)
     theirs.fit(torch_module, datamodule=torch_data)
     [their_test] = theirs.test(torch_module, datamodule=torch_data, verbose=False)
 
     mlx_data = CIFARData("cifar10", cifar10_dir, batch_size=40, val_size=40, seed=0)
-    ours = GeneralTrainer(logger=CSVLogger(tmp_path, name="mlx"), **flags)
+    our_seen = seen_by_callbacks(MLXCallback)
+    ours = GeneralTrainer(logger=CSVLogger(tmp_path, name="mlx"), callbacks=[our_seen], **flags)
     mlx_module = MLXClassifier("small_cnn", 10, recipe=recipe)
     ours.fit(mlx_module, datamodule=mlx_data)
     [our_test] = ours.test(mlx_module, datamodule=mlx_data, verbose=False)
+    assert our_seen.keys == their_seen.keys
+    np.testing.assert_allclose(our_seen.lr, their_seen.lr, rtol=1e-6)
 
     def rows(trainer):
         with open(trainer.logger.log_dir + "/metrics.csv") as f:
