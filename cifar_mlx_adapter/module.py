@@ -132,7 +132,7 @@ class MLXClassifier(MLXModule):
         self.log("train/acc", batch_accuracy(logits, labels), on_step=False, on_epoch=True)
         # the base group's rate of this step, logged where CIFARClassifier logs it, so a
         # callback's on_train_batch_end reads the step's own rate in trainer.callback_metrics
-        if self.trainer is not None and self.trainer.optimizers:  # a fit's step, not a bare call
+        if getattr(self.trainer, "optimizers", None):  # a fit's step, not a bare call
             self.log("lr", scheduled_learning_rate(self.optimizers()), on_step=True, on_epoch=False)
         return loss * self.loss_scale()
 
