@@ -247,6 +247,7 @@ class MLXTrainer:
         self._results: ResultCollection | None = None
         self._evaluate_step = mx.eval if mx.default_device() == mx.cpu else mx.async_eval
         self._in_batches = False  # inside a loop's batches (step values) or at its end (epoch values)
+        self._batch, self._batch_size = None, None  # the running batch and its size once found
         self._scaler = None
         self._step = None
         self._trainable_names: tuple = ()
@@ -360,7 +361,20 @@ class MLXTrainer:
             return getattr(module, hook)(*args)
 
     def _sink(self, fx, name, value, batch_size=None, **options):
-        self._results.log(fx, name, value, batch_size=batch_size or self._batch_size, **options)
+        self._results.log(fx, name, value, batch_size=batch_size or self._current_batch_size, **options)
+
+    def _current_batch_size(self) -> int:
+        """The running batch's size, found at the first epoch mean that needs it (as Lightning's
+        ``_ResultCollection._extract_batch_size``); after a loop, its last batch's."""
+        if self._batch_size is None:
+            self._batch_size = batch_size_of(self._batch)
+        return self._batch_size
+
+    def _release_batch(self) -> None:
+        """At a loop's end: its last batch's size kept (epoch-end hooks log with it), the batch let go."""
+        if self._batch is not None:
+            self._current_batch_size()
+            self._batch = None
 
     def _attach(self, module) -> None:
         if "_log_sink" not in vars(module):
@@ -586,7 +600,7 @@ class MLXTrainer:
                 continue
             is_last = batch_idx + 1 >= total or pending is _END
             self.is_last_batch = is_last
-            self._batch_size = batch_size_of(batch)
+            self._batch, self._batch_size = batch, None  # its size is found when an epoch mean needs it
             self._in_batches = True
             self._call("on_train_batch_start", batch, batch_idx)
             if self._module_hook("on_train_batch_start", batch, batch_idx) == -1:
@@ -598,7 +612,7 @@ class MLXTrainer:
             loss, logs = self._step(batch, batch_idx, apply=apply)
             for name, value in logs.items():
                 fx, batch_size, options = self._step.log_items[name]
-                self._results.log(fx, name, value, batch_size=batch_size or self._batch_size, **options)
+                self._results.log(fx, name, value, batch_size=batch_size or self._current_batch_size, **options)
             # the step runs now, the host reading nothing: on a GPU while the host goes on to the next
             # batch; on the CPU, where a queued evaluation costs about 250 us a step (measured with a
             # 3-layer MLP), by waiting for it. The state is named too: evaluating the loss alone
@@ -629,6 +643,7 @@ class MLXTrainer:
                 break
             if self.should_stop and self._can_stop_early:
                 break
+        self._release_batch()
         bar.close()
         self._store_metrics(on_step=True)
         self._in_batches = False
@@ -689,7 +704,7 @@ class MLXTrainer:
             for batch_idx, batch in enumerate(batches):
                 if batch_idx >= limit:
                     break
-                self._batch_size = batch_size_of(batch)
+                self._batch, self._batch_size = batch, None  # its size is found when an epoch mean needs it
                 self._in_batches = True
                 self._call(f"on_{stage}_batch_start", batch, batch_idx)
                 self._module_hook(f"on_{stage}_batch_start", batch, batch_idx)
@@ -701,6 +716,7 @@ class MLXTrainer:
                     self._log_metrics(step_logs, step=batch_idx)
                 bar.update(1)
             bar.close()
+            self._release_batch()
             self._in_batches = False
             self._call(f"on_{stage}_epoch_end")
             self._module_hook(f"on_{stage}_epoch_end")
