@@ -64,6 +64,12 @@ class LoggedValue:
         else:
             self.pending.append(value)
 
+    def set_step(self, value: mx.array) -> None:
+        """``update`` of a value logged per step only that is already a float32 scalar (a compiled
+        step's, whose type its trace fixes): nothing to convert, nothing kept for the epoch."""
+        self.step_value = value
+        self.fresh = True
+
     def _reduce_pending(self) -> mx.array:
         """``total`` with the pending values folded in, one by one in logged order."""
         total = self.total
