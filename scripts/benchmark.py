@@ -2,6 +2,7 @@
 
     python scripts/benchmark.py --data-dir ../shared/data            # all cases, table + runs/benchmarks.json
     python scripts/benchmark.py --data-dir ../shared/data --cases data
+    python scripts/benchmark.py --cases lightning --match "mlp example"   # the MLP's rows only
     python scripts/benchmark.py --gpu --data-dir DATA   # one NVIDIA GPU: scripts/benchmark_gpu.py
 
 Each case runs in its own process (so its peak memory is its own), one after the
@@ -21,7 +22,12 @@ measured in the same run):
   lightning/*  training images per second of the general MLXTrainer (Lightning's API,
             ``cifar_mlx_adapter.lightning``) against a plain compiled MLX loop: the zoo's
             models on the same on-device batches, and examples/mlp_numpy.py's MLP on its
-            numpy batches; the bf16-mixed rows against float32.
+            numpy batches; the bf16-mixed rows against float32. A run of the MLP lasts about
+            a second and two runs of the same row can differ by 20% on a 2-core machine, so
+            each MLP row is the run of median images/s among --mlp-repeats runs (7), each in a
+            fresh process, the three rows' runs alternating (plain, trainer, bf16, plain, ...)
+            so that a slow spell of the machine falls on all three; its ratio is that of the
+            medians; every run's images/s is in the JSON (runs_images_per_s).
   import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """
@@ -517,7 +523,8 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
                 "lightning/small_cnn: MLXTrainer.fit (Lightning's API)",
             )
         )
-        mlp = {"steps": 3000, "warmup": 100, "batch_size": 32}
+        # the MLP's rows last about a second each: each is run `repeats` times, alternating (see main)
+        mlp = {"steps": 3000, "warmup": 100, "batch_size": 32, "repeats": args.mlp_repeats}
         out += [
             ("lightning/mlp example: plain compiled loop", "plain_mlp", mlp, None),
             ("lightning/mlp example: MLXTrainer.fit", "general_mlp", mlp, "lightning/mlp example: plain compiled loop"),
@@ -534,6 +541,57 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
             ("import/cifar_lightning (DataModule)", "import", {"package": "cifar_lightning"}, None),
         ]
     return out
+
+
+def _alternating_groups(todo: list) -> list[list]:
+    """The cases in order, one to a group, except that neighbouring cases run `repeats` > 1
+    times (the same number) form one group, whose runs alternate (a, b, a, b, ...): a slow
+    spell of the machine then falls on both sides of a ratio."""
+    groups: list[list] = []
+    for case in todo:
+        repeats = case[2].get("repeats", 1)
+        if groups and repeats > 1 and groups[-1][0][2].get("repeats", 1) == repeats:
+            groups[-1].append(case)
+        else:
+            groups.append([case])
+    return groups
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run of median images/s (the lower middle one of an even count), as it was recorded."""
+    if "images_per_s" not in runs[0]:
+        return runs[-1]
+    return sorted(runs, key=lambda r: r["images_per_s"])[(len(runs) - 1) // 2]
+
+
+def run_case(args, kind: str, kw: dict) -> dict | str:
+    """One case in a fresh process (its own peak memory, its own BLAS): its result, with the
+    wall time and the preload it ran under, or the end of its stderr if it failed."""
+    from cifar_mlx_adapter import blas
+
+    start = time.perf_counter()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    mlx_kinds = ("mlx_trainer", "plain_mlx", "plain_mlx_own_blas", "general_trainer", "general_mlp", "plain_mlp")
+    if kind in mlx_kinds and blas.needed():
+        env.pop("LD_PRELOAD", None)  # mlx[cpu] on Linux: OpenBLAS preloaded, except for the own-BLAS row
+        if kind == "plain_mlx_own_blas":
+            env[blas.SWITCH] = "0"
+        else:
+            env.update(blas.environment() or {})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--data-dir", args.data_dir, "--one", json.dumps([kind, kw])],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+    if proc.returncode or not line:
+        return proc.stderr[-2000:]
+    return {
+        **json.loads(line[0][7:]),
+        "wall_s": round(time.perf_counter() - start, 1),
+        "ld_preload": env.get("LD_PRELOAD"),
+    }
 
 
 RUNNERS = {
@@ -568,6 +626,13 @@ def main() -> int:
     )
     p.add_argument("--steps", type=int, default=24, help="training steps per torch case (fast and resnet18: a quarter)")
     p.add_argument("--mlx-steps", type=int, default=8)
+    p.add_argument(
+        "--mlp-repeats",
+        type=int,
+        default=7,
+        help="runs of each MLP row, alternating between the rows, each in a fresh process (the median is reported)",
+    )
+    p.add_argument("--match", help="only the chosen groups' cases whose name holds this text (e.g. 'mlp example')")
     p.add_argument("--output", default=str(ROOT / "runs" / "benchmarks.json"))
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one case in this process
     args = p.parse_args()
@@ -581,40 +646,35 @@ def main() -> int:
     from cifar_lightning.core.run.hardware import hardware_info
     from cifar_lightning.core.run.provenance import package_versions
     from cifar_lightning.report.results import render_benchmarks
-    from cifar_mlx_adapter import blas
 
     rows = []
-    for name, kind, kw, ref in cases(args):
-        start = time.perf_counter()
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        mlx_kinds = ("mlx_trainer", "plain_mlx", "plain_mlx_own_blas", "general_trainer", "general_mlp", "plain_mlp")
-        if kind in mlx_kinds and blas.needed():
-            env.pop("LD_PRELOAD", None)  # mlx[cpu] on Linux: OpenBLAS preloaded, except for the own-BLAS row
-            if kind == "plain_mlx_own_blas":
-                env[blas.SWITCH] = "0"
-            else:
-                env.update(blas.environment() or {})
-        proc = subprocess.run(
-            [sys.executable, __file__, "--data-dir", args.data_dir, "--one", json.dumps([kind, kw])],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
-        if proc.returncode or not line:
-            print(f"{name}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-            continue
-        rows.append(
-            {
-                "case": name,
-                **json.loads(line[0][7:]),
-                "wall_s": round(time.perf_counter() - start, 1),
-                "ld_preload": env.get("LD_PRELOAD"),
-                "reference": ref,
-            }
-        )
-        rate = f"{rows[-1]['images_per_s']:9.1f} img/s" if "images_per_s" in rows[-1] else " " * 15
-        print(f"{name:50s} {rate} {rows[-1]['seconds']:7.1f} s  peak {rows[-1]['peak_mb']:7.0f} MB", flush=True)
+    todo = [case for case in cases(args) if not args.match or args.match in case[0]]
+    for group in _alternating_groups(todo):
+        repeats = group[0][2].get("repeats", 1)
+        runs: dict[str, list[dict]] = {name: [] for name, *_ in group}
+        failed = set()
+        for _ in range(repeats):  # round after round, the group's cases in turn
+            for name, kind, kw, ref in group:
+                if name in failed:
+                    continue
+                result = run_case(args, kind, {k: v for k, v in kw.items() if k != "repeats"})
+                if isinstance(result, str):
+                    print(f"{name}: failed\n{result}", file=sys.stderr)
+                    failed.add(name)
+                else:
+                    runs[name].append(result)
+        for name, kind, kw, ref in group:
+            if name in failed or not runs[name]:
+                continue
+            row = {"case": name, **median_run(runs[name]), "reference": ref}
+            if repeats > 1:
+                row["repeats"] = repeats
+                row["runs_images_per_s"] = [round(r["images_per_s"], 1) for r in runs[name]]
+                row["wall_s"] = round(sum(r["wall_s"] for r in runs[name]), 1)
+            rows.append(row)
+            rate = f"{row['images_per_s']:9.1f} img/s" if "images_per_s" in row else " " * 15
+            note = f"  (median of {repeats} runs)" if repeats > 1 else ""
+            print(f"{name:50s} {rate} {row['seconds']:7.1f} s  peak {row['peak_mb']:7.0f} MB{note}", flush=True)
     if Path(args.output).exists():  # keep the rows of cases not re-run now
         done = {r["case"] for r in rows}
         old = json.loads(Path(args.output).read_text())["rows"]

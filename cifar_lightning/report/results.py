@@ -151,7 +151,8 @@ def render_benchmarks(report: dict) -> list[str]:
         "",
         "Measured by `python scripts/benchmark.py` (figures in `runs/benchmarks.json`), one case at a time. "
         "Ratio: images/s over the row named in the last column, measured in the same pass. Time: the "
-        "timed part of the case (imports: a fresh interpreter).",
+        "timed part of the case (imports: a fresh interpreter). A row run several times (its run length "
+        "says how many) shows its run of median images/s, its runs alternating with those of the rows beside it.",
         "",
         "| case | images/s | time | peak memory | run length | ratio | against |",
         "|---|---|---|---|---|---|---|",
@@ -164,6 +165,8 @@ def render_benchmarks(report: dict) -> list[str]:
             if "images" in r
             else "-"
         )
+        if r.get("repeats", 1) > 1:
+            length += f", median of {r['repeats']} runs"
         rate = f"{r['images_per_s']:.1f}" if "images_per_s" in r else "-"
         seconds = f"{r['seconds']:.1f} s" if "seconds" in r else "-"
         lines.append(

@@ -29,6 +29,13 @@ from cifar_lightning.core.data import CIFARData
 def to_mlx(tree):
     """Every numpy array, torch tensor or number-array leaf of a nested tuple/list/dict as
     ``mx.array``; MLX arrays and other leaves unchanged."""
+    kind = type(tree)  # the common batches first (a step's host time): arrays, plain tuples and lists of them
+    if kind is mx.array:
+        return tree
+    if kind is np.ndarray:
+        return mx.array(tree)
+    if kind is tuple or kind is list:
+        return kind([to_mlx(v) for v in tree])
     if isinstance(tree, mx.array):
         return tree
     if isinstance(tree, np.ndarray):
@@ -100,9 +107,9 @@ class Batches:
             self.sampler.set_epoch(epoch)
 
     def __iter__(self):
-        for i, batch in enumerate(self.source):
-            if self.world_size == 1 or i % self.world_size == self.rank:
-                yield to_mlx(batch)
+        if self.world_size == 1:
+            return map(to_mlx, self.source)
+        return (to_mlx(batch) for i, batch in enumerate(self.source) if i % self.world_size == self.rank)
 
 
 class CIFARBatches:

@@ -141,7 +141,7 @@ class TrainingStep:
                 f"got {type(out).__name__}"
             )
         loss = loss.astype(mx.float32).reshape(())
-        scaled = loss / self.accumulate
+        scaled = loss / self.accumulate if self.accumulate > 1 else loss
         if self.scaler is not None:
             scaled = self.scaler.scale(scaled)
         return scaled, (loss, logs)
@@ -184,7 +184,9 @@ class TrainingStep:
         return loss, logs
 
     # ------------------------------------------------------------ compiling
-    def _state(self):
+    def state(self) -> list:
+        """The containers of every piece of state the step reads and writes (the compiled step's
+        inputs and outputs): evaluate them to finish a step."""
         state = [self.module.state, self.optimizer.state, mx.random.state, self.acc]
         if self.scaler is not None:
             state.append(self.scaler.state)
@@ -194,7 +196,7 @@ class TrainingStep:
         if apply not in self._fns:
             fn = self._apply if apply else self._accumulate_only
             if self.compile:
-                state = self._state()
+                state = self.state()
                 fn = mx.compile(fn, inputs=state, outputs=state)
                 self._fns[apply] = _FirstCallGuard(fn, self, apply)
             else:
@@ -209,8 +211,8 @@ class TrainingStep:
         return out
 
     def __call__(self, batch, batch_idx: int, apply: bool = True):
-        index = mx.array(batch_idx, dtype=mx.int32) if self.compile else batch_idx
-        return self._function(apply)(batch, index)
+        fn = self._fns.get(apply) or self._function(apply)
+        return fn(batch, mx.array(batch_idx, dtype=mx.int32) if self.compile else batch_idx)
 
     def snapshot(self):
         """References to every piece of state a failed trace could leave as placeholders."""
@@ -265,4 +267,5 @@ class _FirstCallGuard:
                 "MLXTrainer(compile=False) runs the step eagerly"
             ) from err
         self.traced = True
+        self.step._fns[self.apply] = self.fn  # traced: later calls go straight to the compiled step
         return out

@@ -9,7 +9,14 @@ the order of callback and module hooks. Tests run the same module under ``L.Trai
 compare (tests/test_mlx_lightning_port.py).
 
 The host waits for the device only where a number is needed: a logged row, the progress
-bar at a logged step, a callback that reads ``callback_metrics``.
+bar at a logged step, a callback that reads ``callback_metrics``. Each training step
+evaluates the state it writes (model, optimiser, random key, accumulated gradients) and the
+values an epoch reduction keeps; its loss and the values it logs per step only are MLX's
+lazy arrays, computed when something reads them (as a plain MLX loop's loss that nothing
+reads is never computed). Such an array holds what it is computed from (a step's logits,
+say) until it is read or let go: the trainer keeps the latest step's (and its views the last
+logged step's), but a hook that stores ``outputs["loss"]`` step after step without reading
+it keeps those too.
 """
 
 from __future__ import annotations
@@ -247,6 +254,7 @@ class MLXTrainer:
         self._results: ResultCollection | None = None
         self._evaluate_step = mx.eval if mx.default_device() == mx.cpu else mx.async_eval
         self._in_batches = False  # inside a loop's batches (step values) or at its end (epoch values)
+        self._batch, self._batch_size = None, None  # the running batch and its size once found
         self._scaler = None
         self._step = None
         self._epoch_bar = None  # the running epoch's progress bar
@@ -325,10 +333,9 @@ class MLXTrainer:
         return epochs and (self.global_step >= self.min_steps if self.min_steps else True)
 
     # ----------------------------------------------------------------- hooks
-    def _call(self, hook: str, *args, monitoring: bool | None = None):
-        """Callbacks' hook (all, or only those that monitor / do not monitor), in list order;
-        callbacks that leave the hook as the base class's no-op are skipped (a step's host time)."""
-        module = self.lightning_module
+    def _callbacks_for(self, hook: str) -> list:
+        """The callbacks that override `hook`, in list order (those that leave it as the base
+        class's no-op are skipped: a step's host time); found once per fit."""
         callbacks = self._hook_callbacks.get(hook)
         if callbacks is None:
             from cifar_mlx_adapter.lightning.callbacks import Callback
@@ -336,7 +343,27 @@ class MLXTrainer:
             base = getattr(Callback, hook, None)
             callbacks = [cb for cb in self.callbacks if base is None or getattr(type(cb), hook, None) is not base]
             self._hook_callbacks[hook] = callbacks
-        for cb in callbacks:
+        return callbacks
+
+    def _overrides(self, hook: str) -> bool:
+        """Whether the module overrides `hook` (MLXModule's own hooks are no-ops); found once per fit."""
+        overridden = self._hook_overridden.get(hook)
+        if overridden is None:
+            from cifar_mlx_adapter.lightning.module import MLXModule
+
+            module = self.lightning_module
+            base = getattr(MLXModule, hook, None)
+            no_op = hook.startswith("on_") or hook in ("setup", "teardown")  # MLXModule's are no-ops
+            overridden = hasattr(module, hook) and (
+                not no_op or base is None or getattr(type(module), hook, None) is not base
+            )
+            self._hook_overridden[hook] = overridden
+        return overridden
+
+    def _call(self, hook: str, *args, monitoring: bool | None = None):
+        """Callbacks' hook (all, or only those that monitor / do not monitor), in list order."""
+        module = self.lightning_module
+        for cb in self._callbacks_for(hook):
             if monitoring is not None and _is_monitoring(cb) != monitoring:
                 continue
             getattr(cb, hook)(self, module, *args)
@@ -344,24 +371,27 @@ class MLXTrainer:
     def _module_hook(self, hook: str, *args):
         """The module's hook, with ``self.log`` told which hook logs; a hook the module does not
         override (MLXModule's no-op) is not called."""
-        module = self.lightning_module
-        overridden = self._hook_overridden.get(hook)
-        if overridden is None:
-            from cifar_mlx_adapter.lightning.module import MLXModule
-
-            base = getattr(MLXModule, hook, None)
-            no_op = hook.startswith("on_") or hook in ("setup", "teardown")  # MLXModule's are no-ops
-            overridden = hasattr(module, hook) and (
-                not no_op or base is None or getattr(type(module), hook, None) is not base
-            )
-            self._hook_overridden[hook] = overridden
-        if not overridden:
+        if not self._overrides(hook):
             return None
+        module = self.lightning_module
         with logging_to(module, hook, module._log_sink):  # logged values take this hook's defaults
             return getattr(module, hook)(*args)
 
     def _sink(self, fx, name, value, batch_size=None, **options):
-        self._results.log(fx, name, value, batch_size=batch_size or self._batch_size, **options)
+        self._results.log(fx, name, value, batch_size=batch_size or self._current_batch_size, **options)
+
+    def _current_batch_size(self) -> int:
+        """The running batch's size, found at the first epoch mean that needs it (as Lightning's
+        ``_ResultCollection._extract_batch_size``); after a loop, its last batch's."""
+        if self._batch_size is None:
+            self._batch_size = batch_size_of(self._batch)
+        return self._batch_size
+
+    def _release_batch(self) -> None:
+        """At a loop's end: its last batch's size kept (epoch-end hooks log with it), the batch let go."""
+        if self._batch is not None:
+            self._current_batch_size()
+            self._batch = None
 
     def _attach(self, module) -> None:
         if "_log_sink" not in vars(module):
@@ -575,21 +605,33 @@ class MLXTrainer:
         return True
 
     def _train_epoch(self, model, train, val) -> None:
-        self._results = ResultCollection(training=True, group=self.group)
+        results = self._results = ResultCollection(training=True, group=self.group)
         if hasattr(train, "set_epoch"):
             train.set_epoch(self.current_epoch)
         self._call("on_train_epoch_start")
         self._module_hook("on_train_epoch_start")
         self.step_compiles = self._make_step(model)
+        step = self._step
+        # what a batch calls, found once: the callbacks and module hooks that do something
+        start_callbacks = self._callbacks_for("on_train_batch_start")
+        start_hook = self._overrides("on_train_batch_start")
+        before_callbacks = self._callbacks_for("on_before_optimizer_step")
+        before_hook = self._overrides("on_before_optimizer_step")
+        end_callbacks = self._callbacks_for("on_train_batch_end")
+        end_hook = self._overrides("on_train_batch_end")
+        # the state the step writes, evaluated after each step (the containers it was traced with)
+        step_state = step.state()
+        logged: dict[str, tuple] = {}  # name -> (its entry in results, batch size given to self.log)
         total = self.num_training_batches
         bar = self._epoch_bar = self._bar(total, f"Epoch {self.current_epoch}")
+        show_bar = not bar.disable
         skip, self._resume_batches = self._resume_batches, 0
         k = self.accumulate_grad_batches
         batches = iter(train)
         batch_idx = -1
-        pending = _next(batches)
+        pending = next(batches, _END)
         while pending is not _END:
-            batch, pending = pending, _next(batches)
+            batch, pending = pending, next(batches, _END)
             batch_idx += 1
             if batch_idx >= total:
                 break
@@ -597,38 +639,61 @@ class MLXTrainer:
                 continue
             is_last = batch_idx + 1 >= total or pending is _END
             self.is_last_batch = is_last
-            self._batch_size = batch_size_of(batch)
+            self._batch, self._batch_size = batch, None  # its size is found when an epoch mean needs it
             self._in_batches = True
-            self._call("on_train_batch_start", batch, batch_idx)
-            if self._module_hook("on_train_batch_start", batch, batch_idx) == -1:
+            for cb in start_callbacks:
+                cb.on_train_batch_start(self, model, batch, batch_idx)
+            if start_hook and self._module_hook("on_train_batch_start", batch, batch_idx) == -1:
                 break
             apply = (batch_idx + 1) % k == 0 or is_last
             if apply:
-                self._call("on_before_optimizer_step", self.optimizers[0])
-                self._module_hook("on_before_optimizer_step", self.optimizers[0])
-            loss, logs = self._step(batch, batch_idx, apply=apply)
+                for cb in before_callbacks:
+                    cb.on_before_optimizer_step(self, model, self.optimizers[0])
+                if before_hook:
+                    self._module_hook("on_before_optimizer_step", self.optimizers[0])
+            loss, logs = step(batch, batch_idx, apply=apply)
+            epoch_values = []
             for name, value in logs.items():
-                fx, batch_size, options = self._step.log_items[name]
-                self._results.log(fx, name, value, batch_size=batch_size or self._batch_size, **options)
+                entry = logged.get(name)
+                if entry is None:  # the name's entry, and whether its values need more than storing
+                    fx, batch_size, options = step.log_items[name]
+                    item = results.item(fx, name, **options)
+                    as_is = step.compile and not item.on_epoch and value.dtype == mx.float32 and value.ndim == 0
+                    entry = logged[name] = (item, batch_size, as_is)
+                item, batch_size, as_is = entry
+                if as_is:
+                    item.set_step(value)
+                else:
+                    item.update(value, batch_size or self._current_batch_size)
+                    if item.on_epoch:
+                        epoch_values.append(item.step_value)
             # the step runs now, the host reading nothing: on a GPU while the host goes on to the next
             # batch; on the CPU, where a queued evaluation costs about 250 us a step (measured with a
-            # 3-layer MLP), by waiting for it. The state is named too: evaluating the loss alone
-            # leaves the compiled step's other outputs for a second, slower evaluation.
-            self._evaluate_step(loss, logs, model.state, self.optimizers[0].state)
+            # 3-layer MLP), by waiting for it. Evaluated: all the state the step writes (evaluating
+            # part of it leaves the rest to a second, slower evaluation) and the values an epoch
+            # reduction keeps; the loss and the values logged per step only are computed when read
+            # (a view, a logged row, a callback), as the step's other outputs nobody reads are not.
+            self._evaluate_step(step_state, epoch_values)
             if apply:
                 self.global_step += 1
             self._batches_in_epoch = batch_idx + 1
-            outputs = {"loss": loss}
-            self._call("on_train_batch_end", outputs, batch, batch_idx)
-            self._module_hook("on_train_batch_end", outputs, batch, batch_idx)
+            if end_callbacks or end_hook:
+                outputs = {"loss": loss}
+                for cb in end_callbacks:
+                    cb.on_train_batch_end(self, model, outputs, batch, batch_idx)
+                if end_hook:
+                    self._module_hook("on_train_batch_end", outputs, batch, batch_idx)
+                del outputs
             # callback_metrics and the other views compute the running values when read (their
             # properties); they are stored only where a row is logged and at the loop's end
             if apply and (self.should_update_logs or self.fast_dev_run):
                 self._store_metrics(on_step=True)
-                self._log_metrics(self._results.metrics(on_step=True)["log"])
-                bar.set_postfix(as_floats(self._progress_bar_metrics), refresh=False)
-            bar.update(1)
-            if self._should_validate(batch_idx, self._total_batch_idx, is_last):
+                self._log_metrics(results.metrics(on_step=True)["log"])
+                if show_bar:
+                    bar.set_postfix(as_floats(self._progress_bar_metrics), refresh=False)
+            if show_bar:
+                bar.update(1)
+            if self.enable_validation and self._should_validate(batch_idx, self._total_batch_idx, is_last):
                 self._validate_in_fit(val)
             if apply:
                 self._batches_that_stepped += 1
@@ -640,6 +705,7 @@ class MLXTrainer:
                 break
             if self.should_stop and self._can_stop_early:
                 break
+        self._release_batch()
         self._store_metrics(on_step=True)
         self._in_batches = False
         # epoch end, in Lightning's order: callbacks that monitor nothing, the module, then the monitoring ones
@@ -704,7 +770,7 @@ class MLXTrainer:
             for batch_idx, batch in enumerate(batches):
                 if batch_idx >= limit:
                     break
-                self._batch_size = batch_size_of(batch)
+                self._batch, self._batch_size = batch, None  # its size is found when an epoch mean needs it
                 self._in_batches = True
                 self._call(f"on_{stage}_batch_start", batch, batch_idx)
                 self._module_hook(f"on_{stage}_batch_start", batch, batch_idx)
@@ -717,6 +783,7 @@ class MLXTrainer:
                     self._log_metrics(step_logs, step=batch_idx)
                 bar.update(1)
             bar.close()
+            self._release_batch()
             self._in_batches = False
             self._call(f"on_{stage}_epoch_end")
             self._module_hook(f"on_{stage}_epoch_end")
@@ -919,10 +986,6 @@ def _datamodule_given_as_loaders(loaders, datamodule):
     if loaders is not None and hasattr(loaders, "train_dataloader") and datamodule is None:
         return None, loaders
     return loaders, datamodule
-
-
-def _next(iterator):
-    return next(iterator, _END)
 
 
 class _FirstBatches:
