@@ -673,7 +673,15 @@ class MLXTrainer:
             # part of it leaves the rest to a second, slower evaluation) and the values an epoch
             # reduction keeps; the loss and the values logged per step only are computed when read
             # (a view, a logged row, a callback), as the step's other outputs nobody reads are not.
-            self._evaluate_step(step_state, epoch_values)
+            if self.group is None:
+                self._evaluate_step(step_state, epoch_values)
+            else:
+                # the loss and logs are means over the processes: every rank runs those exchanges now, in
+                # step (a rank that read them later, for a logged row, would wait for a peer that never
+                # joins). The epoch values are among the logs, and are not named twice: with an array
+                # named twice in one evaluation, a rank whose peer had died waited forever in MLX's ring
+                # backend instead of raising (tests/test_mlx_distributed.py, the dead-peer test).
+                self._evaluate_step(loss, logs, step_state)
             if apply:
                 self.global_step += 1
             self._batches_in_epoch = batch_idx + 1
