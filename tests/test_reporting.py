@@ -549,3 +549,25 @@ def test_side_by_side_names_a_data_parallel_runs_processes():
     two = run("mlx", 1, 0.69, lr=0.06, processes={"world_size": 2, "devices": 2, "num_nodes": 1})
     header = render_results([one, two]).split("## Side by side: cifar10")[1].splitlines()[2]
     assert header.count(", 2 processes") == 1 and header.count("mlx small_cnn, ") == 2, header
+
+
+def test_each_benchmark_file_has_its_own_section_naming_its_file(tmp_path):
+    """runs/benchmarks.json and a further pass written with --output runs/benchmarks-<name>.json
+    (another machine): each is a section with its own hardware heading and names its own file,
+    so a row is never shown under the other file's machine."""
+    from cifar_lightning.cli.report import main as report_main
+
+    def bench(cpu, rate):
+        row = {"case": "lightning/mlp example: MLXTrainer.fit", "images_per_s": rate, "seconds": 0.8}
+        row.update(peak_mb=74, steps=3000, batch_size=32, reference=None)
+        return {"hardware": {"cpu": cpu, "cpu_count": 2, "os": "Linux"}, "rows": [row]}
+
+    write_run(tmp_path / "runs" / "one", run("pytorch", 1, 0.7))
+    (tmp_path / "runs" / "benchmarks.json").write_text(json.dumps(bench("AMD EPYC", 111.0)))
+    (tmp_path / "runs" / "benchmarks-later.json").write_text(json.dumps(bench("Intel Xeon", 222.0)))
+    results = tmp_path / "Results.md"
+    assert report_main(["--all", "--output", str(results)], root=tmp_path) == 0
+    sections = results.read_text().split("\n## Benchmarks (")[1:]
+    assert [s.splitlines()[0] for s in sections] == ["AMD EPYC, 2 cores, Linux)", "Intel Xeon, 2 cores, Linux)"]
+    assert "`runs/benchmarks.json`" in sections[0] and "| 111.0 |" in sections[0] and "222.0" not in sections[0]
+    assert "`runs/benchmarks-later.json`" in sections[1] and "| 222.0 |" in sections[1]

@@ -104,22 +104,19 @@ def main(argv: list[str] | None = None, root: str | Path | None = None) -> int:
             f"{args.output.name} is left as it is"
         )
     for run in runs:  # paths relative to the repository, as committed
-        run["_path"] = (
-            Path(run["_path"]).resolve().relative_to(root).as_posix()
-            if root in Path(run["_path"]).resolve().parents
-            else run["_path"]
-        )
+        run["_path"] = _as_committed(Path(run["_path"]), root)
     bench = Path(args.runs) / "benchmarks.json"  # written by scripts/benchmark.py
     folder = plot_folder(args.output, args.all, root)
     plots = comparison_plot_paths(pytorch_vs_mlx_groups(runs), folder)
     gpu = [  # written by scripts/benchmark.py --gpu
-        (
-            path.resolve().relative_to(root).as_posix() if root in path.resolve().parents else str(path),
-            json.loads(path.read_text()),
-        )
+        (_as_committed(path, root), json.loads(path.read_text()))
         for path in sorted((Path(args.runs) / "gpu").glob("*.json"))
     ]
-    text = render_results(runs, json.loads(bench.read_text()) if bench.exists() else None, plots, gpu)
+    more = [  # scripts/benchmark.py --output runs/benchmarks-<name>.json: further passes, a section each
+        (_as_committed(path, root), json.loads(path.read_text()))
+        for path in sorted(Path(args.runs).glob("benchmarks-*.json"))
+    ]
+    text = render_results(runs, json.loads(bench.read_text()) if bench.exists() else None, plots, gpu, more)
     if args.check:
         current = Path(args.output).read_text() if Path(args.output).exists() else ""
         if current != text:
@@ -135,3 +132,8 @@ def main(argv: list[str] | None = None, root: str | Path | None = None) -> int:
 def command() -> None:
     """The console script ``cifar-report``."""
     sys.exit(main())
+
+
+def _as_committed(path: Path, root: Path) -> str:
+    """`path` relative to the repository `root` (as it is committed), or as given when outside it."""
+    return path.resolve().relative_to(root).as_posix() if root in path.resolve().parents else str(path)

@@ -143,13 +143,13 @@ def targets_section(runs: list[dict]) -> list[str]:
     return lines + [""]
 
 
-def render_benchmarks(report: dict) -> list[str]:
-    """The table of ``scripts/benchmark.py``'s JSON report."""
+def render_benchmarks(report: dict, path: str = "runs/benchmarks.json") -> list[str]:
+    """The table of ``scripts/benchmark.py``'s JSON report, read from `path` (named in the text)."""
     h = report["hardware"]
     lines = [
         f"## Benchmarks ({h['cpu']}, {h['cpu_count']} cores, {h['os']})",
         "",
-        "Measured by `python scripts/benchmark.py` (figures in `runs/benchmarks.json`), one case at a time. "
+        f"Measured by `python scripts/benchmark.py` (figures in `{path}`), one case at a time. "
         "Ratio: images/s over the row named in the last column, measured in the same pass. Time: the "
         "timed part of the case (imports: a fresh interpreter). A row run several times (its run length "
         "says how many) shows its run of median images/s, its runs alternating with those of the rows beside it.",
@@ -302,9 +302,12 @@ def render_results(
     benchmarks: dict | None = None,
     plot_paths: dict[tuple, Path] | None = None,
     gpu_benchmarks: list[tuple[str, dict]] = (),
+    more_benchmarks: list[tuple[str, dict]] = (),
 ) -> str:
-    """Results.md's text. `plot_paths`: where each PyTorch-vs-MLX group's curves are, as
-    the report names them (default ``comparison_plot_paths``: beside the runs);
+    """Results.md's text. `benchmarks`: runs/benchmarks.json's report; `more_benchmarks`: (path,
+    report) of each further ``scripts/benchmark.py --output`` JSON (another machine, or cases
+    measured again), a section each after it; `plot_paths`: where each PyTorch-vs-MLX group's
+    curves are, as the report names them (default ``comparison_plot_paths``: beside the runs);
     `gpu_benchmarks`: (path, report) of each ``scripts/benchmark.py --gpu`` JSON, a section each."""
     lines = [
         "# Results",
@@ -339,6 +342,8 @@ def render_results(
         lines.append("")
     if benchmarks is not None:
         lines += render_benchmarks(benchmarks)
+    for path, report in more_benchmarks:
+        lines += render_benchmarks(report, path)
     for path, report in gpu_benchmarks:
         lines += render_gpu_benchmark(report, path)
     return "\n".join(lines).rstrip() + "\n"
