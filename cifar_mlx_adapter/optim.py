@@ -18,6 +18,7 @@ from cifar_lightning.core.recipes import (
     part_lr_at,
     route_parameters,
 )
+from cifar_mlx_adapter.lightning.trainer import upcoming_learning_rate
 
 _DTYPES = {"bfloat16": mx.bfloat16, "float32": mx.float32}
 
@@ -170,8 +171,7 @@ def scheduled_learning_rate(optimizer: optim.Optimizer) -> mx.array:
     ``training_step``, before the update, it is the rate ``base_learning_rate`` reads after
     it, as torch's ``param_groups[0]["lr"]`` reads inside the step."""
     base = optimizer.optimizers[-1] if hasattr(optimizer, "optimizers") else optimizer
-    schedule = base._schedulers.get("learning_rate")
-    rate = schedule(base.step) if schedule is not None else base.learning_rate
+    rate = upcoming_learning_rate(base)
     return mx.array(rate, dtype=mx.float32) if not isinstance(rate, mx.array) else rate.astype(mx.float32)
 
 

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint as TorchModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger as TorchCSVLogger
 from lightning_port_models import MLXMLP, TorchMLP, blobs, copy_weights, numpy_batches, torch_loader
 
-from cifar_mlx_adapter.lightning import CSVLogger, EarlyStopping, MLXTrainer, ModelCheckpoint
+from cifar_mlx_adapter.lightning import Callback, CSVLogger, EarlyStopping, MLXTrainer, ModelCheckpoint
 
 BATCH = 16
 # Flags both trainers get. Clipping at 0.5 binds on most steps (the gradient norms of this
@@ -42,10 +42,32 @@ FLAGS = dict(
 RTOL = 1e-5
 
 
-def _callbacks(checkpoint_cls, stopping_cls, dirpath):
+class _Outputs:
+    """Records ``outputs["loss"]`` at every ``on_train_batch_end``, as a user's callback reads it
+    (the same body serves as a Lightning and as an MLXTrainer callback)."""
+
+    def setup_recorder(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.losses.append(float(outputs["loss"]))
+
+
+class TorchOutputs(_Outputs, L.Callback):
+    pass
+
+
+class MLXOutputs(_Outputs, Callback):
+    pass
+
+
+def _callbacks(checkpoint_cls, stopping_cls, outputs_cls, dirpath):
+    outputs = outputs_cls()
+    outputs.setup_recorder()
     return [
         checkpoint_cls(dirpath=dirpath, monitor="val/loss", save_top_k=2, mode="min"),
         stopping_cls(monitor="val/loss", patience=2, min_delta=0.02, mode="min"),
+        outputs,
     ]
 
 
@@ -59,7 +81,7 @@ def runs(tmp_path_factory):
     mlx_model = MLXMLP()
     copy_weights(torch_model, mlx_model)
 
-    torch_cbs = _callbacks(TorchModelCheckpoint, TorchEarlyStopping, root / "torch" / "ckpt")
+    torch_cbs = _callbacks(TorchModelCheckpoint, TorchEarlyStopping, TorchOutputs, root / "torch" / "ckpt")
     torch_trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -70,7 +92,7 @@ def runs(tmp_path_factory):
     )
     torch_trainer.fit(torch_model, torch_loader(x, y, BATCH), torch_loader(vx, vy, BATCH))
 
-    mlx_cbs = _callbacks(ModelCheckpoint, EarlyStopping, root / "mlx" / "ckpt")
+    mlx_cbs = _callbacks(ModelCheckpoint, EarlyStopping, MLXOutputs, root / "mlx" / "ckpt")
     mlx_trainer = MLXTrainer(callbacks=mlx_cbs, logger=CSVLogger(root / "mlx"), default_root_dir=root / "mlx", **FLAGS)
     mlx_trainer.fit(mlx_model, numpy_batches(x, y, BATCH), numpy_batches(vx, vy, BATCH))
     return {
@@ -119,6 +141,15 @@ def test_same_checkpoints_kept(runs):
     assert mlx_files == torch_files and len(torch_files) == 2
     assert Path(mcbs[0].best_model_path).name == Path(tcbs[0].best_model_path).name
     assert float(mcbs[0].best_model_score) == pytest.approx(float(tcbs[0].best_model_score), rel=RTOL)
+
+
+def test_a_callback_reads_the_loss_lightnings_backward_took(runs):
+    """``outputs["loss"]`` in ``on_train_batch_end``, batch by batch: with
+    accumulate_grad_batches=2 Lightning hands over the loss divided by 2 (the one its backward
+    took), not the training_step's loss."""
+    torch_losses, mlx_losses = runs["torch"][1][2].losses, runs["mlx"][1][2].losses
+    assert len(torch_losses) > 2 * FLAGS["max_steps"] // 4, "too few batches: the case checks little"
+    assert mlx_losses == pytest.approx(torch_losses, rel=RTOL, abs=1e-6)
 
 
 def test_callback_metrics_agree(runs):

@@ -1193,7 +1193,9 @@ class LearningRateMonitor(Callback):
         return stats
 
     def _extract_lr(self, group: Any, name: str) -> dict[str, float]:
-        lr = float(group.learning_rate)
+        from cifar_mlx_adapter.lightning.trainer import upcoming_learning_rate
+
+        lr = float(upcoming_learning_rate(group))  # the rate of the step about to run, as torch's param group holds
         self.lrs.setdefault(name, []).append(lr)
         return {name: lr}
 

@@ -117,6 +117,15 @@ def parse_optimizers(returned, steps_per_epoch: int):
     return optimizer
 
 
+def upcoming_learning_rate(optimizer):
+    """The learning rate `optimizer`'s next update takes: its schedule at its step count, or
+    the fixed rate without one (what torch's ``param_groups[i]["lr"]`` holds between steps).
+    MLX writes a scheduled rate into ``learning_rate`` as it updates, so that attribute holds
+    the last update's rate until the next one begins."""
+    schedule = getattr(optimizer, "_schedulers", {}).get("learning_rate")
+    return schedule(optimizer.step) if schedule is not None else optimizer.learning_rate
+
+
 class MLXTrainer:
     """``L.Trainer`` for an ``MLXModule``; the arguments keep Lightning's names, defaults and
     meanings (lightning/pytorch/trainer/trainer.py). MLX's own: ``compile`` (the training
@@ -686,7 +695,9 @@ class MLXTrainer:
                 self.global_step += 1
             self._batches_in_epoch = batch_idx + 1
             if end_callbacks or end_hook:
-                outputs = {"loss": loss}
+                # Lightning's outputs["loss"] is the loss its backward took: divided by accumulate_grad_batches
+                # (ClosureResult.from_training_step_output in loops/optimization/automatic.py)
+                outputs = {"loss": loss / k if k > 1 else loss}
                 for cb in end_callbacks:
                     cb.on_train_batch_end(self, model, outputs, batch, batch_idx)
                 if end_hook:
