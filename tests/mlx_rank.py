@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,12 +56,14 @@ def start_ranks(args: list[str], folder: Path, world: int = 2, env: dict | None 
     return procs
 
 
-def wait_ranks(procs, folder: Path, timeout: float = 600) -> tuple[list[int], list[str]]:
-    """(exit status, stderr text) of each rank; kills a rank still running after `timeout` s."""
-    codes = []
+def wait_ranks(procs, folder: Path, timeout: float = 240) -> tuple[list[int], list[str]]:
+    """(exit status, stderr text) of each rank; kills every rank still running `timeout` s after
+    the wait began (one deadline for all), so a hung exchange fails its test (killed: -9) in
+    minutes. The slowest two-process test takes about 20 s on a 2-core CPU."""
+    deadline, codes = time.monotonic() + timeout, []
     for p in procs:
         try:
-            codes.append(p.wait(timeout=timeout))
+            codes.append(p.wait(timeout=max(deadline - time.monotonic(), 0.1)))
         except subprocess.TimeoutExpired:
             p.kill()
             codes.append(p.wait())
