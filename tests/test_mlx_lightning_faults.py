@@ -167,6 +167,36 @@ def test_epoch_reductions_weight_by_batch_size_as_lightning(tmp_path):
         assert got[key] == pytest.approx(value, rel=1e-5), key
 
 
+class TorchEpochEndLogs(TorchReduced):
+    def on_validation_epoch_end(self):
+        self.log("end/mean", 1.0, batch_size=10)
+        self.log("end/mean", 4.0)  # no batch size: Lightning's batch is gone at the epoch's end (weight 1)
+
+
+class MLXEpochEndLogs(MLXReduced):
+    def on_validation_epoch_end(self):
+        self.log("end/mean", 1.0, batch_size=10)
+        self.log("end/mean", 4.0)
+
+
+def test_an_epoch_end_log_without_a_batch_size_weighs_one_as_lightning(tmp_path):
+    """Two values of one name logged in on_validation_epoch_end, the first with batch_size=10,
+    the second without: Lightning drops its batch after each one (LoggerConnector.on_batch_end),
+    so the second weighs 1 and the mean is (10 * 1 + 4) / 11, not weighted by the last batch's
+    16 rows."""
+    x, y = blobs(37, seed=4)
+    torch.manual_seed(0)
+    torch_model, mlx_model = TorchEpochEndLogs(), MLXEpochEndLogs()
+    copy_weights(torch_model, mlx_model)
+    theirs = L.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path, **QUIET)
+    [expected] = theirs.validate(torch_model, torch_loader(x, y, 16), verbose=False)
+    [got] = MLXTrainer(logger=False, default_root_dir=tmp_path, **QUIET).validate(
+        mlx_model, numpy_batches(x, y, 16), verbose=False
+    )
+    assert expected["end/mean"] == pytest.approx(14 / 11)  # the premise: Lightning weighs the second value 1
+    assert got["end/mean"] == pytest.approx(expected["end/mean"], rel=1e-6)
+
+
 def test_min_epochs_holds_off_early_stopping_as_lightning(tmp_path, data):
     """EarlyStopping asks to stop after epoch 1 (no epoch gains 10); min_epochs=4 trains on to 4
     epochs in L.Trainer, and so in MLXTrainer."""

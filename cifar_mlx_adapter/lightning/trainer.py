@@ -391,16 +391,16 @@ class MLXTrainer:
 
     def _current_batch_size(self) -> int:
         """The running batch's size, found at the first epoch mean that needs it (as Lightning's
-        ``_ResultCollection._extract_batch_size``); after a loop, its last batch's."""
+        ``_ResultCollection._extract_batch_size``); 1 outside a batch (an epoch-end hook's log)."""
         if self._batch_size is None:
             self._batch_size = batch_size_of(self._batch)
         return self._batch_size
 
     def _release_batch(self) -> None:
-        """At a loop's end: its last batch's size kept (epoch-end hooks log with it), the batch let go."""
-        if self._batch is not None:
-            self._current_batch_size()
-            self._batch = None
+        """At a loop's end, the batch let go with its size, as Lightning's
+        ``LoggerConnector.on_batch_end`` drops both: an epoch-end hook's value logged without a
+        batch size weighs 1 in the epoch mean."""
+        self._batch = self._batch_size = None
 
     def _attach(self, module) -> None:
         if "_log_sink" not in vars(module):
