@@ -150,18 +150,25 @@ class MLXReduced(MLXMLP):
         self.log("val/sum", loss, reduce_fx="sum")
 
 
-def test_epoch_reductions_weight_by_batch_size_as_lightning(tmp_path):
-    """Batches of 16, 16 and 5: the epoch mean is weighted by batch size, and max, min and sum
-    reduce as L.Trainer reduces them."""
+def _validated_by_both(tmp_path, torch_cls, mlx_cls) -> tuple[dict, dict]:
+    """(L.Trainer's, MLXTrainer's) ``validate`` results for the same weights on 37 rows in
+    batches of 16, 16 and 5."""
     x, y = blobs(37, seed=4)
     torch.manual_seed(0)
-    torch_model, mlx_model = TorchReduced(), MLXReduced()
+    torch_model, mlx_model = torch_cls(), mlx_cls()
     copy_weights(torch_model, mlx_model)
     theirs = L.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path, **QUIET)
     [expected] = theirs.validate(torch_model, torch_loader(x, y, 16), verbose=False)
     [got] = MLXTrainer(logger=False, default_root_dir=tmp_path, **QUIET).validate(
         mlx_model, numpy_batches(x, y, 16), verbose=False
     )
+    return expected, got
+
+
+def test_epoch_reductions_weight_by_batch_size_as_lightning(tmp_path):
+    """Batches of 16, 16 and 5: the epoch mean is weighted by batch size, and max, min and sum
+    reduce as L.Trainer reduces them."""
+    expected, got = _validated_by_both(tmp_path, TorchReduced, MLXReduced)
     assert set(got) == set(expected)
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, rel=1e-5), key
@@ -184,15 +191,7 @@ def test_an_epoch_end_log_without_a_batch_size_weighs_one_as_lightning(tmp_path)
     the second without: Lightning drops its batch after each one (LoggerConnector.on_batch_end),
     so the second weighs 1 and the mean is (10 * 1 + 4) / 11, not weighted by the last batch's
     16 rows."""
-    x, y = blobs(37, seed=4)
-    torch.manual_seed(0)
-    torch_model, mlx_model = TorchEpochEndLogs(), MLXEpochEndLogs()
-    copy_weights(torch_model, mlx_model)
-    theirs = L.Trainer(accelerator="cpu", devices=1, logger=False, default_root_dir=tmp_path, **QUIET)
-    [expected] = theirs.validate(torch_model, torch_loader(x, y, 16), verbose=False)
-    [got] = MLXTrainer(logger=False, default_root_dir=tmp_path, **QUIET).validate(
-        mlx_model, numpy_batches(x, y, 16), verbose=False
-    )
+    expected, got = _validated_by_both(tmp_path, TorchEpochEndLogs, MLXEpochEndLogs)
     assert expected["end/mean"] == pytest.approx(14 / 11)  # the premise: Lightning weighs the second value 1
     assert got["end/mean"] == pytest.approx(expected["end/mean"], rel=1e-6)
 
