@@ -146,8 +146,10 @@ def targets_section(runs: list[dict]) -> list[str]:
 def render_benchmarks(report: dict, path: str = "runs/benchmarks.json") -> list[str]:
     """The table of ``scripts/benchmark.py``'s JSON report, read from `path` (named in the text)."""
     h = report["hardware"]
+    # a further file's section names the file in its heading too: two passes on one machine stay apart
+    where = "" if path == "runs/benchmarks.json" else f": `{path}`"
     lines = [
-        f"## Benchmarks ({h['cpu']}, {h['cpu_count']} cores, {h['os']})",
+        f"## Benchmarks ({h['cpu']}, {h['cpu_count']} cores, {h['os']}){where}",
         "",
         f"Measured by `python scripts/benchmark.py` (figures in `{path}`), one case at a time. "
         "Ratio: images/s over the row named in the last column, measured in the same pass. Time: the "
