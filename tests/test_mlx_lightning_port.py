@@ -46,7 +46,8 @@ class _Outputs:
     """Records ``outputs["loss"]`` at every ``on_train_batch_end``, as a user's callback reads it
     (the same body serves as a Lightning and as an MLXTrainer callback)."""
 
-    def setup_recorder(self):
+    def __init__(self):
+        super().__init__()
         self.losses = []
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -62,12 +63,10 @@ class MLXOutputs(_Outputs, Callback):
 
 
 def _callbacks(checkpoint_cls, stopping_cls, outputs_cls, dirpath):
-    outputs = outputs_cls()
-    outputs.setup_recorder()
     return [
         checkpoint_cls(dirpath=dirpath, monitor="val/loss", save_top_k=2, mode="min"),
         stopping_cls(monitor="val/loss", patience=2, min_delta=0.02, mode="min"),
-        outputs,
+        outputs_cls(),
     ]
 
 
