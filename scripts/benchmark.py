@@ -651,7 +651,7 @@ def main() -> int:
 
     from cifar_lightning.core.run.hardware import hardware_info
     from cifar_lightning.core.run.provenance import package_versions
-    from cifar_lightning.report.results import render_benchmarks
+    from cifar_lightning.report.results import committed_path, render_benchmarks
 
     rows = []
     todo = [case for case in cases(args) if not args.match or args.match in case[0]]
@@ -710,7 +710,8 @@ def main() -> int:
     }
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print("\n" + "\n".join(render_benchmarks(report)))  # scripts/report.py puts it into Results.md
+    # the table as scripts/report.py puts it into Results.md, naming the file it was written to
+    print("\n" + "\n".join(render_benchmarks(report, committed_path(Path(args.output), ROOT))))
     return 0
 
 

@@ -26,7 +26,12 @@ from cifar_lightning.core.run.folder import RUN_JSON
 from cifar_lightning.report.grouping import pytorch_vs_mlx_groups
 from cifar_lightning.report.logs import load_runs
 from cifar_lightning.report.plots import plot_pytorch_vs_mlx
-from cifar_lightning.report.results import comparison_headings, comparison_plot_paths, render_results
+from cifar_lightning.report.results import (
+    committed_path,
+    comparison_headings,
+    comparison_plot_paths,
+    render_results,
+)
 
 REPORT = "Results.md"  # the default report, in the repository's root
 
@@ -104,16 +109,16 @@ def main(argv: list[str] | None = None, root: str | Path | None = None) -> int:
             f"{args.output.name} is left as it is"
         )
     for run in runs:  # paths relative to the repository, as committed
-        run["_path"] = _as_committed(Path(run["_path"]), root)
+        run["_path"] = committed_path(Path(run["_path"]), root)
     bench = Path(args.runs) / "benchmarks.json"  # written by scripts/benchmark.py
     folder = plot_folder(args.output, args.all, root)
     plots = comparison_plot_paths(pytorch_vs_mlx_groups(runs), folder)
     gpu = [  # written by scripts/benchmark.py --gpu
-        (_as_committed(path, root), json.loads(path.read_text()))
+        (committed_path(path, root), json.loads(path.read_text()))
         for path in sorted((Path(args.runs) / "gpu").glob("*.json"))
     ]
     more = [  # scripts/benchmark.py --output runs/benchmarks-<name>.json: further passes, a section each
-        (_as_committed(path, root), json.loads(path.read_text()))
+        (committed_path(path, root), json.loads(path.read_text()))
         for path in sorted(Path(args.runs).glob("benchmarks-*.json"))
     ]
     text = render_results(runs, json.loads(bench.read_text()) if bench.exists() else None, plots, gpu, more)
@@ -132,8 +137,3 @@ def main(argv: list[str] | None = None, root: str | Path | None = None) -> int:
 def command() -> None:
     """The console script ``cifar-report``."""
     sys.exit(main())
-
-
-def _as_committed(path: Path, root: Path) -> str:
-    """`path` relative to the repository `root` (as it is committed), or as given when outside it."""
-    return path.resolve().relative_to(root).as_posix() if root in path.resolve().parents else str(path)

@@ -143,6 +143,11 @@ def targets_section(runs: list[dict]) -> list[str]:
     return lines + [""]
 
 
+def committed_path(path: Path, root: Path) -> str:
+    """`path` relative to the repository `root` (as it is committed), or as given when outside it."""
+    return path.resolve().relative_to(root).as_posix() if root in path.resolve().parents else str(path)
+
+
 def render_benchmarks(report: dict, path: str = "runs/benchmarks.json") -> list[str]:
     """The table of ``scripts/benchmark.py``'s JSON report, read from `path` (named in the text)."""
     h = report["hardware"]
