@@ -570,6 +570,39 @@ def median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda r: r["images_per_s"])[(len(runs) - 1) // 2]
 
 
+def ratio_interval(runs: list[float], reference_runs: list[float], confidence: float = 0.95) -> list[float]:
+    """[low, high]: the `confidence` interval of median(runs) / median(reference_runs), two rows'
+    images/s over their fresh-process runs, by scipy's percentile bootstrap (each row's runs
+    resampled on their own, 9,999 times, seeded): how far the pass's own noise moves the ratio."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    def ratio_of_medians(a, b, axis):
+        return np.median(a, axis=axis) / np.median(b, axis=axis)
+
+    found = bootstrap(
+        (np.asarray(runs), np.asarray(reference_runs)),
+        ratio_of_medians,
+        vectorized=True,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(0),
+    )
+    return [round(float(found.confidence_interval.low), 3), round(float(found.confidence_interval.high), 3)]
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Each row's ``ratio``: its images/s over those of the row it names as its reference
+    (measured in the same pass); where both were run several times, ``ratio_interval`` too."""
+    by_case = {r["case"]: r for r in rows}
+    for row in rows:
+        ref = by_case.get(row.get("reference") or "")
+        if ref and "images_per_s" in row and "images_per_s" in ref:
+            row["ratio"] = round(row["images_per_s"] / ref["images_per_s"], 3)
+            if len(row.get("runs_images_per_s", ())) > 1 and len(ref.get("runs_images_per_s", ())) > 1:
+                row["ratio_interval"] = ratio_interval(row["runs_images_per_s"], ref["runs_images_per_s"])
+
+
 def run_case(args, kind: str, kw: dict) -> dict | str:
     """One case in a fresh process (its own peak memory, its own BLAS): its result, with the
     wall time and the preload it ran under, or the end of its stderr if it failed."""
@@ -693,11 +726,7 @@ def main() -> int:
         ]
         rows = [r for r in rows if r["case"] in order]  # rows of cases that no longer exist are dropped
         rows.sort(key=lambda r: order.index(r["case"]))
-    by_case = {r["case"]: r for r in rows}
-    for row in rows:  # each ratio against the reference measured in the same pass
-        ref = by_case.get(row.get("reference") or "")
-        if ref and "images_per_s" in row and "images_per_s" in ref:
-            row["ratio"] = round(row["images_per_s"] / ref["images_per_s"], 3)
+    add_ratios(rows)
     import torch
 
     device = best_device()

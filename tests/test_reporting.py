@@ -574,3 +574,14 @@ def test_each_benchmark_file_has_its_own_section_naming_its_file(tmp_path):
     ]
     assert "`runs/benchmarks.json`" in sections[0] and "| 111.0 |" in sections[0] and "222.0" not in sections[0]
     assert "`runs/benchmarks-later.json`" in sections[1] and "| 222.0 |" in sections[1]
+
+
+def test_a_ratio_measured_over_several_runs_shows_its_interval():
+    from cifar_lightning.report.results import render_benchmarks
+
+    row = {"case": "lightning/mlp example: MLXTrainer.fit", "images_per_s": 120.0, "seconds": 0.8, "peak_mb": 74}
+    row.update(steps=3000, batch_size=32, repeats=41, ratio=0.98, ratio_interval=[0.93, 1.04])
+    row["reference"] = "lightning/mlp example: plain compiled loop"
+    report = {"hardware": {"cpu": "AMD EPYC", "cpu_count": 2, "os": "Linux"}, "rows": [row]}
+    line = [x for x in render_benchmarks(report) if x.startswith("| lightning/mlp")][0]
+    assert "| 3000 steps of 32, median of 41 runs | 0.98 (0.93-1.04) | lightning/mlp example: plain" in line

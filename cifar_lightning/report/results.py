@@ -159,7 +159,8 @@ def render_benchmarks(report: dict, path: str = "runs/benchmarks.json") -> list[
         f"Measured by `python scripts/benchmark.py` (figures in `{path}`), one case at a time. "
         "Ratio: images/s over the row named in the last column, measured in the same pass. Time: the "
         "timed part of the case (imports: a fresh interpreter). A row run several times (its run length "
-        "says how many) shows its run of median images/s, its runs alternating with those of the rows beside it.",
+        "says how many) shows its run of median images/s, its runs alternating with those of the rows beside it, "
+        "and its ratio the 95% interval that resampling those runs gives (scipy's bootstrap) in brackets.",
         "",
         "| case | images/s | time | peak memory | run length | ratio | against |",
         "|---|---|---|---|---|---|---|",
@@ -176,9 +177,12 @@ def render_benchmarks(report: dict, path: str = "runs/benchmarks.json") -> list[
             length += f", median of {r['repeats']} runs"
         rate = f"{r['images_per_s']:.1f}" if "images_per_s" in r else "-"
         seconds = f"{r['seconds']:.1f} s" if "seconds" in r else "-"
+        ratio = r.get("ratio", "-")
+        if "ratio_interval" in r:
+            ratio = f"{ratio} ({r['ratio_interval'][0]}-{r['ratio_interval'][1]})"
         lines.append(
             f"| {r['case']} | {rate} | {seconds} | {r['peak_mb']:.0f} MB | {length} "
-            f"| {r.get('ratio', '-')} | {r.get('reference') or '-'} |"
+            f"| {ratio} | {r.get('reference') or '-'} |"
         )
     return lines + [""]
 

@@ -106,10 +106,15 @@ class Batches:
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
-    def __iter__(self):
+    def unconverted(self):
+        """The rank's batches as the source gives them, each for ``to_mlx`` (the training loop
+        converts a batch while the step before it runs)."""
         if self.world_size == 1:
-            return map(to_mlx, self.source)
-        return (to_mlx(batch) for i, batch in enumerate(self.source) if i % self.world_size == self.rank)
+            return iter(self.source)
+        return (batch for i, batch in enumerate(self.source) if i % self.world_size == self.rank)
+
+    def __iter__(self):
+        return map(to_mlx, self.unconverted())
 
 
 class CIFARBatches:
