@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import sys
@@ -147,6 +148,16 @@ def shared_data() -> Path:
             f"real CIFAR-10 not found at {SHARED_DATA} (set CIFAR_DATA_DIR to a folder holding cifar-10-batches-py/)"
         )
     return SHARED_DATA
+
+
+def script_module(name: str):
+    """A fixture's body: scripts/<name>.py imported as a module, scripts/ off sys.path after."""
+    scripts = str(Path(__file__).resolve().parents[1] / "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(scripts)
 
 
 def real_cifar10_subset(root: Path, n_train: int = 200, n_test: int = 50) -> Path:

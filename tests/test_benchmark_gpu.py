@@ -4,7 +4,6 @@ renders it as a section of its own."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import shutil
@@ -13,17 +12,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import script_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def bench():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        yield importlib.import_module("benchmark_gpu")
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    yield from script_module("benchmark_gpu")
 
 
 def _number(x) -> bool:

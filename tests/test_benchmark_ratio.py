@@ -3,23 +3,18 @@ several times in fresh processes (the MLP's), the interval the runs' own noise a
 
 from __future__ import annotations
 
-import importlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import script_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
 def bench():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        yield importlib.import_module("benchmark")
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+    yield from script_module("benchmark")
 
 
 def test_the_ratio_interval_covers_the_true_ratio_of_medians(bench):
