@@ -376,7 +376,7 @@ class MLXTrainer(GeneralTrainer):
         step = self._step
 
         def run(images, labels, batch_idx: int = 0):
-            loss, logs = step((images, labels), batch_idx)
+            loss, logs, _ = step((images, labels), batch_idx)
             return loss, {k: v.astype(mx.float32) for k, v in logs.items()}
 
         return run

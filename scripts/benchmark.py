@@ -27,7 +27,10 @@ measured in the same run):
             each MLP row is the run of median images/s among --mlp-repeats runs (7), each in a
             fresh process, the three rows' runs alternating (plain, trainer, bf16, plain, ...)
             so that a slow spell of the machine falls on all three; its ratio is that of the
-            medians; every run's images/s is in the JSON (runs_images_per_s).
+            medians, with the 95% interval a bootstrap over the runs gives (ratio_interval);
+            every run's images/s is in the JSON (runs_images_per_s). On a 2-core VM the runs
+            of one row spread over a factor of two (75k-181k images/s), so 21 runs leave the
+            ratio about +-6% and a pass of 41 about +-4%.
   import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """

@@ -482,3 +482,84 @@ def test_the_model_summary_counts_the_parameters_torch_counts(name):
     frozen = sum(p.numel() for p in torch_model.parameters() if not p.requires_grad)
     last = model_summary(MLXClassifier(name, 10)).splitlines()[-1]
     assert last == f"{trainable:,} trainable params, {frozen:,} non-trainable, {trainable + frozen:,} total"
+
+
+def test_a_training_step_dicts_other_entries_reach_on_train_batch_end_as_lightnings(tmp_path):
+    """A training_step returning {"loss", "acc" (an array), "tag" (a string)}: a callback's
+    ``outputs`` in on_train_batch_end holds the same keys in the same order as under
+    ``L.Trainer`` (ClosureResult.asdict: the loss, then the dict's other entries), with the
+    same values batch by batch, from the same weights."""
+    import lightning as L
+    import torch
+    from lightning_port_models import TorchMLP, copy_weights
+
+    def with_extras(base, mean):
+        class Extras(base):
+            def training_step(self, batch, batch_idx):
+                loss = super().training_step(batch, batch_idx)
+                x, y = batch
+                return {"acc": mean(self(x).argmax(1) == y), "loss": loss, "tag": "train"}
+
+        return Extras()
+
+    def recorder(base):
+        class Outputs(base):
+            seen = []
+
+            def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+                self.seen.append([(k, v if isinstance(v, str) else float(v)) for k, v in outputs.items()])
+
+        return Outputs()
+
+    x, y = blobs(64, seed=1)
+    torch.manual_seed(0)
+    torch_model = with_extras(TorchMLP, lambda hits: hits.float().mean())
+    mlx_model = with_extras(MLXMLP, lambda hits: hits.astype(mx.float32).mean())
+    copy_weights(torch_model, mlx_model)
+    flags = dict(max_steps=3, logger=False, enable_checkpointing=False, **QUIET)
+    torch_seen, mlx_seen = recorder(L.Callback), recorder(Callback)
+    L.Trainer(accelerator="cpu", callbacks=[torch_seen], **flags).fit(torch_model, torch_loader(x, y, 16))
+    MLXTrainer(callbacks=[mlx_seen], default_root_dir=tmp_path, **flags).fit(mlx_model, numpy_batches(x, y, 16))
+    assert [[k for k, _ in step] for step in torch_seen.seen] == [["loss", "acc", "tag"]] * 3
+    assert [[k for k, _ in step] for step in mlx_seen.seen] == [["loss", "acc", "tag"]] * 3
+    for torch_step, mlx_step in zip(torch_seen.seen, mlx_seen.seen):
+        assert mlx_step[2] == torch_step[2] == ("tag", "train")
+        assert [v for _, v in mlx_step[:2]] == pytest.approx([v for _, v in torch_step[:2]], rel=1e-5, abs=1e-6)
+
+
+def test_two_values_logged_from_the_same_expression_train_compiled(tmp_path, data):
+    """Two logs computed alike (one expression written twice) leave the compiled step as
+    two outputs that simplify to one array: mlx 0.32's compile failed on that when they were
+    value_and_grad's auxiliary outputs ("_Map_base::at")."""
+
+    class Twice(MLXMLP):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("a", (x * 2).mean(), on_step=False, on_epoch=True)
+            self.log("b", (x * 2).mean(), on_step=False, on_epoch=True)
+            return super().training_step(batch, batch_idx)
+
+    trainer = MLXTrainer(max_epochs=1, logger=False, enable_checkpointing=False, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(Twice(), data)
+    expected = float(np.mean([np.mean(x * 2) for x, _ in data]))
+    assert float(trainer.callback_metrics["a"]) == float(trainer.callback_metrics["b"]) == pytest.approx(expected)
+
+
+def test_a_trace_failing_after_the_update_leaves_a_state_the_eager_step_updates(tmp_path, data, monkeypatch):
+    """A trace that fails once the optimiser has updated (mx.compile made to raise after
+    running the step): the state is put back whole, so the eager rerun that tells the error
+    apart updates it (before, MLX's lazily made optimiser state came back empty but taken as
+    made: KeyError 'net'), and the error names the trace's cause."""
+    import cifar_mlx_adapter.lightning.step as step_module
+
+    def failing_compile(fn, inputs=None, outputs=None):
+        def traced(*args):
+            fn(*args)
+            raise RuntimeError("failed after the update")
+
+        return traced
+
+    monkeypatch.setattr(step_module.mx, "compile", failing_compile)
+    trainer = MLXTrainer(max_steps=2, logger=False, enable_checkpointing=False, default_root_dir=tmp_path, **QUIET)
+    with pytest.raises(StepTraceError, match="failed after the update"):
+        trainer.fit(MLXMLP(), data)

@@ -87,8 +87,11 @@ class TrainingStep:
     """Builds and runs the step of one fit (remade when the trainable parameters change).
 
     Call ``step(batch, batch_idx, apply=True)`` per batch: with ``apply=False`` the
-    gradients are only accumulated. Returns (loss float32 scalar, {name: value} logged),
-    both ``mx.array`` and unevaluated.
+    gradients are only accumulated. Returns (loss float32 scalar, {name: value} logged,
+    {key: array} of the arrays among the other entries of a dict ``training_step`` returned),
+    all ``mx.array`` and unevaluated. ``extra_keys`` holds those other keys in the dict's order
+    and ``extra_values`` the ones that are not arrays, as the trace saw them (a compiled step
+    returns arrays only; eagerly, as the last step returned them).
     """
 
     def __init__(
@@ -111,11 +114,14 @@ class TrainingStep:
         self.compile = compile
         self.log_sink = log_sink  # the trainer's: receives (fx, name, value, options) at trace time
         self.log_items: dict[str, tuple] = {}  # name -> (hook, batch_size, options) of each logged value
+        self.extra_keys: tuple = ()
+        self.extra_values: dict = {}
         self.acc = {"grads": tree_map(mx.zeros_like, module.trainable_parameters())} if accumulate > 1 else {}
-        if scaler is not None:
-            # a skipped step puts back every entry of the optimiser's state (_keep_step): MLX fills that state
-            # lazily at the first update, so it must exist before the first step (new parameters' entries too)
-            optimizer.init(module.trainable_parameters())
+        # MLX fills the optimiser's state lazily at its first update: made here, it exists before the first
+        # step, so a failed trace puts back a whole state (not one the next update takes as filled) and a
+        # step skipped under 16-mixed puts back every entry (_keep_step); new parameters' entries too
+        optimizer.init(module.trainable_parameters())
+        self._outputs = None  # (loss, logs, extras) of the forward _loss ran last
         self._fns: dict[bool, object] = {}
 
     # ------------------------------------------------------------ the pieces
@@ -144,24 +150,35 @@ class TrainingStep:
         scaled = loss / self.accumulate if self.accumulate > 1 else loss
         if self.scaler is not None:
             scaled = self.scaler.scale(scaled)
-        return scaled, (loss, logs)
+        # the dict's other entries go to on_train_batch_end's outputs, as Lightning's ClosureResult.extra
+        extras = {}
+        if isinstance(out, dict):
+            self.extra_keys = tuple(k for k in out if k != "loss")
+            extras = {k: out[k] for k in self.extra_keys if isinstance(out[k], mx.array)}
+            self.extra_values = {k: out[k] for k in self.extra_keys if k not in extras}
+        # the loss, logs and extras leave through self, not as value_and_grad's auxiliary outputs: mlx
+        # 0.32's compile fails ("_Map_base::at") on two auxiliary outputs computed alike, as two values
+        # logged from the same expression
+        self._outputs = (loss, logs, extras)
+        return scaled
 
     def _gradients(self, batch, batch_idx):
         params = self.module.trainable_parameters()
-        (_, (loss, logs)), grads = mx.value_and_grad(self._loss)(params, batch, batch_idx)
+        _, grads = mx.value_and_grad(self._loss)(params, batch, batch_idx)
+        (loss, logs, extras), self._outputs = self._outputs, None
         self.module.update(params)  # the float32 weights back where half copies computed the loss
         if self.group is not None:
             loss = mx.distributed.all_sum(loss, group=self.group) / self.world
             logs = {k: mx.distributed.all_sum(v, group=self.group) / self.world for k, v in logs.items()}
-        return loss, logs, grads
+        return loss, logs, extras, grads
 
     def _accumulate_only(self, batch, batch_idx):
-        loss, logs, grads = self._gradients(batch, batch_idx)
+        loss, logs, extras, grads = self._gradients(batch, batch_idx)
         self.acc["grads"] = tree_map(mx.add, self.acc["grads"], grads)
-        return loss, logs
+        return loss, logs, extras
 
     def _apply(self, batch, batch_idx):
-        loss, logs, grads = self._gradients(batch, batch_idx)
+        loss, logs, extras, grads = self._gradients(batch, batch_idx)
         if self.acc:
             grads = tree_map(mx.add, self.acc["grads"], grads)
             self.acc["grads"] = tree_map(mx.zeros_like, grads)
@@ -181,7 +198,7 @@ class TrainingStep:
             self.module.update(self.scaler.select(found_inf, self.module.trainable_parameters(), params))
             assign_state(self.optimizer, _keep_step(self.optimizer.state, old_state, found_inf))
             self.scaler.update(found_inf)
-        return loss, logs
+        return loss, logs, extras
 
     # ------------------------------------------------------------ compiling
     def state(self) -> list:

@@ -666,7 +666,7 @@ class MLXTrainer:
                     cb.on_before_optimizer_step(self, model, self.optimizers[0])
                 if before_hook:
                     self._module_hook("on_before_optimizer_step", self.optimizers[0])
-            loss, logs = step(batch, batch_idx, apply=apply)
+            loss, logs, extras = step(batch, batch_idx, apply=apply)
             epoch_values = []
             for name, value in logs.items():
                 entry = logged.get(name)
@@ -710,6 +710,8 @@ class MLXTrainer:
                 # Lightning's outputs["loss"] is the loss its backward took: divided by accumulate_grad_batches
                 # (ClosureResult.from_training_step_output in loops/optimization/automatic.py)
                 outputs = {"loss": loss / k if k > 1 else loss}
+                if step.extra_keys:  # a dict's other entries, in its order (ClosureResult.asdict)
+                    outputs.update((key, extras.get(key, step.extra_values.get(key))) for key in step.extra_keys)
                 for cb in end_callbacks:
                     cb.on_train_batch_end(self, model, outputs, batch, batch_idx)
                 if end_hook:
