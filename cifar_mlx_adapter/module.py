@@ -83,7 +83,9 @@ class MLXClassifier(MLXModule):
     ):
         super().__init__()
         name = model if isinstance(model, str) else type(model).__name__
-        self.hparams.update({"model": name, "num_classes": num_classes, "recipe": recipe, "class_names": class_names})
+        self.save_hyperparameters(
+            {"model": name, "num_classes": num_classes, "recipe": recipe, "class_names": class_names}
+        )
         self.recipe = module_recipe(name, recipe, own_model=not isinstance(model, str))
         kwargs = {**self.recipe.model_kwargs, **(model_kwargs or {})}  # e.g. fast_muon's head scale
         self.model = build_model(model, num_classes, **kwargs) if isinstance(model, str) else model

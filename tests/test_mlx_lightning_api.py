@@ -563,3 +563,104 @@ def test_a_trace_failing_after_the_update_leaves_a_state_the_eager_step_updates(
     trainer = MLXTrainer(max_steps=2, logger=False, enable_checkpointing=False, default_root_dir=tmp_path, **QUIET)
     with pytest.raises(StepTraceError, match="failed after the update"):
         trainer.fit(MLXMLP(), data)
+
+
+def test_setup_and_teardown_get_the_stage_by_keyword_as_lightning_passes_it(tmp_path):
+    """Lightning calls ``setup``/``teardown`` of callbacks, the module and the datamodule with
+    ``stage=`` by keyword (trainer/call.py): a hook written ``setup(self, trainer, pl_module,
+    *, stage)`` or recording its arguments sees the same call under both trainers."""
+    import lightning as L
+    import torch
+    from lightning_port_models import TorchMLP
+
+    def recorder(base, seen):
+        class Record(base):
+            def setup(self, *args, **kwargs):
+                seen.append(("callback setup", len(args), sorted(kwargs)))
+
+            def teardown(self, *args, **kwargs):
+                seen.append(("callback teardown", len(args), sorted(kwargs)))
+
+        return Record()
+
+    def module(base, seen):
+        class Module(base):
+            def setup(self, *args, **kwargs):
+                seen.append(("module setup", len(args), sorted(kwargs)))
+
+        return Module()
+
+    class Data(L.LightningDataModule):
+        def __init__(self, seen, to_batches):
+            super().__init__()
+            self.seen, self.to_batches = seen, to_batches
+
+        def setup(self, *args, **kwargs):
+            self.seen.append(("datamodule setup", len(args), sorted(kwargs)))
+
+        def train_dataloader(self):
+            return self.to_batches(*blobs(32, seed=1), 16)
+
+        val_dataloader = train_dataloader  # Lightning asks for it where the module has a validation_step
+
+    flags = dict(max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False, **QUIET)
+    torch_seen, mlx_seen = [], []
+    torch.manual_seed(0)
+    L.Trainer(accelerator="cpu", callbacks=[recorder(L.Callback, torch_seen)], **flags).fit(
+        module(TorchMLP, torch_seen), datamodule=Data(torch_seen, torch_loader)
+    )
+    MLXTrainer(callbacks=[recorder(Callback, mlx_seen)], default_root_dir=tmp_path, **flags).fit(
+        module(MLXMLP, mlx_seen), datamodule=Data(mlx_seen, numpy_batches)
+    )
+    assert ("callback setup", 2, ["stage"]) in torch_seen
+    assert mlx_seen == torch_seen
+
+
+@pytest.mark.parametrize("module_saves", [False, True, "not for the logger"])
+def test_hparams_yaml_is_written_where_lightnings_is(tmp_path, module_saves):
+    """hparams.yaml holds what Lightning's holds: nothing (no file) from a module that never
+    called save_hyperparameters or called it with logger=False; the module's hparams merged
+    with a datamodule's that called it."""
+    import lightning as L
+    import torch
+    import yaml
+    from lightning.pytorch.loggers import CSVLogger as TorchCSVLogger
+    from lightning_port_models import TorchMLP
+
+    from cifar_mlx_adapter.lightning import CSVLogger
+
+    def module(base):
+        model = base()  # TorchMLP and MLXMLP save lr and momentum for their optimiser, for the logger
+        if module_saves is False:  # as if they had never called save_hyperparameters
+            object.__setattr__(model, "_log_hyperparams", False)
+        elif module_saves != True:  # noqa: E712
+            model.save_hyperparameters(dict(model.hparams), logger=False)
+        return model
+
+    class Data(L.LightningDataModule):
+        def __init__(self, to_batches, batch_size: int = 16):
+            super().__init__()
+            self.save_hyperparameters(ignore="to_batches")
+            self.to_batches = to_batches
+
+        def train_dataloader(self):
+            return self.to_batches(*blobs(32, seed=1), 16)
+
+        val_dataloader = train_dataloader
+
+    flags = dict(max_steps=1, limit_val_batches=0, enable_checkpointing=False, **QUIET)
+    torch.manual_seed(0)
+    L.Trainer(accelerator="cpu", logger=TorchCSVLogger(tmp_path / "torch"), **flags).fit(
+        module(TorchMLP), datamodule=Data(torch_loader)
+    )
+    MLXTrainer(logger=CSVLogger(tmp_path / "mlx"), default_root_dir=tmp_path, **flags).fit(
+        module(MLXMLP), datamodule=Data(numpy_batches)
+    )
+
+    def hparams(root):
+        files = list(root.glob("lightning_logs/version_0/hparams.yaml"))
+        return yaml.safe_load(files[0].read_text()) if files else None
+
+    assert hparams(tmp_path / "mlx") == hparams(tmp_path / "torch")
+    expected = {"lr": 0.1, "momentum": 0.9, "batch_size": 16} if module_saves is True else {"batch_size": 16}
+    assert hparams(tmp_path / "torch") == expected

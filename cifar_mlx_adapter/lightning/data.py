@@ -161,7 +161,7 @@ class DataSource:
         if self.group is not None:  # the others wait until rank 0 has the files
             mx.eval(mx.distributed.all_sum(mx.array(1), group=self.group))
         if hasattr(dm, "setup"):
-            dm.setup(stage)
+            dm.setup(stage=stage)  # by keyword, as Lightning's _call_lightning_datamodule_hook
 
     def batches(self, split: str):
         """The split's batches (``Batches`` or ``CIFARBatches``), or None where there are none."""

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import inspect
 import warnings
+from argparse import Namespace
+from collections.abc import Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -135,6 +137,7 @@ class MLXModule(nn.Module):
         # plain attributes outside mlx's dict of children, so they are never taken for parameters
         object.__setattr__(self, "_trainer", None)
         object.__setattr__(self, "_hparams", AttributeDict())
+        object.__setattr__(self, "_log_hyperparams", False)  # True once save_hyperparameters(logger=True) ran
         object.__setattr__(self, "_current_fx", None)
         object.__setattr__(self, "_log_sink", None)
 
@@ -222,10 +225,18 @@ class MLXModule(nn.Module):
         module.update(tree_unflatten([(k, v) for k, v in state.items() if k in ours]), strict=False)
         return module
 
-    def save_hyperparameters(self, *args: str, ignore: list[str] | str | None = None) -> None:
-        """Keep the calling ``__init__``'s arguments (or those named in `args`) in ``self.hparams``,
-        as LightningModule's ``save_hyperparameters``; `ignore` leaves names out. Only values
-        a YAML file can hold are useful to loggers; submodules are best ignored."""
+    def save_hyperparameters(self, *args, ignore: list[str] | str | None = None, logger: bool = True) -> None:
+        """Keep the calling ``__init__``'s arguments (or those named in `args`, or the one dict or
+        ``argparse.Namespace`` given) in ``self.hparams``, as LightningModule's
+        ``save_hyperparameters``; `ignore` leaves names out; `logger`: whether the trainer's
+        loggers get them (``hparams.yaml``). Only values a YAML file can hold are useful to
+        loggers; submodules are best ignored."""
+        object.__setattr__(self, "_log_hyperparams", logger)
+        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
+        if len(args) == 1 and isinstance(args[0], (Mapping, Namespace)):
+            given = vars(args[0]) if isinstance(args[0], Namespace) else dict(args[0])
+            self._hparams.update({k: v for k, v in given.items() if k not in ignored})
+            return
         frame = inspect.currentframe().f_back
         init_args = {k: v for k, v in frame.f_locals.items() if k not in ("self", "__class__")}
         code = frame.f_code
@@ -236,7 +247,6 @@ class MLXModule(nn.Module):
             values.update(init_args.get(kwargs_name, {}))
         if args:
             values = {k: values[k] for k in args}
-        ignored = {ignore} if isinstance(ignore, str) else set(ignore or ())
         self._hparams.update({k: v for k, v in values.items() if k not in ignored})
 
     # ---------------------------------------------------------------- logging

@@ -370,22 +370,48 @@ class MLXTrainer:
             self._hook_overridden[hook] = overridden
         return overridden
 
-    def _call(self, hook: str, *args, monitoring: bool | None = None):
+    def _call(self, hook: str, *args, monitoring: bool | None = None, **kwargs):
         """Callbacks' hook (all, or only those that monitor / do not monitor), in list order."""
         module = self.lightning_module
         for cb in self._callbacks_for(hook):
             if monitoring is not None and _is_monitoring(cb) != monitoring:
                 continue
-            getattr(cb, hook)(self, module, *args)
+            getattr(cb, hook)(self, module, *args, **kwargs)
 
-    def _module_hook(self, hook: str, *args):
+    def _module_hook(self, hook: str, *args, **kwargs):
         """The module's hook, with ``self.log`` told which hook logs; a hook the module does not
         override (MLXModule's no-op) is not called."""
         if not self._overrides(hook):
             return None
         module = self.lightning_module
         with logging_to(module, hook, module._log_sink):  # logged values take this hook's defaults
-            return getattr(module, hook)(*args)
+            return getattr(module, hook)(*args, **kwargs)
+
+    def _hyperparameters_to_log(self, model) -> dict | None:
+        """Lightning's ``_log_hyperparams`` (lightning/pytorch/loggers/utilities.py): the module's
+        hparams where it called ``save_hyperparameters`` (with ``logger=True``), merged with those of
+        a datamodule that did; None where neither did (no ``hparams.yaml`` is written).
+
+        Raises:
+            RuntimeError: a key both hold with different values (Lightning's message).
+        """
+        dm = self.datamodule
+        module_logs = getattr(model, "_log_hyperparams", False)
+        dm_logs = dm is not None and getattr(dm, "_log_hyperparams", False)
+        if module_logs and dm_logs:
+            ours, theirs = dict(model.hparams), dict(dm.hparams_initial)
+            clashing = [
+                k for k in ours.keys() & theirs.keys() if type(ours[k]) is not type(theirs[k]) or ours[k] != theirs[k]
+            ]
+            if clashing:
+                raise RuntimeError(
+                    f"Error while merging hparams: the keys {clashing} are present in both the LightningModule's "
+                    "and LightningDataModule's hparams but have different values."
+                )
+            return {**ours, **theirs}
+        if module_logs:
+            return dict(model.hparams)
+        return dict(dm.hparams_initial) if dm_logs else None
 
     def _sink(self, fx, name, value, batch_size=None, **options):
         self._results.log(fx, name, value, batch_size=batch_size or self._current_batch_size, **options)
@@ -456,8 +482,8 @@ class MLXTrainer:
         )
         source.group = self.group
         source.prepare("fit")
-        self._call("setup", "fit")
-        self._module_hook("setup", "fit")
+        self._call("setup", stage="fit")
+        self._module_hook("setup", stage="fit")
         try:
             self._fit(model, source, ckpt_path)
         except BaseException as err:
@@ -471,8 +497,8 @@ class MLXTrainer:
             raise
         finally:
             self.training = False
-            self._call("teardown", "fit")
-            self._module_hook("teardown", "fit")
+            self._call("teardown", stage="fit")
+            self._module_hook("teardown", stage="fit")
         for logger in self.loggers:
             logger.finalize("success")
         self.state.status = "finished"
@@ -524,8 +550,9 @@ class MLXTrainer:
             self._restore_training_state(checkpoint)
         if self.enable_model_summary and self.is_global_zero:
             print(model_summary(model), file=sys.stderr)
-        for logger in self.loggers if self.enable_autolog_hparams else ():
-            logger.log_hyperparams(dict(model.hparams))
+        hparams = self._hyperparameters_to_log(model) if self.enable_autolog_hparams else None
+        for logger in self.loggers if hparams is not None else ():
+            logger.log_hyperparams(hparams)
         self._call("on_fit_start")
         self._module_hook("on_fit_start")
         if checkpoint is None and self.enable_validation and self.num_sanity_val_steps:
@@ -838,8 +865,8 @@ class MLXTrainer:
         split = "val" if stage == "validation" else "test"
         source = DataSource(model, {split: dataloaders}, datamodule, self.global_rank, self.world_size, self.group)
         source.prepare(fn)
-        self._call("setup", fn)
-        self._module_hook("setup", fn)
+        self._call("setup", stage=fn)
+        self._module_hook("setup", stage=fn)
         try:
             if ckpt_path is not None:
                 checkpoint = self._resolve_checkpoint(ckpt_path)
@@ -855,8 +882,8 @@ class MLXTrainer:
             n = limit_batches(length_of(batches), limit, split)
             logged = as_floats(self._evaluate(batches, stage, n))
         finally:
-            self._call("teardown", fn)
-            self._module_hook("teardown", fn)
+            self._call("teardown", stage=fn)
+            self._module_hook("teardown", stage=fn)
             self.state.status = "finished"
         if verbose and self.is_global_zero:
             print_figures(logged)
