@@ -29,8 +29,11 @@ measured in the same run):
             so that a slow spell of the machine falls on all three; its ratio is that of the
             medians, with the 95% interval a bootstrap over the runs gives (ratio_interval);
             every run's images/s is in the JSON (runs_images_per_s). On a 2-core VM the runs
-            of one row spread over a factor of two (75k-181k images/s), so 21 runs leave the
-            ratio about +-6% and a pass of 41 about +-4%.
+            of one row spread over a factor of two (75k-181k images/s) and two passes of 41
+            and 61 runs read 1.09 and 0.93. The interleaved MLP row is the precise one: in
+            each run (one process) a plain loop's step follows each MLXTrainer step, each
+            loop timed between the other's steps, and the row's ratio is the median of the
+            runs' own ratios (their spread was 0.91-0.94 on that VM).
   import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """
@@ -42,6 +45,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -316,6 +320,20 @@ def plain_compiled_loop(net, loss_fn, opt, batches, steps: int, warmup: int, bat
     compiled with the model's, the optimiser's and the random state (without the random
     state, dropout's mask is frozen), every step's state evaluated before the clock. The
     reference every MLX trainer is measured against."""
+
+    train_on = plain_step(net, loss_fn, opt)
+    timer = Timer(warmup)
+    for i, (x, y) in enumerate(batches):
+        if i >= steps:
+            break
+        train_on(x, y)
+        timer.step(batch_size)
+    return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
+
+
+def plain_step(net, loss_fn, opt):
+    """``train_on(x, y)``: one step of the plain compiled loop (numpy batches become arrays),
+    its state evaluated before it returns."""
     from functools import partial
 
     import mlx.core as mx
@@ -330,14 +348,11 @@ def plain_compiled_loop(net, loss_fn, opt, batches, steps: int, warmup: int, bat
         opt.update(net, grads)
         return loss
 
-    timer = Timer(warmup)
-    for i, (x, y) in enumerate(batches):
-        if i >= steps:
-            break
-        step(*(v if isinstance(v, mx.array) else mx.array(v) for v in (x, y)))  # numpy batches become arrays
+    def train_on(x, y):
+        step(*(v if isinstance(v, mx.array) else mx.array(v) for v in (x, y)))
         mx.eval(state)
-        timer.step(batch_size)
-    return {"images_per_s": timer.rate(), "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
+
+    return train_on
 
 
 def bench_plain_mlx(data_dir, model, steps, warmup, batch_size) -> dict:
@@ -377,6 +392,23 @@ def _zoo_module(classifier, steps: int):
     return ZooModule()
 
 
+def _bare_trainer(steps: int, callback, precision: str = "32-true"):
+    """An MLXTrainer that trains `steps` steps with `callback` and nothing else (no validation,
+    logger, checkpoint, bar or summary): the trainer as a benchmark times it."""
+    from cifar_mlx_adapter.lightning import MLXTrainer
+
+    return MLXTrainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        precision=precision,
+        callbacks=[callback],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+
+
 def _general_trainer(module, steps: int, warmup: int, batch_size: int, precision: str, **fit):
     """images/s of ``cifar_mlx_adapter.lightning.MLXTrainer.fit`` over `steps` steps, the first
     `warmup` untimed: the clock is read after the warmup's last step and after the last step,
@@ -386,7 +418,7 @@ def _general_trainer(module, steps: int, warmup: int, batch_size: int, precision
     evaluation per step cost about 10 us on the MLP (line_profiler), 4% of its step."""
     import mlx.core as mx
 
-    from cifar_mlx_adapter.lightning import Callback, MLXTrainer
+    from cifar_mlx_adapter.lightning import Callback
 
     timer = Timer(warmup, sync=mx.synchronize)
     result = {}
@@ -397,17 +429,7 @@ def _general_trainer(module, steps: int, warmup: int, batch_size: int, precision
             if trainer.global_step == steps:
                 result["images_per_s"] = timer.rate()  # before fit's own ending (hooks, summary line)
 
-    trainer = MLXTrainer(
-        max_steps=steps,
-        limit_val_batches=0,
-        precision=precision,
-        callbacks=[TimeSteps()],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
-    trainer.fit(module, **fit)
+    _bare_trainer(steps, TimeSteps(), precision).fit(module, **fit)
     return {"images_per_s": result["images_per_s"], "seconds": timer.seconds, "steps": steps, "batch_size": batch_size}
 
 
@@ -438,16 +460,57 @@ def bench_general_mlp(data_dir, steps, warmup, batch_size, precision="32-true") 
 def bench_plain_mlp(data_dir, steps, warmup, batch_size) -> dict:
     """The reference for the MLP: the plain loop over the same model, batches and optimiser."""
     import mlx.core as mx
-    import mlx.nn as nn
 
     MLP, data = _mlp_batches(batch_size, steps)
     mx.random.seed(0)
     net = MLP()
+    return plain_compiled_loop(net, _mlp_loss, net.configure_optimizers(), data, steps, warmup, batch_size)
 
-    def loss(logits, y):
-        return nn.losses.cross_entropy(logits, y, reduction="mean")
 
-    return plain_compiled_loop(net, loss, net.configure_optimizers(), data, steps, warmup, batch_size)
+def bench_interleaved_mlp(data_dir, steps, warmup, batch_size) -> dict:
+    """examples/mlp_numpy.py's MLP under MLXTrainer.fit, a step of the plain compiled loop
+    (a second MLP, the same batch) run after each of its steps, in one process: each loop's
+    steps are timed between the other's, so a slow spell of the machine falls on both alike
+    (fresh processes of one row differ by up to 2x on a 2-core VM). A trainer step is timed
+    from the end of the plain step before it to the start of the one after it (its loop,
+    conversion, step and hooks). images_per_s: the trainer's; plain_images_per_s: the plain
+    loop's; paired_ratio: the first over the second, over the steps after `warmup`."""
+    import mlx.core as mx
+
+    from cifar_mlx_adapter.lightning import Callback
+
+    MLP, data = _mlp_batches(batch_size, steps)
+    mx.random.seed(0)
+    reference = MLP()
+    train_on = plain_step(reference, _mlp_loss, reference.configure_optimizers())
+    trainer_s, plain_s, last_end = [], [], []
+
+    class PlainStepAfterEach(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            start = time.perf_counter()
+            if last_end:
+                trainer_s.append(start - last_end[-1])
+            train_on(*data[batch_idx])
+            last_end.append(time.perf_counter())
+            plain_s.append(last_end[-1] - start)
+
+    _bare_trainer(steps, PlainStepAfterEach()).fit(MLP(), train_dataloaders=data)
+    timed_trainer, timed_plain = sum(trainer_s[warmup:]), sum(plain_s[warmup + 1 :])
+    images = batch_size * len(trainer_s[warmup:])
+    return {
+        "images_per_s": images / timed_trainer,
+        "plain_images_per_s": images / timed_plain,
+        "paired_ratio": timed_plain / timed_trainer,
+        "seconds": timed_trainer,
+        "steps": steps,
+        "batch_size": batch_size,
+    }
+
+
+def _mlp_loss(logits, y):
+    import mlx.nn as nn
+
+    return nn.losses.cross_entropy(logits, y, reduction="mean")
 
 
 # ----------------------------------------------------------------------- driver
@@ -543,6 +606,12 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
                 {**mlp, "precision": "bf16-mixed"},
                 "lightning/mlp example: MLXTrainer.fit",
             ),
+            (
+                "lightning/mlp example: MLXTrainer.fit, a plain loop's step after each of its own",
+                "interleaved_mlp",
+                mlp,
+                PAIRED,
+            ),
         ]
     if "import" in args.cases:
         out += [
@@ -550,6 +619,10 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
             ("import/cifar_lightning (DataModule)", "import", {"package": "cifar_lightning"}, None),
         ]
     return out
+
+
+# the "against" of a row whose ratio was measured within each run (paired_ratio), not against another row
+PAIRED = "the plain loop's steps between its own, in each run"
 
 
 def _alternating_groups(todo: list) -> list[list]:
@@ -578,14 +651,31 @@ def ratio_interval(runs: list[float], reference_runs: list[float], confidence: f
     images/s over their fresh-process runs, by scipy's percentile bootstrap (each row's runs
     resampled on their own, 9,999 times, seeded): how far the pass's own noise moves the ratio."""
     import numpy as np
-    from scipy.stats import bootstrap
 
     def ratio_of_medians(a, b, axis):
         return np.median(a, axis=axis) / np.median(b, axis=axis)
 
+    return _bootstrap_interval((runs, reference_runs), ratio_of_medians, confidence)
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> list[float]:
+    """[low, high]: the `confidence` interval of the median of `values` (one figure per run), by
+    the same bootstrap as ``ratio_interval``."""
+    import numpy as np
+
+    def median(a, axis):
+        return np.median(a, axis=axis)
+
+    return _bootstrap_interval((values,), median, confidence)
+
+
+def _bootstrap_interval(samples: tuple, statistic, confidence: float) -> list[float]:
+    import numpy as np
+    from scipy.stats import bootstrap
+
     found = bootstrap(
-        (np.asarray(runs), np.asarray(reference_runs)),
-        ratio_of_medians,
+        tuple(np.asarray(s) for s in samples),
+        statistic,
         vectorized=True,
         confidence_level=confidence,
         method="percentile",
@@ -613,7 +703,15 @@ def run_case(args, kind: str, kw: dict) -> dict | str:
 
     start = time.perf_counter()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    mlx_kinds = ("mlx_trainer", "plain_mlx", "plain_mlx_own_blas", "general_trainer", "general_mlp", "plain_mlp")
+    mlx_kinds = (
+        "mlx_trainer",
+        "plain_mlx",
+        "plain_mlx_own_blas",
+        "general_trainer",
+        "general_mlp",
+        "plain_mlp",
+        "interleaved_mlp",
+    )
     if kind in mlx_kinds and blas.needed():
         env.pop("LD_PRELOAD", None)  # mlx[cpu] on Linux: OpenBLAS preloaded, except for the own-BLAS row
         if kind == "plain_mlx_own_blas":
@@ -649,6 +747,7 @@ RUNNERS = {
     "general_trainer": bench_general_trainer,
     "general_mlp": bench_general_mlp,
     "plain_mlp": bench_plain_mlp,
+    "interleaved_mlp": bench_interleaved_mlp,
 }
 
 
@@ -709,6 +808,11 @@ def main() -> int:
             if name in failed or not runs[name]:
                 continue
             row = {"case": name, **median_run(runs[name]), "reference": ref}
+            if ref == PAIRED:  # the median of the runs' own ratios, and its interval over the runs
+                paired = [r["paired_ratio"] for r in runs[name]]
+                row["ratio"] = round(statistics.median(paired), 3)
+                if len(paired) > 1:
+                    row["ratio_interval"] = median_interval(paired)
             if repeats > 1:
                 row["repeats"] = repeats
                 row["runs_images_per_s"] = [round(r["images_per_s"], 1) for r in runs[name]]

@@ -664,3 +664,30 @@ def test_hparams_yaml_is_written_where_lightnings_is(tmp_path, module_saves):
     assert hparams(tmp_path / "mlx") == hparams(tmp_path / "torch")
     expected = {"lr": 0.1, "momentum": 0.9, "batch_size": 16} if module_saves is True else {"batch_size": 16}
     assert hparams(tmp_path / "torch") == expected
+
+
+def test_batch_hooks_get_the_batch_as_mlx_arrays_the_step_trained_on(tmp_path, data):
+    """on_train_batch_start and on_train_batch_end (a callback's and the module's) get the same
+    batch object, as MLX arrays (the user's numpy batch converted once), batch by batch."""
+    seen = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(("start", batch_idx, batch))
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen.append(("end", batch_idx, batch))
+
+    class Module(MLXMLP):
+        def on_train_batch_start(self, batch, batch_idx):
+            seen.append(("module start", batch_idx, batch))
+
+    MLXTrainer(max_epochs=1, callbacks=[Record()], logger=False, default_root_dir=tmp_path, **QUIET).fit(Module(), data)
+    assert [(hook, i) for hook, i, _ in seen] == [
+        (h, i) for i in range(len(data)) for h in ("start", "module start", "end")
+    ]
+    for i in range(len(data)):
+        start, module_start, end = (b for _, j, b in seen if j == i)
+        assert start is module_start is end
+        assert all(isinstance(v, mx.array) for v in start)
+        assert np.array_equal(np.array(start[0]), data[i][0]) and np.array_equal(np.array(start[1]), data[i][1])
