@@ -30,10 +30,10 @@ measured in the same run):
             medians, with the 95% interval a bootstrap over the runs gives (ratio_interval);
             every run's images/s is in the JSON (runs_images_per_s). On a 2-core VM the runs
             of one row spread over a factor of two (75k-181k images/s) and two passes of 41
-            and 61 runs read 1.09 and 0.93. The interleaved MLP row is the precise one: in
+            and 61 runs read 0.98 and 0.93. The interleaved MLP row is the precise one: in
             each run (one process) a plain loop's step follows each MLXTrainer step, each
             loop timed between the other's steps, and the row's ratio is the median of the
-            runs' own ratios (their spread was 0.91-0.94 on that VM).
+            runs' own ratios (0.916, its 95% interval 0.904-0.939, on that VM).
   import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """
