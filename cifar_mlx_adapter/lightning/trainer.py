@@ -262,7 +262,6 @@ class MLXTrainer:
         self._progress_bar_metrics: dict[str, mx.array] = {}
         self._results: ResultCollection | None = None
         self._wait_for_steps = mx.default_device() == mx.cpu  # see _train_epoch
-        self._evaluate_step = mx.eval if self._wait_for_steps else mx.async_eval
         self._in_batches = False  # inside a loop's batches (step values) or at its end (epoch values)
         self._batch, self._batch_size = None, None  # the running batch and its size once found
         self._scaler = None
@@ -729,7 +728,7 @@ class MLXTrainer:
                 # joins). The epoch values are among the logs, and are not named twice: with an array
                 # named twice in one evaluation, a rank whose peer had died waited forever in MLX's ring
                 # backend instead of raising (tests/test_mlx_distributed.py, the dead-peer test).
-                self._evaluate_step(loss, logs, step_state)
+                (mx.eval if self._wait_for_steps else mx.async_eval)(loss, logs, step_state)
             if apply:
                 self.global_step += 1
             self._batches_in_epoch = batch_idx + 1
