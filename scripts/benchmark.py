@@ -30,10 +30,12 @@ measured in the same run):
             medians, with the 95% interval a bootstrap over the runs gives (ratio_interval);
             every run's images/s is in the JSON (runs_images_per_s). On a 2-core VM the runs
             of one row spread over a factor of two (75k-181k images/s) and two passes of 41
-            and 61 runs read 0.98 and 0.93. The interleaved MLP row is the precise one: in
-            each run (one process) a plain loop's step follows each MLXTrainer step, each
-            loop timed between the other's steps, and the row's ratio is the median of the
-            runs' own ratios (0.916, its 95% interval 0.904-0.939, on that VM).
+            and 61 runs read 0.98 and 0.93. The interleaved MLP rows are the precise ones: in
+            each run (one process) MLXTrainer and a plain loop train in alternating blocks of
+            100 steps (and, in the second row, of single steps), each loop timed between the
+            other's blocks, and the row's ratio is the median of the runs' own ratios with
+            its 95% interval (median_interval). Single steps read lower than long blocks on
+            the same code: switching loops costs (bench_interleaved_mlp).
   import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """
@@ -467,36 +469,50 @@ def bench_plain_mlp(data_dir, steps, warmup, batch_size) -> dict:
     return plain_compiled_loop(net, _mlp_loss, net.configure_optimizers(), data, steps, warmup, batch_size)
 
 
-def bench_interleaved_mlp(data_dir, steps, warmup, batch_size) -> dict:
-    """examples/mlp_numpy.py's MLP under MLXTrainer.fit, a step of the plain compiled loop
-    (a second MLP, the same batch) run after each of its steps, in one process: each loop's
-    steps are timed between the other's, so a slow spell of the machine falls on both alike
-    (fresh processes of one row differ by up to 2x on a 2-core VM). A trainer step is timed
-    from the end of the plain step before it to the start of the one after it (its loop,
-    conversion, step and hooks). images_per_s: the trainer's; plain_images_per_s: the plain
-    loop's; paired_ratio: the first over the second, over the steps after `warmup`."""
+def bench_interleaved_mlp(data_dir, steps, warmup, batch_size, block=100) -> dict:
+    """examples/mlp_numpy.py's MLP under MLXTrainer.fit and the plain compiled loop (a second
+    MLP) in one process, in alternating blocks: after every `block` trainer steps its callback
+    runs the plain loop's steps on the same `block` batches. Each loop's blocks are timed between
+    the other's, so a slow spell of the machine falls on both alike (fresh processes of one row
+    differ by up to 2x on a 2-core VM), while each loop runs its steps back to back, as a fit
+    does. A trainer block is timed from the end of the plain block before it to the start of the
+    one after it, once every step it queued has finished (``mx.synchronize`` on a GPU): its
+    loop, conversions, steps and hooks. Blocks, not single steps: switching loops after every step
+    charged the switches to the loops, and the ratio rose with the block's length on the same
+    code (a 2-core AMD EPYC, 4 runs each: 0.87-0.89 for single steps, 0.92-0.97 for blocks of 10,
+    0.96-0.98 for 100, 0.97-1.02 for 500, whose runs spread more); 100 leaves one switch per 100
+    steps. images_per_s: the trainer's; plain_images_per_s: the plain loop's; paired_ratio: the
+    first over the second, over the blocks after the first `warmup` steps."""
     import mlx.core as mx
 
     from cifar_mlx_adapter.lightning import Callback
 
+    if steps % block or warmup % block:
+        raise ValueError(f"steps ({steps}) and warmup ({warmup}) must be multiples of block ({block})")
     MLP, data = _mlp_batches(batch_size, steps)
     mx.random.seed(0)
     reference = MLP()
     train_on = plain_step(reference, _mlp_loss, reference.configure_optimizers())
-    trainer_s, plain_s, last_end = [], [], []
+    trainer_s, plain_s, last_end = {}, {}, []  # seconds of each block, by its number
 
-    class PlainStepAfterEach(Callback):
+    class PlainBlockAfterEach(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            start = time.perf_counter()
+            if (batch_idx + 1) % block:
+                return
+            if mx.default_device() != mx.cpu:  # on the CPU the trainer has waited for each step itself
+                mx.synchronize()
+            start, number = time.perf_counter(), batch_idx // block
             if last_end:
-                trainer_s.append(start - last_end[-1])
-            train_on(*data[batch_idx])
+                trainer_s[number] = start - last_end[-1]
+            for i in range(batch_idx + 1 - block, batch_idx + 1):
+                train_on(*data[i])
             last_end.append(time.perf_counter())
-            plain_s.append(last_end[-1] - start)
+            plain_s[number] = last_end[-1] - start
 
-    _bare_trainer(steps, PlainStepAfterEach()).fit(MLP(), train_dataloaders=data)
-    timed_trainer, timed_plain = sum(trainer_s[warmup:]), sum(plain_s[warmup + 1 :])
-    images = batch_size * len(trainer_s[warmup:])
+    _bare_trainer(steps, PlainBlockAfterEach()).fit(MLP(), train_dataloaders=data)
+    timed = [n for n in trainer_s if n >= warmup // block]
+    timed_trainer, timed_plain = sum(trainer_s[n] for n in timed), sum(plain_s[n] for n in timed)
+    images = batch_size * block * len(timed)
     return {
         "images_per_s": images / timed_trainer,
         "plain_images_per_s": images / timed_plain,
@@ -504,6 +520,7 @@ def bench_interleaved_mlp(data_dir, steps, warmup, batch_size) -> dict:
         "seconds": timed_trainer,
         "steps": steps,
         "batch_size": batch_size,
+        "block": block,
     }
 
 
@@ -607,9 +624,15 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
                 "lightning/mlp example: MLXTrainer.fit",
             ),
             (
-                "lightning/mlp example: MLXTrainer.fit, a plain loop's step after each of its own",
+                "lightning/mlp example: MLXTrainer.fit, 100-step blocks alternating with a plain loop's",
                 "interleaved_mlp",
-                mlp,
+                {**mlp, "block": 100},
+                PAIRED,
+            ),
+            (  # the same with single steps: what switching loops after every step costs the ratio
+                "lightning/mlp example: MLXTrainer.fit, single steps alternating with a plain loop's",
+                "interleaved_mlp",
+                {**mlp, "block": 1},
                 PAIRED,
             ),
         ]
@@ -622,7 +645,7 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
 
 
 # the "against" of a row whose ratio was measured within each run (paired_ratio), not against another row
-PAIRED = "the plain loop's steps between its own, in each run"
+PAIRED = "the plain loop's blocks between its own, in each run"
 
 
 def _alternating_groups(todo: list) -> list[list]:
