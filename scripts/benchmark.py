@@ -469,34 +469,38 @@ def bench_plain_mlp(data_dir, steps, warmup, batch_size) -> dict:
     return plain_compiled_loop(net, _mlp_loss, net.configure_optimizers(), data, steps, warmup, batch_size)
 
 
-def bench_interleaved_mlp(data_dir, steps, warmup, batch_size, block=100) -> dict:
-    """examples/mlp_numpy.py's MLP under MLXTrainer.fit and the plain compiled loop (a second
-    MLP) in one process, in alternating blocks: after every `block` trainer steps its callback
-    runs the plain loop's steps on the same `block` batches. Each loop's blocks are timed between
-    the other's, so a slow spell of the machine falls on both alike (fresh processes of one row
-    differ by up to 2x on a 2-core VM), while each loop runs its steps back to back, as a fit
-    does. A trainer block is timed from the end of the plain block before it to the start of the
-    one after it, once every step it queued has finished (``mx.synchronize`` on a GPU): its
-    loop, conversions, steps and hooks. Blocks, not single steps: switching loops after every step
-    charged the switches to the loops, and the ratio rose with the block's length on the same
-    code (a 2-core AMD EPYC, 4 runs each: 0.87-0.89 for single steps, 0.92-0.97 for blocks of 10,
-    0.96-0.98 for 100, 0.97-1.02 for 500, whose runs spread more); 100 leaves one switch per 100
-    steps. images_per_s: the trainer's; plain_images_per_s: the plain loop's; paired_ratio: the
-    first over the second, over the blocks after the first `warmup` steps."""
+def alternating_blocks(module, train_on, plain_batch, steps, warmup, batch_size, block, **fit) -> dict:
+    """``module`` under MLXTrainer.fit (``fit``: its data) and a plain compiled loop's step
+    ``train_on(x, y)`` (over a second copy of the model) in one process, in alternating blocks:
+    after every `block` trainer steps, its callback runs the plain loop over the same `block`
+    batches (``plain_batch(batch_idx, batch)``: the plain loop's (x, y) for that step). Each
+    loop's blocks are timed between the other's, so a slow spell of the machine falls on both
+    alike (fresh processes of one row differ by up to 2x on a 2-core VM), while each loop runs
+    its steps back to back, as a fit does. A trainer block is timed from the end of the plain
+    block before it to the start of the one after it, once every step it queued has finished
+    (``mx.synchronize`` on a GPU): its loop, conversions, steps and hooks.
+
+    Blocks, not single steps: switching loops after every step charged the switches to the
+    loops, and the MLP's ratio rose with the block's length on the same code (a 2-core AMD
+    EPYC, 4 runs each: 0.87-0.89 for single steps, 0.92-0.97 for blocks of 10, 0.96-0.98 for
+    100, 0.97-1.02 for 500, whose runs spread more). A planted 20 us of host time per trainer
+    step took the MLP's 100-step-block ratio from 0.97-1.01 to 0.89-0.91 (3 runs each): the
+    measure sees the trainer's host cost.
+
+    Returns images_per_s (the trainer's), plain_images_per_s and paired_ratio (the first over
+    the second: the plain loop's time over the trainer's), over the blocks after the first
+    `warmup` steps."""
     import mlx.core as mx
 
     from cifar_mlx_adapter.lightning import Callback
 
     if steps % block or warmup % block:
         raise ValueError(f"steps ({steps}) and warmup ({warmup}) must be multiples of block ({block})")
-    MLP, data = _mlp_batches(batch_size, steps)
-    mx.random.seed(0)
-    reference = MLP()
-    train_on = plain_step(reference, _mlp_loss, reference.configure_optimizers())
-    trainer_s, plain_s, last_end = {}, {}, []  # seconds of each block, by its number
+    trainer_s, plain_s, last_end, held = {}, {}, [], []  # seconds of each block, by its number
 
     class PlainBlockAfterEach(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            held.append(plain_batch(batch_idx, batch))
             if (batch_idx + 1) % block:
                 return
             if mx.default_device() != mx.cpu:  # on the CPU the trainer has waited for each step itself
@@ -504,12 +508,13 @@ def bench_interleaved_mlp(data_dir, steps, warmup, batch_size, block=100) -> dic
             start, number = time.perf_counter(), batch_idx // block
             if last_end:
                 trainer_s[number] = start - last_end[-1]
-            for i in range(batch_idx + 1 - block, batch_idx + 1):
-                train_on(*data[i])
+            for x, y in held:
+                train_on(x, y)
+            held.clear()
             last_end.append(time.perf_counter())
             plain_s[number] = last_end[-1] - start
 
-    _bare_trainer(steps, PlainBlockAfterEach()).fit(MLP(), train_dataloaders=data)
+    _bare_trainer(steps, PlainBlockAfterEach()).fit(module, **fit)
     timed = [n for n in trainer_s if n >= warmup // block]
     timed_trainer, timed_plain = sum(trainer_s[n] for n in timed), sum(plain_s[n] for n in timed)
     images = batch_size * block * len(timed)
@@ -522,6 +527,42 @@ def bench_interleaved_mlp(data_dir, steps, warmup, batch_size, block=100) -> dic
         "batch_size": batch_size,
         "block": block,
     }
+
+
+def bench_interleaved_mlp(data_dir, steps, warmup, batch_size, block=100) -> dict:
+    """examples/mlp_numpy.py's MLP in alternating blocks with the plain loop (alternating_blocks),
+    each loop on the example's numpy batches (each converts its own)."""
+    import mlx.core as mx
+
+    MLP, data = _mlp_batches(batch_size, steps)
+    mx.random.seed(0)
+    reference = MLP()
+    train_on = plain_step(reference, _mlp_loss, reference.configure_optimizers())
+    return alternating_blocks(
+        MLP(), train_on, lambda i, batch: data[i], steps, warmup, batch_size, block, train_dataloaders=data
+    )
+
+
+def bench_interleaved_zoo(data_dir, model, steps, warmup, batch_size, block) -> dict:
+    """A zoo model in alternating blocks with the plain loop (alternating_blocks): the trainer on
+    the datamodule's MLX batches, the plain loop (bench_plain_mlx's, over a second copy of the
+    model made from the same seed) on the very batches the trainer trained on."""
+    from cifar_mlx_adapter.optim import recipe_optimizer
+
+    _, reference = _mlx_setup(data_dir, model, batch_size)
+    opt = recipe_optimizer(reference.recipe, steps, steps, reference.model)
+    train_on = plain_step(reference.model, reference.loss, opt)
+    dm, classifier = _mlx_setup(data_dir, model, batch_size)
+    return alternating_blocks(
+        _zoo_module(classifier, steps),
+        train_on,
+        lambda i, batch: batch,
+        steps,
+        warmup,
+        batch_size,
+        block,
+        datamodule=dm,
+    )
 
 
 def _mlp_loss(logits, y):
@@ -603,6 +644,17 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
             if model != "small_cnn" or "mlx" not in args.cases:
                 out.append((plain, "plain_mlx", kw, None))
             out.append((f"lightning/{model}: MLXTrainer.fit (Lightning's API)", "general_trainer", kw, plain))
+        # the zoo's models in alternating 2-step blocks with the plain loop, in one process (a step
+        # lasts 0.1-4 s here, so a switch between the loops costs nothing that shows)
+        for model, steps, bs in (("small_cnn", 12, 32), ("fast", 8, 64), ("resnet18", 6, 16)):
+            out.append(
+                (
+                    f"lightning/{model}: MLXTrainer.fit, 2-step blocks alternating with a plain loop's",
+                    "interleaved_zoo",
+                    {"model": model, "steps": steps, "warmup": 2, "batch_size": bs, "block": 2, "repeats": 3},
+                    PAIRED,
+                )
+            )
         kw = {"model": "small_cnn", "steps": 4 * args.mlx_steps, "warmup": 2, "batch_size": 32}
         out.append(
             (
@@ -734,6 +786,7 @@ def run_case(args, kind: str, kw: dict) -> dict | str:
         "general_mlp",
         "plain_mlp",
         "interleaved_mlp",
+        "interleaved_zoo",
     )
     if kind in mlx_kinds and blas.needed():
         env.pop("LD_PRELOAD", None)  # mlx[cpu] on Linux: OpenBLAS preloaded, except for the own-BLAS row
@@ -771,6 +824,7 @@ RUNNERS = {
     "general_mlp": bench_general_mlp,
     "plain_mlp": bench_plain_mlp,
     "interleaved_mlp": bench_interleaved_mlp,
+    "interleaved_zoo": bench_interleaved_zoo,
 }
 
 
