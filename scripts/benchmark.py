@@ -481,11 +481,11 @@ def alternating_blocks(module, train_on, plain_batch, steps, warmup, batch_size,
     (``mx.synchronize`` on a GPU): its loop, conversions, steps and hooks.
 
     Blocks, not single steps: switching loops after every step charged the switches to the
-    loops, and the MLP's ratio rose with the block's length on the same code (a 2-core AMD
-    EPYC, 4 runs each: 0.87-0.89 for single steps, 0.92-0.97 for blocks of 10, 0.96-0.98 for
-    100, 0.97-1.02 for 500, whose runs spread more). A planted 20 us of host time per trainer
-    step took the MLP's 100-step-block ratio from 0.97-1.01 to 0.89-0.91 (3 runs each): the
-    measure sees the trainer's host cost.
+    loops. On the same code the MLP read 0.88-0.93 with single steps and 0.91-1.01 with blocks
+    of 10, 100 or 500 steps (3 runs each, runs/benchmarks-mlp-block-sweep.log); 100 leaves one
+    switch per 100 steps. The measure sees the trainer's host cost: 20 us of host time planted
+    in each trainer step took the MLP's 100-step-block ratio from 0.97-1.01 to 0.89-0.91
+    (runs/benchmarks-mlp-plant.log).
 
     Returns images_per_s (the trainer's), plain_images_per_s and paired_ratio (the first over
     the second: the plain loop's time over the trainer's), over the blocks after the first
@@ -645,7 +645,7 @@ def cases(args) -> list[tuple[str, str, dict, str | None]]:
                 out.append((plain, "plain_mlx", kw, None))
             out.append((f"lightning/{model}: MLXTrainer.fit (Lightning's API)", "general_trainer", kw, plain))
         # the zoo's models in alternating 2-step blocks with the plain loop, in one process (a step
-        # lasts 0.1-4 s here, so a switch between the loops costs nothing that shows)
+        # lasts 0.5-4 s here, so a switch between the loops costs nothing that shows)
         for model, steps, bs in (("small_cnn", 12, 32), ("fast", 8, 64), ("resnet18", 6, 16)):
             out.append(
                 (

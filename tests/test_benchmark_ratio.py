@@ -64,3 +64,43 @@ def test_a_row_measured_against_its_own_runs_keeps_its_ratio(bench):
     paired = {"case": "paired", "images_per_s": 90.0, "reference": bench.PAIRED, "ratio": 0.93}
     bench.add_ratios([plain, paired])
     assert paired["ratio"] == 0.93 and "ratio_interval" not in paired
+
+
+def test_alternating_blocks_times_each_loop_between_the_others_blocks(bench):
+    """The interleaved rows' measure: a plain "step" that sleeps 20 ms must read at least 20 ms
+    a step and at most a little more, a linear model's trainer steps (well under 20 ms) must not
+    include the plain loop's, and the paired ratio is the plain loop's time over the trainer's."""
+    import time
+
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+
+    from cifar_mlx_adapter.lightning import MLXModule
+
+    class Linear(MLXModule):
+        def __init__(self):
+            super().__init__()
+            self.layer = nn.Linear(8, 3)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.losses.cross_entropy(self.layer(x), y, reduction="mean")
+
+        def configure_optimizers(self):
+            return optim.SGD(learning_rate=0.1)
+
+    rng = np.random.default_rng(0)
+    data = [(rng.normal(size=(4, 8)).astype(np.float32), rng.integers(0, 3, size=4)) for _ in range(8)]
+    replayed = []
+
+    def plain_step(x, y):
+        replayed.append(x)
+        time.sleep(0.02)
+
+    out = bench.alternating_blocks(Linear(), plain_step, lambda i, batch: data[i], 8, 2, 4, 2, train_dataloaders=data)
+    assert [id(x) for x in replayed] == [id(x) for x, _ in data]  # every batch, in order, once
+    assert 4 / 0.03 < out["plain_images_per_s"] <= 4 / 0.02
+    assert out["images_per_s"] > 2 * out["plain_images_per_s"]
+    assert out["paired_ratio"] == pytest.approx(out["images_per_s"] / out["plain_images_per_s"])
+    with pytest.raises(ValueError, match="multiples of block"):
+        bench.alternating_blocks(Linear(), plain_step, lambda i, b: data[i], 8, 3, 4, 2, train_dataloaders=data)

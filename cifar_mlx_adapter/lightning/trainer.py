@@ -711,7 +711,8 @@ class MLXTrainer:
             # the step runs now, the host reading nothing, while the host converts the next batch; on
             # a GPU the host goes on; on the CPU, where steps left queued cost about 250 us each (a
             # 3-layer MLP), it then waits for the step. Converting the next batch during the step
-            # instead of before it saved 10-20 us of the MLP example's 250 us step (2-core CPU).
+            # instead of before it measured 10-20 us faster on the MLP example's 250 us step in one
+            # session (2-core CPU) and level in a later one (8 paired runs): within this CPU's noise.
             # Evaluated: all the state the step writes (evaluating part of it leaves the rest to a
             # second, slower evaluation) and the values an epoch reduction keeps; the loss and the
             # values logged per step only are computed when read (a view, a logged row, a callback),
