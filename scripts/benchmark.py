@@ -481,9 +481,9 @@ def alternating_blocks(module, train_on, plain_batch, steps, warmup, batch_size,
     (``mx.synchronize`` on a GPU): its loop, conversions, steps and hooks.
 
     Blocks, not single steps: switching loops after every step charged the switches to the
-    loops. On the same code the MLP read 0.88-0.93 with single steps and 0.91-1.01 with blocks
-    of 10, 100 or 500 steps (3 runs each, runs/benchmarks-mlp-block-sweep.log); 100 leaves one
-    switch per 100 steps. The measure sees the trainer's host cost: 20 us of host time planted
+    loops. On the same code the MLP read 0.88-0.93 with single steps and 0.91-1.01 with
+    blocks of 10, 100 or 500 steps (3 runs each after 500 warm-up steps,
+    runs/benchmarks-mlp-block-sweep.log); 100 leaves one switch per 100 steps. The measure sees the trainer's host cost: 20 us of host time planted
     in each trainer step took the MLP's 100-step-block ratio from 0.97-1.01 to 0.89-0.91
     (runs/benchmarks-mlp-plant.log).
 
