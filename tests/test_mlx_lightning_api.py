@@ -103,12 +103,15 @@ def test_a_plain_module_without_logging_or_hooks(tmp_path, data):
     assert trainer.global_step == 5
 
 
-def test_batch_idx_is_the_batch_index_inside_the_compiled_step(tmp_path, data, monkeypatch):
-    class Indexed(Plain):
-        def training_step(self, batch, batch_idx):
-            self.log("idx", batch_idx * 1.0, on_step=True, on_epoch=False)
-            return super().training_step(batch, batch_idx)
+class Indexed(Plain):
+    """Logs the batch_idx its training_step gets, every step."""
 
+    def training_step(self, batch, batch_idx):
+        self.log("idx", batch_idx * 1.0, on_step=True, on_epoch=False)
+        return super().training_step(batch, batch_idx)
+
+
+def test_batch_idx_is_the_batch_index_inside_the_compiled_step(tmp_path, data, monkeypatch):
     # the index arrays are made a block at a time: a small block puts block edges inside the epochs
     monkeypatch.setattr("cifar_mlx_adapter.lightning.step.INDEX_BLOCK", 3)
     trainer = MLXTrainer(max_epochs=2, log_every_n_steps=1, default_root_dir=tmp_path, **QUIET)
@@ -116,6 +119,30 @@ def test_batch_idx_is_the_batch_index_inside_the_compiled_step(tmp_path, data, m
     assert len(data) > 3
     logged = [float(r["idx"]) for r in _rows(tmp_path) if r.get("idx")]
     assert logged == [float(i) for i in range(len(data))] * 2
+
+
+def test_batch_idx_after_a_mid_epoch_resume_past_an_index_block(tmp_path, data, monkeypatch):
+    # resumed at batch 5 with blocks of 3 index arrays: the first index asked for lies past the first block
+    monkeypatch.setattr("cifar_mlx_adapter.lightning.step.INDEX_BLOCK", 3)
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_train_steps=5, save_top_k=-1)
+    MLXTrainer(max_steps=5, logger=False, callbacks=[ckpt], **QUIET).fit(Indexed(), data)
+    [path] = list((tmp_path / "ckpt").glob("*step=5.ckpt"))
+    trainer = MLXTrainer(max_epochs=1, log_every_n_steps=1, default_root_dir=tmp_path, **QUIET)
+    trainer.fit(Indexed(), data, ckpt_path=path)
+    assert len(data) == 8
+    assert [float(r["idx"]) for r in _rows(tmp_path) if r.get("idx")] == [5.0, 6.0, 7.0]
+
+
+def test_an_eager_step_gets_batch_idx_as_an_int_as_lightnings(data):
+    seen = []
+
+    class Eager(Plain):
+        def training_step(self, batch, batch_idx):
+            seen.append(batch_idx)
+            return super().training_step(batch, batch_idx)
+
+    MLXTrainer(max_steps=2, compile=False, logger=False, enable_checkpointing=False, **QUIET).fit(Eager(), data)
+    assert seen == [0, 1] and all(type(i) is int for i in seen)
 
 
 def test_a_host_read_in_the_step_names_the_way_out_and_leaves_mlx_usable(tmp_path, data):
