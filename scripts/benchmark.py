@@ -30,12 +30,13 @@ measured in the same run):
             medians, with the 95% interval a bootstrap over the runs gives (ratio_interval);
             every run's images/s is in the JSON (runs_images_per_s). On a 2-core VM the runs
             of one row spread over a factor of two (75k-181k images/s) and two passes of 41
-            and 61 runs read 0.98 and 0.93. The interleaved MLP rows are the precise ones: in
-            each run (one process) MLXTrainer and a plain loop train in alternating blocks of
-            100 steps (and, in the second row, of single steps), each loop timed between the
-            other's blocks, and the row's ratio is the median of the runs' own ratios with
-            its 95% interval (median_interval). Single steps read lower than long blocks on
-            the same code: switching loops costs (bench_interleaved_mlp).
+            and 61 runs read 0.98 and 0.93. The rows "blocks alternating" are the precise
+            ones: in each run (one process) MLXTrainer and a plain loop train in alternating
+            blocks (100 steps for the MLP, 2 for the zoo's models; a second MLP row alternates
+            single steps), each loop timed between the other's blocks, and the row's ratio is
+            the median of the runs' own ratios with its 95% interval (median_interval). Single
+            steps read lower than long blocks on the same code: switching loops costs
+            (alternating_blocks).
   import/*  seconds to import each package in a fresh interpreter.
 The first `warmup` steps of each training case are not timed.
 """
@@ -483,9 +484,9 @@ def alternating_blocks(module, train_on, plain_batch, steps, warmup, batch_size,
     Blocks, not single steps: switching loops after every step charged the switches to the
     loops. On the same code the MLP read 0.88-0.93 with single steps and 0.91-1.01 with
     blocks of 10, 100 or 500 steps (3 runs each after 500 warm-up steps,
-    runs/benchmarks-mlp-block-sweep.log); 100 leaves one switch per 100 steps. The measure sees the trainer's host cost: 20 us of host time planted
-    in each trainer step took the MLP's 100-step-block ratio from 0.97-1.01 to 0.89-0.91
-    (runs/benchmarks-mlp-plant.log).
+    runs/benchmarks-mlp-block-sweep.log); 100 leaves one switch per 100 steps. The measure
+    sees the trainer's host cost: 20 us of host time planted in each trainer step took the
+    MLP's 100-step-block ratio from 0.97-1.01 to 0.89-0.91 (runs/benchmarks-mlp-plant.log).
 
     Returns images_per_s (the trainer's), plain_images_per_s and paired_ratio (the first over
     the second: the plain loop's time over the trainer's), over the blocks after the first

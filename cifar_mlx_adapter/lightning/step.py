@@ -236,10 +236,10 @@ class TrainingStep:
 
     def _index(self, batch_idx: int) -> mx.array:
         """batch_idx as an int32 scalar array, made INDEX_BLOCK at a time ahead of its step and
-        kept. An array made just before the compiled call that takes it made the MLP example's
-        ~200 us step about 4 us slower than one made earlier: the trainer's ratio to the plain
-        loop rose by 0.004 to 0.06 in each of 10 paired runs of scripts/benchmark.py's interleaved
-        MLP measurement (2-core CPU)."""
+        kept. An array made just before the compiled call that takes it cost the MLP example's
+        ~200 us step a few microseconds on a 2-core CPU: scripts/benchmark.py's single-step
+        interleaved MLP row read 0.916 before this (runs/benchmarks-lightning-6744afd.json)
+        and 0.926 after (runs/benchmarks-lightning-ff6e032.log)."""
         indices = self._indices
         if batch_idx >= len(indices):
             start = len(indices)
