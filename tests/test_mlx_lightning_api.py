@@ -134,15 +134,26 @@ def test_batch_idx_after_a_mid_epoch_resume_past_an_index_block(tmp_path, data, 
 
 
 def test_an_eager_step_gets_batch_idx_as_an_int_as_lightnings(data):
-    seen = []
+    import lightning as L
+    from lightning_port_models import TorchMLP
+
+    seen, theirs = [], []
 
     class Eager(Plain):
         def training_step(self, batch, batch_idx):
             seen.append(batch_idx)
             return super().training_step(batch, batch_idx)
 
+    class Recorded(TorchMLP):
+        def training_step(self, batch, batch_idx):
+            theirs.append(batch_idx)
+            return super().training_step(batch, batch_idx)
+
+    x, y = blobs(32, seed=1)
+    L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, **QUIET).fit(Recorded(), torch_loader(x, y, 16))
     MLXTrainer(max_steps=2, compile=False, logger=False, enable_checkpointing=False, **QUIET).fit(Eager(), data)
-    assert seen == [0, 1] and all(type(i) is int for i in seen)
+    assert seen == theirs == [0, 1]
+    assert [type(i) for i in seen] == [type(i) for i in theirs] == [int, int]
 
 
 def test_a_host_read_in_the_step_names_the_way_out_and_leaves_mlx_usable(tmp_path, data):
